@@ -1,0 +1,174 @@
+// The change-block-tracking map of one volume: one byte per tracking block,
+// the number of the snapshot interval in which the block last changed.
+// Two copies: ACTIVE (marked by every write) and SNAPSHOT (frozen at take,
+// read by backup tools). 2 bytes per tracking block in all.
+//
+// Numbering. A fresh map has active number 0: writes before the first take
+// are marked 0, the same as never written, because no backup precedes them.
+// Take n copies ACTIVE to SNAPSHOT after `previous = active; active += 1`,
+// so take n reports changes_number = n - 1 and later writes carry n. When
+// active would reach 256 (the 256th take) the map is reset instead: both
+// copies zeroed, a new generation UUID, previous 0, active 1. A reader that
+// sees a new generation must take a full backup.
+//
+// Reading: a block changed since the take whose changes_number was K iff its
+// SNAPSHOT byte is > K (and the generation is the same).
+//
+// Layout (one SharedArrayBuffer):
+//
+//   Int32   [0] ACTIVE_NUMBER     0..255   take (control plane, writers quiesced)
+//           [1] PREVIOUS_NUMBER   0..255   take; reported as changes_number
+//           [2] BLOCK_SHIFT               creator, once
+//           [3] BLOCK_COUNT               creator, once
+//   bytes   16..31 GENERATION_ID  UUID     creator and take
+//   Float64 [4] CAPACITY_SECTORS          creator, once (byte 32)
+//   bytes   64 ..                 ACTIVE[block_count]    writers (plain stores)
+//           64 + block_count ..   SNAPSHOT[block_count]  take, markDirty
+//
+// Writers store bytes without Atomics: racing writers store the same value,
+// and take runs only while writers are quiesced (the engine's job).
+
+import { randomUUID } from 'node:crypto';
+import { assert } from './assert';
+import type { Geometry } from './geometry';
+import { SECTOR_SHIFT, pow2 } from './units';
+
+const ACTIVE_NUMBER = 0;
+const PREVIOUS_NUMBER = 1;
+const BLOCK_SHIFT = 2;
+const BLOCK_COUNT = 3;
+const GENERATION_BYTE = 16;
+const GENERATION_BYTES = 16;
+const CAPACITY_FLOAT = 4;
+const MAPS_BYTE = 64;
+/** A map byte holds 0..255; the take that would need 256 resets the map. */
+export const CBT_NUMBER_LIMIT = 256;
+
+export interface CbtInfo {
+  /** Tracking block size in bytes. */
+  block_size: number;
+  device_capacity: number;
+  block_count: number;
+  generation_id: string;
+  /** The number of the last take: blocks with SNAPSHOT byte > K changed since take K. */
+  changes_number: number;
+}
+
+export class CbtMap {
+  readonly block_count: number;
+  readonly block_shift: number;
+  readonly capacity_sectors: number;
+  private readonly header: Int32Array;
+  private readonly generation: Uint8Array;
+  private readonly active: Uint8Array;
+  private readonly frozen: Uint8Array;
+  private readonly sector_shift_of_block: number;
+
+  static create(capacity_sectors: number, geometry: Geometry): CbtMap {
+    const buffer = new SharedArrayBuffer(MAPS_BYTE + 2 * geometry.count);
+    const header = new Int32Array(buffer, 0, 4);
+    header[BLOCK_SHIFT] = geometry.shift;
+    header[BLOCK_COUNT] = geometry.count;
+    new Float64Array(buffer, 0, 8)[CAPACITY_FLOAT] = capacity_sectors;
+    const map = new CbtMap(buffer);
+    map.newGeneration();
+    return map;
+  }
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.header = new Int32Array(buffer, 0, 4);
+    this.block_shift = this.header[BLOCK_SHIFT]!;
+    this.block_count = this.header[BLOCK_COUNT]!;
+    this.capacity_sectors = new Float64Array(buffer, 0, 8)[CAPACITY_FLOAT]!;
+    assert(buffer.byteLength === MAPS_BYTE + 2 * this.block_count, 'buffer is not a CBT map');
+    assert(this.block_count === Math.ceil(this.capacity_sectors / pow2(this.block_shift - SECTOR_SHIFT)),
+      'CBT map block count does not cover its capacity');
+    this.generation = new Uint8Array(buffer, GENERATION_BYTE, GENERATION_BYTES);
+    this.active = new Uint8Array(buffer, MAPS_BYTE, this.block_count);
+    this.frozen = new Uint8Array(buffer, MAPS_BYTE + this.block_count, this.block_count);
+    this.sector_shift_of_block = this.block_shift - SECTOR_SHIFT;
+  }
+
+  get active_number(): number { return Atomics.load(this.header, ACTIVE_NUMBER); }
+  get changes_number(): number { return Atomics.load(this.header, PREVIOUS_NUMBER); }
+
+  get generation_id(): string {
+    const hex = Buffer.from(this.generation).toString('hex');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  /** Marks the blocks covering sectors [sector, sector + count) as changed now. */
+  mark(sector: number, count_sectors: number): void {
+    if (count_sectors <= 0) return;
+    const first = this.blockOf(sector);
+    const end = Math.min(this.blockOf(sector + count_sectors - 1) + 1, this.block_count);
+    this.active.fill(Atomics.load(this.header, ACTIVE_NUMBER), first, end);
+  }
+
+  /**
+   * Marks blocks changed in both copies (blksnap's markdirtyblock): the next
+   * take reports them, and so does the current snapshot copy where a take
+   * already happened. For tools that rewrote a backup's blocks.
+   */
+  markDirty(sector: number, count_sectors: number): void {
+    if (count_sectors <= 0) return;
+    const first = this.blockOf(sector);
+    const end = Math.min(this.blockOf(sector + count_sectors - 1) + 1, this.block_count);
+    this.active.fill(this.active_number, first, end);
+    const previous = this.changes_number;
+    if (previous > 0) this.frozen.fill(previous, first, end);
+  }
+
+  /**
+   * The take switch. Call only while no writer can mark this map.
+   * Returns true when the map was reset (new generation).
+   */
+  switchForTake(): boolean {
+    let active = this.active_number + 1;
+    let previous = active - 1;
+    let reset = false;
+    if (active >= CBT_NUMBER_LIMIT) {
+      this.active.fill(0);
+      this.newGeneration();
+      active = 1;
+      previous = 0;
+      reset = true;
+    }
+    Atomics.store(this.header, PREVIOUS_NUMBER, previous);
+    this.frozen.set(this.active);
+    Atomics.store(this.header, ACTIVE_NUMBER, active);
+    return reset;
+  }
+
+  /** Copies SNAPSHOT bytes [first_block, first_block + target.length) into target. */
+  readSnapshot(first_block: number, target: Uint8Array): number {
+    assert(Number.isInteger(first_block) && first_block >= 0 && first_block <= this.block_count,
+      `CBT slice starts at block ${first_block}, past ${this.block_count}`);
+    const end = Math.min(first_block + target.length, this.block_count);
+    target.set(this.frozen.subarray(first_block, end));
+    return end - first_block;
+  }
+
+  /** One SNAPSHOT byte (for block-status replies). */
+  snapshotByte(block: number): number {
+    return this.frozen[block]!;
+  }
+
+  info(): CbtInfo {
+    return {
+      block_size: pow2(this.block_shift),
+      device_capacity: this.capacity_sectors,
+      block_count: this.block_count,
+      generation_id: this.generation_id,
+      changes_number: this.changes_number,
+    };
+  }
+
+  blockOf(sector: number): number {
+    return Math.floor(sector / pow2(this.sector_shift_of_block));
+  }
+
+  private newGeneration(): void {
+    this.generation.set(Buffer.from(randomUUID().replace(/-/g, ''), 'hex'));
+  }
+}

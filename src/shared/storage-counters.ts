@@ -1,0 +1,162 @@
+// The counters of one difference storage, shared by the store actors that
+// allocate space in it, the grow actor that extends it and the control
+// plane that reports on it.
+//
+// Layout (one SharedArrayBuffer):
+//
+//   BigInt64 [0] CAPACITY   sectors usable now (fallocated)       grow actor
+//            [1] REQUESTED  sectors asked of the grow actor       allocators (CAS)
+//            [2] FILLED     sectors handed out to chunks          allocators (CAS)
+//            [3] LIMIT      sectors it may never grow past        creator, once
+//   Int32    [8]  LOW_SPACE  1 while a growth step is pending      allocators set, grow actor clears
+//            [9]  OVERFLOW   1 once an allocation found no room    allocators
+//            [10] GROWABLE   1 for a regular file, 0 for a device  creator, once
+//            [11] GENERATION bumped (and notified) after every growth or overflow
+//
+// All in sectors (512 bytes) as in blksnap. FILLED only grows: chunk copies
+// are never freed while the snapshot lives. Allocation is a CAS on FILLED
+// that fails when it would pass CAPACITY; the caller then waits on
+// GENERATION for the grow actor, or breaks the snapshot when growth is
+// impossible. BigInt Atomics allocate a little, but only per stored chunk.
+
+import { assert } from './assert';
+
+const CAPACITY = 0;
+const REQUESTED = 1;
+const FILLED = 2;
+const LIMIT = 3;
+const BIGINT_WORDS = 4;
+const LOW_SPACE = 8;
+const OVERFLOW = 9;
+const GROWABLE = 10;
+const GENERATION = 11;
+const INT32_WORDS = 12;
+const BYTES = INT32_WORDS * Int32Array.BYTES_PER_ELEMENT;
+assert(BIGINT_WORDS * BigInt64Array.BYTES_PER_ELEMENT <= LOW_SPACE * Int32Array.BYTES_PER_ELEMENT,
+  'storage counters: BigInt words overlap the Int32 words');
+
+/** allocate() found no room in the current capacity. */
+export const NO_ROOM = -1;
+
+export interface StorageSnapshot {
+  capacity_sectors: number;
+  requested_sectors: number;
+  filled_sectors: number;
+  limit_sectors: number;
+  low_space: boolean;
+  overflow: boolean;
+  growable: boolean;
+}
+
+export class StorageCounters {
+  private readonly big: BigInt64Array;
+  private readonly flags: Int32Array;
+
+  static create(capacity_sectors: number, limit_sectors: number, growable: boolean): StorageCounters {
+    assert(Number.isSafeInteger(capacity_sectors) && capacity_sectors >= 0, `bad capacity ${capacity_sectors}`);
+    assert(Number.isSafeInteger(limit_sectors) && limit_sectors >= capacity_sectors,
+      `limit ${limit_sectors} below capacity ${capacity_sectors}`);
+    const counters = new StorageCounters(new SharedArrayBuffer(BYTES));
+    counters.big[CAPACITY] = BigInt(capacity_sectors);
+    counters.big[REQUESTED] = BigInt(capacity_sectors);
+    counters.big[LIMIT] = BigInt(limit_sectors);
+    counters.flags[GROWABLE] = growable ? 1 : 0;
+    return counters;
+  }
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    assert(buffer.byteLength === BYTES, 'buffer is not a storage-counters block');
+    this.big = new BigInt64Array(buffer, 0, BIGINT_WORDS);
+    this.flags = new Int32Array(buffer);
+  }
+
+  get capacity_sectors(): number { return Number(Atomics.load(this.big, CAPACITY)); }
+  get requested_sectors(): number { return Number(Atomics.load(this.big, REQUESTED)); }
+  get filled_sectors(): number { return Number(Atomics.load(this.big, FILLED)); }
+  get limit_sectors(): number { return Number(Atomics.load(this.big, LIMIT)); }
+  get growable(): boolean { return this.flags[GROWABLE] === 1; }
+  get overflow(): boolean { return Atomics.load(this.flags, OVERFLOW) === 1; }
+  get generation(): number { return Atomics.load(this.flags, GENERATION); }
+
+  /** Hands out `sectors` and returns their start, or NO_ROOM. */
+  allocate(sectors: number): number {
+    assert(Number.isSafeInteger(sectors) && sectors > 0, `bad allocation size ${sectors}`);
+    const want = BigInt(sectors);
+    for (;;) {
+      const filled = Atomics.load(this.big, FILLED);
+      if (filled + want > Atomics.load(this.big, CAPACITY)) return NO_ROOM;
+      if (Atomics.compareExchange(this.big, FILLED, filled, filled + want) === filled) return Number(filled);
+    }
+  }
+
+  free_sectors(): number {
+    return this.capacity_sectors - this.filled_sectors;
+  }
+
+  /**
+   * Claims the pending growth step when free space is at or below
+   * `threshold_sectors`: true for exactly one caller until growthDone().
+   * Also true when an allocation found no room at all.
+   */
+  claimLowSpace(threshold_sectors: number): boolean {
+    if (this.free_sectors() > threshold_sectors) return false;
+    return Atomics.compareExchange(this.flags, LOW_SPACE, 0, 1) === 0;
+  }
+
+  /**
+   * Asks for `step_sectors` more, never past the limit. Returns the new
+   * requested size, or 0 when the limit leaves nothing to ask for.
+   */
+  request(step_sectors: number): number {
+    for (;;) {
+      const requested = Atomics.load(this.big, REQUESTED);
+      const limit = Atomics.load(this.big, LIMIT);
+      if (requested >= limit || !this.growable) return 0;
+      const target = requested + BigInt(step_sectors) > limit ? limit : requested + BigInt(step_sectors);
+      if (Atomics.compareExchange(this.big, REQUESTED, requested, target) === requested) return Number(target);
+    }
+  }
+
+  /** The grow actor made the storage `capacity_sectors` large. */
+  grown(capacity_sectors: number): void {
+    assert(capacity_sectors >= this.capacity_sectors && capacity_sectors <= this.limit_sectors,
+      `capacity ${capacity_sectors} must grow and stay within the limit ${this.limit_sectors}`);
+    Atomics.store(this.big, CAPACITY, BigInt(capacity_sectors));
+    this.growthDone();
+  }
+
+  /** A growth step ended (done, failed or impossible): allow the next claim, wake waiters. */
+  growthDone(): void {
+    Atomics.store(this.flags, LOW_SPACE, 0);
+    this.bump();
+  }
+
+  /** Marks the storage overflowed; true for the first caller only. */
+  setOverflow(): boolean {
+    const first = Atomics.compareExchange(this.flags, OVERFLOW, 0, 1) === 0;
+    this.bump();
+    return first;
+  }
+
+  /** Sleeps until GENERATION moves past `seen` or timeout_ms passes. */
+  waitForChange(seen: number, timeout_ms: number): void {
+    Atomics.wait(this.flags, GENERATION, seen, timeout_ms);
+  }
+
+  snapshot(): StorageSnapshot {
+    return {
+      capacity_sectors: this.capacity_sectors,
+      requested_sectors: this.requested_sectors,
+      filled_sectors: this.filled_sectors,
+      limit_sectors: this.limit_sectors,
+      low_space: Atomics.load(this.flags, LOW_SPACE) === 1,
+      overflow: this.overflow,
+      growable: this.growable,
+    };
+  }
+
+  private bump(): void {
+    Atomics.add(this.flags, GENERATION, 1);
+    Atomics.notify(this.flags, GENERATION);
+  }
+}
