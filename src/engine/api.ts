@@ -1,0 +1,134 @@
+// The engine's public surface: what the daemon, the frontends (NBD, ublk),
+// the tests and the benchmark may use. The implementation is engine.ts.
+//
+//   control:  attach / detach volumes, snapshots (create, add, take,
+//             destroy, collect, info), events, CBT (info, map, markdirty)
+//   I/O:      IoQueue — per-queue tags, one request-buffer slot per tag,
+//             completions by tag; no allocation per request.
+//
+// Sizes: bytes in the I/O interface (offset_bytes, length_bytes), sectors
+// in the CBT interface, as upstream blksnap.
+
+import type { CbtInfo } from '../shared/cbt-map';
+import type { ErrorCode } from '../shared/errors';
+import type { Params } from '../shared/params';
+import type { StorageSnapshot } from '../shared/storage-counters';
+
+export interface EngineOptions {
+  params?: Partial<Params>;
+  /** Long-lived workers serving volume requests (copy-on-write). Default 2. */
+  cow_workers?: number;
+  /** Long-lived workers serving snapshot-image requests. Default 1. */
+  image_workers?: number;
+  /** piscina threads flushing store queues. Default 1. */
+  store_threads?: number;
+  /** A pino logger; default: silent. */
+  logger?: import('pino').Logger;
+  /** Test hook: volume reads in this byte range of a volume fail with EIO. */
+  fault_injection?: boolean;
+}
+
+export interface VolumeInfo {
+  /** Stable while attached: used in IoQueue targets. */
+  volume_index: number;
+  name: string;
+  path: string;
+  kind: 'file' | 'block';
+  capacity_sectors: number;
+  logical_block_bytes: number;
+  /** The snapshot that holds this volume, if any. */
+  snapshot_id: string | null;
+}
+
+export type SnapshotState = 'created' | 'taken' | 'corrupted' | 'destroyed';
+
+export interface SnapshotInfo {
+  id: string;
+  state: SnapshotState;
+  /** 0, or the errno that corrupted the snapshot (28 = ENOSPC, 5 = EIO). */
+  error_code: number;
+  volumes: string[];
+  storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string };
+  chunks: { volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number }[];
+}
+
+export type SnapshotEventCode = 'corrupted' | 'no_space' | 'low_space' | 'grown' | 'destroyed';
+
+export interface SnapshotEvent {
+  code: SnapshotEventCode;
+  /** Milliseconds since the epoch. */
+  time: number;
+  /** corrupted: the volume and errno; no_space: sectors asked for; grown: new capacity. */
+  volume?: string;
+  errno?: number;
+  requested_sectors?: number;
+  capacity_sectors?: number;
+}
+
+export interface SnapshotCreateOptions {
+  /** Volume paths or names to add now (more may be added until take). */
+  volumes: string[];
+  /** A regular file (grown with fallocate), a directory (O_TMPFILE) or a block device. */
+  storage: string;
+  /** The most the diff storage may grow to, in bytes (block device: its size). */
+  limit_bytes: number;
+}
+
+export const enum IoOp {
+  READ = 0,
+  WRITE = 1,
+  FLUSH = 2,
+  DISCARD = 3,
+  WRITE_ZEROES = 4,
+}
+
+export const enum IoFlags {
+  NONE = 0,
+  /** Force unit access: the write is durable when it completes. */
+  FUA = 1,
+  /** WRITE_ZEROES may deallocate (NBD's NO_HOLE unset). */
+  MAY_UNMAP = 2,
+}
+
+/**
+ * An export resolved once (at NBD OPT_GO / ublk ADD_DEV) to a handle that
+ * requests carry as a plain number.
+ */
+export interface ExportTarget {
+  handle: number;
+  kind: 'volume' | 'image';
+  volume_name: string;
+  snapshot_id: string | null;
+  size_bytes: number;
+  writable: boolean;
+  logical_block_bytes: number;
+}
+
+/**
+ * One frontend queue. A tag is a request slot: the frontend owns tags
+ * 0..depth-1, puts a write's payload in buffer(tag) before submit, and
+ * finds a read's data there on completion. A tag is reused only after its
+ * completion was delivered.
+ */
+export interface IoQueue {
+  readonly queue_id: number;
+  readonly depth: number;
+  readonly max_io_bytes: number;
+  buffer(tag: number): Uint8Array;
+  submit(tag: number, op: IoOp, target_handle: number, offset_bytes: number, length_bytes: number, flags: number): void;
+  /** Called once per completed request on the main thread; errno 0 = success. */
+  onComplete(handler: (tag: number, errno: number) => void): void;
+  close(): Promise<void>;
+}
+
+export interface EngineStatus {
+  volumes: (VolumeInfo & { cbt: CbtInfo })[];
+  snapshots: SnapshotInfo[];
+  queues: { queue_id: number; depth: number; in_flight: number }[];
+  workers: { cow: number; image: number; store: number };
+}
+
+export interface EngineError {
+  code: ErrorCode;
+  message: string;
+}
