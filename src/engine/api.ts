@@ -132,3 +132,61 @@ export interface EngineError {
   code: ErrorCode;
   message: string;
 }
+
+export interface CbtRange {
+  /** First sector. */
+  sector: number;
+  /** Sectors. */
+  count: number;
+}
+
+/** What a volume's snapshot state looks like to `snapshot_info -d`. */
+export interface VolumeSnapshotInfo {
+  snapshot_id: string | null;
+  /** 0, or the errno that broke the snapshot holding this volume. */
+  error_code: number;
+  /** The image's export name (`NAME@ID`) while a taken snapshot holds the volume. */
+  image_export: string | null;
+}
+
+/**
+ * The control interface of the engine. Every method validates its
+ * arguments and throws UblksnapError (errors.ts) with a code:
+ * ESRCH unknown volume/snapshot, EALREADY added/taken twice, EBUSY in
+ * another snapshot or open elsewhere, EINVAL nonsense, ENOENT missing path.
+ * `volume` arguments accept the attached path or the volume name.
+ */
+export interface EngineControl {
+  attach(path: string, options?: { name?: string }): Promise<VolumeInfo>;
+  /** Refused (EBUSY) while in a snapshot unless force, which destroys that snapshot. */
+  detach(volume: string, options?: { force?: boolean }): Promise<void>;
+  volumes(): VolumeInfo[];
+  volume(volume: string): VolumeInfo;
+
+  cbtInfo(volume: string): CbtInfo;
+  /** Copies the snapshot copy of the map from first_block into target; returns bytes copied. */
+  readCbtMap(volume: string, first_block: number, target: Uint8Array): number;
+  markDirty(volume: string, ranges: CbtRange[]): void;
+
+  snapshotCreate(options: SnapshotCreateOptions): Promise<string>;
+  snapshotAdd(id: string, volume: string): Promise<void>;
+  snapshotTake(id: string): Promise<void>;
+  snapshotDestroy(id: string): Promise<void>;
+  snapshotCollect(): string[];
+  snapshotInfo(id: string): SnapshotInfo;
+  volumeSnapshotInfo(volume: string): VolumeSnapshotInfo;
+  /** The next event of the snapshot, or null after timeout_ms. A destroyed snapshot yields 'destroyed' once, then ESRCH. */
+  waitEvent(id: string, timeout_ms: number): Promise<SnapshotEvent | null>;
+
+  /** 'NAME' (the live volume) or 'NAME@ID' (the image of snapshot ID, from take to destroy). */
+  resolveExport(name: string): ExportTarget;
+  /** Every export that resolves right now. */
+  exportNames(): string[];
+  /** True while the target behind handle still exists (an image dies at destroy). */
+  isLive(handle: number): boolean;
+  openQueue(options: { depth: number; max_io_bytes: number }): IoQueue;
+
+  status(): EngineStatus;
+  /** Destroys every snapshot, flushes, joins every worker, closes every file. */
+  stop(): Promise<void>;
+}
