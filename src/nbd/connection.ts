@@ -1,0 +1,304 @@
+// One client connection: the greeting, the framing of the handshake (client
+// flags, option headers, option data), the hand-over to transmission at GO
+// or EXPORT_NAME, and the end of the connection in every way it can end.
+//
+//   accept ─► greeting ─► CLIENT_FLAGS ─► OPTION_HEADER ⇄ OPTION_DATA / OPTION_DISCARD
+//                                              │
+//                        GO ack / EXPORT_NAME  ▼
+//                                         TRANSMISSION (transmission.ts) ─► CLOSED
+//
+// Ends: the client closes or vanishes (the transmission waits for the
+// engine, then closes the queue); a violation (hard disconnect: destroy);
+// ABORT (ACK, then end); DISC (answer everything, then end); the handshake
+// timeout (destroy); the server stopping (handshakes: destroy; transmissions:
+// drain, then destroy, bounded by the stop timeout).
+
+import type { Socket } from 'node:net';
+import type { EngineControl, ExportTarget, IoQueue } from '../engine/api';
+import { assert } from '../shared/assert';
+import type { EngineCatalog } from './exports';
+import { encodeGreeting, encodeOptionError, parseClientFlags, parseOptionHeader } from './handshake-codec';
+import type { NbdLogger } from './logger';
+import { Negotiation, NegotiationLimits, OptionOutcome, clientFlagsProblem } from './negotiation';
+import {
+  CLIENT_FLAGS_BYTES, OPTION_HEADER_BYTES, OPT_EXPORT_NAME, OPT_GO, REP_ERR_SHUTDOWN, REP_ERR_TOO_BIG, optionName,
+} from './protocol';
+import { Transmission } from './transmission';
+
+/** Everything a connection needs from its server, resolved once. */
+export interface ConnectionSettings {
+  handshake_timeout_ms: number;
+  /** Option data larger than this is dropped and answered REP_ERR_TOO_BIG. */
+  option_bytes_max: number;
+  negotiation: NegotiationLimits;
+  queue_depth: number;
+  max_io_bytes: number;
+  maximum_request_bytes: number;
+  /** WRITE payloads above this are a denial of service: hard disconnect. */
+  discard_bytes_max: number;
+  zero_segment_bytes: number;
+  write_backlog_bytes_max: number;
+  /** How long a stopping server lets a connection finish its requests. */
+  stop_drain_timeout_ms: number;
+}
+
+export interface ConnectionContext {
+  id: number;
+  peer: string;
+  engine: EngineControl;
+  catalog: EngineCatalog;
+  settings: ConnectionSettings;
+  logger: NbdLogger;
+  shuttingDown(): boolean;
+}
+
+const enum Phase {
+  CLIENT_FLAGS,
+  OPTION_HEADER,
+  OPTION_DATA,
+  OPTION_DISCARD,
+  TRANSMISSION,
+  CLOSED,
+}
+
+export class Connection {
+  readonly closed: Promise<void>;
+  private resolve_closed: (() => void) | null = null;
+  private phase = Phase.CLIENT_FLAGS;
+  private stage: Buffer = Buffer.alloc(CLIENT_FLAGS_BYTES);
+  private stage_filled = 0;
+  private discard_remaining = 0;
+  private option = 0;
+  private negotiation: Negotiation<ExportTarget> | null = null;
+  private transmission: Transmission | null = null;
+  private handshake_timer: NodeJS.Timeout | null = null;
+  private stop_timer: NodeJS.Timeout | null = null;
+  private export_name = '';
+
+  constructor(private readonly socket: Socket, private readonly context: ConnectionContext) {
+    this.closed = new Promise((resolve) => { this.resolve_closed = resolve; });
+  }
+
+  get in_transmission(): boolean {
+    return this.transmission !== null;
+  }
+
+  start(): void {
+    const socket = this.socket;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error: Error) => {
+      // ECONNRESET, EPIPE: the client vanished. 'close' follows and cleans up.
+      this.context.logger.debug({ connection: this.context.id, err: error.message }, 'nbd socket error');
+    });
+    socket.on('close', () => this.onClose());
+    this.handshake_timer = setTimeout(() => {
+      this.context.logger.warn({ connection: this.context.id, peer: this.context.peer },
+        `nbd handshake not finished within ${this.context.settings.handshake_timeout_ms} ms: disconnecting`);
+      socket.destroy();
+    }, this.context.settings.handshake_timeout_ms);
+    socket.write(encodeGreeting());
+  }
+
+  /** Server stop: end handshakes now; let transmissions finish in-flight requests first. */
+  shutdown(): void {
+    if (this.phase === Phase.CLOSED) return;
+    if (this.transmission === null) {
+      this.socket.destroy();
+      return;
+    }
+    this.stop_timer = setTimeout(() => {
+      this.context.logger.warn({ connection: this.context.id },
+        `nbd connection did not drain within ${this.context.settings.stop_drain_timeout_ms} ms: disconnecting`);
+      this.socket.destroy();
+    }, this.context.settings.stop_drain_timeout_ms);
+    this.transmission.drain();
+  }
+
+  private onData(chunk: Buffer): void {
+    let position = 0;
+    while (position < chunk.length && this.phase < Phase.TRANSMISSION) {
+      if (this.phase === Phase.OPTION_DISCARD) {
+        const count = Math.min(this.discard_remaining, chunk.length - position);
+        this.discard_remaining -= count;
+        position += count;
+        if (this.discard_remaining === 0) this.optionTooBig();
+        continue;
+      }
+      const count = Math.min(this.stage.length - this.stage_filled, chunk.length - position);
+      chunk.copy(this.stage, this.stage_filled, position, position + count);
+      this.stage_filled += count;
+      position += count;
+      if (this.stage_filled === this.stage.length) this.stageComplete();
+    }
+    if (this.phase === Phase.TRANSMISSION && position < chunk.length) this.transmission!.onData(chunk, position);
+  }
+
+  private expect(phase: Phase, bytes: number): void {
+    this.phase = phase;
+    this.stage = Buffer.alloc(bytes);
+    this.stage_filled = 0;
+  }
+
+  private stageComplete(): void {
+    switch (this.phase) {
+      case Phase.CLIENT_FLAGS: {
+        const flags = parseClientFlags(this.stage);
+        const problem = clientFlagsProblem(flags);
+        if (problem !== null) {
+          this.violation(problem);
+          return;
+        }
+        this.negotiation = new Negotiation(flags, this.context.catalog, this.context.settings.negotiation);
+        this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+        return;
+      }
+      case Phase.OPTION_HEADER: {
+        const header = parseOptionHeader(this.stage);
+        if (!header.magic_ok) {
+          this.violation('option magic is not IHAVEOPT');
+          return;
+        }
+        this.option = header.option;
+        if (header.length > this.context.settings.option_bytes_max) {
+          if (header.option === OPT_EXPORT_NAME) {
+            this.violation(`EXPORT_NAME of ${header.length} bytes`);
+            return;
+          }
+          this.phase = Phase.OPTION_DISCARD;
+          this.discard_remaining = header.length;
+          return;
+        }
+        if (header.length === 0) {
+          this.runOption(Buffer.alloc(0));
+          return;
+        }
+        this.expect(Phase.OPTION_DATA, header.length);
+        return;
+      }
+      case Phase.OPTION_DATA:
+        this.runOption(this.stage);
+        return;
+      default:
+        assert(false, `stage complete in phase ${this.phase}`);
+    }
+  }
+
+  private optionTooBig(): void {
+    this.socket.write(encodeOptionError(this.option, REP_ERR_TOO_BIG,
+      `option data above ${this.context.settings.option_bytes_max} bytes`));
+    this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+  }
+
+  private runOption(data: Buffer): void {
+    const negotiation = this.negotiation!;
+    const outcome = negotiation.handle(this.option, data, this.context.shuttingDown());
+    switch (outcome.kind) {
+      case 'continue':
+        for (const reply of outcome.replies) this.socket.write(reply);
+        this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+        return;
+      case 'abort':
+        for (const reply of outcome.replies) this.socket.write(reply);
+        this.phase = Phase.CLOSED;
+        this.socket.end();
+        return;
+      case 'disconnect':
+        this.violation(outcome.reason);
+        return;
+      case 'transmission':
+        this.enterTransmission(outcome);
+        return;
+    }
+  }
+
+  private enterTransmission(outcome: Extract<OptionOutcome<ExportTarget>, { kind: 'transmission' }>): void {
+    const settings = this.context.settings;
+    const target = outcome.export.target;
+    let queue: IoQueue;
+    try {
+      queue = this.context.engine.openQueue({ depth: settings.queue_depth, max_io_bytes: settings.max_io_bytes });
+    } catch (error) {
+      // The engine is stopping (or out of queues): GO can say so, EXPORT_NAME cannot.
+      const message = `cannot open an I/O queue: ${(error as Error).message}`;
+      if (this.option !== OPT_GO) {
+        this.violation(message);
+        return;
+      }
+      this.socket.write(encodeOptionError(OPT_GO, REP_ERR_SHUTDOWN, message));
+      this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+      return;
+    }
+    for (const reply of outcome.replies) this.socket.write(reply);
+    if (this.handshake_timer !== null) clearTimeout(this.handshake_timer);
+    this.handshake_timer = null;
+    this.phase = Phase.TRANSMISSION;
+    this.export_name = outcome.export.name;
+    const needs_changes = outcome.contexts.some((context) => context.kind === 'changed');
+    const engine = this.context.engine;
+    this.transmission = new Transmission({
+      socket: this.socket,
+      queue,
+      target_handle: target.handle,
+      limits: {
+        size_bytes: target.size_bytes,
+        writable: target.writable,
+        structured: outcome.structured,
+        minimum_block_bytes: outcome.export.block_sizes.minimum_bytes,
+        maximum_payload_bytes: outcome.export.block_sizes.maximum_bytes,
+        discard_bytes_max: settings.discard_bytes_max,
+        contexts_count: outcome.contexts.length,
+      },
+      contexts: outcome.contexts,
+      change_map: needs_changes ? this.context.catalog.changeMapOf(target) : null,
+      isLive: () => engine.isLive(target.handle),
+      zero_segment_bytes: settings.zero_segment_bytes,
+      write_backlog_bytes_max: settings.write_backlog_bytes_max,
+      logger: this.context.logger,
+      host: {
+        violation: (reason) => this.violation(reason),
+        drained: () => this.drained(),
+      },
+    });
+    this.context.logger.info({
+      connection: this.context.id, peer: this.context.peer, export: this.export_name,
+      option: optionName(this.option), structured: outcome.structured,
+      contexts: outcome.contexts.map((context) => context.name), flags: outcome.transmission_flags,
+    }, 'nbd export bound');
+  }
+
+  /** A broken rule that loses the stream (or a denial of service): hard disconnect. */
+  private violation(reason: string): void {
+    if (this.phase === Phase.CLOSED) return;
+    this.context.logger.warn({ connection: this.context.id, peer: this.context.peer }, `nbd protocol violation: ${reason}`);
+    this.phase = Phase.CLOSED;
+    this.socket.destroy();
+  }
+
+  /** DISC answered everything, or a stopping server's connection finished: close. */
+  private drained(): void {
+    if (this.context.shuttingDown()) {
+      this.socket.destroy();
+      return;
+    }
+    // Soft disconnect: flush what is still queued, then close our side.
+    this.socket.end(() => this.socket.destroy());
+  }
+
+  private onClose(): void {
+    this.phase = Phase.CLOSED;
+    if (this.handshake_timer !== null) clearTimeout(this.handshake_timer);
+    if (this.stop_timer !== null) clearTimeout(this.stop_timer);
+    this.handshake_timer = null;
+    this.stop_timer = null;
+    const transmission = this.transmission;
+    if (transmission === null) {
+      this.resolve_closed?.();
+      return;
+    }
+    void transmission.close().then(() => {
+      this.context.logger.info({ connection: this.context.id, export: this.export_name, ...transmission.counters },
+        'nbd connection closed');
+      this.resolve_closed?.();
+    });
+  }
+}
