@@ -8,6 +8,9 @@
 
 namespace ublksnap {
 
+// errors.cc: errnoName.
+void InitErrors(Napi::Env env, Napi::Object exports);
+
 // files.cc: fallocate, fdatasync, fileInfo, FALLOC_FL_* constants.
 void InitFiles(Napi::Env env, Napi::Object exports);
 

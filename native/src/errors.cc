@@ -2,7 +2,11 @@
 // See errors.h for the shape of an error.
 #include "errors.h"
 
+#include "addon.h"
+#include "args.h"
+
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace ublksnap {
@@ -82,6 +86,32 @@ void ThrowErrnoWithPath(Napi::Env env, int error_number, const char* syscall,
 
 void ThrowTypeError(Napi::Env env, const std::string& message) {
   Napi::TypeError::New(env, message).ThrowAsJavaScriptException();
+}
+
+namespace {
+
+constexpr const char* kErrnoNameSignature = "errnoName(errno)";
+
+// The errno names are also wanted where a number arrives without a name
+// (an io_uring completion carries -errno): one table serves both.
+Napi::Value ErrnoNameFunction(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t error_number = 0;
+  if (!CheckArgCount(info, 1, 1, kErrnoNameSignature) ||
+      !ReadSafeUint(info, 0, kErrnoNameSignature, "errno", &error_number)) {
+    return env.Undefined();
+  }
+  if (error_number > INT32_MAX) {
+    ThrowTypeError(env, std::string(kErrnoNameSignature) + ": errno must fit an int");
+    return env.Undefined();
+  }
+  return Napi::String::New(env, ErrnoName(static_cast<int>(error_number)));
+}
+
+}  // namespace
+
+void InitErrors(Napi::Env env, Napi::Object exports) {
+  exports.Set("errnoName", Napi::Function::New(env, ErrnoNameFunction, "errnoName"));
 }
 
 }  // namespace ublksnap

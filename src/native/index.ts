@@ -108,6 +108,7 @@ interface Binding {
   openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
   alignedOffset(buffer: ArrayBuffer | ArrayBufferView, alignment_bytes: number): number;
   bufferAddress(buffer: ArrayBuffer | ArrayBufferView): bigint;
+  errnoName(errno: number): string;
 }
 
 function loadBinding(): Binding {
@@ -137,6 +138,13 @@ export const FALLOC_FL_ZERO_RANGE: number = binding.FALLOC_FL_ZERO_RANGE;
  */
 export const fallocate: (fd: number, offset_bytes: number, length_bytes: number, mode: number) => void =
   binding.fallocate;
+
+/**
+ * The name of a positive errno number ('ENOSPC'), or 'E<number>' when the
+ * addon's table does not know it: the same table that names the `code` of
+ * every NativeError, for numbers that arrive without a name.
+ */
+export const errnoName: (errno: number) => string = binding.errnoName;
 
 /** fdatasync(2): makes the fd's written data durable. */
 export const fdatasync: (fd: number) => void = binding.fdatasync;
