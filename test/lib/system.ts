@@ -208,3 +208,39 @@ export function mkfsExt4AndMount(device: string): Mount {
   runTool('mkfs.ext4', ['-q', '-F', device]);
   return mountOnTempDir('ext4', ['-t', 'ext4', device]);
 }
+
+// ── errors ──────────────────────────────────────────────────────────────
+
+/** What call threw, or undefined when it returned. */
+export function thrownBy(call: () => unknown): unknown {
+  try {
+    call();
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
+/**
+ * Asserts that call fails as a system call does in this project: an Error
+ * with code (the errno name), a positive errno, and syscall, whose message
+ * starts with the syscall. Returns the error for further checks.
+ */
+export function expectSystemError(call: () => unknown, code: string, syscall: string): SystemError {
+  const thrown = thrownBy(call);
+  if (!(thrown instanceof Error)) throw new Error(`expected a ${code} error from ${syscall}, got ${String(thrown)}`);
+  const error = thrown as Error & Partial<SystemError>;
+  const seen = `${error.name} ${String(error.code)} from ${String(error.syscall)}: ${error.message}`;
+  if (error.code !== code || error.syscall !== syscall) throw new Error(`expected a ${code} error from ${syscall}, got ${seen}`);
+  if (typeof error.errno !== 'number' || error.errno <= 0) throw new Error(`expected a positive errno, got ${seen}`);
+  if (!error.message.startsWith(syscall)) throw new Error(`expected the message to start with ${syscall}, got ${seen}`);
+  return error as SystemError;
+}
+
+/** The shape of a failed system call's error (src/native's NativeError). */
+export interface SystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+}
