@@ -2,7 +2,7 @@
 //
 //   size_bytes            BLKGETSIZE64
 //   logical_block_bytes   BLKSSZGET   the smallest unit the device addresses
-//                                     (and the O_DIRECT alignment it needs)
+//                                     (O_DIRECT offsets and lengths are multiples)
 //   physical_block_bytes  BLKPBSZGET  the unit it writes without read-modify-write
 //   min_io_bytes          BLKIOMIN    the preferred minimum request
 //   opt_io_bytes          BLKIOOPT    the preferred request, 0 when not reported

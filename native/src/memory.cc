@@ -1,10 +1,11 @@
 // alignedOffset and bufferAddress: the bridge from shared memory to O_DIRECT.
 //
-// O_DIRECT needs the user buffer aligned to the device's logical block (the
-// loop and NVMe drivers check it; 4096 covers every device we meet). A
-// SharedArrayBuffer's data pointer has no such promise, so the engine
-// over-allocates by one alignment and views the buffer from the first
-// aligned byte:
+// O_DIRECT needs the file offset and length aligned to the device's logical
+// block, and the memory aligned to its DMA alignment (queue/dma_alignment
+// + 1: 512 for most devices, 4 for NVMe). 4096-aligned memory satisfies
+// every device we meet. A SharedArrayBuffer's data pointer has no such
+// promise, so the engine over-allocates by one alignment and views the
+// buffer from the first aligned byte:
 //
 //   buffer  |<- offset ->|<----------- aligned view ----------->|   |
 //           ^ data       ^ data + offset, a multiple of alignment

@@ -24,9 +24,11 @@ import { types } from 'node:util';
 const ADDON_PATH = path.join(__dirname, '../../../native/build/Release/ublksnap.node');
 
 /**
- * The O_DIRECT buffer alignment that fits every device we drive: the largest
- * logical block size (4 KiB sectors). Costs at most this many bytes of slack
- * per aligned view.
+ * The O_DIRECT memory alignment that fits every device we drive. The kernel
+ * asks for the device's DMA alignment (512 bytes for most, 4 for NVMe);
+ * 4 KiB also keeps a view on whole pages and matches the largest logical
+ * block, which file offsets and lengths must be multiples of. Costs at most
+ * this many bytes of slack per aligned view.
  */
 export const DIRECT_IO_ALIGNMENT_BYTES = 4096;
 
@@ -53,7 +55,7 @@ export function isNativeError(error: unknown): error is NativeError {
 export interface BlockDeviceInfo {
   /** The device size (BLKGETSIZE64). */
   size_bytes: number;
-  /** The smallest addressable unit and the O_DIRECT alignment the device needs (BLKSSZGET). */
+  /** The smallest addressable unit; O_DIRECT offsets and lengths must be multiples of it (BLKSSZGET). */
   logical_block_bytes: number;
   /** The unit written without read-modify-write (BLKPBSZGET). */
   physical_block_bytes: number;
