@@ -14,7 +14,7 @@
 //   a missing prerequisite there is a failing test, not a skip.
 
 import { execFileSync } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Callback, Test } from 'uvu';
@@ -99,6 +99,8 @@ export interface Prerequisites {
   root?: boolean;
   /** Executables the suite runs. */
   tools?: string[];
+  /** Paths the suite needs to exist (e.g. /dev/shm). */
+  paths?: string[];
 }
 
 /** What is missing, one phrase per prerequisite; empty when all are present. */
@@ -107,6 +109,9 @@ export function missingPrerequisites(needs: Prerequisites): string[] {
   if (needs.root && !isRoot()) missing.push('needs root');
   for (const tool of needs.tools ?? []) {
     if (findTool(tool) === undefined) missing.push(`needs ${tool}`);
+  }
+  for (const needed of needs.paths ?? []) {
+    if (!existsSync(needed)) missing.push(`needs ${needed}`);
   }
   return missing;
 }

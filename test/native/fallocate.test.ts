@@ -148,7 +148,7 @@ function defineSuite(fs: FileSystem): void {
 
 defineSuite({
   name: `tmpfs (${SHM_DIR})`,
-  needs: {},
+  needs: { paths: [SHM_DIR] },
   setUp() {
     const dir = mkdtempSync(path.join(SHM_DIR, 'ublksnap-fallocate-'));
     return { dir, tearDown: () => rmSync(dir, { recursive: true, force: true }) };
