@@ -70,7 +70,7 @@ Napi::Value OpenExclusive(const Napi::CallbackInfo& info) {
   bool direct = false;
   if (!CheckArgCount(info, 1, 2, kOpenExclusiveSignature) ||
       !ReadPath(info, 0, kOpenExclusiveSignature, "path", &path) ||
-      !ReadOptions(info, 1, kOpenExclusiveSignature, &options) ||
+      !ReadOptions(info, 1, kOpenExclusiveSignature, {"write", "direct"}, &options) ||
       !ReadBoolOption(env, options, "write", kOpenExclusiveSignature, &write) ||
       !ReadBoolOption(env, options, "direct", kOpenExclusiveSignature, &direct)) {
     return env.Undefined();
@@ -105,7 +105,7 @@ Napi::Value OpenTmpfile(const Napi::CallbackInfo& info) {
   bool direct = false;
   if (!CheckArgCount(info, 1, 2, kOpenTmpfileSignature) ||
       !ReadPath(info, 0, kOpenTmpfileSignature, "dir_path", &dir_path) ||
-      !ReadOptions(info, 1, kOpenTmpfileSignature, &options) ||
+      !ReadOptions(info, 1, kOpenTmpfileSignature, {"direct"}, &options) ||
       !ReadBoolOption(env, options, "direct", kOpenTmpfileSignature, &direct)) {
     return env.Undefined();
   }

@@ -193,11 +193,14 @@ function visibleToAddon(buffer: ArrayBuffer | SharedArrayBuffer): ArrayBuffer | 
  * buffer's length for a small buffer; alignedView checks the fit.
  */
 export function alignedOffset(buffer: ArrayBuffer | SharedArrayBuffer, alignment_bytes: number): number {
+  // The addon counts its arguments; so does its wrapper.
+  if (arguments.length !== 2) throw new TypeError(`alignedOffset(buffer, alignment_bytes): expects 2 argument(s), got ${arguments.length}`);
   return binding.alignedOffset(visibleToAddon(buffer), alignment_bytes);
 }
 
 /** The address of buffer's first byte, for tests and diagnostics. */
 export function bufferAddress(buffer: ArrayBuffer | SharedArrayBuffer): bigint {
+  if (arguments.length !== 1) throw new TypeError(`bufferAddress(buffer): expects 1 argument(s), got ${arguments.length}`);
   return binding.bufferAddress(visibleToAddon(buffer));
 }
 
