@@ -162,7 +162,9 @@ export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
 
 /**
  * Opens a volume so that no one else writes it behind our back; the claim
- * ends with fs.closeSync(fd). Always O_CLOEXEC.
+ * ends with fs.closeSync(fd). Always O_CLOEXEC. A volume is a block device
+ * or a regular file: a directory fails 'EISDIR', anything else (a FIFO, a
+ * character device) 'ENOTBLK', both with syscall 'open'.
  * - A block device is opened O_EXCL: a second exclusive open, or a device
  *   that is mounted or held, fails with code 'EBUSY'.
  * - Anything else is opened and locked with flock(LOCK_EX | LOCK_NB): a
