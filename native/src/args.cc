@@ -47,6 +47,13 @@ bool IsIntegerInRange(const Napi::Value& value, double max) {
   return number >= 0 && number <= max && std::trunc(number) == number;
 }
 
+bool IsKnownKey(const std::string& name, std::initializer_list<const char*> known_keys) {
+  for (const char* known : known_keys) {
+    if (name == known) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 bool CheckArgCount(const Napi::CallbackInfo& info, size_t min_count,
@@ -97,14 +104,31 @@ bool ReadPath(const Napi::CallbackInfo& info, size_t index,
 }
 
 bool ReadOptions(const Napi::CallbackInfo& info, size_t index,
-                 const char* signature, Napi::Object* options) {
+                 const char* signature,
+                 std::initializer_list<const char*> known_keys,
+                 Napi::Object* options) {
   if (info[index].IsUndefined()) return true;
   // Functions and arrays are objects too, but never meant as options.
   if (info[index].Type() != napi_object || info[index].IsArray()) {
     ThrowBadArg(info, index, signature, "options", "an object or undefined");
     return false;
   }
-  *options = info[index].As<Napi::Object>();
+  Napi::Env env = info.Env();
+  Napi::Object candidate = info[index].As<Napi::Object>();
+  // A Proxy's ownKeys trap may throw: then an exception is pending.
+  Napi::Array keys = candidate.GetPropertyNames();
+  if (env.IsExceptionPending()) return false;
+  for (uint32_t key_index = 0; key_index < keys.Length(); key_index += 1) {
+    Napi::Value key = keys.Get(key_index);
+    if (env.IsExceptionPending()) return false;
+    std::string name = key.ToString().Utf8Value();
+    if (env.IsExceptionPending()) return false;
+    if (!IsKnownKey(name, known_keys)) {
+      ThrowTypeError(env, std::string(signature) + ": unknown option \"" + name + "\"");
+      return false;
+    }
+  }
+  *options = candidate;
   return true;
 }
 

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace ublksnap {
@@ -36,9 +37,12 @@ bool ReadPath(const Napi::CallbackInfo& info, size_t index,
               const char* signature, const char* name, std::string* path);
 
 // An options object, or undefined (then *options stays empty and every
-// option takes its default).
+// option takes its default). A key outside known_keys is a TypeError: a
+// misspelt option ("drect") would otherwise be silently ignored.
 bool ReadOptions(const Napi::CallbackInfo& info, size_t index,
-                 const char* signature, Napi::Object* options);
+                 const char* signature,
+                 std::initializer_list<const char*> known_keys,
+                 Napi::Object* options);
 
 // options[key] as a boolean; undefined (or no options object) gives false.
 bool ReadBoolOption(Napi::Env env, const Napi::Object& options, const char* key,

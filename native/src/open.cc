@@ -1,8 +1,9 @@
 // Opening volumes and diff storage: openExclusive, openTmpfile.
 //
-// openExclusive(path, { write, direct }) claims a volume so that no one else
-// (another daemon, a second attach, mkfs, a mount) writes it behind the
-// engine's back:
+// openExclusive(path, { write, direct }) opens a volume — a block device or
+// a regular file; anything else fails EISDIR or ENOTBLK — and claims it so
+// that no one else (another daemon, a second attach, mkfs, a mount) writes
+// it behind the engine's back:
 //   - a block device is opened with O_EXCL, the kernel's exclusive open: a
 //     second exclusive open, a mount, or a holder such as dm fails EBUSY;
 //   - anything else (a regular file volume) is opened and then locked with
@@ -45,21 +46,37 @@ void CloseKeepingErrno(int fd) {
   errno = saved_errno;
 }
 
-// Takes the advisory lock that makes a non-block volume exclusive. Returns
-// false with errno set (EWOULDBLOCK when another open file holds it).
-bool LockUnlessBlockDevice(int fd, const char** failed_syscall) {
+// O_NONBLOCK was for the open only (see OpenExclusive): volume I/O blocks.
+bool ClearNonblock(int fd) {
+  int status_flags = fcntl(fd, F_GETFL);
+  if (status_flags < 0) return false;
+  return fcntl(fd, F_SETFL, status_flags & ~O_NONBLOCK) == 0;
+}
+
+// Checks that fd is a volume — a block device or a regular file — and makes
+// it exclusive: O_EXCL already did for a block device, flock does for a
+// file. Returns false with errno set and *failed_syscall named (EWOULDBLOCK
+// from flock when another open file holds the lock).
+bool Claim(int fd, const char** failed_syscall) {
   struct stat status {};
-  if (fstat(fd, &status) != 0) {
-    *failed_syscall = "fstat";
+  *failed_syscall = "fstat";
+  if (fstat(fd, &status) != 0) return false;
+  // Anything else is refused now rather than failing later in the engine;
+  // reported as the open's failure, with the errno the kernel would pick.
+  *failed_syscall = "open";
+  if (S_ISDIR(status.st_mode)) {
+    errno = EISDIR;
     return false;
   }
-  // O_EXCL already made the block device exclusive in the kernel.
+  if (!S_ISBLK(status.st_mode) && !S_ISREG(status.st_mode)) {
+    errno = ENOTBLK;
+    return false;
+  }
+  *failed_syscall = "fcntl";
+  if (!ClearNonblock(fd)) return false;
   if (S_ISBLK(status.st_mode)) return true;
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    *failed_syscall = "flock";
-    return false;
-  }
-  return true;
+  *failed_syscall = "flock";
+  return flock(fd, LOCK_EX | LOCK_NB) == 0;
 }
 
 Napi::Value OpenExclusive(const Napi::CallbackInfo& info) {
@@ -70,7 +87,7 @@ Napi::Value OpenExclusive(const Napi::CallbackInfo& info) {
   bool direct = false;
   if (!CheckArgCount(info, 1, 2, kOpenExclusiveSignature) ||
       !ReadPath(info, 0, kOpenExclusiveSignature, "path", &path) ||
-      !ReadOptions(info, 1, kOpenExclusiveSignature, &options) ||
+      !ReadOptions(info, 1, kOpenExclusiveSignature, {"write", "direct"}, &options) ||
       !ReadBoolOption(env, options, "write", kOpenExclusiveSignature, &write) ||
       !ReadBoolOption(env, options, "direct", kOpenExclusiveSignature, &direct)) {
     return env.Undefined();
@@ -78,14 +95,16 @@ Napi::Value OpenExclusive(const Napi::CallbackInfo& info) {
   // O_EXCL without O_CREAT means "exclusive" for a block device and is
   // ignored for other files (open(2)), so it is safe to pass before we know
   // what path names; checking first would race with a swap of the path.
-  int flags = (write ? O_RDWR : O_RDONLY) | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0);
+  // O_NONBLOCK keeps a FIFO given by mistake from blocking the open forever
+  // (Claim refuses it, then clears O_NONBLOCK on a real volume).
+  int flags = (write ? O_RDWR : O_RDONLY) | O_EXCL | O_NONBLOCK | O_CLOEXEC | (direct ? O_DIRECT : 0);
   int fd = open(path.c_str(), flags);
   if (fd < 0) {
     ThrowErrnoWithPath(env, errno, "open", path);
     return env.Undefined();
   }
   const char* failed_syscall = nullptr;
-  if (!LockUnlessBlockDevice(fd, &failed_syscall)) {
+  if (!Claim(fd, &failed_syscall)) {
     CloseKeepingErrno(fd);
     int error_number = errno;
     Napi::Error error = ErrnoError(env, error_number, failed_syscall, path);
@@ -105,7 +124,7 @@ Napi::Value OpenTmpfile(const Napi::CallbackInfo& info) {
   bool direct = false;
   if (!CheckArgCount(info, 1, 2, kOpenTmpfileSignature) ||
       !ReadPath(info, 0, kOpenTmpfileSignature, "dir_path", &dir_path) ||
-      !ReadOptions(info, 1, kOpenTmpfileSignature, &options) ||
+      !ReadOptions(info, 1, kOpenTmpfileSignature, {"direct"}, &options) ||
       !ReadBoolOption(env, options, "direct", kOpenTmpfileSignature, &direct)) {
     return env.Undefined();
   }

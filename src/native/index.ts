@@ -162,7 +162,9 @@ export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
 
 /**
  * Opens a volume so that no one else writes it behind our back; the claim
- * ends with fs.closeSync(fd). Always O_CLOEXEC.
+ * ends with fs.closeSync(fd). Always O_CLOEXEC. A volume is a block device
+ * or a regular file: a directory fails 'EISDIR', anything else (a FIFO, a
+ * character device) 'ENOTBLK', both with syscall 'open'.
  * - A block device is opened O_EXCL: a second exclusive open, or a device
  *   that is mounted or held, fails with code 'EBUSY'.
  * - Anything else is opened and locked with flock(LOCK_EX | LOCK_NB): a
@@ -193,11 +195,14 @@ function visibleToAddon(buffer: ArrayBuffer | SharedArrayBuffer): ArrayBuffer | 
  * buffer's length for a small buffer; alignedView checks the fit.
  */
 export function alignedOffset(buffer: ArrayBuffer | SharedArrayBuffer, alignment_bytes: number): number {
+  // The addon counts its arguments; so does its wrapper.
+  if (arguments.length !== 2) throw new TypeError(`alignedOffset(buffer, alignment_bytes): expects 2 argument(s), got ${arguments.length}`);
   return binding.alignedOffset(visibleToAddon(buffer), alignment_bytes);
 }
 
 /** The address of buffer's first byte, for tests and diagnostics. */
 export function bufferAddress(buffer: ArrayBuffer | SharedArrayBuffer): bigint {
+  if (arguments.length !== 1) throw new TypeError(`bufferAddress(buffer): expects 1 argument(s), got ${arguments.length}`);
   return binding.bufferAddress(visibleToAddon(buffer));
 }
 

@@ -8,7 +8,8 @@
 //   losetup -d before rm). So a test file that throws, or whose before hook
 //   fails half-way, still leaves no loop device, mount or file behind. Tests
 //   should still release in test.after; releasing twice is harmless.
-//   (A SIGKILL — the runner's timeout — runs no handler; nothing can help.)
+//   SIGINT, SIGTERM and SIGHUP exit through the same handler. (A SIGKILL —
+//   the runner's timeout — runs no handler; nothing can help.)
 // - Tools run through execFileSync under a named timeout, never a shell.
 // - In CI (process.env.CI set) nothing may be skipped for lack of a package:
 //   a missing prerequisite there is a failing test, not a skip.
@@ -45,6 +46,15 @@ function registerRelease(label: string, run: () => void): () => void {
     pending_releases.splice(index, 1);
     release.run();
   };
+}
+
+/** Signals that end a test file early; exiting through them still releases. */
+const RELEASING_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/** The shell's convention for "killed by signal N". */
+const SIGNAL_EXIT_CODE_BASE = 128;
+
+for (const signal of RELEASING_SIGNALS) {
+  process.once(signal, () => process.exit(SIGNAL_EXIT_CODE_BASE + os.constants.signals[signal]));
 }
 
 process.once('exit', () => {
@@ -140,7 +150,7 @@ export function gate(suite: Test, suite_name: string, needs: Prerequisites): Gat
   const ignore = (): void => undefined;
   if (process.env.CI) {
     suite(`prerequisites (${reason})`, () => {
-      throw new Error(`CI must not skip: ${reason}; add the package to .ci/run`);
+      throw new Error(`CI must not skip: ${reason} (CI runs as root, with every tool of .ci/run's PACKAGES)`);
     });
     return { ready: false, test: ignore, before: ignore, after: ignore };
   }

@@ -79,6 +79,7 @@ guard.test('the fd is O_CLOEXEC; O_DIRECT and the access mode follow the options
   assert.is(plain_flags & O_ACCMODE, constants.O_RDONLY);
   assert.is(plain_flags & constants.O_DIRECT, 0);
   assert.is(plain_flags & O_CLOEXEC, O_CLOEXEC);
+  assert.is(plain_flags & constants.O_NONBLOCK, 0);
 
   const direct = openExclusive(loop!.device, { write: true, direct: true });
   const direct_flags = openFlags(direct);

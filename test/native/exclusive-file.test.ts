@@ -1,17 +1,18 @@
 // Goal: openExclusive makes a regular-file volume exclusive among ublksnap
 // opens: a second openExclusive of the same file — in this process or in
 // another — fails with code EWOULDBLOCK from flock, and succeeds once the
-// first fd is closed. Path errors name the path.
+// first fd is closed. Only block devices and regular files are volumes;
+// a FIFO is refused without blocking. Path errors name the path.
 // Method: files in a temp dir; the other process is a child `node` that
 // loads the compiled module and reports the code it got on stdout.
 
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openExclusive } from '../../src/native/index';
-import { expectSystemError, tempDir, type TempDir } from '../lib/system';
+import { expectSystemError, runTool, tempDir, type TempDir } from '../lib/system';
 
 /** The compiled module the child process loads. */
 const NATIVE_MODULE = path.join(__dirname, '../../src/native/index.js');
@@ -32,6 +33,13 @@ function openInOtherProcess(file: string): string {
   const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: CHILD_TIMEOUT_MS });
   assert.is(child.status, 0, child.stderr);
   return child.stdout;
+}
+
+/** The open flags of fd, from /proc/self/fdinfo. */
+function openFlags(fd: number): number {
+  const match = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  assert.ok(match, 'fdinfo has a flags line');
+  return parseInt(match[1], 8);
 }
 
 const exclusive = suite('openExclusive on a regular file');
@@ -91,6 +99,26 @@ exclusive('a directory opened for writing fails EISDIR', () => {
   const dir = path.join(work!.path, 'a-directory');
   mkdirSync(dir);
   expectSystemError(() => openExclusive(dir, { write: true, direct: false }), 'EISDIR', 'open');
+});
+
+exclusive('a read-only directory fails EISDIR; a FIFO or a character device fails ENOTBLK without blocking', () => {
+  const dir = path.join(work!.path, 'another-directory');
+  mkdirSync(dir);
+  expectSystemError(() => openExclusive(dir, { write: false, direct: false }), 'EISDIR', 'open');
+  const fifo = path.join(work!.path, 'fifo');
+  runTool('mkfifo', [fifo]);
+  // Without O_NONBLOCK this open would wait for a writer forever.
+  expectSystemError(() => openExclusive(fifo, { write: false, direct: false }), 'ENOTBLK', 'open');
+  expectSystemError(() => openExclusive('/dev/null', { write: true, direct: false }), 'ENOTBLK', 'open');
+});
+
+exclusive('the fd blocks: O_NONBLOCK is cleared after the open', () => {
+  const fd = openExclusive(freshFile(), { write: true, direct: false });
+  try {
+    assert.is(openFlags(fd) & constants.O_NONBLOCK, 0);
+  } finally {
+    closeSync(fd);
+  }
 });
 
 exclusive('a read-only exclusive open excludes a writer too', () => {
