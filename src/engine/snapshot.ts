@@ -125,6 +125,8 @@ export class Snapshot {
       }
       Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
     });
+    // An empty (or nearly full) storage starts growing now, not at the first store.
+    this.growIfLow();
     const took_ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.logger.info({ snapshot: this.id, volumes: this.volumes.map((v) => v.name), took_ms }, 'snapshot taken');
   }
@@ -215,9 +217,20 @@ export class Snapshot {
     });
   }
 
+  private get low_space_threshold_sectors(): number {
+    return Math.floor(this.params.diff_storage_minimum / 2);
+  }
+
+  /** Starts a growth step when free space is at or below the threshold. */
+  private growIfLow(): void {
+    const counters = this.storage.counters;
+    if (counters.growable && counters.claimLowSpace(this.low_space_threshold_sectors)) void this.grow();
+  }
+
   private async flushLoop(area: AreaRecord): Promise<void> {
-    const threshold = Math.floor(this.params.diff_storage_minimum / 2);
+    const threshold = this.low_space_threshold_sectors;
     for (let round = 0; round < FLUSH_ROUNDS_MAX && !this.destroyed; round += 1) {
+      this.growIfLow();
       const mode = this.state === 'taken' ? 'store' : 'drop';
       let result: StoreResult;
       try {
