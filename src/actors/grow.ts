@@ -1,0 +1,37 @@
+// The grow actor: a piscina task that extends a difference-storage file
+// with fallocate up to the size the control plane asked for (never past
+// the limit; the control plane computed the target from the counters).
+// fallocate reserves the blocks, so later chunk writes cannot fail with
+// ENOSPC from the filesystem: a full filesystem shows up here, as a failed
+// growth, and the snapshot overflows cleanly instead.
+
+import { fallocate } from '../native';
+import { StorageCounters } from '../shared/storage-counters';
+import { SECTOR_BYTES } from '../shared/units';
+import type { GrowResult, GrowTask } from './messages';
+
+/**
+ * fallocate works in slices of this many sectors (32 MiB), each published
+ * as soon as it is reserved: a store task waiting for room resumes after
+ * the first slice instead of after the whole step (1 GiB by default).
+ */
+const GROW_SLICE_SECTORS = 65_536;
+
+export default function grow(task: GrowTask): GrowResult {
+  const counters = new StorageCounters(task.storage_counters);
+  let capacity = counters.capacity_sectors;
+  while (capacity < task.target_sectors) {
+    const slice = Math.min(GROW_SLICE_SECTORS, task.target_sectors - capacity);
+    try {
+      fallocate(task.storage_fd, capacity * SECTOR_BYTES, slice * SECTOR_BYTES, 0);
+    } catch (error) {
+      const e = error as { code?: string; errno?: number; message?: string };
+      counters.growthFailed();
+      return { capacity_sectors: capacity, error: { code: e.code ?? 'EIO', errno: Math.abs(e.errno ?? 5), message: e.message ?? String(error) } };
+    }
+    capacity += slice;
+    counters.extend(capacity);
+  }
+  counters.growthDone();
+  return { capacity_sectors: capacity };
+}
