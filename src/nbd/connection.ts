@@ -16,12 +16,15 @@
 import type { Socket } from 'node:net';
 import type { EngineControl, ExportTarget, IoQueue } from '../engine/api';
 import { assert } from '../shared/assert';
+import { isUblksnapError } from '../shared/errors';
 import type { EngineCatalog } from './exports';
 import { encodeGreeting, encodeOptionError, parseClientFlags, parseOptionHeader } from './handshake-codec';
 import type { NbdLogger } from './logger';
+import type { ChangeMap } from './meta-context';
 import { Negotiation, NegotiationLimits, OptionOutcome, clientFlagsProblem } from './negotiation';
 import {
-  CLIENT_FLAGS_BYTES, OPTION_HEADER_BYTES, OPT_EXPORT_NAME, OPT_GO, REP_ERR_SHUTDOWN, REP_ERR_TOO_BIG, optionName,
+  CLIENT_FLAGS_BYTES, OPTION_HEADER_BYTES, OPT_EXPORT_NAME, OPT_GO, REP_ERR_POLICY, REP_ERR_SHUTDOWN, REP_ERR_TOO_BIG,
+  optionName,
 } from './protocol';
 import { Transmission } from './transmission';
 
@@ -57,6 +60,8 @@ const enum Phase {
   OPTION_HEADER,
   OPTION_DATA,
   OPTION_DISCARD,
+  /** GO / EXPORT_NAME accepted, the IoQueue opening: input waits in `early`. */
+  OPENING,
   TRANSMISSION,
   CLOSED,
 }
@@ -74,6 +79,9 @@ export class Connection {
   private handshake_timer: NodeJS.Timeout | null = null;
   private stop_timer: NodeJS.Timeout | null = null;
   private export_name = '';
+  /** Bytes that arrived while the queue was opening (a client that did not wait for GO's reply). */
+  private readonly early: Buffer[] = [];
+  private opening: Promise<void> | null = null;
 
   constructor(private readonly socket: Socket, private readonly context: ConnectionContext) {
     this.closed = new Promise((resolve) => { this.resolve_closed = resolve; });
@@ -116,7 +124,7 @@ export class Connection {
 
   private onData(chunk: Buffer): void {
     let position = 0;
-    while (position < chunk.length && this.phase < Phase.TRANSMISSION) {
+    while (position < chunk.length && this.phase < Phase.OPENING) {
       if (this.phase === Phase.OPTION_DISCARD) {
         const count = Math.min(this.discard_remaining, chunk.length - position);
         this.discard_remaining -= count;
@@ -130,7 +138,9 @@ export class Connection {
       position += count;
       if (this.stage_filled === this.stage.length) this.stageComplete();
     }
-    if (this.phase === Phase.TRANSMISSION && position < chunk.length) this.transmission!.onData(chunk, position);
+    if (position === chunk.length) return;
+    if (this.phase === Phase.TRANSMISSION) this.transmission!.onData(chunk, position);
+    else if (this.phase === Phase.OPENING) this.early.push(chunk.subarray(position));
   }
 
   private expect(phase: Phase, bytes: number): void {
@@ -206,26 +216,31 @@ export class Connection {
         this.violation(outcome.reason);
         return;
       case 'transmission':
-        this.enterTransmission(outcome);
+        this.phase = Phase.OPENING;
+        this.socket.pause();
+        this.opening = this.enterTransmission(outcome);
         return;
     }
   }
 
-  private enterTransmission(outcome: Extract<OptionOutcome<ExportTarget>, { kind: 'transmission' }>): void {
+  private async enterTransmission(outcome: Extract<OptionOutcome<ExportTarget>, { kind: 'transmission' }>): Promise<void> {
     const settings = this.context.settings;
     const target = outcome.export.target;
+    const needs_changes = outcome.contexts.some((context) => context.kind === 'changed');
+    let change_map: ChangeMap | null = null;
     let queue: IoQueue;
     try {
-      queue = this.context.engine.openQueue({ depth: settings.queue_depth, max_io_bytes: settings.max_io_bytes });
+      if (needs_changes) change_map = this.context.catalog.changeMapOf(target);
+      queue = await this.context.engine.openQueue({ depth: settings.queue_depth, max_io_bytes: settings.max_io_bytes });
     } catch (error) {
-      // The engine is stopping (or out of queues): GO can say so, EXPORT_NAME cannot.
-      const message = `cannot open an I/O queue: ${(error as Error).message}`;
-      if (this.option !== OPT_GO) {
-        this.violation(message);
-        return;
-      }
-      this.socket.write(encodeOptionError(OPT_GO, REP_ERR_SHUTDOWN, message));
-      this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+      // The volume went away, the engine is stopping, or every request-ring
+      // slot is taken by other queues: GO can say so, EXPORT_NAME cannot.
+      this.refuseBinding(error);
+      return;
+    }
+    if (this.phase === Phase.CLOSED) {
+      // The client left while the queue opened.
+      await queue.close();
       return;
     }
     for (const reply of outcome.replies) this.socket.write(reply);
@@ -233,7 +248,6 @@ export class Connection {
     this.handshake_timer = null;
     this.phase = Phase.TRANSMISSION;
     this.export_name = outcome.export.name;
-    const needs_changes = outcome.contexts.some((context) => context.kind === 'changed');
     const engine = this.context.engine;
     this.transmission = new Transmission({
       socket: this.socket,
@@ -249,7 +263,7 @@ export class Connection {
         contexts_count: outcome.contexts.length,
       },
       contexts: outcome.contexts,
-      change_map: needs_changes ? this.context.catalog.changeMapOf(target) : null,
+      change_map,
       isLive: () => engine.isLive(target.handle),
       zero_segment_bytes: settings.zero_segment_bytes,
       write_backlog_bytes_max: settings.write_backlog_bytes_max,
@@ -259,11 +273,28 @@ export class Connection {
         drained: () => this.drained(),
       },
     });
+    this.socket.resume();
+    for (const chunk of this.early.splice(0)) this.transmission.onData(chunk);
     this.context.logger.info({
       connection: this.context.id, peer: this.context.peer, export: this.export_name,
       option: optionName(this.option), structured: outcome.structured,
       contexts: outcome.contexts.map((context) => context.name), flags: outcome.transmission_flags,
     }, 'nbd export bound');
+  }
+
+  private refuseBinding(error: unknown): void {
+    if (this.phase === Phase.CLOSED) return;
+    const message = `cannot serve the export: ${(error as Error).message}`;
+    if (!isUblksnapError(error)) this.context.logger.error({ err: error }, `nbd: ${message}`);
+    if (this.option !== OPT_GO) {
+      this.violation(message);
+      return;
+    }
+    const reply_type = isUblksnapError(error) && error.code === 'ESHUTDOWN' ? REP_ERR_SHUTDOWN : REP_ERR_POLICY;
+    this.socket.write(encodeOptionError(OPT_GO, reply_type, message));
+    this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+    this.socket.resume();
+    for (const chunk of this.early.splice(0)) this.onData(chunk);
   }
 
   /** A broken rule that loses the stream (or a denial of service): hard disconnect. */
@@ -290,15 +321,17 @@ export class Connection {
     if (this.stop_timer !== null) clearTimeout(this.stop_timer);
     this.handshake_timer = null;
     this.stop_timer = null;
+    this.early.length = 0;
+    void this.release().then(() => this.resolve_closed?.());
+  }
+
+  /** After close: wait for a queue being opened, then for the transmission to give back every tag. */
+  private async release(): Promise<void> {
+    if (this.opening !== null) await this.opening;
     const transmission = this.transmission;
-    if (transmission === null) {
-      this.resolve_closed?.();
-      return;
-    }
-    void transmission.close().then(() => {
-      this.context.logger.info({ connection: this.context.id, export: this.export_name, ...transmission.counters },
-        'nbd connection closed');
-      this.resolve_closed?.();
-    });
+    if (transmission === null) return;
+    await transmission.close();
+    this.context.logger.info({ connection: this.context.id, export: this.export_name, ...transmission.counters },
+      'nbd connection closed');
   }
 }

@@ -27,17 +27,23 @@ export function exportNameOf(target: ExportTarget): string {
   return target.kind === 'image' ? `${target.volume_name}@${target.snapshot_id}` : target.volume_name;
 }
 
+/** The smallest request the engine serves: it does buffered I/O (no O_DIRECT), so any byte. */
+export const MINIMUM_BLOCK_BYTES = 1;
+
 /**
- * Block sizes advertised for a target: the target's logical block as the
- * minimum (the engine's unit of alignment), a page as preferred, and the
- * largest request this server takes as maximum (a multiple of the minimum).
+ * Block sizes advertised for a target. Minimum 1: the engine's volume and
+ * image I/O is buffered and byte-granular (copy-on-write works per chunk,
+ * whatever the request's alignment), so unaligned requests are served, not
+ * refused; proto.md allows 1 for exports backed by files. Preferred: the
+ * larger of a page and the device's logical block, below which a block
+ * device does read-modify-write. Maximum: the largest request this server
+ * takes.
  */
 export function blockSizesOf(target: ExportTarget, maximum_request_bytes: number): BlockSizes {
-  const minimum_bytes = Math.max(1, target.logical_block_bytes);
   return {
-    minimum_bytes,
-    preferred_bytes: Math.max(PREFERRED_BLOCK_BYTES, minimum_bytes),
-    maximum_bytes: Math.floor(maximum_request_bytes / minimum_bytes) * minimum_bytes,
+    minimum_bytes: MINIMUM_BLOCK_BYTES,
+    preferred_bytes: Math.max(PREFERRED_BLOCK_BYTES, target.logical_block_bytes),
+    maximum_bytes: maximum_request_bytes,
   };
 }
 
