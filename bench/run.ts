@@ -1,20 +1,56 @@
-// `npm run bench [-- --quick] [-- --only=micro|engine]`: runs the
-// benchmarks, prints Markdown tables and one PASS/FAIL line per goal, and
-// writes the figures as JSON to bench/results/ (ignored by git).
+// `npm run bench [-- OPTIONS]`: runs the benchmarks, prints Markdown tables
+// and one PASS/FAIL line per goal (DESIGN §10's last), and writes the figures
+// as JSON (and the NBD chart as SVG) to bench/results/ (ignored by git).
+//
+//   --quick              small image, fewer rounds: under 3 minutes
+//   --only=PART          micro | engine | nbd (default: all three)
+//   --rounds=N           NBD rounds (default 3, quick 2)
+//   --image-mib=N        NBD image size (default 1024, quick 128)
+//   --systems=ID,ID      NBD: only these systems (debugging)
+//   --profile[=DIR]      NBD: run ublksnap's servers under node --cpu-prof
+//                        (default DIR bench/results/profiles-STAMP)
+//   --no-take            NBD: skip the take-latency step
+//
+// Progress goes to stderr; stdout carries the report only.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine';
 import { runMicro } from './micro';
+import { runNbdBench } from './nbd/suite';
+
+const PARTS = ['micro', 'engine', 'nbd'];
+
+function positive(value: string | undefined, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
+  return number;
+}
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      rounds: { type: 'string' },
+      'image-mib': { type: 'string' },
+      systems: { type: 'string' },
+      profile: { type: 'string' },
+      'no-take': { type: 'boolean', default: false },
+    },
+    // `--profile` alone is allowed: parseArgs wants a value, so it is rewritten below.
+    args: process.argv.slice(2).map((arg) => (arg === '--profile' ? '--profile=' : arg)),
+  });
   const quick = values.quick === true;
   const only = values.only;
-  if (only !== undefined && !['micro', 'engine'].includes(only)) throw new Error(`--only must be micro or engine, got ${only}`);
+  if (only !== undefined && !PARTS.includes(only)) throw new Error(`--only must be one of ${PARTS.join(', ')}, got ${only}`);
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const dir = path.join(__dirname, '..', '..', 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
   const results: Record<string, unknown> = { date: new Date().toISOString(), quick };
-  const goals: { name: string; ratio: number; target: number; pass: boolean }[] = [];
+  const goal_lines: string[] = [];
   if (only === undefined || only === 'micro') {
     const text = await runMicro(quick);
     console.log(`## Shared-memory core\n\n${text}\n`);
@@ -24,14 +60,33 @@ async function main(): Promise<void> {
     const engine = await runEngineBench(quick);
     console.log(`## Engine\n\n${engine.text}\n`);
     results.engine = engine;
-    goals.push(...engine.goals);
+    goal_lines.push(...engine.goals.map((goal) =>
+      `${goal.pass ? 'PASS' : 'FAIL'} engine: ${goal.name}: ${goal.ratio.toFixed(2)}× (target ${goal.target}×)`));
   }
-  const dir = path.join(__dirname, '..', '..', 'bench', 'results');
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  if (only === undefined || only === 'nbd') {
+    const profile_dir = values.profile === undefined ? undefined : (values.profile === '' ? path.join(dir, `profiles-${stamp}`) : path.resolve(values.profile));
+    const nbd = await runNbdBench({
+      quick,
+      rounds: positive(values.rounds, 'rounds'),
+      image_mib: positive(values['image-mib'], 'image-mib'),
+      systems: values.systems?.split(','),
+      profile_dir,
+      skip_take: values['no-take'] === true,
+      log: (line) => console.error(line),
+    });
+    console.log(`## NBD: ublksnap vs nbdkit and QEMU (DESIGN §10)\n\n${nbd.text}\n`);
+    const svg = path.join(dir, `nbd-${stamp}.svg`);
+    writeFileSync(svg, nbd.svg);
+    copyFileSync(svg, path.join(dir, 'nbd-latest.svg'));
+    console.log(`chart: ${path.relative(process.cwd(), svg)}`);
+    if (profile_dir !== undefined) console.log(`profiles: ${path.relative(process.cwd(), profile_dir)} (node dist/bench/profile-summary.js DIR)`);
+    results.nbd = nbd.json;
+    goal_lines.push(...nbd.goal_lines);
+  }
+  const file = path.join(dir, `bench-${stamp}.json`);
   writeFileSync(file, JSON.stringify(results, null, 2));
   console.log(`results: ${path.relative(process.cwd(), file)}`);
-  for (const goal of goals) console.log(`${goal.pass ? 'PASS' : 'FAIL'} ${goal.name}: ${goal.ratio.toFixed(2)}× (target ${goal.target}×)`);
+  for (const line of goal_lines) console.log(line);
 }
 
 main().catch((error: unknown) => {

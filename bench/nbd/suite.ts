@@ -1,0 +1,214 @@
+// The NBD comparison (issue 6): ublksnap through its real NBD frontend,
+// side by side with nbdkit's file plugin, a plain qemu-storage-daemon
+// export and qemu-storage-daemon copy-before-write fleecing, on the same
+// image of random data on /dev/shm, over Unix sockets.
+//
+//   set-up      install missing tools (tools.ts); fill the image
+//   rounds      every system once per round (systems.ts), the order
+//               rotated by one each round so no system always runs first
+//               or last; samples, server CPU and RSS, image checksums
+//   take        snapshot take latency, 4 volumes under write load
+//   verdicts    per-round ratios → medians → one verdict per DESIGN §10
+//               goal (goals.ts); tables and chart (report.ts)
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chunkGeometry } from '../../src/shared/geometry';
+import { DEFAULT_PARAMS } from '../../src/shared/params';
+import { verdictLine, verdicts as judge, type Comparison, type GoalVerdict } from './goals';
+import { fillRandom } from './image';
+import { chartSvg, comparisonTable, resourceTable, takeTable, throughputTable, type ReportInput } from './report';
+import type { ServerUsage } from './servers';
+import {
+  QEMU_COPY_UNIT_BYTES, RANDOM_BLOCK_BYTES, WORKLOADS, nbdkitFile, qsdFleecing, qsdPlain, strideWorkload, ublksnapPlain,
+  ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification, type WorkloadSpec,
+} from './systems';
+import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
+import { ensureTools } from './tools';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const SECTOR_BYTES = 512;
+/** The issue's image: 1 GiB of random data on tmpfs. --quick uses a smaller one. */
+export const IMAGE_MIB_FULL = 1024;
+export const IMAGE_MIB_QUICK = 128;
+export const ROUNDS_FULL = 3;
+export const ROUNDS_QUICK = 2;
+/** The issue's random-write job: 65 536 I/Os of 4 KiB over a 1 GiB device; scaled with the image. */
+const RANDOM_IOS_PER_GIB = 65_536;
+const RANDOM_IOS_MIN = 4096;
+const TAKE_VOLUME_MIB_FULL = 256;
+const TAKE_VOLUME_MIB_QUICK = 32;
+const TAKES_FULL = 10;
+const TAKES_QUICK = 5;
+const SHM_DIR = '/dev/shm';
+/** The minimal I/O size the engine assumes for a regular file. */
+const FILE_MIN_IO_BYTES = 4096;
+
+export interface NbdBenchOptions {
+  quick: boolean;
+  rounds?: number;
+  image_mib?: number;
+  /** Run the ublksnap servers under --cpu-prof, profiles in this directory. */
+  profile_dir?: string;
+  /** Only these system ids (debugging); the verdicts then say "not measured" where a side is missing. */
+  systems?: string[];
+  /** Skip the take-latency step. */
+  skip_take?: boolean;
+  log: (line: string) => void;
+}
+
+export interface NbdBenchResult {
+  text: string;
+  svg: string;
+  goal_lines: string[];
+  verdicts: GoalVerdict[];
+  json: Record<string, unknown>;
+}
+
+export function defaultChunkBytes(image_bytes: number): number {
+  return 2 ** chunkGeometry(image_bytes / SECTOR_BYTES, FILE_MIN_IO_BYTES, DEFAULT_PARAMS).shift;
+}
+
+export const GOALS = {
+  plain: 'no snapshot ≥ 0.8× nbdkit file plugin',
+  versus_qemu: 'first-touch writes ≥ 2× QEMU fleecing',
+  versus_self: 'first-touch writes ≥ 0.5× our no-snapshot',
+  image_reads: 'image reads ≥ 1.0× QEMU snapshot-access',
+} as const;
+
+/** Every comparison behind the four DESIGN §10 speed goals. */
+export function goalComparisons(snapshot_systems: { id: string; copy_unit_bytes: number }[]): Comparison[] {
+  const compare = (goal: string, label: string, target: number, top: [string, string], bottom: [string, string]): Comparison =>
+    ({ goal, label, target, numerator: { system: top[0], workload: top[1] }, denominator: { system: bottom[0], workload: bottom[1] } });
+  const qemu_stride = strideWorkload(QEMU_COPY_UNIT_BYTES).id;
+  const list: Comparison[] = [
+    compare(GOALS.plain, 'seq write', 0.8, ['ublksnap', WORKLOADS.seq_write.id], ['nbdkit', WORKLOADS.seq_write.id]),
+    compare(GOALS.plain, 'rand write', 0.8, ['ublksnap', WORKLOADS.rand_write.id], ['nbdkit', WORKLOADS.rand_write.id]),
+    compare(GOALS.plain, 'seq read', 0.8, ['ublksnap', WORKLOADS.seq_read.id], ['nbdkit', WORKLOADS.seq_read.id]),
+  ];
+  for (const { id, copy_unit_bytes } of snapshot_systems) {
+    const chunk = `${copy_unit_bytes / KiB} KiB chunk`;
+    const stride = strideWorkload(copy_unit_bytes).id;
+    list.push(
+      compare(GOALS.versus_qemu, `seq write, ${chunk}`, 2, [id, WORKLOADS.seq_write.id], ['qsd-fleece', WORKLOADS.seq_write.id]),
+      compare(GOALS.versus_qemu, `rand write, ${chunk}`, 2, [id, WORKLOADS.rand_write.id], ['qsd-fleece', WORKLOADS.rand_write.id]),
+      compare(GOALS.versus_qemu, `write per copy unit, ${chunk}`, 2, [id, stride], ['qsd-fleece', qemu_stride]),
+      compare(GOALS.versus_self, `seq write, ${chunk}`, 0.5, [id, WORKLOADS.seq_write.id], ['ublksnap', WORKLOADS.seq_write.id]),
+      compare(GOALS.versus_self, `rand write, ${chunk}`, 0.5, [id, WORKLOADS.rand_write.id], ['ublksnap', WORKLOADS.rand_write.id]),
+      compare(GOALS.versus_self, `write per chunk, ${chunk}`, 0.5, [id, stride], ['ublksnap', stride]),
+      compare(GOALS.image_reads, `image read before copy, ${chunk}`, 1, [id, WORKLOADS.image_read_before.id], ['qsd-fleece', WORKLOADS.image_read_before.id]),
+      compare(GOALS.image_reads, `image read after overwrite, ${chunk}`, 1, [id, WORKLOADS.image_read_after.id], ['qsd-fleece', WORKLOADS.image_read_after.id]),
+    );
+  }
+  const order = Object.values(GOALS) as string[];
+  return list.sort((a, b) => order.indexOf(a.goal) - order.indexOf(b.goal));
+}
+
+/** Round r runs the systems starting at index r mod n. */
+export function rotate<T>(items: T[], round: number): T[] {
+  const shift = items.length === 0 ? 0 : round % items.length;
+  return [...items.slice(shift), ...items.slice(0, shift)];
+}
+
+function allSystems(image_bytes: number): SystemSpec[] {
+  const default_chunk = defaultChunkBytes(image_bytes);
+  const systems = [ublksnapPlain()];
+  systems.push(ublksnapSnapshot('ublksnap-snap', `ublksnap, snapshot, ${default_chunk / KiB} KiB chunk (default)`, default_chunk));
+  if (default_chunk !== QEMU_COPY_UNIT_BYTES) systems.push(ublksnapSnapshot64k());
+  systems.push(nbdkitFile(), qsdPlain(), qsdFleecing());
+  return systems;
+}
+
+export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchResult> {
+  const log = options.log;
+  const tools = ensureTools(log);
+  const image_bytes = (options.image_mib ?? (options.quick ? IMAGE_MIB_QUICK : IMAGE_MIB_FULL)) * MiB;
+  const rounds = options.rounds ?? (options.quick ? ROUNDS_QUICK : ROUNDS_FULL);
+  const every = allSystems(image_bytes);
+  const systems = options.systems === undefined ? every : every.filter((s) => options.systems!.includes(s.id));
+  if (systems.length === 0) throw new Error(`--systems matched none of ${every.map((s) => s.id).join(', ')}`);
+  const snapshot_systems = every.filter((s) => s.kind === 'snapshot' && s.id.startsWith('ublksnap'))
+    .map((s) => ({ id: s.id, copy_unit_bytes: s.copy_unit_bytes! }));
+  const copy_units_bytes = [...new Set(every.flatMap((s) => (s.copy_unit_bytes === undefined ? [] : [s.copy_unit_bytes])))].sort((a, b) => a - b);
+  const rand_ios = Math.max(RANDOM_IOS_MIN, Math.round(RANDOM_IOS_PER_GIB * image_bytes / (1024 * MiB)));
+  const loadavg_start = os.loadavg();
+  const started = Date.now();
+
+  const samples: SampleRecord[] = [];
+  const verifications: Verification[] = [];
+  const usage: { system: string; round: number; usage: ServerUsage }[] = [];
+  const errors: { system: string; round: number; error: string }[] = [];
+  let take: TakeLatencyResult | undefined;
+  const work_dir = mkdtempSync(path.join(SHM_DIR, 'ublksnap-nbd-bench-'));
+  if (options.profile_dir !== undefined) mkdirSync(options.profile_dir, { recursive: true });
+  try {
+    const image_path = path.join(work_dir, 'image.raw');
+    log(`nbd: ${image_bytes / MiB} MiB image of random data in ${work_dir}, ${rounds} rounds, systems: ${systems.map((s) => s.id).join(' ')}`);
+    fillRandom(image_path, image_bytes);
+    for (let round = 0; round < rounds; round += 1) {
+      for (const system of rotate(systems, round)) {
+        log(`round ${round + 1}/${rounds}: ${system.label} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+        const context: RoundContext = {
+          round, image_path, image_bytes, work_dir, copy_units_bytes, profile_dir: options.profile_dir, log,
+          rand_write_bytes: rand_ios * RANDOM_BLOCK_BYTES,
+          record: (sample) => samples.push(sample),
+          verified: (verification) => verifications.push(verification),
+          usage: (id, measured) => usage.push({ system: id, round, usage: measured }),
+        };
+        try {
+          await system.run(context);
+        } catch (error) {
+          // One broken system must not hide the others' figures: its goals read "not measured" and FAIL.
+          errors.push({ system: system.id, round, error: (error as Error).message });
+          log(`  ${system.id} round ${round + 1} FAILED: ${(error as Error).message}`);
+        }
+      }
+    }
+    if (options.skip_take !== true && systems.some((s) => s.id.startsWith('ublksnap'))) {
+      log(`take latency (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+      try {
+        take = await measureTakeLatency({
+          work_dir, log, volume_bytes: (options.quick ? TAKE_VOLUME_MIB_QUICK : TAKE_VOLUME_MIB_FULL) * MiB,
+          takes: options.quick ? TAKES_QUICK : TAKES_FULL,
+          node_flags: options.profile_dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.join(options.profile_dir, 'take')}`],
+        });
+      } catch (error) {
+        errors.push({ system: 'ublksnap-take', round: 0, error: (error as Error).message });
+        log(`  take latency FAILED: ${(error as Error).message}`);
+      }
+    }
+  } finally {
+    rmSync(work_dir, { recursive: true, force: true });
+  }
+
+  const verdicts = judge(samples, goalComparisons(snapshot_systems));
+  const workloads: WorkloadSpec[] = [WORKLOADS.seq_read, WORKLOADS.seq_write, WORKLOADS.rand_write,
+    ...copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after];
+  const input: ReportInput = { systems, workloads, samples, usage, verdicts, take };
+  const loadavg_end = os.loadavg();
+  const equal = verifications.filter((v) => v.equal).length;
+  const load = `load average ${loadavg_start.map((l) => l.toFixed(2)).join(' ')} at start, ${loadavg_end.map((l) => l.toFixed(2)).join(' ')} at end, ${os.cpus().length} CPUs`;
+  const subtitle = `${image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds} rounds (order rotated), ${load}`;
+  const verification_line = `${verifications.length > 0 && equal === verifications.length ? 'PASS' : 'FAIL'} snapshot images equal the volume at take: ${equal}/${verifications.length} checksums`;
+  const text = [
+    `NBD throughput, median of ${rounds} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,
+    '', throughputTable(input), '',
+    'Server processes: CPU seconds during each workload (median), peak RSS', '', resourceTable(input), '',
+    'Goals: per-round ratios and their median', '', comparisonTable(verdicts), '',
+    ...(take !== undefined ? [takeTable(take), ''] : []),
+    `${subtitle}; ${Math.round((Date.now() - started) / 1000)} s.`,
+    `Image checksums (sha256, nbdcopy of the image vs the volume file before take): ${equal}/${verifications.length} equal.`,
+    ...errors.map((e) => `ERROR ${e.system} round ${e.round + 1}: ${e.error}`),
+  ].join('\n');
+  const json = {
+    config: { image_bytes, rounds, rand_ios, copy_units_bytes, quick: options.quick, systems: systems.map((s) => ({ id: s.id, label: s.label, kind: s.kind })) },
+    tools, machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, loadavg_start, loadavg_end },
+    duration_s: (Date.now() - started) / 1000, samples, usage, verifications, take, verdicts, errors,
+  };
+  return {
+    text, svg: chartSvg(input, subtitle), verdicts, json,
+    goal_lines: [...verdicts.map(verdictLine), verification_line],
+  };
+}

@@ -1,0 +1,338 @@
+// The systems under comparison and what one round of each does. Two kinds:
+//
+//   plain     one server for the round: seq read, seq write, rand write,
+//             stride writes at every copy unit in play
+//             (ublksnap without snapshot, nbdkit file, qemu-storage-daemon)
+//   snapshot  a fresh snapshot per workload, so every write is a first touch:
+//               1. checksum the volume, take; image read (nothing copied);
+//                  seq write over the whole volume; image read (all copied);
+//                  the image's checksum must equal the one before take
+//               2. checksum, take; rand write; verify the image
+//               3. checksum, take; one 4 KiB write per copy unit; verify
+//             (ublksnap at its default chunk and at 64 KiB; QEMU fleecing,
+//             where "take" is a fresh daemon with a fresh target)
+//
+// Every measured step samples the server's CPU seconds before and after.
+
+import { rmSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { QSD_IMAGE_EXPORT, QSD_VOLUME_EXPORT, nbdkitArgs, qsdFleecingArgs, qsdPlainArgs, unixUri } from './commands';
+import { runFio, type FioJob } from './fio';
+import type { Sample } from './goals';
+import { fileChecksum } from './image';
+import { exportChecksum, readExport } from './nbdcopy';
+import { ServerProcess, UblksnapServer, type ServerUsage } from './servers';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+export const SEQ_BLOCK_BYTES = MiB;
+export const SEQ_IODEPTH = 16;
+export const RANDOM_BLOCK_BYTES = 4 * KiB;
+export const RANDOM_IODEPTH = 32;
+/** QEMU's copy-before-write cluster: the like-for-like chunk size. */
+export const QEMU_COPY_UNIT_BYTES = 64 * KiB;
+const UBLKSNAP_VOLUME_NAME = 'bench';
+const CHUNK_SHIFT_64K = 16;
+
+export interface WorkloadSpec {
+  id: string;
+  label: string;
+  unit: 'MiB/s' | 'IOPS';
+}
+
+export function strideWorkload(copy_unit_bytes: number): WorkloadSpec {
+  const kib = copy_unit_bytes / KiB;
+  return { id: `stride-${kib}k`, label: `4 KiB write per ${kib} KiB, QD${RANDOM_IODEPTH}`, unit: 'IOPS' };
+}
+
+export const WORKLOADS = {
+  seq_read: { id: 'seq-read', label: 'seq read, nbdcopy → null:', unit: 'MiB/s' },
+  seq_write: { id: 'seq-write', label: `seq write 1 MiB, QD${SEQ_IODEPTH}`, unit: 'MiB/s' },
+  rand_write: { id: 'rand-write', label: `rand write 4 KiB, QD${RANDOM_IODEPTH}`, unit: 'IOPS' },
+  image_read_before: { id: 'image-read-before', label: 'image read, nothing copied yet', unit: 'MiB/s' },
+  image_read_after: { id: 'image-read-after', label: 'image read after full overwrite', unit: 'MiB/s' },
+} as const satisfies Record<string, WorkloadSpec>;
+
+export interface SampleRecord extends Sample {
+  unit: WorkloadSpec['unit'];
+  bytes: number;
+  ios: number;
+  seconds: number;
+  clat_p50_us?: number;
+  clat_p99_us?: number;
+  /** GCs on the ublksnap server's main thread during the workload. */
+  server_gc_count?: number;
+}
+
+export interface Verification {
+  system: string;
+  round: number;
+  workload: string;
+  before: string;
+  after: string;
+  equal: boolean;
+}
+
+export interface RoundContext {
+  round: number;
+  image_path: string;
+  image_bytes: number;
+  /** Scratch space on /dev/shm: sockets, diff storage, QEMU targets. */
+  work_dir: string;
+  rand_write_bytes: number;
+  /** The copy units of the snapshot systems; plain systems run a stride workload at each. */
+  copy_units_bytes: number[];
+  profile_dir?: string;
+  log: (line: string) => void;
+  record: (sample: SampleRecord) => void;
+  verified: (verification: Verification) => void;
+  usage: (system: string, usage: ServerUsage) => void;
+}
+
+export interface SystemSpec {
+  id: string;
+  label: string;
+  kind: 'plain' | 'snapshot';
+  /** The snapshot systems' copy unit, in bytes. */
+  copy_unit_bytes?: number;
+  run: (context: RoundContext) => Promise<void>;
+}
+
+// ── measuring ───────────────────────────────────────────────────────────
+
+type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'>;
+
+async function measure(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess,
+  body: () => Promise<Measured>): Promise<void> {
+  const gc = server instanceof UblksnapServer ? server : undefined;
+  const gc_before = gc ? await gc.gcCount() : 0;
+  const cpu_before = server.cpuSeconds();
+  const measured = await body();
+  const server_cpu_seconds = server.cpuSeconds() - cpu_before;
+  const sample: SampleRecord = { system, workload: workload.id, round: context.round, unit: workload.unit, server_cpu_seconds, ...measured };
+  if (gc) sample.server_gc_count = (await gc.gcCount()) - gc_before;
+  context.record(sample);
+  const shown = workload.unit === 'MiB/s' ? `${(sample.value / MiB).toFixed(0)} MiB/s` : `${sample.value.toFixed(0)} IOPS`;
+  context.log(`  ${system} ${workload.id}: ${shown}, server CPU ${server_cpu_seconds.toFixed(2)} s`);
+}
+
+function fioStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string, job: FioJob): Promise<void> {
+  return measure(context, system, workload, server, async () => {
+    const result = await runFio(uri, job, path.join(context.work_dir, `fio-${system}-${workload.id}.json`));
+    return {
+      value: workload.unit === 'MiB/s' ? result.bytes_per_second : result.iops,
+      bytes: result.io_bytes, ios: result.ios, seconds: result.runtime_ms / 1000,
+      clat_p50_us: result.clat_p50_us, clat_p99_us: result.clat_p99_us,
+    };
+  });
+}
+
+function readStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string): Promise<void> {
+  return measure(context, system, workload, server, async () => {
+    const result = await readExport(uri, context.image_bytes);
+    return { value: result.bytes_per_second, bytes: result.bytes, ios: 0, seconds: result.seconds };
+  });
+}
+
+export function seqWriteJob(size_bytes: number): FioJob {
+  return { pattern: 'write', block_bytes: SEQ_BLOCK_BYTES, iodepth: SEQ_IODEPTH, size_bytes };
+}
+
+export function randWriteJob(size_bytes: number, io_bytes: number): FioJob {
+  return { pattern: 'randwrite', block_bytes: RANDOM_BLOCK_BYTES, iodepth: RANDOM_IODEPTH, size_bytes, io_bytes };
+}
+
+export function strideJob(size_bytes: number, stride_bytes: number): FioJob {
+  return { pattern: 'stride', block_bytes: RANDOM_BLOCK_BYTES, iodepth: RANDOM_IODEPTH, size_bytes, stride_bytes };
+}
+
+// ── the two kinds of round ──────────────────────────────────────────────
+
+interface Started { server: ServerProcess; uri: string; }
+
+async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>): Promise<void> {
+  const { server, uri } = await start();
+  try {
+    await readStep(context, system, WORKLOADS.seq_read, server, uri);
+    await fioStep(context, system, WORKLOADS.seq_write, server, uri, seqWriteJob(context.image_bytes));
+    await fioStep(context, system, WORKLOADS.rand_write, server, uri, randWriteJob(context.image_bytes, context.rand_write_bytes));
+    for (const unit of context.copy_units_bytes) {
+      await fioStep(context, system, strideWorkload(unit), server, uri, strideJob(context.image_bytes, unit));
+    }
+  } catch (error) {
+    await server.kill();
+    throw error;
+  }
+  context.usage(system, await server.stop());
+}
+
+/** One snapshot from take to destroy: the server that serves it, the two exports, and how it ends. */
+interface Session {
+  server: ServerProcess;
+  volume_uri: string;
+  image_uri: string;
+  end: () => Promise<void>;
+}
+
+async function verifyImage(context: RoundContext, system: string, workload: string, session: Session, before: string): Promise<void> {
+  const { checksum } = await exportChecksum(session.image_uri);
+  context.verified({ system, round: context.round, workload, before, after: checksum, equal: checksum === before });
+  if (checksum !== before) context.log(`  ${system} ${workload}: IMAGE CHECKSUM DIFFERS from the volume at take`);
+}
+
+async function snapshotRound(context: RoundContext, system: string, copy_unit_bytes: number, open: () => Promise<Session>): Promise<void> {
+  const steps: { workload: string; body: (session: Session) => Promise<void> }[] = [
+    {
+      workload: WORKLOADS.seq_write.id,
+      body: async (session) => {
+        await readStep(context, system, WORKLOADS.image_read_before, session.server, session.image_uri);
+        await fioStep(context, system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes));
+        await readStep(context, system, WORKLOADS.image_read_after, session.server, session.image_uri);
+      },
+    },
+    {
+      workload: WORKLOADS.rand_write.id,
+      body: (session) => fioStep(context, system, WORKLOADS.rand_write, session.server, session.volume_uri,
+        randWriteJob(context.image_bytes, context.rand_write_bytes)),
+    },
+    {
+      workload: strideWorkload(copy_unit_bytes).id,
+      body: (session) => fioStep(context, system, strideWorkload(copy_unit_bytes), session.server, session.volume_uri,
+        strideJob(context.image_bytes, copy_unit_bytes)),
+    },
+  ];
+  for (const step of steps) {
+    // The volume is idle here: its file is what the image must show after take.
+    const before = fileChecksum(context.image_path);
+    const session = await open();
+    try {
+      await step.body(session);
+      await verifyImage(context, system, step.workload, session, before);
+    } catch (error) {
+      await session.server.kill();
+      throw error;
+    }
+    await session.end();
+  }
+}
+
+// ── the systems ─────────────────────────────────────────────────────────
+
+function profileFlags(context: RoundContext, system: string): string[] {
+  if (context.profile_dir === undefined) return [];
+  return ['--cpu-prof', `--cpu-prof-dir=${path.join(context.profile_dir, `${system}-round${context.round}`)}`];
+}
+
+function launchUblksnap(context: RoundContext, system: string, params: Record<string, number>): Promise<UblksnapServer> {
+  return UblksnapServer.launch(system, {
+    socket_path: path.join(context.work_dir, `${system}.sock`),
+    storage_dir: context.work_dir,
+    volumes: [{ name: UBLKSNAP_VOLUME_NAME, file: context.image_path }],
+    params,
+    node_flags: profileFlags(context, system),
+  });
+}
+
+export function ublksnapPlain(): SystemSpec {
+  const id = 'ublksnap';
+  return {
+    id, label: 'ublksnap, no snapshot', kind: 'plain',
+    run: (context) => plainRound(context, id, async () => {
+      const server = await launchUblksnap(context, id, {});
+      return { server, uri: unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME) };
+    }),
+  };
+}
+
+/** ublksnap with a fresh snapshot per workload; chunk_shift undefined = the engine's default geometry. */
+export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: number, chunk_shift?: number): SystemSpec {
+  const params: Record<string, number> = chunk_shift === undefined ? {} : { chunk_minimum_shift: chunk_shift };
+  return {
+    id, label, kind: 'snapshot', copy_unit_bytes,
+    run: async (context) => {
+      const server = await launchUblksnap(context, id, params);
+      try {
+        await snapshotRound(context, id, copy_unit_bytes, async () => {
+          const taken = await server.take();
+          if (taken.chunk_bytes !== copy_unit_bytes) throw new Error(`${id}: chunk is ${taken.chunk_bytes} bytes, expected ${copy_unit_bytes}`);
+          return {
+            server,
+            volume_uri: unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME),
+            image_uri: unixUri(server.socket_path, taken.images[UBLKSNAP_VOLUME_NAME]!),
+            end: async () => { await server.destroy(taken.id); },
+          };
+        });
+      } catch (error) {
+        await server.kill();
+        throw error;
+      }
+      context.usage(id, await server.stop());
+    },
+  };
+}
+
+export function ublksnapSnapshot64k(): SystemSpec {
+  return ublksnapSnapshot('ublksnap-snap-64k', 'ublksnap, snapshot, 64 KiB chunk', QEMU_COPY_UNIT_BYTES, CHUNK_SHIFT_64K);
+}
+
+export function nbdkitFile(): SystemSpec {
+  const id = 'nbdkit';
+  return {
+    id, label: 'nbdkit file plugin', kind: 'plain',
+    run: (context) => plainRound(context, id, async () => {
+      const socket_path = path.join(context.work_dir, `${id}.sock`);
+      const server = await ServerProcess.start(id, 'nbdkit', nbdkitArgs(context.image_path, socket_path), socket_path);
+      return { server, uri: unixUri(socket_path, '') };
+    }),
+  };
+}
+
+export function qsdPlain(): SystemSpec {
+  const id = 'qsd';
+  return {
+    id, label: 'qemu-storage-daemon export', kind: 'plain',
+    run: (context) => plainRound(context, id, async () => {
+      const socket_path = path.join(context.work_dir, `${id}.sock`);
+      const server = await ServerProcess.start(id, 'qemu-storage-daemon', qsdPlainArgs(context.image_path, socket_path), socket_path);
+      return { server, uri: unixUri(socket_path, QSD_VOLUME_EXPORT) };
+    }),
+  };
+}
+
+/** Usage of several short-lived daemons as one: CPU adds up, the peak is the largest. */
+function addUsage(total: ServerUsage | undefined, usage: ServerUsage): ServerUsage {
+  if (total === undefined) return usage;
+  return {
+    cpu_seconds: total.cpu_seconds + usage.cpu_seconds,
+    peak_rss_bytes: Math.max(total.peak_rss_bytes, usage.peak_rss_bytes),
+    threads: [...total.threads, ...usage.threads],
+  };
+}
+
+export function qsdFleecing(): SystemSpec {
+  const id = 'qsd-fleece';
+  return {
+    id, label: 'qemu-storage-daemon fleecing', kind: 'snapshot', copy_unit_bytes: QEMU_COPY_UNIT_BYTES,
+    run: async (context) => {
+      let total: ServerUsage | undefined;
+      let session_index = 0;
+      await snapshotRound(context, id, QEMU_COPY_UNIT_BYTES, async () => {
+        const socket_path = path.join(context.work_dir, `${id}.sock`);
+        const target_path = path.join(context.work_dir, `${id}-target-${session_index++}.raw`);
+        writeFileSync(target_path, '');
+        truncateSync(target_path, context.image_bytes); // sparse, like a fresh fallocate-less diff file
+        const server = await ServerProcess.start(id, 'qemu-storage-daemon', qsdFleecingArgs(context.image_path, target_path, socket_path), socket_path);
+        return {
+          server,
+          volume_uri: unixUri(socket_path, QSD_VOLUME_EXPORT),
+          image_uri: unixUri(socket_path, QSD_IMAGE_EXPORT),
+          end: async () => {
+            total = addUsage(total, await server.stop());
+            rmSync(target_path, { force: true });
+          },
+        };
+      });
+      context.usage(id, total!);
+    },
+  };
+}
