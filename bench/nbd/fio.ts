@@ -62,6 +62,11 @@ export function fioArgs(uri: string, job: FioJob, output_file: string): string[]
   return args;
 }
 
+/** I/Os the job must do: io_bytes (default: the whole region) in blocks. */
+export function expectedIos(job: FioJob): number {
+  return (job.io_bytes ?? job.size_bytes) / job.block_bytes;
+}
+
 /** The figures of the one job's write side (or read side) in fio's JSON output. */
 export function parseFioJson(text: string, side: 'read' | 'write' = 'write'): FioResult {
   const start = text.indexOf('{');
@@ -101,7 +106,10 @@ export function runFio(uri: string, job: FioJob, output_file: string): Promise<F
       clearTimeout(timer);
       try {
         if (code !== 0) throw new Error(`fio exited with ${signal ?? code}: ${output.trim().slice(-500)}`);
-        resolve(parseFioJson(readFileSync(output_file, 'utf8')));
+        const result = parseFioJson(readFileSync(output_file, 'utf8'));
+        // A job that did more or fewer I/Os than asked measures something else (fio wraps around, or stopped early).
+        if (result.ios !== expectedIos(job)) throw new Error(`fio did ${result.ios} I/Os, the job asks for ${expectedIos(job)}`);
+        resolve(result);
       } catch (error) {
         reject(error);
       } finally {

@@ -142,8 +142,10 @@ export function randWriteJob(size_bytes: number, io_bytes: number): FioJob {
   return { pattern: 'randwrite', block_bytes: RANDOM_BLOCK_BYTES, iodepth: RANDOM_IODEPTH, size_bytes, io_bytes };
 }
 
+/** One pass: fio counts io_size in bytes written (default: size), wrapping around, so it is set to one block per stride. */
 export function strideJob(size_bytes: number, stride_bytes: number): FioJob {
-  return { pattern: 'stride', block_bytes: RANDOM_BLOCK_BYTES, iodepth: RANDOM_IODEPTH, size_bytes, stride_bytes };
+  const io_bytes = (size_bytes / stride_bytes) * RANDOM_BLOCK_BYTES;
+  return { pattern: 'stride', block_bytes: RANDOM_BLOCK_BYTES, iodepth: RANDOM_IODEPTH, size_bytes, stride_bytes, io_bytes };
 }
 
 // ── the two kinds of round ──────────────────────────────────────────────

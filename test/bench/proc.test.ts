@@ -1,0 +1,38 @@
+// Goal: the CPU and memory charged to a server are read right from /proc —
+// utime + stime even when comm holds spaces and parentheses, VmHWM in
+// bytes — and the live readers work on this very process.
+// Method: stat and status lines written by hand, then our own pid after
+// burning a little CPU.
+
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { cpuSeconds, parseStatTicks, parseStatusBytes, peakRssBytes, threadCpu } from '../../bench/nbd/proc';
+
+const proc = suite('/proc readers');
+
+proc('utime + stime from a stat line whose comm has spaces and parentheses', () => {
+  // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime …
+  const line = '4242 (qemu (x) d) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 123 456 789\n';
+  assert.equal(parseStatTicks(line), { comm: 'qemu (x) d', ticks: 325 });
+  assert.throws(() => parseStatTicks('garbage'), /not a \/proc stat line/);
+});
+
+proc('VmHWM in bytes; a missing field is an error', () => {
+  const status = 'Name:\tnode\nVmPeak:\t 1000 kB\nVmHWM:\t   2048 kB\nVmRSS:\t 1024 kB\n';
+  assert.is(parseStatusBytes(status, 'VmHWM'), 2048 * 1024);
+  assert.throws(() => parseStatusBytes(status, 'VmSwap'), /no VmSwap/);
+});
+
+proc('this process: CPU seconds grow with work, peak RSS is real, threads are listed', () => {
+  const before = cpuSeconds(process.pid);
+  const until = Date.now() + 150;
+  let spin = 0;
+  while (Date.now() < until) spin += 1;
+  assert.ok(spin > 0);
+  assert.ok(cpuSeconds(process.pid) > before, 'CPU seconds did not grow');
+  assert.ok(peakRssBytes(process.pid) > 10 * 1024 * 1024);
+  const threads = threadCpu(process.pid);
+  assert.ok(threads.some((t) => t.tid === process.pid), 'the main thread is a task of its process');
+});
+
+proc.run();
