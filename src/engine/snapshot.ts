@@ -259,6 +259,7 @@ export class Snapshot {
       this.reportNoSpace(counters.requested_sectors);
       return Promise.resolve(false);
     }
+    this.events.push({ code: 'low_space', time: Date.now(), requested_sectors: target, capacity_sectors: counters.capacity_sectors });
     this.growing = this.track(this.pools.grow({ storage_fd: this.storage.fd, storage_counters: counters.buffer, target_sectors: target })
       .then((result) => {
         if (result.error) {
