@@ -115,16 +115,23 @@ export class Snapshot {
     if (this.volumes.length === 0) throw new UblksnapError('EINVAL', `snapshot ${this.id} has no volumes`);
     const started = process.hrtime.bigint();
     const areas = this.volumes.map((volume) => this.createArea(volume));
-    await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
-    await this.frozen(async () => {
-      for (const area of areas) {
-        area.volume.tracker.map.switchForTake();
-        Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
-        Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
-        Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
-      }
-      Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
-    });
+    try {
+      await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
+      await this.frozen(async () => {
+        for (const area of areas) {
+          area.volume.tracker.map.switchForTake();
+          Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
+          Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
+          Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
+        }
+        Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
+      });
+    } catch (error) {
+      // Nothing was armed (the switch runs last): forget the areas, stay 'created'.
+      this.areas.clear();
+      await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.forgetArea(area.descriptor.area_id))));
+      throw error;
+    }
     // An empty (or nearly full) storage starts growing now, not at the first store.
     this.growIfLow();
     const took_ms = Number(process.hrtime.bigint() - started) / 1e6;
