@@ -38,7 +38,10 @@ export function throughputTable(input: ReportInput): string {
 export function resourceTable(input: ReportInput): string {
   const cpu = input.workloads.map((w) => [w.label, ...input.systems.map((s) => {
     const value = medianValue(input.samples, s.id, w.id, (sample) => sample.server_cpu_seconds);
-    return Number.isNaN(value) ? '—' : value.toFixed(2);
+    if (Number.isNaN(value)) return '—';
+    // ublksnap's server counts the GCs of its main thread (the NBD frontend); the others have no GC.
+    const gcs = medianValue(input.samples, s.id, w.id, (sample) => sample.server_gc_count ?? Number.NaN);
+    return Number.isNaN(gcs) ? value.toFixed(2) : `${value.toFixed(2)} (${gcs.toFixed(0)} GC)`;
   })]);
   const peak = ['peak RSS of the server (max over rounds)', ...input.systems.map((s) => {
     const peaks = input.usage.filter((u) => u.system === s.id).map((u) => u.usage.peak_rss_bytes);

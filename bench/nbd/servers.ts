@@ -139,6 +139,9 @@ export interface UblksnapServerOptions {
   storage_dir: string;
   volumes: { name: string; file: string }[];
   params?: Record<string, number>;
+  /** Engine worker counts; the engine's defaults when absent. */
+  cow_workers?: number;
+  image_workers?: number;
   /** Extra node flags, e.g. --cpu-prof --cpu-prof-dir=DIR. */
   node_flags?: string[];
 }
@@ -147,6 +150,8 @@ export interface TakeReply {
   id: string;
   images: Record<string, string>;
   take_ms: number;
+  /** The diff-storage file: the engine removes it at destroy; the caller makes sure. */
+  storage: string;
   chunk_bytes: number;
 }
 
@@ -161,7 +166,9 @@ export class UblksnapServer extends ServerProcess {
     const script = path.join(__dirname, '..', 'servers', 'ublksnap-server.js');
     const args = [...(options.node_flags ?? []), script, '--socket', options.socket_path, '--storage-dir', options.storage_dir,
       ...options.volumes.flatMap((v) => ['--volume', `${v.name}=${v.file}`]),
-      ...Object.entries(options.params ?? {}).flatMap(([name, value]) => ['--param', `${name}=${value}`])];
+      ...Object.entries(options.params ?? {}).flatMap(([name, value]) => ['--param', `${name}=${value}`]),
+      ...(options.cow_workers === undefined ? [] : ['--cow-workers', String(options.cow_workers)]),
+      ...(options.image_workers === undefined ? [] : ['--image-workers', String(options.image_workers)])];
     const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const server = new UblksnapServer(label, child, options.socket_path);
     const ready = await server.nextReply(SERVER_READY_TIMEOUT_MS);

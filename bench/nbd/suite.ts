@@ -32,9 +32,19 @@ const MiB = 1024 * KiB;
 const SECTOR_BYTES = 512;
 /** The issue's image: 1 GiB of random data on tmpfs. --quick uses a smaller one. */
 export const IMAGE_MIB_FULL = 1024;
-export const IMAGE_MIB_QUICK = 128;
-export const ROUNDS_FULL = 3;
-export const ROUNDS_QUICK = 2;
+export const IMAGE_MIB_QUICK = 256;
+/** Rounds at most; fewer when the time budget would be passed (never fewer than ROUNDS_MIN). */
+export const ROUNDS_FULL = 5;
+export const ROUNDS_QUICK = 4;
+export const ROUNDS_MIN = 2;
+/**
+ * The rounds' share of `npm run bench`'s promise (full < 15 min, quick < 3 min):
+ * another round starts only if, at the pace of the rounds so far, it ends
+ * within this. A round takes ~2.5 min at 1 GiB and ~25 s at 256 MiB on two
+ * loaded cores. An explicit --rounds has no budget.
+ */
+export const ROUNDS_BUDGET_S_FULL = 690;
+export const ROUNDS_BUDGET_S_QUICK = 105;
 /** The issue's random-write job: 65 536 I/Os of 4 KiB over a 1 GiB device; scaled with the image. */
 const RANDOM_IOS_PER_GIB = 65_536;
 const RANDOM_IOS_MIN = 4096;
@@ -126,6 +136,8 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
   const tools = ensureTools(log);
   const image_bytes = (options.image_mib ?? (options.quick ? IMAGE_MIB_QUICK : IMAGE_MIB_FULL)) * MiB;
   const rounds = options.rounds ?? (options.quick ? ROUNDS_QUICK : ROUNDS_FULL);
+  const budget_s = options.rounds !== undefined ? undefined : (options.quick ? ROUNDS_BUDGET_S_QUICK : ROUNDS_BUDGET_S_FULL);
+  let rounds_done = 0;
   const every = allSystems(image_bytes);
   const systems = options.systems === undefined ? every : every.filter((s) => options.systems!.includes(s.id));
   if (systems.length === 0) throw new Error(`--systems matched none of ${every.map((s) => s.id).join(', ')}`);
@@ -145,9 +157,15 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
   if (options.profile_dir !== undefined) mkdirSync(options.profile_dir, { recursive: true });
   try {
     const image_path = path.join(work_dir, 'image.raw');
-    log(`nbd: ${image_bytes / MiB} MiB image of random data in ${work_dir}, ${rounds} rounds, systems: ${systems.map((s) => s.id).join(' ')}`);
+    log(`nbd: ${image_bytes / MiB} MiB image of random data in ${work_dir}, up to ${rounds} rounds, systems: ${systems.map((s) => s.id).join(' ')}`);
     fillRandom(image_path, image_bytes);
     for (let round = 0; round < rounds; round += 1) {
+      const elapsed_s = (Date.now() - started) / 1000;
+      if (budget_s !== undefined && round >= ROUNDS_MIN && elapsed_s + elapsed_s / round > budget_s) {
+        log(`nbd: stopping after ${round} rounds: another would end past the ${budget_s} s budget`);
+        break;
+      }
+      rounds_done = round + 1;
       for (const system of rotate(systems, round)) {
         log(`round ${round + 1}/${rounds}: ${system.label} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
         const context: RoundContext = {
@@ -190,10 +208,10 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
   const loadavg_end = os.loadavg();
   const equal = verifications.filter((v) => v.equal).length;
   const load = `load average ${loadavg_start.map((l) => l.toFixed(2)).join(' ')} at start, ${loadavg_end.map((l) => l.toFixed(2)).join(' ')} at end, ${os.cpus().length} CPUs`;
-  const subtitle = `${image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds} rounds (order rotated), ${load}`;
+  const subtitle = `${image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds_done} rounds (order rotated), ${load}`;
   const verification_line = `${verifications.length > 0 && equal === verifications.length ? 'PASS' : 'FAIL'} snapshot images equal the volume at take: ${equal}/${verifications.length} checksums`;
   const text = [
-    `NBD throughput, median of ${rounds} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,
+    `NBD throughput, median of ${rounds_done} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,
     '', throughputTable(input), '',
     'Server processes: CPU seconds during each workload (median), peak RSS', '', resourceTable(input), '',
     'Goals: per-round ratios and their median', '', comparisonTable(verdicts), '',
@@ -203,7 +221,7 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
     ...errors.map((e) => `ERROR ${e.system} round ${e.round + 1}: ${e.error}`),
   ].join('\n');
   const json = {
-    config: { image_bytes, rounds, rand_ios, copy_units_bytes, quick: options.quick, systems: systems.map((s) => ({ id: s.id, label: s.label, kind: s.kind })) },
+    config: { image_bytes, rounds_max: rounds, rounds: rounds_done, budget_s, rand_ios, copy_units_bytes, quick: options.quick, systems: systems.map((s) => ({ id: s.id, label: s.label, kind: s.kind })) },
     tools, machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, loadavg_start, loadavg_end },
     duration_s: (Date.now() - started) / 1000, samples, usage, verifications, take, verdicts, errors,
   };

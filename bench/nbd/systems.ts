@@ -261,7 +261,10 @@ export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: num
             server,
             volume_uri: unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME),
             image_uri: unixUri(server.socket_path, taken.images[UBLKSNAP_VOLUME_NAME]!),
-            end: async () => { await server.destroy(taken.id); },
+            end: async () => {
+              await server.destroy(taken.id);
+              rmSync(taken.storage, { force: true });
+            },
           };
         });
       } catch (error) {

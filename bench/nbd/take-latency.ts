@@ -10,6 +10,7 @@
 // fio must finish without one failed write.
 
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { unixUri } from './commands';
 import { FIO_TIMEOUT_MS } from './fio';
@@ -93,6 +94,7 @@ export async function measureTakeLatency(options: {
       take_ms.push(taken.take_ms);
       await delay(HOLD_MS);
       destroy_ms.push(await server.destroy(taken.id));
+      rmSync(taken.storage, { force: true });
       await delay(HOLD_MS);
     }
     const load_iops = await load.done;

@@ -4,6 +4,7 @@
 //
 //   node dist/bench/servers/ublksnap-server.js --socket PATH --storage-dir DIR
 //        --volume NAME=PATH [--volume NAME=PATH …] [--param NAME=VALUE …]
+//        [--cow-workers N] [--image-workers N]   (the engine's defaults otherwise)
 //
 // Design notes
 // - The protocol is one line each way: a command on stdin, one JSON object
@@ -14,16 +15,17 @@
 //     take [NAME,NAME…]  create a snapshot of the named volumes (all when
 //                        omitted) with a fresh diff-storage file in the
 //                        storage dir, take it; prints id, image export
-//                        names and the take time in ms
-//     destroy ID         destroy the snapshot and remove its diff-storage
-//                        file; prints the time the destroy took in ms
+//                        names, the storage path, the chunk size and the
+//                        take time in ms
+//     destroy ID         destroy the snapshot; prints the time in ms (the
+//                        engine removes a diff-storage file it created;
+//                        the harness removes whatever is left)
 //     info ID            the engine's snapshot info
 //     stats              GCs on the main thread since start, process memory
 //     quit               stop the NBD server and the engine, exit 0
 // - A bad command is answered {"ok":false,"error":…}; the server goes on.
 // - End of stdin (the harness died) is a quit, so no server outlives it.
 
-import { rmSync } from 'node:fs';
 import { PerformanceObserver } from 'node:perf_hooks';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -70,6 +72,8 @@ async function main(): Promise<void> {
       'storage-dir': { type: 'string' },
       volume: { type: 'string', multiple: true, default: [] },
       param: { type: 'string', multiple: true, default: [] },
+      'cow-workers': { type: 'string' },
+      'image-workers': { type: 'string' },
     },
   });
   if (values.socket === undefined || values['storage-dir'] === undefined) throw new Error('--socket and --storage-dir are required');
@@ -78,12 +82,16 @@ async function main(): Promise<void> {
   let gc_count = 0;
   new PerformanceObserver((list) => { gc_count += list.getEntries().length; }).observe({ entryTypes: ['gc'] });
 
-  const engine = await Engine.start({ params: parseParams(values.param ?? []) });
+  const workers = (value: string | undefined): number | undefined => (value === undefined ? undefined : Number(value));
+  const engine = await Engine.start({
+    params: parseParams(values.param ?? []),
+    cow_workers: workers(values['cow-workers']),
+    image_workers: workers(values['image-workers']),
+  });
   for (const volume of volumes) await engine.attach(volume.file, { name: volume.name });
   const server = new NbdServer(engine, { socket_path: values.socket });
   await server.start();
   let next_storage_index = 0;
-  const storage_by_id = new Map<string, string>();
 
   const commands: Record<string, (args: string[]) => Promise<Record<string, unknown>>> = {
     async take(args) {
@@ -91,24 +99,18 @@ async function main(): Promise<void> {
       const volume_bytes = names.reduce((sum, name) => sum + engine.volume(name).capacity_sectors * 512, 0);
       const storage = path.join(storage_dir, `diff-${process.pid}-${next_storage_index++}`);
       const id = await engine.snapshotCreate({ volumes: names, storage, limit_bytes: STORAGE_LIMIT_FACTOR * volume_bytes });
-      storage_by_id.set(id, storage);
       const started = process.hrtime.bigint();
       await engine.snapshotTake(id);
       const take_ms = elapsedMs(started);
       const images: Record<string, string> = {};
       for (const name of names) images[name] = `${name}@${id}`;
-      return { id, images, take_ms, chunk_bytes: engine.snapshotInfo(id).chunks[0]?.chunk_bytes };
+      return { id, images, take_ms, storage, chunk_bytes: engine.snapshotInfo(id).chunks[0]?.chunk_bytes };
     },
     async destroy(args) {
       const started = process.hrtime.bigint();
       const id = args[0] ?? '';
       await engine.snapshotDestroy(id);
-      const destroy_ms = elapsedMs(started);
-      // The diff storage is ours to remove: on /dev/shm it is memory.
-      const storage = storage_by_id.get(id);
-      if (storage !== undefined) rmSync(storage, { force: true });
-      storage_by_id.delete(id);
-      return { destroy_ms };
+      return { destroy_ms: elapsedMs(started) };
     },
     async info(args) {
       return { info: engine.snapshotInfo(args[0] ?? '') };

@@ -106,6 +106,7 @@ guard.test('ublksnap server: volume export, take, image keeps the data of take, 
     assert.is.not(fileChecksum(image), before, 'the volume was overwritten');
     assert.is((await exportChecksum(unixUri(socket, taken.images.vol!))).checksum, before);
     assert.ok((await server.destroy(taken.id)) >= 0);
+    rmSync(taken.storage, { force: true });
     const refused = await server.command('destroy nonsense').then(() => null, (error: Error) => error);
     assert.match(refused?.message ?? 'accepted', /not a UUID/);
     assert.ok((await server.gcCount()) >= 0, 'a bad command left the server answering');
