@@ -144,6 +144,8 @@ export class Transmission {
   private discard_message = '';
 
   private closed = false;
+  /** drain() was called: enter DRAIN at the next request boundary. */
+  private draining = false;
   private queue_closed: Promise<void> | null = null;
   private resolve_finished: (() => void) | null = null;
   readonly finished: Promise<void>;
@@ -184,10 +186,15 @@ export class Transmission {
     this.pump();
   }
 
-  /** Stop taking requests, finish those in flight, then tell the host (server stop). */
+  /**
+   * Stop taking requests, finish those in flight, then tell the host
+   * (server stop). A request whose header or payload is arriving is taken
+   * in whole first: draining starts at the next request boundary.
+   */
   drain(): void {
     if (this.closed || this.input === Input.DRAIN) return;
-    this.enterDrain();
+    this.draining = true;
+    this.pump();
   }
 
   /** The socket is gone (or is being destroyed): release everything once the engine is done. */
@@ -227,7 +234,13 @@ export class Transmission {
     for (;;) {
       let progressed: boolean;
       switch (this.input) {
-        case Input.HEADER: progressed = this.readHeader(); break;
+        case Input.HEADER:
+          if (this.draining && this.header_filled === 0) {
+            this.enterDrain();
+            return;
+          }
+          progressed = this.readHeader();
+          break;
         case Input.PAYLOAD: progressed = this.readPayload(); break;
         case Input.SUBMIT: progressed = this.submitSegments(); break;
         case Input.STATUS: progressed = this.blockStatus(); break;
