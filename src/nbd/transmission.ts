@@ -321,7 +321,7 @@ export class Transmission {
         break;
     }
     if (!this.config.isLive()) {
-      this.reject(NBD_EIO, `${commandName(header.type)}: the export is gone (its snapshot was destroyed)`, Problem.NONE);
+      this.reject(NBD_EIO, `${commandName(header.type)}: the export is gone (its volume was detached or its snapshot destroyed)`, Problem.NONE);
       return;
     }
     this.dispatch();
