@@ -119,6 +119,7 @@ export class Transmission {
   private pump_again = false;
   private input_paused = false;
   private drain_armed = false;
+  private corked = false;
 
   // The request being dispatched (one at a time).
   private current_lead = -1;
@@ -473,6 +474,7 @@ export class Transmission {
     }
     tags.state[lead] = TagState.WRITING;
     tags.writes_pending[lead] = 1;
+    this.batch();
     this.socket.write(this.slots[lead]!.subarray(0, bytes), this.write_done[lead]);
     return true;
   }
@@ -517,6 +519,7 @@ export class Transmission {
     tags.writes_pending[lead] = 1;
     if (errno === 0) {
       writeSimpleReply(this.tags.headers, lead * TAG_HEADER_BYTES, 0, tags.handles, lead * HANDLE_BYTES);
+      this.batch();
       this.socket.write(this.tags.simple_headers[lead]!, this.write_done[lead]);
       return;
     }
@@ -525,6 +528,7 @@ export class Transmission {
     const offset = tags.error_offset[lead]!;
     const message = `${commandName(type)} failed at offset ${offset}: ${codeOfErrno(errno) ?? 'errno'} ${errno}`;
     this.config.logger.debug({ errno, offset }, `nbd ${message}`);
+    this.batch();
     this.socket.write(encodeErrorReply(this.config.limits.structured, error, message, type === CMD_FLUSH ? null : offset, tags.handles, lead * HANDLE_BYTES),
       this.write_done[lead]);
   }
@@ -550,7 +554,7 @@ export class Transmission {
     tags.writes_pending[lead] = 1 + tags.segments_total[lead]!;
     tags.state[lead] = TagState.WRITING;
     this.counters.bytes_read += length;
-    this.socket.cork();
+    this.batch();
     this.socket.write(header, this.write_done[lead]);
     const first = tags.segments_total[lead]! > 0 ? lead : -1;
     for (let tag = first; tag >= 0; tag = tags.next[tag]!) {
@@ -559,8 +563,24 @@ export class Transmission {
       const slot = this.slots[tag]!;
       this.socket.write(bytes === this.slot_bytes ? slot : slot.subarray(0, bytes), this.write_done[tag]);
     }
-    this.socket.uncork();
   }
+
+  /**
+   * Corks the socket until the end of this tick: the replies of every
+   * completion the engine delivers in one turn leave in one writev, and a
+   * READ's header and slots are never split by another reply.
+   */
+  private batch(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(this.uncork_later);
+  }
+
+  private readonly uncork_later = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   /** A socket write from tag's header or slot called back: the bytes are out. */
   private afterWrite(tag: number): void {
@@ -625,6 +645,7 @@ export class Transmission {
   /** An error answer to the request whose header is in header_bytes (refused before any I/O). */
   private sendRequestError(error: number, message: string): void {
     if (this.closed) return;
+    this.batch();
     this.socket.write(encodeErrorReply(this.config.limits.structured, error, message, null, this.header_bytes, REQUEST_HANDLE_POSITION));
   }
 
