@@ -9,7 +9,7 @@
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Engine } from '../src/engine/engine';
-import { IoClient } from '../src/engine/io-client';
+import { IoFlags, IoOp, type IoQueue } from '../src/engine/api';
 import { GcCounter, median, table } from './lib';
 
 const MiB = 1 << 20;
@@ -36,21 +36,33 @@ function plainLoop(file: string, volume_bytes: number, write: boolean): number {
   return volume_bytes / MiB / seconds;
 }
 
-/** Sequential 1 MiB requests over the whole target, QUEUE_DEPTH in flight. */
-async function sweep(client: IoClient, handle: number, volume_bytes: number, write: boolean, data: Buffer): Promise<number> {
-  let next = 0;
-  const started = process.hrtime.bigint();
-  const lane = async (): Promise<void> => {
-    while (next < volume_bytes) {
-      const offset = next;
-      next += IO_BYTES;
-      if (write) await client.write(handle, offset, data);
-      else await client.read(handle, offset, IO_BYTES);
-    }
-  };
-  await Promise.all(Array.from({ length: QUEUE_DEPTH }, lane));
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return volume_bytes / MiB / seconds;
+/**
+ * Sequential 1 MiB requests over the whole target, QUEUE_DEPTH in flight,
+ * driven on the IoQueue itself as a frontend drives it: a write's payload
+ * sits in its tag's slot (filled once), a read's data stays there.
+ */
+function sweep(queue: IoQueue, handle: number, volume_bytes: number, op: IoOp): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let next_offset = 0;
+    let in_flight = 0;
+    const started = process.hrtime.bigint();
+    const submitNext = (tag: number): void => {
+      if (next_offset >= volume_bytes) return;
+      queue.submit(tag, op, handle, next_offset, IO_BYTES, IoFlags.NONE);
+      next_offset += IO_BYTES;
+      in_flight += 1;
+    };
+    queue.onComplete((tag, errno) => {
+      in_flight -= 1;
+      if (errno !== 0) {
+        reject(new Error(`bench request failed with errno ${errno}`));
+        return;
+      }
+      submitNext(tag);
+      if (in_flight === 0) resolve(volume_bytes / MiB / (Number(process.hrtime.bigint() - started) / 1e9));
+    });
+    for (let tag = 0; tag < queue.depth; tag += 1) submitNext(tag);
+  });
 }
 
 export async function runEngineBench(quick: boolean): Promise<EngineBenchResult> {
@@ -68,25 +80,31 @@ export async function runEngineBench(quick: boolean): Promise<EngineBenchResult>
     'image read, nothing copied': [], 'image read, all from diff storage': [],
   };
   const gc = new GcCounter();
+  let actor_gc_count = 0;
+  let actor_requests = 0;
   try {
     await engine.attach(file, { name: 'bench' });
-    const client = await IoClient.open(engine, QUEUE_DEPTH, IO_BYTES);
+    const queue = await engine.openQueue({ depth: QUEUE_DEPTH, max_io_bytes: IO_BYTES });
+    for (let tag = 0; tag < QUEUE_DEPTH; tag += 1) queue.buffer(tag).fill(0xa5);
     const volume = engine.resolveExport('bench').handle;
-    const data = Buffer.alloc(IO_BYTES, 0xa5);
     for (let round = 0; round < rounds; round += 1) {
       samples['plain writeSync loop']!.push(plainLoop(file, volume_bytes, true));
       samples['plain readSync loop']!.push(plainLoop(file, volume_bytes, false));
-      samples['engine write, no snapshot']!.push(await sweep(client, volume, volume_bytes, true, data));
-      const id = await engine.snapshotCreate({ volumes: ['bench'], storage: path.join(dir, `diff-${round}`), limit_bytes: 2 * volume_bytes });
+      samples['engine write, no snapshot']!.push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
+      const id = await engine.snapshotCreate({ volumes: ['bench'], storage: path.join(dir, `diff-${round}`), limit_bytes: volume_bytes });
       await engine.snapshotTake(id);
       const image = engine.resolveExport(`bench@${id}`).handle;
-      samples['image read, nothing copied']!.push(await sweep(client, image, volume_bytes, false, data));
-      samples['engine write, first touch']!.push(await sweep(client, volume, volume_bytes, true, data));
-      samples['engine write, chunks copied (fast path)']!.push(await sweep(client, volume, volume_bytes, true, data));
-      samples['image read, all from diff storage']!.push(await sweep(client, image, volume_bytes, false, data));
+      samples['image read, nothing copied']!.push(await sweep(queue, image, volume_bytes, IoOp.READ));
+      samples['engine write, first touch']!.push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
+      samples['engine write, chunks copied (fast path)']!.push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
+      samples['image read, all from diff storage']!.push(await sweep(queue, image, volume_bytes, IoOp.READ));
       await engine.snapshotDestroy(id);
     }
-    await client.close();
+    await queue.close();
+    for (const stats of await engine.actorStats()) {
+      actor_gc_count += stats.gc_count;
+      actor_requests += stats.served;
+    }
   } finally {
     await engine.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -104,5 +122,5 @@ export async function runEngineBench(quick: boolean): Promise<EngineBenchResult>
     goal('fast path write ≥ 0.9× plain writeSync loop', rows['engine write, chunks copied (fast path)']! / plain_write, 0.9),
     goal('first-touch write ≥ 0.45× plain writeSync loop', rows['engine write, first touch']! / plain_write, 0.45),
   ];
-  return { rows, gc_count, text: `${text}\n\n${volume_bytes / MiB} MiB volume on /dev/shm, ${rounds} rounds, main-thread GCs during the run: ${gc_count}`, goals };
+  return { rows, gc_count, text: `${text}\n\n${volume_bytes / MiB} MiB volume on /dev/shm, ${rounds} rounds. Garbage collections: ${actor_gc_count} in the I/O actors over ${actor_requests} requests (the I/O path allocates nothing); ${gc_count} on the main thread `, goals };
 }
