@@ -305,13 +305,8 @@ export class Connection {
     this.socket.destroy();
   }
 
-  /** DISC answered everything, or a stopping server's connection finished: close. */
+  /** DISC answered everything, or a stopping server's connection finished: flush what is queued, then close. */
   private drained(): void {
-    if (this.context.shuttingDown()) {
-      this.socket.destroy();
-      return;
-    }
-    // Soft disconnect: flush what is still queued, then close our side.
     this.socket.end(() => this.socket.destroy());
   }
 

@@ -8,9 +8,10 @@
 // it (`handles` at handle_position), never decoded: it is opaque.
 
 import { assert } from '../shared/assert';
+import { clippedString } from './handshake-codec';
 import {
   BLOCK_DESCRIPTOR_BYTES, BLOCK_STATUS_PREFIX_BYTES, ERROR_OFFSET_SUFFIX_BYTES, ERROR_PREFIX_BYTES, OFFSET_DATA_PREFIX_BYTES,
-  REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR, REPLY_TYPE_ERROR_OFFSET, REPLY_TYPE_NONE, REPLY_TYPE_OFFSET_DATA,
+  REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, REPLY_TYPE_ERROR, REPLY_TYPE_ERROR_OFFSET, REPLY_TYPE_NONE, REPLY_TYPE_OFFSET_DATA,
   SIMPLE_REPLY_HEADER_BYTES, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_HEADER_BYTES, STRUCTURED_REPLY_MAGIC,
   U32_MAX, writeU64,
 } from './protocol';
@@ -92,4 +93,22 @@ export function writeBlockStatusHeader(out: Buffer, position: number, flags: num
     BLOCK_STATUS_PREFIX_BYTES + descriptor_count * BLOCK_DESCRIPTOR_BYTES);
   out.writeUInt32BE(context_id, position + STRUCTURED_REPLY_HEADER_BYTES);
   return BLOCK_STATUS_HEADER_BYTES;
+}
+
+/**
+ * A whole error reply, allocated (the error path may): a simple reply
+ * carrying the error, or with structured replies an ERROR chunk (ERROR_OFFSET
+ * when offset is not null) flagged DONE, carrying the message.
+ */
+export function encodeErrorReply(structured: boolean, error: number, message: string, offset: number | null,
+  handles: Buffer, handle_position: number): Buffer {
+  if (!structured) {
+    const reply = Buffer.alloc(SIMPLE_REPLY_HEADER_BYTES);
+    writeSimpleReply(reply, 0, error, handles, handle_position);
+    return reply;
+  }
+  const text = clippedString(message);
+  const reply = Buffer.alloc(errorChunkBytes(text, offset !== null));
+  writeErrorChunk(reply, 0, REPLY_FLAG_DONE, handles, handle_position, error, text, offset);
+  return reply;
 }

@@ -91,6 +91,8 @@ export class NbdServer {
   private readonly tcp_host: string | null;
   private readonly tcp_port_wanted: number;
   private tcp_port: number | null = null;
+  /** True once our listener owns the socket file: only then does stop() remove it. */
+  private socket_owned = false;
   private readonly listeners: net.Server[] = [];
   private readonly connections = new Set<Connection>();
   private next_connection_id = 1;
@@ -169,7 +171,7 @@ export class NbdServer {
     for (const connection of this.connections) connection.shutdown();
     await Promise.all([...this.connections].map((connection) => connection.closed));
     await Promise.all(listeners_closed);
-    if (this.socket_path !== null) this.removeStaleSocket(this.socket_path, false);
+    if (this.socket_path !== null && this.socket_owned) this.removeStaleSocket(this.socket_path, false);
     this.state = 'stopped';
     this.logger.info({ accepted: this.accepted_total, refused: this.refused_total }, 'nbd server stopped');
   }
@@ -226,6 +228,7 @@ export class NbdServer {
     await this.clearSocketPath(socket_path);
     const listener = this.newListener();
     await this.listenOn(listener, { path: socket_path });
+    this.socket_owned = true;
     chmodSync(socket_path, this.socket_mode);
   }
 

@@ -18,7 +18,8 @@
 // has called back (STYLE / DESIGN §5: replies are sent from slab buffers).
 
 import { assert, assertIndex } from '../shared/assert';
-import { REPLY_HEADER_BYTES_MAX, HANDLE_BYTES } from './reply-codec';
+import { SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES } from './protocol';
+import { HANDLE_BYTES, OFFSET_DATA_HEADER_BYTES, REPLY_HEADER_BYTES_MAX } from './reply-codec';
 
 export const enum TagState {
   FREE = 0,
@@ -62,8 +63,11 @@ export class TagTable {
 
   /** Raw request handles, HANDLE_BYTES per lead tag. */
   readonly handles: Buffer;
-  /** Reply header space, TAG_HEADER_BYTES per tag. */
+  /** Reply header space, TAG_HEADER_BYTES per tag, and per-tag views of it sized for each fixed header. */
   readonly headers: Buffer;
+  readonly simple_headers: Buffer[] = [];
+  readonly data_headers: Buffer[] = [];
+  readonly none_headers: Buffer[] = [];
 
   private readonly free_stack: Int32Array;
   private free_top: number;
@@ -89,10 +93,27 @@ export class TagTable {
     this.writes_pending = new Int32Array(depth);
     this.handles = Buffer.alloc(depth * HANDLE_BYTES);
     this.headers = Buffer.alloc(depth * TAG_HEADER_BYTES);
+    for (let tag = 0; tag < depth; tag += 1) {
+      const at = tag * TAG_HEADER_BYTES;
+      this.simple_headers.push(this.headers.subarray(at, at + SIMPLE_REPLY_HEADER_BYTES));
+      this.data_headers.push(this.headers.subarray(at, at + OFFSET_DATA_HEADER_BYTES));
+      this.none_headers.push(this.headers.subarray(at, at + STRUCTURED_REPLY_HEADER_BYTES));
+    }
     this.free_stack = new Int32Array(depth);
     // Lowest tags on top: a quiet connection keeps reusing the same few slots.
     for (let index = 0; index < depth; index += 1) this.free_stack[index] = depth - 1 - index;
     this.free_top = depth;
+  }
+
+  /** Buffer views of every tag's slot (the IoQueue's shared memory), slot_bytes each, made once. */
+  bindSlots(slotOf: (tag: number) => Uint8Array, slot_bytes: number): Buffer[] {
+    const slots: Buffer[] = [];
+    for (let tag = 0; tag < this.depth; tag += 1) {
+      const view = slotOf(tag);
+      assert(view.byteLength >= slot_bytes, `tag ${tag} slot is smaller than ${slot_bytes} bytes`);
+      slots.push(Buffer.from(view.buffer, view.byteOffset, slot_bytes));
+    }
+    return slots;
   }
 
   get free_count(): number {

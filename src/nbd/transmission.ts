@@ -32,23 +32,18 @@ import { IoFlags, IoOp, IoQueue } from '../engine/api';
 import { assert } from '../shared/assert';
 import { codeOfErrno } from '../shared/errors';
 import { writeBlockStatusReply } from './block-status';
-import { clippedString } from './handshake-codec';
 import type { NbdLogger } from './logger';
 import type { ChangeMap, MetaContext } from './meta-context';
 import {
   CMD_BLOCK_STATUS, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, CMD_FLAG_REQ_ONE, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE,
-  CMD_WRITE_ZEROES, NBD_EIO, NBD_ESHUTDOWN, REPLY_FLAG_DONE, SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES, commandName,
-  nbdErrorOf,
+  CMD_WRITE_ZEROES, NBD_EIO, NBD_ESHUTDOWN, REPLY_FLAG_DONE, commandName, nbdErrorOf,
 } from './protocol';
-import {
-  OFFSET_DATA_HEADER_BYTES, errorChunkBytes, writeErrorChunk, writeNoneChunk, writeOffsetDataHeader,
-  writeSimpleReply,
-} from './reply-codec';
+import { HANDLE_BYTES, encodeErrorReply, writeNoneChunk, writeOffsetDataHeader, writeSimpleReply } from './reply-codec';
 import {
   Problem, REQUEST_HANDLE_POSITION, REQUEST_HEADER_BYTES, RequestLimits, Verdict, checkRequest, describeProblem,
   errorOf, newRequestHeader, parseRequestHeader, verdictOf,
 } from './request';
-import { HANDLE_BYTES } from './reply-codec';
+import { InputQueue } from './input-queue';
 import { TAG_HEADER_BYTES, TagState, TagTable } from './tags';
 
 /** CBT map bytes read per BLOCK_STATUS: 65 536 tracking blocks, ≥ 4 GiB at the smallest block. */
@@ -108,12 +103,8 @@ export class Transmission {
   private readonly socket: Socket;
   private readonly queue: IoQueue;
   private readonly tags: TagTable;
-  private readonly slots: Buffer[] = [];
+  private readonly slots: Buffer[];
   private readonly slot_bytes: number;
-  /** Per-tag views of its header space sized for each fixed reply header. */
-  private readonly simple_headers: Buffer[] = [];
-  private readonly data_headers: Buffer[] = [];
-  private readonly none_headers: Buffer[] = [];
   /** Per-tag socket write callbacks, made once. */
   private readonly write_done: ((error?: Error | null) => void)[] = [];
   private readonly header_bytes = Buffer.alloc(REQUEST_HEADER_BYTES);
@@ -123,12 +114,12 @@ export class Transmission {
 
   private input = Input.HEADER;
   private blocked = Blocked.NONE;
-  private readonly pending: Buffer[] = [];
-  private pending_position = 0;
+  private readonly pending = new InputQueue();
   private pumping = false;
   private pump_again = false;
   private input_paused = false;
   private drain_armed = false;
+  private corked = false;
 
   // The request being dispatched (one at a time).
   private current_lead = -1;
@@ -144,6 +135,8 @@ export class Transmission {
   private discard_message = '';
 
   private closed = false;
+  /** drain() was called: enter DRAIN at the next request boundary. */
+  private draining = false;
   private queue_closed: Promise<void> | null = null;
   private resolve_finished: (() => void) | null = null;
   readonly finished: Promise<void>;
@@ -155,16 +148,8 @@ export class Transmission {
     this.tags = new TagTable(config.queue.depth);
     assert(config.limits.maximum_payload_bytes <= config.queue.depth * this.slot_bytes,
       'the maximum block must fit the queue: depth × max_io_bytes');
-    for (let tag = 0; tag < this.tags.depth; tag += 1) {
-      const view = config.queue.buffer(tag);
-      assert(view.byteLength >= this.slot_bytes, `tag ${tag} slot is smaller than max_io_bytes`);
-      this.slots.push(Buffer.from(view.buffer, view.byteOffset, this.slot_bytes));
-      const header_at = tag * TAG_HEADER_BYTES;
-      this.simple_headers.push(this.tags.headers.subarray(header_at, header_at + SIMPLE_REPLY_HEADER_BYTES));
-      this.data_headers.push(this.tags.headers.subarray(header_at, header_at + OFFSET_DATA_HEADER_BYTES));
-      this.none_headers.push(this.tags.headers.subarray(header_at, header_at + STRUCTURED_REPLY_HEADER_BYTES));
-      this.write_done.push(() => this.afterWrite(tag));
-    }
+    this.slots = this.tags.bindSlots((tag) => config.queue.buffer(tag), this.slot_bytes);
+    for (let tag = 0; tag < this.tags.depth; tag += 1) this.write_done.push(() => this.afterWrite(tag));
     this.scratch = config.change_map !== null ? new Uint8Array(CBT_SCRATCH_BLOCKS) : new Uint8Array(0);
     this.finished = new Promise((resolve) => { this.resolve_finished = resolve; });
     config.queue.onComplete((tag, errno) => this.complete(tag, errno));
@@ -177,17 +162,19 @@ export class Transmission {
   /** Bytes received from the socket, in order. */
   onData(chunk: Buffer, start = 0): void {
     if (this.closed || this.input === Input.DRAIN) return;
-    if (start >= chunk.length) return;
-    if (this.pending.length === 0) this.pending_position = start;
-    else if (start > 0) chunk = chunk.subarray(start);
-    this.pending.push(chunk);
+    this.pending.push(chunk, start);
     this.pump();
   }
 
-  /** Stop taking requests, finish those in flight, then tell the host (server stop). */
+  /**
+   * Stop taking requests, finish those in flight, then tell the host
+   * (server stop). A request whose header or payload is arriving is taken
+   * in whole first: draining starts at the next request boundary.
+   */
   drain(): void {
     if (this.closed || this.input === Input.DRAIN) return;
-    this.enterDrain();
+    this.draining = true;
+    this.pump();
   }
 
   /** The socket is gone (or is being destroyed): release everything once the engine is done. */
@@ -195,7 +182,7 @@ export class Transmission {
     if (!this.closed) {
       this.closed = true;
       this.input = Input.CLOSED;
-      this.pending.length = 0;
+      this.pending.clear();
       this.abandonCurrent();
       this.checkIdle();
     }
@@ -227,13 +214,19 @@ export class Transmission {
     for (;;) {
       let progressed: boolean;
       switch (this.input) {
-        case Input.HEADER: progressed = this.readHeader(); break;
+        case Input.HEADER:
+          if (this.draining && this.header_filled === 0) {
+            this.enterDrain();
+            return;
+          }
+          progressed = this.readHeader();
+          break;
         case Input.PAYLOAD: progressed = this.readPayload(); break;
         case Input.SUBMIT: progressed = this.submitSegments(); break;
         case Input.STATUS: progressed = this.blockStatus(); break;
         case Input.DISCARD: progressed = this.discardPayload(); break;
         case Input.DRAIN:
-          this.pending.length = 0;
+          this.pending.clear();
           return;
         case Input.CLOSED: return;
       }
@@ -253,25 +246,8 @@ export class Transmission {
     }
   }
 
-  /** Copies up to want bytes of pending input to target (or drops them when target is null). */
-  private take(target: Buffer | null, target_position: number, want: number): number {
-    let copied = 0;
-    while (copied < want && this.pending.length > 0) {
-      const chunk = this.pending[0]!;
-      const count = Math.min(chunk.length - this.pending_position, want - copied);
-      if (target !== null) chunk.copy(target, target_position + copied, this.pending_position, this.pending_position + count);
-      copied += count;
-      this.pending_position += count;
-      if (this.pending_position === chunk.length) {
-        this.pending.shift();
-        this.pending_position = 0;
-      }
-    }
-    return copied;
-  }
-
   private readHeader(): boolean {
-    if (this.pending.length === 0) return false;
+    if (this.pending.empty) return false;
     if (this.socket.writableLength > this.config.write_backlog_bytes_max) {
       // The client is not reading its replies: stop reading its requests.
       this.blocked = Blocked.DRAIN;
@@ -281,7 +257,7 @@ export class Transmission {
       }
       return false;
     }
-    this.header_filled += this.take(this.header_bytes, this.header_filled, REQUEST_HEADER_BYTES - this.header_filled);
+    this.header_filled += this.pending.take(this.header_bytes, this.header_filled, REQUEST_HEADER_BYTES - this.header_filled);
     if (this.header_filled < REQUEST_HEADER_BYTES) return false;
     this.header_filled = 0;
     parseRequestHeader(this.header_bytes, this.header);
@@ -308,7 +284,7 @@ export class Transmission {
         break;
     }
     if (!this.config.isLive()) {
-      this.reject(NBD_EIO, `${commandName(header.type)}: the export is gone (its snapshot was destroyed)`, Problem.NONE);
+      this.reject(NBD_EIO, `${commandName(header.type)}: the export is gone (its volume was detached or its snapshot destroyed)`, Problem.NONE);
       return;
     }
     this.dispatch();
@@ -330,7 +306,7 @@ export class Transmission {
   }
 
   private discardPayload(): boolean {
-    this.discard_remaining -= this.take(null, 0, this.discard_remaining);
+    this.discard_remaining -= this.pending.take(null, 0, this.discard_remaining);
     if (this.discard_remaining > 0) return false;
     this.sendRequestError(this.discard_error, this.discard_message);
     this.discard_message = '';
@@ -445,7 +421,7 @@ export class Transmission {
       }
       const tag = this.current_fill_tag;
       const want = tags.segment_bytes[tag]! - this.current_fill_bytes;
-      this.current_fill_bytes += this.take(this.slots[tag]!, this.current_fill_bytes, want);
+      this.current_fill_bytes += this.pending.take(this.slots[tag]!, this.current_fill_bytes, want);
       if (this.current_fill_bytes < tags.segment_bytes[tag]!) return false;
       this.current_next_offset += tags.segment_bytes[tag]!;
       this.current_fill_tag = -1;
@@ -498,6 +474,7 @@ export class Transmission {
     }
     tags.state[lead] = TagState.WRITING;
     tags.writes_pending[lead] = 1;
+    this.batch();
     this.socket.write(this.slots[lead]!.subarray(0, bytes), this.write_done[lead]);
     return true;
   }
@@ -542,7 +519,8 @@ export class Transmission {
     tags.writes_pending[lead] = 1;
     if (errno === 0) {
       writeSimpleReply(this.tags.headers, lead * TAG_HEADER_BYTES, 0, tags.handles, lead * HANDLE_BYTES);
-      this.socket.write(this.simple_headers[lead]!, this.write_done[lead]);
+      this.batch();
+      this.socket.write(this.tags.simple_headers[lead]!, this.write_done[lead]);
       return;
     }
     this.counters.errors += 1;
@@ -550,7 +528,8 @@ export class Transmission {
     const offset = tags.error_offset[lead]!;
     const message = `${commandName(type)} failed at offset ${offset}: ${codeOfErrno(errno) ?? 'errno'} ${errno}`;
     this.config.logger.debug({ errno, offset }, `nbd ${message}`);
-    this.socket.write(this.errorReply(error, message, type === CMD_FLUSH ? null : offset, tags.handles, lead * HANDLE_BYTES),
+    this.batch();
+    this.socket.write(encodeErrorReply(this.config.limits.structured, error, message, type === CMD_FLUSH ? null : offset, tags.handles, lead * HANDLE_BYTES),
       this.write_done[lead]);
   }
 
@@ -563,19 +542,19 @@ export class Transmission {
     let header: Buffer;
     if (!this.config.limits.structured) {
       writeSimpleReply(tags.headers, header_at, 0, tags.handles, handle_at);
-      header = this.simple_headers[lead]!;
+      header = this.tags.simple_headers[lead]!;
     } else if (length === 0) {
       writeNoneChunk(tags.headers, header_at, REPLY_FLAG_DONE, tags.handles, handle_at);
-      header = this.none_headers[lead]!;
+      header = this.tags.none_headers[lead]!;
     } else {
       // All data is in memory: no error can follow, so this one chunk may be final.
       writeOffsetDataHeader(tags.headers, header_at, REPLY_FLAG_DONE, tags.handles, handle_at, tags.offset[lead]!, length);
-      header = this.data_headers[lead]!;
+      header = this.tags.data_headers[lead]!;
     }
     tags.writes_pending[lead] = 1 + tags.segments_total[lead]!;
     tags.state[lead] = TagState.WRITING;
     this.counters.bytes_read += length;
-    this.socket.cork();
+    this.batch();
     this.socket.write(header, this.write_done[lead]);
     const first = tags.segments_total[lead]! > 0 ? lead : -1;
     for (let tag = first; tag >= 0; tag = tags.next[tag]!) {
@@ -584,8 +563,24 @@ export class Transmission {
       const slot = this.slots[tag]!;
       this.socket.write(bytes === this.slot_bytes ? slot : slot.subarray(0, bytes), this.write_done[tag]);
     }
-    this.socket.uncork();
   }
+
+  /**
+   * Corks the socket until the end of this tick: the replies of every
+   * completion the engine delivers in one turn leave in one writev, and a
+   * READ's header and slots are never split by another reply.
+   */
+  private batch(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(this.uncork_later);
+  }
+
+  private readonly uncork_later = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   /** A socket write from tag's header or slot called back: the bytes are out. */
   private afterWrite(tag: number): void {
@@ -650,25 +645,13 @@ export class Transmission {
   /** An error answer to the request whose header is in header_bytes (refused before any I/O). */
   private sendRequestError(error: number, message: string): void {
     if (this.closed) return;
-    this.socket.write(this.errorReply(error, message, null, this.header_bytes, REQUEST_HANDLE_POSITION));
-  }
-
-  /** A simple reply with the error, or an ERROR / ERROR_OFFSET chunk with the message. Error path: allocates. */
-  private errorReply(error: number, message: string, offset: number | null, handles: Buffer, handle_position: number): Buffer {
-    if (!this.config.limits.structured) {
-      const reply = Buffer.alloc(SIMPLE_REPLY_HEADER_BYTES);
-      writeSimpleReply(reply, 0, error, handles, handle_position);
-      return reply;
-    }
-    const text = clippedString(message);
-    const reply = Buffer.alloc(errorChunkBytes(text, offset !== null));
-    writeErrorChunk(reply, 0, REPLY_FLAG_DONE, handles, handle_position, error, text, offset);
-    return reply;
+    this.batch();
+    this.socket.write(encodeErrorReply(this.config.limits.structured, error, message, null, this.header_bytes, REQUEST_HANDLE_POSITION));
   }
 
   private enterDrain(): void {
     this.input = Input.DRAIN;
-    this.pending.length = 0;
+    this.pending.clear();
     this.abandonCurrent();
     this.checkIdle();
   }
