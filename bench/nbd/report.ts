@@ -79,6 +79,11 @@ const GROUP_GAP = 14;
 const MARGIN = 16;
 const TITLE_HEIGHT = 28;
 const VALUE_WIDTH = 110;
+const LEGEND_SWATCH_WIDTH = 16;
+/** Average glyph width of 12 px sans-serif: enough to keep legend entries apart. */
+const LEGEND_CHAR_WIDTH = 6.6;
+const LEGEND_GAP = 18;
+const LEGEND_ROW_HEIGHT = 18;
 const SYSTEM_COLOURS = ['#1f77b4', '#2ca02c', '#17becf', '#ff7f0e', '#9467bd', '#d62728', '#8c564b'];
 
 function escapeXml(text: string): string {
@@ -109,7 +114,8 @@ export function chartSvg(input: ReportInput, subtitle: string): string {
       parts.push(text(LABEL_WIDTH - 6, y + 12, c.label, 'text-anchor="end"'));
       parts.push(`<rect x="${LABEL_WIDTH}" y="${y}" width="${(x_of(ratio) - LABEL_WIDTH).toFixed(1)}" height="${BAR_HEIGHT}" fill="${c.pass ? '#6fbf6f' : '#e07070'}"/>`);
       parts.push(`<line x1="${x_of(c.target).toFixed(1)}" x2="${x_of(c.target).toFixed(1)}" y1="${y - 2}" y2="${y + BAR_HEIGHT + 2}" stroke="#000" stroke-width="2"/>`);
-      parts.push(text(x_of(ratio) + 4, y + 12, Number.isNaN(c.median) ? 'n/a' : `${c.median.toFixed(2)}×  (target ${c.target}×)`));
+      // The value goes right of both the bar and the target mark, so neither hides it.
+      parts.push(text(Math.max(x_of(ratio), x_of(c.target)) + 6, y + 12, Number.isNaN(c.median) ? 'n/a' : `${c.median.toFixed(2)}×  (target ${c.target}×)`));
       y += BAR_HEIGHT + BAR_GAP;
     }
     y += GROUP_GAP / 2;
@@ -120,13 +126,19 @@ export function chartSvg(input: ReportInput, subtitle: string): string {
 
   parts.push(text(MARGIN, y + 14, 'Throughput per workload (median; bars scaled to the fastest system of each workload)', 'font-weight="bold" font-size="15"'));
   y += TITLE_HEIGHT;
+  // Legend entries flow left to right and wrap; widths estimated from the label length.
+  let legend_x = MARGIN;
   input.systems.forEach((system, index) => {
-    const x = MARGIN + (index % 4) * 230;
-    const row_y = y + Math.floor(index / 4) * 18;
-    parts.push(`<rect x="${x}" y="${row_y}" width="12" height="12" fill="${SYSTEM_COLOURS[index % SYSTEM_COLOURS.length]}"/>`);
-    parts.push(text(x + 16, row_y + 11, system.label));
+    const width = LEGEND_SWATCH_WIDTH + system.label.length * LEGEND_CHAR_WIDTH + LEGEND_GAP;
+    if (legend_x + width > CHART_WIDTH - MARGIN && legend_x > MARGIN) {
+      legend_x = MARGIN;
+      y += LEGEND_ROW_HEIGHT;
+    }
+    parts.push(`<rect x="${legend_x}" y="${y}" width="12" height="12" fill="${SYSTEM_COLOURS[index % SYSTEM_COLOURS.length]}"/>`);
+    parts.push(text(legend_x + LEGEND_SWATCH_WIDTH, y + 11, system.label));
+    legend_x += width;
   });
-  y += Math.ceil(input.systems.length / 4) * 18 + 8;
+  y += LEGEND_ROW_HEIGHT + 8;
   for (const workload of input.workloads) {
     const values = input.systems.map((s) => medianValue(input.samples, s.id, workload.id));
     const best = Math.max(...values.filter((v) => !Number.isNaN(v)));

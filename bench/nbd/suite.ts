@@ -131,84 +131,137 @@ function allSystems(image_bytes: number): SystemSpec[] {
   return systems;
 }
 
-export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchResult> {
-  const log = options.log;
-  const tools = ensureTools(log);
+/** What a run will do, decided before it starts. */
+interface Plan {
+  quick: boolean;
+  image_bytes: number;
+  rounds_max: number;
+  /** undefined: no budget (--rounds given). */
+  budget_s: number | undefined;
+  systems: SystemSpec[];
+  /** The ublksnap snapshot systems, for the goal comparisons (whether or not --systems kept them). */
+  snapshot_systems: { id: string; copy_unit_bytes: number }[];
+  copy_units_bytes: number[];
+  rand_ios: number;
+  profile_dir: string | undefined;
+  skip_take: boolean;
+}
+
+/** What a run gathered. */
+interface Collected {
+  rounds_done: number;
+  samples: SampleRecord[];
+  verifications: Verification[];
+  usage: { system: string; round: number; usage: ServerUsage }[];
+  errors: { system: string; round: number; error: string }[];
+  take?: TakeLatencyResult;
+}
+
+function plan(options: NbdBenchOptions): Plan {
   const image_bytes = (options.image_mib ?? (options.quick ? IMAGE_MIB_QUICK : IMAGE_MIB_FULL)) * MiB;
-  const rounds = options.rounds ?? (options.quick ? ROUNDS_QUICK : ROUNDS_FULL);
-  const budget_s = options.rounds !== undefined ? undefined : (options.quick ? ROUNDS_BUDGET_S_QUICK : ROUNDS_BUDGET_S_FULL);
-  let rounds_done = 0;
   const every = allSystems(image_bytes);
   const systems = options.systems === undefined ? every : every.filter((s) => options.systems!.includes(s.id));
   if (systems.length === 0) throw new Error(`--systems matched none of ${every.map((s) => s.id).join(', ')}`);
-  const snapshot_systems = every.filter((s) => s.kind === 'snapshot' && s.id.startsWith('ublksnap'))
-    .map((s) => ({ id: s.id, copy_unit_bytes: s.copy_unit_bytes! }));
-  const copy_units_bytes = [...new Set(every.flatMap((s) => (s.copy_unit_bytes === undefined ? [] : [s.copy_unit_bytes])))].sort((a, b) => a - b);
-  const rand_ios = Math.max(RANDOM_IOS_MIN, Math.round(RANDOM_IOS_PER_GIB * image_bytes / (1024 * MiB)));
-  const loadavg_start = os.loadavg();
-  const started = Date.now();
+  return {
+    quick: options.quick,
+    image_bytes,
+    rounds_max: options.rounds ?? (options.quick ? ROUNDS_QUICK : ROUNDS_FULL),
+    budget_s: options.rounds !== undefined ? undefined : (options.quick ? ROUNDS_BUDGET_S_QUICK : ROUNDS_BUDGET_S_FULL),
+    systems,
+    snapshot_systems: every.filter((s) => s.kind === 'snapshot' && s.id.startsWith('ublksnap'))
+      .map((s) => ({ id: s.id, copy_unit_bytes: s.copy_unit_bytes! })),
+    copy_units_bytes: [...new Set(every.flatMap((s) => (s.copy_unit_bytes === undefined ? [] : [s.copy_unit_bytes])))].sort((a, b) => a - b),
+    rand_ios: Math.max(RANDOM_IOS_MIN, Math.round(RANDOM_IOS_PER_GIB * image_bytes / (1024 * MiB))),
+    profile_dir: options.profile_dir,
+    skip_take: options.skip_take === true,
+  };
+}
 
-  const samples: SampleRecord[] = [];
-  const verifications: Verification[] = [];
-  const usage: { system: string; round: number; usage: ServerUsage }[] = [];
-  const errors: { system: string; round: number; error: string }[] = [];
-  let take: TakeLatencyResult | undefined;
-  const work_dir = mkdtempSync(path.join(SHM_DIR, 'ublksnap-nbd-bench-'));
-  if (options.profile_dir !== undefined) mkdirSync(options.profile_dir, { recursive: true });
-  try {
-    const image_path = path.join(work_dir, 'image.raw');
-    log(`nbd: ${image_bytes / MiB} MiB image of random data in ${work_dir}, up to ${rounds} rounds, systems: ${systems.map((s) => s.id).join(' ')}`);
-    fillRandom(image_path, image_bytes);
-    for (let round = 0; round < rounds; round += 1) {
-      const elapsed_s = (Date.now() - started) / 1000;
-      if (budget_s !== undefined && round >= ROUNDS_MIN && elapsed_s + elapsed_s / round > budget_s) {
-        log(`nbd: stopping after ${round} rounds: another would end past the ${budget_s} s budget`);
-        break;
-      }
-      rounds_done = round + 1;
-      for (const system of rotate(systems, round)) {
-        log(`round ${round + 1}/${rounds}: ${system.label} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
-        const context: RoundContext = {
-          round, image_path, image_bytes, work_dir, copy_units_bytes, profile_dir: options.profile_dir, log,
-          rand_write_bytes: rand_ios * RANDOM_BLOCK_BYTES,
-          record: (sample) => samples.push(sample),
-          verified: (verification) => verifications.push(verification),
-          usage: (id, measured) => usage.push({ system: id, round, usage: measured }),
-        };
-        try {
-          await system.run(context);
-        } catch (error) {
-          // One broken system must not hide the others' figures: its goals read "not measured" and FAIL.
-          errors.push({ system: system.id, round, error: (error as Error).message });
-          log(`  ${system.id} round ${round + 1} FAILED: ${(error as Error).message}`);
-        }
+function elapsedS(started: number): number {
+  return (Date.now() - started) / 1000;
+}
+
+/** Rounds until rounds_max, or until another round would end past the budget. */
+async function runRounds(run: Plan, collected: Collected, work_dir: string, image_path: string, started: number, log: (line: string) => void): Promise<void> {
+  for (let round = 0; round < run.rounds_max; round += 1) {
+    const elapsed_s = elapsedS(started);
+    if (run.budget_s !== undefined && round >= ROUNDS_MIN && elapsed_s + elapsed_s / round > run.budget_s) {
+      log(`nbd: stopping after ${round} rounds: another would end past the ${run.budget_s} s budget`);
+      return;
+    }
+    collected.rounds_done = round + 1;
+    for (const system of rotate(run.systems, round)) {
+      log(`round ${round + 1}/${run.rounds_max}: ${system.label} (${elapsedS(started).toFixed(0)} s)`);
+      const context: RoundContext = {
+        round, image_path, image_bytes: run.image_bytes, work_dir, copy_units_bytes: run.copy_units_bytes,
+        profile_dir: run.profile_dir, log, rand_write_bytes: run.rand_ios * RANDOM_BLOCK_BYTES,
+        record: (sample) => collected.samples.push(sample),
+        verified: (verification) => collected.verifications.push(verification),
+        usage: (id, measured) => collected.usage.push({ system: id, round, usage: measured }),
+      };
+      try {
+        await system.run(context);
+      } catch (error) {
+        // One broken system must not hide the others' figures: its goals read "n/a" and FAIL.
+        collected.errors.push({ system: system.id, round, error: (error as Error).message });
+        log(`  ${system.id} round ${round + 1} FAILED: ${(error as Error).message}`);
       }
     }
-    if (options.skip_take !== true && systems.some((s) => s.id.startsWith('ublksnap'))) {
-      log(`take latency (${((Date.now() - started) / 1000).toFixed(0)} s)`);
-      try {
-        take = await measureTakeLatency({
-          work_dir, log, volume_bytes: (options.quick ? TAKE_VOLUME_MIB_QUICK : TAKE_VOLUME_MIB_FULL) * MiB,
-          takes: options.quick ? TAKES_QUICK : TAKES_FULL,
-          node_flags: options.profile_dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.join(options.profile_dir, 'take')}`],
-        });
-      } catch (error) {
-        errors.push({ system: 'ublksnap-take', round: 0, error: (error as Error).message });
-        log(`  take latency FAILED: ${(error as Error).message}`);
-      }
+  }
+}
+
+async function runTake(run: Plan, collected: Collected, work_dir: string, log: (line: string) => void): Promise<void> {
+  try {
+    collected.take = await measureTakeLatency({
+      work_dir, log, volume_bytes: (run.quick ? TAKE_VOLUME_MIB_QUICK : TAKE_VOLUME_MIB_FULL) * MiB,
+      takes: run.quick ? TAKES_QUICK : TAKES_FULL,
+      node_flags: run.profile_dir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${path.join(run.profile_dir, 'take')}`],
+    });
+  } catch (error) {
+    collected.errors.push({ system: 'ublksnap-take', round: 0, error: (error as Error).message });
+    log(`  take latency FAILED: ${(error as Error).message}`);
+  }
+}
+
+export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchResult> {
+  const log = options.log;
+  const tools = ensureTools(log);
+  const run = plan(options);
+  const loadavg_start = os.loadavg();
+  const started = Date.now();
+  const collected: Collected = { rounds_done: 0, samples: [], verifications: [], usage: [], errors: [] };
+  const work_dir = mkdtempSync(path.join(SHM_DIR, 'ublksnap-nbd-bench-'));
+  if (run.profile_dir !== undefined) mkdirSync(run.profile_dir, { recursive: true });
+  try {
+    const image_path = path.join(work_dir, 'image.raw');
+    log(`nbd: ${run.image_bytes / MiB} MiB image of random data in ${work_dir}, up to ${run.rounds_max} rounds, systems: ${run.systems.map((s) => s.id).join(' ')}`);
+    fillRandom(image_path, run.image_bytes);
+    await runRounds(run, collected, work_dir, image_path, started, log);
+    if (!run.skip_take && run.systems.some((s) => s.id.startsWith('ublksnap'))) {
+      log(`take latency (${elapsedS(started).toFixed(0)} s)`);
+      await runTake(run, collected, work_dir, log);
     }
   } finally {
     rmSync(work_dir, { recursive: true, force: true });
   }
-
-  const verdicts = judge(samples, goalComparisons(snapshot_systems));
-  const workloads: WorkloadSpec[] = [WORKLOADS.seq_read, WORKLOADS.seq_write, WORKLOADS.rand_write,
-    ...copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after];
-  const input: ReportInput = { systems, workloads, samples, usage, verdicts, take };
   const loadavg_end = os.loadavg();
+  const machine = { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, loadavg_start, loadavg_end };
+  return summarize(run, collected, { tools, machine, duration_s: elapsedS(started) });
+}
+
+function summarize(run: Plan, collected: Collected, context: {
+  tools: Record<string, string>; machine: { cpus: number; loadavg_start: number[]; loadavg_end: number[] } & Record<string, unknown>; duration_s: number;
+}): NbdBenchResult {
+  const { samples, verifications, usage, take, errors, rounds_done } = collected;
+  const verdicts = judge(samples, goalComparisons(run.snapshot_systems));
+  const workloads: WorkloadSpec[] = [WORKLOADS.seq_read, WORKLOADS.seq_write, WORKLOADS.rand_write,
+    ...run.copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after];
+  const input: ReportInput = { systems: run.systems, workloads, samples, usage, verdicts, take };
+  const { machine } = context;
   const equal = verifications.filter((v) => v.equal).length;
-  const load = `load average ${loadavg_start.map((l) => l.toFixed(2)).join(' ')} at start, ${loadavg_end.map((l) => l.toFixed(2)).join(' ')} at end, ${os.cpus().length} CPUs`;
-  const subtitle = `${image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds_done} rounds (order rotated), ${load}`;
+  const loads = (values: number[]): string => values.map((l) => l.toFixed(2)).join(' ');
+  const load = `load average ${loads(machine.loadavg_start)} at start, ${loads(machine.loadavg_end)} at end, ${machine.cpus} CPUs`;
+  const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds_done} rounds (order rotated), ${load}`;
   const verification_line = `${verifications.length > 0 && equal === verifications.length ? 'PASS' : 'FAIL'} snapshot images equal the volume at take: ${equal}/${verifications.length} checksums`;
   const text = [
     `NBD throughput, median of ${rounds_done} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,
@@ -216,17 +269,16 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
     'Server processes: CPU seconds during each workload (median), peak RSS', '', resourceTable(input), '',
     'Goals: per-round ratios and their median', '', comparisonTable(verdicts), '',
     ...(take !== undefined ? [takeTable(take), ''] : []),
-    `${subtitle}; ${Math.round((Date.now() - started) / 1000)} s.`,
+    `${subtitle}; ${Math.round(context.duration_s)} s.`,
     `Image checksums (sha256, nbdcopy of the image vs the volume file before take): ${equal}/${verifications.length} equal.`,
     ...errors.map((e) => `ERROR ${e.system} round ${e.round + 1}: ${e.error}`),
   ].join('\n');
   const json = {
-    config: { image_bytes, rounds_max: rounds, rounds: rounds_done, budget_s, rand_ios, copy_units_bytes, quick: options.quick, systems: systems.map((s) => ({ id: s.id, label: s.label, kind: s.kind })) },
-    tools, machine: { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, loadavg_start, loadavg_end },
-    duration_s: (Date.now() - started) / 1000, samples, usage, verifications, take, verdicts, errors,
+    config: {
+      image_bytes: run.image_bytes, rounds_max: run.rounds_max, rounds: rounds_done, budget_s: run.budget_s, rand_ios: run.rand_ios,
+      copy_units_bytes: run.copy_units_bytes, quick: run.quick, systems: run.systems.map((s) => ({ id: s.id, label: s.label, kind: s.kind })),
+    },
+    tools: context.tools, machine, duration_s: context.duration_s, samples, usage, verifications, take, verdicts, errors,
   };
-  return {
-    text, svg: chartSvg(input, subtitle), verdicts, json,
-    goal_lines: [...verdicts.map(verdictLine), verification_line],
-  };
+  return { text, svg: chartSvg(input, subtitle), verdicts, json, goal_lines: [...verdicts.map(verdictLine), verification_line] };
 }
