@@ -43,7 +43,7 @@ export const ROUNDS_MIN = 2;
  * within this. A round takes ~2.5 min at 1 GiB and ~25 s at 256 MiB on two
  * loaded cores. An explicit --rounds has no budget.
  */
-export const ROUNDS_BUDGET_S_FULL = 690;
+export const ROUNDS_BUDGET_S_FULL = 630;
 export const ROUNDS_BUDGET_S_QUICK = 105;
 /** The random-write job: 65 536 I/Os of 4 KiB over a 1 GiB device; scaled with the image. */
 const RANDOM_IOS_PER_GIB = 65_536;
