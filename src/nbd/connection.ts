@@ -98,6 +98,7 @@ export class Connection {
       // ECONNRESET, EPIPE: the client vanished. 'close' follows and cleans up.
       this.context.logger.debug({ connection: this.context.id, err: error.message }, 'nbd socket error');
     });
+    socket.on('end', () => this.onEnd());
     socket.on('close', () => this.onClose());
     this.handshake_timer = setTimeout(() => {
       this.context.logger.warn({ connection: this.context.id, peer: this.context.peer },
@@ -308,6 +309,20 @@ export class Connection {
   /** DISC answered everything, or a stopping server's connection finished: flush what is queued, then close. */
   private drained(): void {
     this.socket.end(() => this.socket.destroy());
+  }
+
+  /**
+   * The client shut its sending side (the server listens half-open). In
+   * transmission that is a DISC without the message: what arrived is
+   * answered, then we close. In the handshake the client gave up.
+   */
+  private onEnd(): void {
+    if (this.transmission !== null && this.phase === Phase.TRANSMISSION) {
+      this.transmission.endOfInput();
+      return;
+    }
+    if (this.phase !== Phase.CLOSED && this.phase !== Phase.OPENING) this.socket.destroy();
+    else if (this.phase === Phase.CLOSED) this.socket.end();
   }
 
   private onClose(): void {

@@ -201,7 +201,8 @@ export class NbdServer {
   }
 
   private newListener(): net.Server {
-    const listener = net.createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
+    // Half-open: a client that shuts its sending side still gets the replies to what it sent.
+    const listener = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     listener.on('error', (error) => this.logger.error({ err: error.message }, 'nbd listener error'));
     // Past maxConnections Node closes new sockets at accept and emits 'drop'.
     listener.maxConnections = this.connections_max;

@@ -177,6 +177,12 @@ export class Transmission {
     this.pump();
   }
 
+  /** No more bytes will come (the client half-closed): answer what arrived whole, then drain. */
+  endOfInput(): void {
+    if (this.closed || this.input === Input.DRAIN) return;
+    this.enterDrain();
+  }
+
   /** The socket is gone (or is being destroyed): release everything once the engine is done. */
   close(): Promise<void> {
     if (!this.closed) {

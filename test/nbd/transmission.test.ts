@@ -228,6 +228,21 @@ test('DISC: requests before it are answered, bytes after it are ignored, the ser
   check.destroy();
 });
 
+test('a client that half-closes after its requests still gets every reply, then the server closes', async () => {
+  const client = await RawNbd.connect(fixture.socket_path);
+  await client.go('vol');
+  const data = Buffer.alloc(300_000, 0x66);
+  await client.request(WRITE, 0, 1n, 3 * 1024 * 1024, data.length, data);
+  await client.request(READ, 0, 2n, 3 * 1024 * 1024, 1000);
+  client.socket.end();
+  const replies = [await client.reply(), await client.reply()];
+  assert.equal(replies.map((r) => r.handle).sort(), [1n, 2n]);
+  const read = replies.find((r) => r.handle === 2n)!;
+  assert.ok(read.kind === 'chunk' && read.payload.subarray(8).equals(data.subarray(0, 1000)));
+  data.copy(model, 3 * 1024 * 1024);
+  assert.ok(await client.waitClosed(), 'the server closes its side too');
+});
+
 test('images: writable, isolated, and EIO with a message once the snapshot is destroyed', async () => {
   const id = await fixture.snapshot(['vol']);
   const name = `vol@${id}`;
