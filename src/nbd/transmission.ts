@@ -137,6 +137,7 @@ export class Transmission {
   private closed = false;
   /** drain() was called: enter DRAIN at the next request boundary. */
   private draining = false;
+  private drain_reported = false;
   private queue_closed: Promise<void> | null = null;
   private resolve_finished: (() => void) | null = null;
   readonly finished: Promise<void>;
@@ -665,7 +666,11 @@ export class Transmission {
   private checkIdle(): void {
     if (this.tags.in_use_count !== 0) return;
     if (this.input === Input.DRAIN && !this.closed) {
-      this.config.host.drained();
+      // Told once: the host ends the socket, and ending it twice could cut the flush short.
+      if (!this.drain_reported) {
+        this.drain_reported = true;
+        this.config.host.drained();
+      }
       return;
     }
     if (this.closed && this.queue_closed === null) {
