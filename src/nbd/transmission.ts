@@ -279,7 +279,9 @@ export class Transmission {
     const problem = checkRequest(header, limits);
     switch (verdictOf(problem, header.type)) {
       case Verdict.DISCONNECT:
+        // Nothing after this is a request: stop reading now, the socket closes behind us.
         this.config.host.violation(describeProblem(problem, header, limits));
+        void this.close();
         return;
       case Verdict.DISC:
         this.enterDrain();
