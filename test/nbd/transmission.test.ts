@@ -83,6 +83,20 @@ test('simple replies: write, read back, flush, FUA, errors carry no payload', as
   assert.ok(await client.waitClosed());
 });
 
+test('EXPORT_NAME: size and flags (no zeroes when agreed, 124 otherwise), then simple replies', async () => {
+  for (const client_flags of [3, 1]) {
+    const client = await RawNbd.connect(fixture.socket_path);
+    await client.handshake(client_flags);
+    await client.sendOption(1, Buffer.from('vol'));
+    const reply = await client.read(client_flags === 3 ? 10 : 134);
+    assert.is(Number(reply.readBigUInt64BE(0)), VOLUME_BYTES);
+    assert.ok(reply.readUInt16BE(8) & 1, 'HAS_FLAGS');
+    assert.not.ok(reply.readUInt16BE(8) & (1 << 7), 'no DF without structured replies');
+    assert.equal(await simpleRead(client, 1n, 0, 4096), model.subarray(0, 4096));
+    client.destroy();
+  }
+});
+
 test('structured reads: one DONE data chunk, split across every tag, DF, zero length', async () => {
   const client = await RawNbd.connect(fixture.socket_path);
   const info = await client.go('vol');
