@@ -4,14 +4,18 @@
 //
 //   accept ─► greeting ─► CLIENT_FLAGS ─► OPTION_HEADER ⇄ OPTION_DATA / OPTION_DISCARD
 //                                              │
-//                        GO ack / EXPORT_NAME  ▼
+//                   GO / EXPORT_NAME accepted  ▼
+//                        OPENING (the IoQueue opens; input waits, socket paused)
+//                                              │ replies sent
+//                                              ▼
 //                                         TRANSMISSION (transmission.ts) ─► CLOSED
 //
 // Ends: the client closes or vanishes (the transmission waits for the
-// engine, then closes the queue); a violation (hard disconnect: destroy);
-// ABORT (ACK, then end); DISC (answer everything, then end); the handshake
-// timeout (destroy); the server stopping (handshakes: destroy; transmissions:
-// drain, then destroy, bounded by the stop timeout).
+// engine, then closes the queue); the client half-closes (answer what
+// arrived, then end); a violation (hard disconnect: destroy); ABORT (ACK,
+// then end); DISC (answer everything, then end); the handshake timeout
+// (destroy); the server stopping (handshakes: destroy; transmissions:
+// drain at a request boundary, then end, bounded by the stop timeout).
 
 import type { Socket } from 'node:net';
 import type { EngineControl, ExportTarget, IoQueue } from '../engine/api';
@@ -36,7 +40,6 @@ export interface ConnectionSettings {
   negotiation: NegotiationLimits;
   queue_depth: number;
   max_io_bytes: number;
-  maximum_request_bytes: number;
   /** WRITE payloads above this are a denial of service: hard disconnect. */
   discard_bytes_max: number;
   zero_segment_bytes: number;

@@ -140,7 +140,6 @@ export class NbdServer {
       negotiation: { options_max: OPTIONS_PER_HANDSHAKE_MAX, meta_contexts_max: META_CONTEXTS_MAX, meta_queries_max: META_QUERIES_MAX },
       queue_depth,
       max_io_bytes,
-      maximum_request_bytes: max_request_bytes,
       discard_bytes_max: WRITE_DISCARD_BYTES_MAX,
       zero_segment_bytes: max_io_bytes,
       // Replies already bounded by the tags, plus room for refusals: beyond it the client is not reading.
