@@ -101,6 +101,7 @@ function isFree(busy: Uint8Array, first_lba: number, sector_count: number): bool
  */
 export async function writeStamped(client: IoClient, generator: StampGenerator, target: Target,
   first_lba: number, sector_count: number, load: WriteLoad): Promise<unknown> {
+  assert(isFree(target.busy, first_lba, sector_count), `${target.label} LBA ${first_lba}+${sector_count} overlaps a write in flight`);
   target.busy.fill(1, first_lba, first_lba + sector_count);
   const buffer = Buffer.allocUnsafe(sector_count * SECTOR_BYTES);
   generator.fill(buffer, first_lba, sector_count);
