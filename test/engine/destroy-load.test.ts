@@ -30,8 +30,8 @@ import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture'
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, checkSectors, formatReport } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  MiB, WriteLoad, assertNone, checkTarget, describe, liveCopy, makeTarget, prefill, runWriter, waitStored, within,
-  writeStamped, type Target,
+  CLOSE_TIMEOUT_MS, MiB, WriteLoad, assertNone, checkTarget, closeWithin, describe, liveCopy, makeTarget, prefill, runWriter,
+  waitStored, within, writeStamped, type Target,
 } from './load';
 
 const VOLUME_BYTES = 16 * MiB;
@@ -69,8 +69,10 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const client of clients.splice(0)) await client.close();
-  await fixture?.close();
+  await closeWithin(async () => {
+    for (const client of clients.splice(0)) await client.close();
+    await fixture?.close();
+  }, CLOSE_TIMEOUT_MS);
 });
 
 /** When an image request was submitted, relative to the destroy. */

@@ -27,8 +27,8 @@ import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture'
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, decodeStamp } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  MiB, WriteLoad, assertNone, firstDifferentSector, readWhole, checkTarget, describe, makeTarget, prefill, runReader, runWriter, verifyAgainst, within,
-  writeStamped, type Region, type Target,
+  CLOSE_TIMEOUT_MS, MiB, WriteLoad, assertNone, closeWithin, describe, checkTarget, firstDifferentSector, makeTarget, prefill,
+  readWhole, runReader, runWriter, verifyAgainst, within, writeStamped, type Region, type Target,
 } from './load';
 
 const VOLUME_BYTES = 8 * MiB;
@@ -56,7 +56,7 @@ const STEP_TIMEOUT_MS = 20_000;
 const STORAGE_LIMIT_BYTES = 512 * MiB;
 
 let fixture: Fixture;
-let clients: IoClient[] = [];
+const clients: IoClient[] = [];
 
 test.before(async () => {
   fixture = await startFixture();
@@ -64,9 +64,10 @@ test.before(async () => {
 });
 
 test.after(async () => {
-  for (const client of clients) await client.close();
-  clients = [];
-  await fixture?.close();
+  await closeWithin(async () => {
+    for (const client of clients.splice(0)) await client.close();
+    await fixture?.close();
+  }, CLOSE_TIMEOUT_MS);
 });
 
 async function attachStamped(name: string, generator: StampGenerator, load: WriteLoad): Promise<Target> {

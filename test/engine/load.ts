@@ -34,12 +34,16 @@ import {
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
+/** Stopping the engine takes well under a second; past this it is stuck. */
+export const CLOSE_TIMEOUT_MS = 30_000;
 /** A lane tries this many random places for a free range before it yields a turn. */
 const PICK_ATTEMPTS_MAX = 8;
 /** Failures kept in full per load (the rest are counted). */
 const FAILURES_KEPT_MAX = 8;
 /** Sectors per 4 KiB block: half of the random runs are block-aligned. */
 const BLOCK_SECTORS = 8;
+/** A cleanup that timed out leaves workers alive: exit this long after, once uvu reported. */
+const EXIT_AFTER_REPORT_MS = 1000;
 /** Pieces of a whole-target read (each one request). */
 const CHECK_PIECE_BYTES = MiB;
 
@@ -277,6 +281,21 @@ export async function within<T>(promise: Promise<T>, timeout_ms: number, what: s
     return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Runs a cleanup (engine stop) under a hard bound. An engine that cannot
+ * stop (a request stuck in an actor) must not hang the file: the failure is
+ * reported, and the process exits shortly after uvu printed its summary.
+ */
+export async function closeWithin(close: () => Promise<void>, timeout_ms: number): Promise<void> {
+  try {
+    await within(close(), timeout_ms, 'cleanup (engine stop)');
+  } catch (error) {
+    console.error(`  ✘ ${(error as Error).message}; exiting with failure after the report`);
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), EXIT_AFTER_REPORT_MS).unref();
   }
 }
 

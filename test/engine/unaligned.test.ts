@@ -25,8 +25,8 @@ import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture'
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  KiB, MiB, WriteLoad, assertNone, checkTarget, describe, liveCopy, makeTarget, prefill, waitStored, within,
-  writeStamped, type Target,
+  CLOSE_TIMEOUT_MS, KiB, MiB, WriteLoad, assertNone, checkTarget, closeWithin, describe, liveCopy, makeTarget, prefill,
+  waitStored, within, writeStamped, type Target,
 } from './load';
 
 /** ACCEPTANCE 8's offsets, in bytes. */
@@ -124,7 +124,7 @@ function defineVariant(variant: Variant): void {
   });
 
   tests.after(async () => {
-    await fixture?.close();
+    await closeWithin(async () => fixture?.close(), CLOSE_TIMEOUT_MS);
   });
 
   tests('ACCEPTANCE 8: patterns at 0 on the volume and across chunk boundaries of the image', async () => {
