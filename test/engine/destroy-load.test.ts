@@ -30,8 +30,8 @@ import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture'
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, checkSectors, formatReport } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  CLOSE_TIMEOUT_MS, MiB, WriteLoad, assertNone, checkTarget, closeWithin, describe, liveCopy, makeTarget, prefill, runWriter,
-  waitStored, within, writeStamped, type Target,
+  CLOSE_TIMEOUT_MS, MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, bounded, checkTarget, closeWithin, describe,
+  liveCopy, makeTarget, prefill, runWriter, waitStored, within, writeStamped, type Target,
 } from './load';
 
 const VOLUME_BYTES = 16 * MiB;
@@ -151,7 +151,7 @@ async function attachStamped(name: string, size_bytes: number, seed: number): Pr
   return target;
 }
 
-test('ACCEPTANCE 9: destroy while the volume and the image are written and the image is read', async () => {
+test('ACCEPTANCE 9: destroy while the volume and the image are written and the image is read', bounded(TEST_TIMEOUT_MS, async () => {
   const seed = testSeed('destroy under load');
   const random = seededRandom(seed);
   const { engine, client, dir } = fixture;
@@ -233,9 +233,9 @@ test('ACCEPTANCE 9: destroy while the volume and the image are written and the i
   assert.ok(volume_report.ok, describe(`volume (seed ${seed})`, volume_report));
   await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
   await engine.detach('busy');
-});
+}));
 
-test('ACCEPTANCE 7: 10 MiB into the image and 10 MiB into the volume at the same time, three times', async () => {
+test('ACCEPTANCE 7: 10 MiB into the image and 10 MiB into the volume at the same time, three times', bounded(TEST_TIMEOUT_MS, async () => {
   const seed = testSeed('concurrent image and volume writes');
   const random = seededRandom(seed);
   const { engine, client, dir } = fixture;
@@ -286,6 +286,6 @@ test('ACCEPTANCE 7: 10 MiB into the image and 10 MiB into the volume at the same
     assert.ok(report.ok, describe(`volume after destroy: image writes never reached it (iteration ${iteration}, seed ${seed})`, report));
   }
   await engine.detach('both');
-});
+}));
 
 test.run();

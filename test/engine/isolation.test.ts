@@ -27,8 +27,9 @@ import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture'
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, decodeStamp } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  CLOSE_TIMEOUT_MS, MiB, WriteLoad, assertNone, closeWithin, describe, checkTarget, firstDifferentSector, makeTarget, prefill,
-  readWhole, runReader, runWriter, verifyAgainst, within, writeStamped, type Region, type Target,
+  CLOSE_TIMEOUT_MS, MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, bounded, checkTarget, closeWithin, describe,
+  firstDifferentSector, makeTarget, prefill, readWhole, runReader, runWriter, verifyAgainst, within, writeStamped,
+  type Region, type Target,
 } from './load';
 
 const VOLUME_BYTES = 8 * MiB;
@@ -78,7 +79,7 @@ async function attachStamped(name: string, generator: StampGenerator, load: Writ
   return target;
 }
 
-test('(a) concurrent writers and image readers on shared chunks of a held snapshot', async () => {
+test('(a) concurrent writers and image readers on shared chunks of a held snapshot', bounded(TEST_TIMEOUT_MS, async () => {
   const seed = testSeed('isolation (a)');
   const random = seededRandom(seed);
   const { engine, client, dir } = fixture;
@@ -127,7 +128,7 @@ test('(a) concurrent writers and image readers on shared chunks of a held snapsh
   console.log(`  ${load.acknowledged_count} writes (${(load.sectors_acknowledged * SECTOR_BYTES / MiB).toFixed(0)} MiB), ${reads} checked image reads`);
   assert.ok(reads > 100 && load.acknowledged_count > 1000, 'the load did run');
   await engine.detach('held');
-});
+}));
 
 /**
  * A chain: single-sector writes alternating between the volumes in `order`,
@@ -164,7 +165,7 @@ function lastChainStep(image_buffer: Buffer, chain: Chain, v: number): number {
   return last;
 }
 
-test('(b) takes in the middle of heavy writes, two volumes, several cycles', async () => {
+test('(b) takes in the middle of heavy writes, two volumes, several cycles', bounded(TEST_TIMEOUT_MS, async () => {
   const seed = testSeed('isolation (b)');
   const random = seededRandom(seed);
   const { engine, client, dir } = fixture;
@@ -249,6 +250,6 @@ test('(b) takes in the middle of heavy writes, two volumes, several cycles', asy
     assert.ok(report.ok, describe(`volume ${v.label} at the end (seed ${seed})`, report));
   }
   console.log(`  ${load.acknowledged_count} writes, ${uncertain_sectors} sectors uncertain across ${TAKE_CYCLES} takes`);
-});
+}));
 
 test.run();

@@ -34,6 +34,8 @@ import {
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
+/** Every test of these files takes seconds; past this it hangs. */
+export const TEST_TIMEOUT_MS = 60_000;
 /** Stopping the engine takes well under a second; past this it is stuck. */
 export const CLOSE_TIMEOUT_MS = 30_000;
 /** A lane tries this many random places for a free range before it yields a turn. */
@@ -100,8 +102,9 @@ function isFree(busy: Uint8Array, first_lba: number, sector_count: number): bool
 /**
  * Writes one stamped range and records it in the target's model once
  * acknowledged. The range must be free (not in flight); it is held busy
- * until the completion. A failed write leaves the range uncertain and is
- * reported through `failed` (the error) — a volume write must never fail.
+ * until the completion. Returns null, or the error of a failed write: that
+ * range becomes uncertain and the failure is noted in `load` (a volume write
+ * must never fail; an image write may, once its snapshot is gone).
  */
 export async function writeStamped(client: IoClient, generator: StampGenerator, target: Target,
   first_lba: number, sector_count: number, load: WriteLoad): Promise<unknown> {
@@ -282,6 +285,11 @@ export async function within<T>(promise: Promise<T>, timeout_ms: number, what: s
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A test body under a hard bound: a hang anywhere in it fails the test with the bound in the message. */
+export function bounded(timeout_ms: number, body: () => Promise<void>): () => Promise<void> {
+  return () => within(body(), timeout_ms, 'the test');
 }
 
 /**

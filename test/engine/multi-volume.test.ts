@@ -23,8 +23,8 @@ import { randomBytes, seededRandom, startFixture, type Fixture } from '../lib/en
 import { SECTOR_BYTES, SectorModel, StampGenerator } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  CLOSE_TIMEOUT_MS, KiB, MiB, WriteLoad, assertNone, checkTarget, closeWithin, describe, liveCopy, makeTarget, prefill,
-  runWriter, within, writeStamped, type Region, type Target,
+  CLOSE_TIMEOUT_MS, KiB, MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, bounded, checkTarget, closeWithin, describe,
+  liveCopy, makeTarget, prefill, runWriter, within, writeStamped, type Region, type Target,
 } from './load';
 
 /** Three sizes, none a whole number of 64 KiB chunks; the last one is not even whole 4 KiB. */
@@ -105,7 +105,7 @@ function firstMapDifference(found: Uint8Array, expected: Uint8Array): string | n
   return null;
 }
 
-test('three volumes in one snapshot: independent images, exact CBT maps, five cycles', async () => {
+test('three volumes in one snapshot: independent images, exact CBT maps, five cycles', bounded(TEST_TIMEOUT_MS, async () => {
   const seed = testSeed('multi-volume');
   const random = seededRandom(seed);
   const { engine, client, dir } = fixture;
@@ -189,9 +189,9 @@ test('three volumes in one snapshot: independent images, exact CBT maps, five cy
     }
     console.log(`  cycle ${cycle}: wrote image of ${image.label}; blocks touched since take: ${volumes.map((v) => `${v.name} ${v.touched.size}/${v.map.length}`).join(', ')}`);
   }
-});
+}));
 
-test('requests past the end of a volume or image fail with EINVAL and change nothing', async () => {
+test('requests past the end of a volume or image fail with EINVAL and change nothing', bounded(TEST_TIMEOUT_MS, async () => {
   const seed = testSeed('past the end');
   const random = seededRandom(seed);
   const { engine, client, dir } = fixture;
@@ -228,6 +228,6 @@ test('requests past the end of a volume or image fail with EINVAL and change not
   }
   await engine.snapshotDestroy(id);
   for (const v of volumes) await engine.detach(v.spec.name);
-});
+}));
 
 test.run();

@@ -25,8 +25,8 @@ import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture'
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  CLOSE_TIMEOUT_MS, KiB, MiB, WriteLoad, assertNone, checkTarget, closeWithin, describe, liveCopy, makeTarget, prefill,
-  waitStored, within, writeStamped, type Target,
+  CLOSE_TIMEOUT_MS, KiB, MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, bounded, checkTarget, closeWithin, describe,
+  liveCopy, makeTarget, prefill, waitStored, within, writeStamped, type Target,
 } from './load';
 
 /** ACCEPTANCE 8's offsets, in bytes. */
@@ -127,7 +127,7 @@ function defineVariant(variant: Variant): void {
     await closeWithin(async () => fixture?.close(), CLOSE_TIMEOUT_MS);
   });
 
-  tests('ACCEPTANCE 8: patterns at 0 on the volume and across chunk boundaries of the image', async () => {
+  tests('ACCEPTANCE 8: patterns at 0 on the volume and across chunk boundaries of the image', bounded(TEST_TIMEOUT_MS, async () => {
     const seed = testSeed(`unaligned patterns, ${variant.label}`);
     const { engine, client } = fixture;
     const name = `pattern${chunk_bytes / KiB}`;
@@ -174,9 +174,9 @@ function defineVariant(variant: Variant): void {
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
     await checkWhole(client, [volume], 'after destroy');
     await engine.detach(name);
-  });
+  }));
 
-  tests('ACCEPTANCE 11: first and last blocks of 128 random chunks, then straddles of their boundaries', async () => {
+  tests('ACCEPTANCE 11: first and last blocks of 128 random chunks, then straddles of their boundaries', bounded(TEST_TIMEOUT_MS, async () => {
     const seed = testSeed(`unaligned boundary, ${variant.label}`);
     const random = seededRandom(seed);
     const { engine, client } = fixture;
@@ -223,7 +223,7 @@ function defineVariant(variant: Variant): void {
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
     await checkWhole(client, [volume], `after destroy (seed ${seed})`);
     await engine.detach(name);
-  });
+  }));
 
   tests.run();
 }
