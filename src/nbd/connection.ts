@@ -4,14 +4,18 @@
 //
 //   accept ─► greeting ─► CLIENT_FLAGS ─► OPTION_HEADER ⇄ OPTION_DATA / OPTION_DISCARD
 //                                              │
-//                        GO ack / EXPORT_NAME  ▼
+//                   GO / EXPORT_NAME accepted  ▼
+//                        OPENING (the IoQueue opens; input waits, socket paused)
+//                                              │ replies sent
+//                                              ▼
 //                                         TRANSMISSION (transmission.ts) ─► CLOSED
 //
 // Ends: the client closes or vanishes (the transmission waits for the
-// engine, then closes the queue); a violation (hard disconnect: destroy);
-// ABORT (ACK, then end); DISC (answer everything, then end); the handshake
-// timeout (destroy); the server stopping (handshakes: destroy; transmissions:
-// drain, then destroy, bounded by the stop timeout).
+// engine, then closes the queue); the client half-closes (answer what
+// arrived, then end); a violation (hard disconnect: destroy); ABORT (ACK,
+// then end); DISC (answer everything, then end); the handshake timeout
+// (destroy); the server stopping (handshakes: destroy; transmissions:
+// drain at a request boundary, then end, bounded by the stop timeout).
 
 import type { Socket } from 'node:net';
 import type { EngineControl, ExportTarget, IoQueue } from '../engine/api';
@@ -36,7 +40,6 @@ export interface ConnectionSettings {
   negotiation: NegotiationLimits;
   queue_depth: number;
   max_io_bytes: number;
-  maximum_request_bytes: number;
   /** WRITE payloads above this are a denial of service: hard disconnect. */
   discard_bytes_max: number;
   zero_segment_bytes: number;
@@ -98,6 +101,7 @@ export class Connection {
       // ECONNRESET, EPIPE: the client vanished. 'close' follows and cleans up.
       this.context.logger.debug({ connection: this.context.id, err: error.message }, 'nbd socket error');
     });
+    socket.on('end', () => this.onEnd());
     socket.on('close', () => this.onClose());
     this.handshake_timer = setTimeout(() => {
       this.context.logger.warn({ connection: this.context.id, peer: this.context.peer },
@@ -308,6 +312,20 @@ export class Connection {
   /** DISC answered everything, or a stopping server's connection finished: flush what is queued, then close. */
   private drained(): void {
     this.socket.end(() => this.socket.destroy());
+  }
+
+  /**
+   * The client shut its sending side (the server listens half-open). In
+   * transmission that is a DISC without the message: what arrived is
+   * answered, then we close. In the handshake the client gave up.
+   */
+  private onEnd(): void {
+    if (this.transmission !== null && this.phase === Phase.TRANSMISSION) {
+      this.transmission.endOfInput();
+      return;
+    }
+    if (this.phase !== Phase.CLOSED && this.phase !== Phase.OPENING) this.socket.destroy();
+    else if (this.phase === Phase.CLOSED) this.socket.end();
   }
 
   private onClose(): void {

@@ -46,6 +46,7 @@ export const WRITE_DISCARD_BYTES_MAX = 64 * MiB;
 /** How long stop() lets bound connections finish the requests they have in flight. */
 export const STOP_DRAIN_TIMEOUT_MS = 5_000;
 const LOOPBACK_HOST = '127.0.0.1';
+const REFUSALS_PER_LOG_LINE = 1000;
 const PORT_MAX = 65_535;
 
 export interface NbdServerOptions {
@@ -139,7 +140,6 @@ export class NbdServer {
       negotiation: { options_max: OPTIONS_PER_HANDSHAKE_MAX, meta_contexts_max: META_CONTEXTS_MAX, meta_queries_max: META_QUERIES_MAX },
       queue_depth,
       max_io_bytes,
-      maximum_request_bytes: max_request_bytes,
       discard_bytes_max: WRITE_DISCARD_BYTES_MAX,
       zero_segment_bytes: max_io_bytes,
       // Replies already bounded by the tags, plus room for refusals: beyond it the client is not reading.
@@ -201,14 +201,9 @@ export class NbdServer {
   }
 
   private newListener(): net.Server {
-    const listener = net.createServer({ pauseOnConnect: false }, (socket) => this.accept(socket));
+    // Half-open: a client that shuts its sending side still gets the replies to what it sent.
+    const listener = net.createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
     listener.on('error', (error) => this.logger.error({ err: error.message }, 'nbd listener error'));
-    // Past maxConnections Node closes new sockets at accept and emits 'drop'.
-    listener.maxConnections = this.connections_max;
-    listener.on('drop', () => {
-      this.refused_total += 1;
-      this.logger.warn({ connections_max: this.connections_max }, 'nbd connection refused: too many connections');
-    });
     this.listeners.push(listener);
     return listener;
   }
@@ -269,6 +264,16 @@ export class NbdServer {
 
   private accept(socket: net.Socket): void {
     if (this.state !== 'running') {
+      socket.destroy();
+      return;
+    }
+    if (this.connections.size >= this.connections_max) {
+      // Counted across the Unix and TCP listeners together.
+      this.refused_total += 1;
+      // The first refusal and every REFUSALS_PER_LOG_LINE-th after: a flood of connections is not a flood of log lines.
+      if (this.refused_total % REFUSALS_PER_LOG_LINE === 1) {
+        this.logger.warn({ connections_max: this.connections_max, refused_total: this.refused_total }, 'nbd connection refused: too many connections');
+      }
       socket.destroy();
       return;
     }

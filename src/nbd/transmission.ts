@@ -137,6 +137,7 @@ export class Transmission {
   private closed = false;
   /** drain() was called: enter DRAIN at the next request boundary. */
   private draining = false;
+  private drain_reported = false;
   private queue_closed: Promise<void> | null = null;
   private resolve_finished: (() => void) | null = null;
   readonly finished: Promise<void>;
@@ -175,6 +176,12 @@ export class Transmission {
     if (this.closed || this.input === Input.DRAIN) return;
     this.draining = true;
     this.pump();
+  }
+
+  /** No more bytes will come (the client half-closed): answer what arrived whole, then drain. */
+  endOfInput(): void {
+    if (this.closed || this.input === Input.DRAIN) return;
+    this.enterDrain();
   }
 
   /** The socket is gone (or is being destroyed): release everything once the engine is done. */
@@ -272,7 +279,9 @@ export class Transmission {
     const problem = checkRequest(header, limits);
     switch (verdictOf(problem, header.type)) {
       case Verdict.DISCONNECT:
+        // Nothing after this is a request: stop reading now, the socket closes behind us.
         this.config.host.violation(describeProblem(problem, header, limits));
+        void this.close();
         return;
       case Verdict.DISC:
         this.enterDrain();
@@ -659,7 +668,11 @@ export class Transmission {
   private checkIdle(): void {
     if (this.tags.in_use_count !== 0) return;
     if (this.input === Input.DRAIN && !this.closed) {
-      this.config.host.drained();
+      // Told once: the host ends the socket, and ending it twice could cut the flush short.
+      if (!this.drain_reported) {
+        this.drain_reported = true;
+        this.config.host.drained();
+      }
       return;
     }
     if (this.closed && this.queue_closed === null) {

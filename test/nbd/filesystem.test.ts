@@ -1,10 +1,11 @@
 // Goal: a real filesystem lives on an NBD export and its snapshot image is
-// a mountable, consistent, isolated copy: ext4 made and filled on the
-// volume (nbdfuse + losetup, four connections with multi-conn), frozen and
-// taken; the image mounted read-only shows exactly the pre-take files
+// a mountable, consistent, isolated copy: ext4 (and xfs) made and filled on
+// the volume (nbdfuse + losetup, four connections with multi-conn), frozen
+// and taken; the image mounted read-only shows exactly the pre-take files
 // (md5) and none of the later ones; the image written through its own
 // mount keeps the new file across a remount and never shows it on the
-// volume; after destroy the volume passes e2fsck -fn and its files check.
+// volume; after destroy the volume passes e2fsck -fn (xfs_repair -n) and
+// its files check.
 // Method: files of seeded random bytes with md5 recorded at write time;
 // fsfreeze around the take (what a backup tool does); every tool runs
 // asynchronously because the NBD server is in this process.
@@ -23,10 +24,26 @@ import { testSeed } from '../lib/workers';
 
 const suite = gate(test, 'nbd/filesystem', {
   root: true,
-  tools: ['nbdfuse', 'fusermount3', 'losetup', 'mkfs.ext4', 'e2fsck', 'mount', 'umount', 'fsfreeze', 'sync'],
+  tools: ['nbdfuse', 'fusermount3', 'losetup', 'mkfs.ext4', 'e2fsck', 'mkfs.xfs', 'xfs_repair', 'mount', 'umount', 'fsfreeze', 'sync'],
   paths: ['/dev/fuse'],
 });
-const VOLUME_BYTES = 128 * 1024 * 1024;
+/** xfs needs 300 MiB at least; the files are sparse in /dev/shm. */
+const VOLUME_BYTES = 320 * 1024 * 1024;
+
+interface Filesystem {
+  name: string;
+  mkfs: [string, string[]];
+  /** Mount options of the image: read-only without journal replay (it was frozen at take); xfs also needs nouuid beside the volume. */
+  image_ro: string[];
+  image_rw: string[];
+  /** A read-only check of the unmounted volume. */
+  check: [string, string[]];
+}
+
+const FILESYSTEMS: Filesystem[] = [
+  { name: 'ext4', mkfs: ['mkfs.ext4', ['-q', '-F']], image_ro: ['ro', 'noload'], image_rw: [], check: ['e2fsck', ['-fn']] },
+  { name: 'xfs', mkfs: ['mkfs.xfs', ['-q', '-f']], image_ro: ['ro', 'norecovery', 'nouuid'], image_rw: ['nouuid'], check: ['xfs_repair', ['-n']] },
+];
 
 let fixture: NbdFixture;
 /** Stacks still up, newest last: the after hook takes down whatever a failed test left. */
@@ -34,7 +51,7 @@ const stacks: Stack[] = [];
 
 suite.before(async () => {
   fixture = await startNbdFixture();
-  await fixture.attach('vol', VOLUME_BYTES);
+  for (const filesystem of FILESYSTEMS) await fixture.attach(`vol-${filesystem.name}`, VOLUME_BYTES);
 });
 
 suite.after(async () => {
@@ -44,12 +61,11 @@ suite.after(async () => {
 
 interface Stack { fuse: FuseExport; loop: Loop; mounted: Mounted }
 
-async function stackUp(uri: string, options: { readonly?: boolean; mkfs?: boolean }): Promise<Stack> {
+async function stackUp(uri: string, options: { readonly?: boolean; mkfs?: Filesystem; mount_options?: string[] }): Promise<Stack> {
   const fuse = await fuseExport(uri, fixture.dir, { readonly: options.readonly });
   const loop = await loopAttach(fuse.file, { readonly: options.readonly });
-  if (options.mkfs) await runOk('mkfs.ext4', ['-q', '-F', loop.device]);
-  // noload: a read-only image must not need journal replay (it was frozen at take anyway).
-  const mounted = await mount(loop.device, fixture.dir, options.readonly ? ['ro', 'noload'] : []);
+  if (options.mkfs) await runOk(options.mkfs.mkfs[0], [...options.mkfs.mkfs[1], loop.device]);
+  const mounted = await mount(loop.device, fixture.dir, options.mount_options ?? []);
   const stack = { fuse, loop, mounted };
   stacks.push(stack);
   return stack;
@@ -82,55 +98,58 @@ async function checkFiles(root: string, sums: Map<string, string>, label: string
   for (const [name, sum] of sums) assert.is(md5(await readFile(path.join(root, name))), sum, `${label}: ${name}`);
 }
 
-suite.test('ext4 on the volume; the image mounts with exactly the pre-take files; image writes stay in the image', async () => {
-  const seed = testSeed('filesystem files');
-  const random = seededRandom(seed);
-  const volume = await stackUp(fixture.uri('vol'), { mkfs: true });
-  const before = await writeFiles(volume.mounted.path, 'before', random, 12);
-  const changed_name = [...before.keys()][0]!;
-  const changed_before = before.get(changed_name)!;
+for (const filesystem of FILESYSTEMS) {
+  suite.test(`${filesystem.name} on the volume; the image mounts with exactly the pre-take files; image writes stay in the image`, async () => {
+    const seed = testSeed(`${filesystem.name} files`);
+    const name = `vol-${filesystem.name}`;
+    const random = seededRandom(seed);
+    const volume = await stackUp(fixture.uri(name), { mkfs: filesystem });
+    const before = await writeFiles(volume.mounted.path, 'before', random, 12);
+    const changed_name = [...before.keys()][0]!;
+    const changed_before = before.get(changed_name)!;
 
-  await runOk('sync', []);
-  await runOk('fsfreeze', ['-f', volume.mounted.path]);
-  let id: string;
-  try {
-    id = await fixture.snapshot(['vol']);
-  } finally {
-    await runOk('fsfreeze', ['-u', volume.mounted.path]);
-  }
-  const after = await writeFiles(volume.mounted.path, 'after', random, 6);
-  const rewritten = randomBytes(random, 100_000);
-  await writeFile(path.join(volume.mounted.path, changed_name), rewritten);
-  before.set(changed_name, md5(rewritten));
-  await runOk('sync', []);
+    await runOk('sync', []);
+    await runOk('fsfreeze', ['-f', volume.mounted.path]);
+    let id: string;
+    try {
+      id = await fixture.snapshot([name]);
+    } finally {
+      await runOk('fsfreeze', ['-u', volume.mounted.path]);
+    }
+    const after = await writeFiles(volume.mounted.path, 'after', random, 6);
+    const rewritten = randomBytes(random, 100_000);
+    await writeFile(path.join(volume.mounted.path, changed_name), rewritten);
+    before.set(changed_name, md5(rewritten));
+    await runOk('sync', []);
 
-  const image_uri = fixture.uri(`vol@${id}`);
-  const image = await stackUp(image_uri, { readonly: true });
-  const pre_take = new Map(before);
-  pre_take.set(changed_name, changed_before);
-  await checkFiles(image.mounted.path, pre_take, 'read-only image');
-  assert.equal(await readdir(image.mounted.path).then((names) => names.filter((n) => n === 'after')), [], 'post-take files are absent');
-  await popStack(image);
+    const image_uri = fixture.uri(`${name}@${id}`);
+    const image = await stackUp(image_uri, { readonly: true, mount_options: filesystem.image_ro });
+    const pre_take = new Map(before);
+    pre_take.set(changed_name, changed_before);
+    await checkFiles(image.mounted.path, pre_take, 'read-only image');
+    assert.equal(await readdir(image.mounted.path).then((names) => names.filter((n) => n === 'after')), [], 'post-take files are absent');
+    await popStack(image);
 
-  // Write into the image through its own mount, remount, check.
-  const writable = await stackUp(image_uri, {});
-  const into_image = await writeFiles(writable.mounted.path, 'image-only', random, 3);
-  await popStack(writable);
-  const remounted = await stackUp(image_uri, { readonly: true });
-  await checkFiles(remounted.mounted.path, into_image, 'image after remount');
-  await checkFiles(remounted.mounted.path, pre_take, 'pre-take files after image writes');
-  await popStack(remounted);
-  assert.equal((await readdir(volume.mounted.path)).filter((n) => n === 'image-only'), [], 'image writes never reach the volume');
+    // Write into the image through its own mount, remount, check.
+    const writable = await stackUp(image_uri, { mount_options: filesystem.image_rw });
+    const into_image = await writeFiles(writable.mounted.path, 'image-only', random, 3);
+    await popStack(writable);
+    const remounted = await stackUp(image_uri, { readonly: true, mount_options: filesystem.image_ro });
+    await checkFiles(remounted.mounted.path, into_image, 'image after remount');
+    await checkFiles(remounted.mounted.path, pre_take, 'pre-take files after image writes');
+    await popStack(remounted);
+    assert.equal((await readdir(volume.mounted.path)).filter((n) => n === 'image-only'), [], 'image writes never reach the volume');
 
-  await fixture.engine.snapshotDestroy(id);
+    await fixture.engine.snapshotDestroy(id);
 
-  await volume.mounted.unmount();
-  const fsck = await run('e2fsck', ['-fn', volume.loop.device]);
-  assert.is(fsck.code, 0, `e2fsck -fn: ${fsck.stdout}${fsck.stderr}`);
-  const again = await mount(volume.loop.device, fixture.dir);
-  await checkFiles(again.path, before, 'volume after destroy');
-  await checkFiles(again.path, after, 'volume post-take files');
-  volume.mounted = again;
-});
+    await volume.mounted.unmount();
+    const fsck = await run(filesystem.check[0], [...filesystem.check[1], volume.loop.device]);
+    assert.is(fsck.code, 0, `${filesystem.check[0]}: ${fsck.stdout}${fsck.stderr}`);
+    const again = await mount(volume.loop.device, fixture.dir);
+    await checkFiles(again.path, before, 'volume after destroy');
+    await checkFiles(again.path, after, 'volume post-take files');
+    volume.mounted = again;
+  });
+}
 
 test.run();

@@ -83,6 +83,20 @@ test('simple replies: write, read back, flush, FUA, errors carry no payload', as
   assert.ok(await client.waitClosed());
 });
 
+test('EXPORT_NAME: size and flags (no zeroes when agreed, 124 otherwise), then simple replies', async () => {
+  for (const client_flags of [3, 1]) {
+    const client = await RawNbd.connect(fixture.socket_path);
+    await client.handshake(client_flags);
+    await client.sendOption(1, Buffer.from('vol'));
+    const reply = await client.read(client_flags === 3 ? 10 : 134);
+    assert.is(Number(reply.readBigUInt64BE(0)), VOLUME_BYTES);
+    assert.ok(reply.readUInt16BE(8) & 1, 'HAS_FLAGS');
+    assert.not.ok(reply.readUInt16BE(8) & (1 << 7), 'no DF without structured replies');
+    assert.equal(await simpleRead(client, 1n, 0, 4096), model.subarray(0, 4096));
+    client.destroy();
+  }
+});
+
 test('structured reads: one DONE data chunk, split across every tag, DF, zero length', async () => {
   const client = await RawNbd.connect(fixture.socket_path);
   const info = await client.go('vol');
@@ -226,6 +240,21 @@ test('DISC: requests before it are answered, bytes after it are ignored, the ser
   await check.request(READ, 0, 9n, 0, 8);
   assert.equal(await check.readStructured(9n, 0, 8), model.subarray(0, 8), 'the write after DISC never happened');
   check.destroy();
+});
+
+test('a client that half-closes after its requests still gets every reply, then the server closes', async () => {
+  const client = await RawNbd.connect(fixture.socket_path);
+  await client.go('vol');
+  const data = Buffer.alloc(300_000, 0x66);
+  await client.request(WRITE, 0, 1n, 3 * 1024 * 1024, data.length, data);
+  await client.request(READ, 0, 2n, 3 * 1024 * 1024, 1000);
+  client.socket.end();
+  const replies = [await client.reply(), await client.reply()];
+  assert.equal(replies.map((r) => r.handle).sort(), [1n, 2n]);
+  const read = replies.find((r) => r.handle === 2n)!;
+  assert.ok(read.kind === 'chunk' && read.payload.subarray(8).equals(data.subarray(0, 1000)));
+  data.copy(model, 3 * 1024 * 1024);
+  assert.ok(await client.waitClosed(), 'the server closes its side too');
 });
 
 test('images: writable, isolated, and EIO with a message once the snapshot is destroyed', async () => {
