@@ -33,6 +33,8 @@ export const RANDOM_IODEPTH = 32;
 export const QEMU_COPY_UNIT_BYTES = 64 * KiB;
 const UBLKSNAP_VOLUME_NAME = 'bench';
 const CHUNK_SHIFT_64K = 16;
+/** How much of a failed server's stderr an error message carries. */
+const SERVER_LOG_TAIL_CHARS = 800;
 
 export interface WorkloadSpec {
   id: string;
@@ -150,6 +152,13 @@ export function strideJob(size_bytes: number, stride_bytes: number): FioJob {
 
 // ── the two kinds of round ──────────────────────────────────────────────
 
+/** The server's last words (ublksnap: the engine's warnings, e.g. why a snapshot broke) belong with a failed step. */
+function withServerLog(error: unknown, server: ServerProcess): Error {
+  const log = server.stderr.trim();
+  const message = (error as Error).message;
+  return new Error(log === '' ? message : `${message}; ${server.label} stderr: ${log.slice(-SERVER_LOG_TAIL_CHARS)}`);
+}
+
 interface Started { server: ServerProcess; uri: string; }
 
 async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>): Promise<void> {
@@ -163,7 +172,7 @@ async function plainRound(context: RoundContext, system: string, start: () => Pr
     }
   } catch (error) {
     await server.kill();
-    throw error;
+    throw withServerLog(error, server);
   }
   context.usage(system, await server.stop());
 }
@@ -212,7 +221,7 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
       await verifyImage(context, system, step.workload, session, before);
     } catch (error) {
       await session.server.kill();
-      throw error;
+      throw withServerLog(error, session.server);
     }
     await session.end();
   }

@@ -5,6 +5,7 @@
 //   node dist/bench/servers/ublksnap-server.js --socket PATH --storage-dir DIR
 //        --volume NAME=PATH [--volume NAME=PATH …] [--param NAME=VALUE …]
 //        [--cow-workers N] [--image-workers N]   (the engine's defaults otherwise)
+//        [--log-level warn]                      (the engine's pino log, on stderr)
 //
 // Design notes
 // - The protocol is one line each way: a command on stdin, one JSON object
@@ -36,12 +37,14 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import { Engine } from '../../src/engine/engine';
 import { NbdServer } from '../../src/nbd/server';
 
 /** One allocation sample per this many bytes: fine enough to see a 16-byte-per-request habit over 65 536 requests. */
 const ALLOCATION_SAMPLING_BYTES = 1024;
 const inspector = new Session();
+const STDERR_FD = 2;
 
 /** The diff storage may grow to this many times the snapshot's volume bytes: never the limit in a benchmark. */
 const STORAGE_LIMIT_FACTOR = 2;
@@ -84,6 +87,7 @@ async function main(): Promise<void> {
       param: { type: 'string', multiple: true, default: [] },
       'cow-workers': { type: 'string' },
       'image-workers': { type: 'string' },
+      'log-level': { type: 'string', default: 'warn' },
     },
   });
   if (values.socket === undefined || values['storage-dir'] === undefined) throw new Error('--socket and --storage-dir are required');
@@ -97,6 +101,8 @@ async function main(): Promise<void> {
     params: parseParams(values.param ?? []),
     cow_workers: workers(values['cow-workers']),
     image_workers: workers(values['image-workers']),
+    // Warnings (a corrupted snapshot and why) go to stderr, where the harness keeps the tail for its error messages.
+    logger: pino({ level: values['log-level'] }, pino.destination(STDERR_FD)),
   });
   for (const volume of volumes) await engine.attach(volume.file, { name: volume.name });
   const server = new NbdServer(engine, { socket_path: values.socket });

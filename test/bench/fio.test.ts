@@ -9,6 +9,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { expectedIos, fioArgs, parseFioJson } from '../../bench/nbd/fio';
 import { randWriteJob, seqWriteJob, strideJob } from '../../bench/nbd/systems';
+import { loadArgs } from '../../bench/nbd/take-latency';
 
 const GiB = 2 ** 30;
 const URI = 'nbd+unix:///bench?socket=/tmp/x.sock';
@@ -61,6 +62,16 @@ args('stride: a hole of stride − block after each write, one pass over the dev
 args('nonsense jobs are refused', () => {
   assert.throws(() => fioArgs(URI, { pattern: 'stride', block_bytes: 4096, iodepth: 1, size_bytes: GiB, stride_bytes: 4096 }, 'x'), /stride/);
   assert.throws(() => fioArgs(URI, { pattern: 'write', block_bytes: 3000, iodepth: 1, size_bytes: GiB }, 'x'), /multiple/);
+});
+
+args('take-latency load: global options first, then one job and URI per volume, time-based', () => {
+  const list = loadArgs(['nbd+unix:///a?socket=/s', 'nbd+unix:///b?socket=/s'], 32 * 2 ** 20, 7);
+  const first_name = list.findIndex((arg) => arg.startsWith('--name='));
+  for (const global of ['--ioengine=nbd', '--rw=randwrite', '--time_based', '--runtime=7', `--size=${32 * 2 ** 20}`]) {
+    const at = list.indexOf(global);
+    assert.ok(at >= 0 && at < first_name, `${global} must come before the first job`);
+  }
+  assert.equal(list.slice(first_name), ['--name=volume0', '--uri=nbd+unix:///a?socket=/s', '--name=volume1', '--uri=nbd+unix:///b?socket=/s']);
 });
 
 const parse = suite('fio JSON');
