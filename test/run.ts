@@ -75,10 +75,11 @@ function runFile(file: string): Promise<FileResult> {
       if (timedOut || total === undefined || passed === undefined) {
         const why = timedOut ? `timed out after ${timeout_ms} ms` : `exited (code ${code}, signal ${signal}) without a summary`;
         console.log(`\n✘ ${file}: ${why}`);
-        resolve({ file, passed: passed ?? 0, failed: Math.max(1, (total ?? 0) - (passed ?? 0) - skipped), skipped, duration_ms });
+        resolve({ file, passed: passed ?? 0, failed: Math.max(1, (total ?? 0) - (passed ?? 0)), skipped, duration_ms });
         return;
       }
-      let failed = total - passed - skipped;
+      // uvu counts skipped tests outside Total.
+      let failed = total - passed;
       if (failed === 0 && code !== 0) {
         console.log(`\n✘ ${file}: all tests passed but the process exited with code ${code}`);
         failed = 1;

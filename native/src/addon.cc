@@ -1,32 +1,25 @@
 // ublksnap native addon: the system calls Node does not offer.
+//
+// Everything here is synchronous: the callers are worker threads whose whole
+// job is to wait for the disk, so an async wrapper would only add a thread
+// hop. Each concern lives in its own file (see addon.h); this file only
+// registers them.
 #include <napi.h>
-#include <unistd.h>
-#include <cerrno>
-#include <cstring>
+
+#include "addon.h"
 
 namespace {
 
-Napi::Value Fdatasync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() != 1 || !info[0].IsNumber()) {
-    Napi::TypeError::New(env, "fdatasync(fd): fd must be a number").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  if (fdatasync(fd) != 0) {
-    Napi::Error error = Napi::Error::New(env, std::strerror(errno));
-    error.Set("errno", Napi::Number::New(env, errno));
-    error.Set("syscall", Napi::String::New(env, "fdatasync"));
-    error.ThrowAsJavaScriptException();
-  }
-  return env.Undefined();
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("fdatasync", Napi::Function::New(env, Fdatasync));
+  ublksnap::InitErrors(env, exports);
+  ublksnap::InitFiles(env, exports);
+  ublksnap::InitOpen(env, exports);
+  ublksnap::InitBlockDevice(env, exports);
+  ublksnap::InitMemory(env, exports);
   return exports;
 }
 
 }  // namespace
 
+// A Node-API module is context-aware: worker threads may load it too.
 NODE_API_MODULE(ublksnap, Init)

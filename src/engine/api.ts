@@ -184,7 +184,8 @@ export interface EngineControl {
   exportNames(): string[];
   /** True while the target behind handle still exists (an image dies at destroy). */
   isLive(handle: number): boolean;
-  openQueue(options: { depth: number; max_io_bytes: number }): IoQueue;
+  /** Opens a frontend queue; resolves once every actor can see it. */
+  openQueue(options: { depth: number; max_io_bytes: number }): Promise<IoQueue>;
 
   status(): EngineStatus;
   /** Destroys every snapshot, flushes, joins every worker, closes every file. */

@@ -125,6 +125,12 @@ export class StorageCounters {
     this.growthDone();
   }
 
+  /** A growth step failed: forget what was asked, so a later step asks again. */
+  growthFailed(): void {
+    Atomics.store(this.big, REQUESTED, Atomics.load(this.big, CAPACITY));
+    this.growthDone();
+  }
+
   /** A growth step ended (done, failed or impossible): allow the next claim, wake waiters. */
   growthDone(): void {
     Atomics.store(this.flags, LOW_SPACE, 0);

@@ -1,0 +1,26 @@
+// The addon's parts, one per concern; each adds its functions and constants
+// to the module's exports. addon.cc calls them once per Node environment
+// (the main thread and every worker thread that loads the addon), so none
+// of them may keep per-environment state in globals.
+#pragma once
+
+#include <napi.h>
+
+namespace ublksnap {
+
+// errors.cc: errnoName.
+void InitErrors(Napi::Env env, Napi::Object exports);
+
+// files.cc: fallocate, fdatasync, fileInfo, FALLOC_FL_* constants.
+void InitFiles(Napi::Env env, Napi::Object exports);
+
+// open.cc: openExclusive, openTmpfile.
+void InitOpen(Napi::Env env, Napi::Object exports);
+
+// blockdev.cc: blockDeviceInfo.
+void InitBlockDevice(Napi::Env env, Napi::Object exports);
+
+// memory.cc: alignedOffset, bufferAddress.
+void InitMemory(Napi::Env env, Napi::Object exports);
+
+}  // namespace ublksnap

@@ -1,0 +1,51 @@
+// Argument checks at the JavaScript boundary.
+//
+// The addon is a boundary (STYLE.md habit 9): every function checks its
+// arguments here and throws a TypeError naming its signature, so nothing a
+// caller passes can reach a system call as a surprise (a float fd, a
+// negative offset, 2^60 rounded to a different number). Each Read* returns
+// false after throwing; the caller then returns to JavaScript at once.
+#pragma once
+
+#include <napi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+namespace ublksnap {
+
+// The largest integer a JavaScript number holds exactly (Number.MAX_SAFE_INTEGER).
+constexpr uint64_t kSafeIntegerMax = (uint64_t{1} << 53) - 1;
+
+// Checks min_count <= info.Length() <= max_count.
+bool CheckArgCount(const Napi::CallbackInfo& info, size_t min_count,
+                   size_t max_count, const char* signature);
+
+// A file descriptor: an integer number in [0, INT32_MAX].
+bool ReadFd(const Napi::CallbackInfo& info, size_t index, const char* signature,
+            int* fd);
+
+// A safe non-negative integer number (Number.isSafeInteger(x) && x >= 0).
+bool ReadSafeUint(const Napi::CallbackInfo& info, size_t index,
+                  const char* signature, const char* name, uint64_t* value);
+
+// A non-empty string without NUL characters (a NUL would cut the path short
+// when handed to the kernel).
+bool ReadPath(const Napi::CallbackInfo& info, size_t index,
+              const char* signature, const char* name, std::string* path);
+
+// An options object, or undefined (then *options stays empty and every
+// option takes its default). A key outside known_keys is a TypeError: a
+// misspelt option ("drect") would otherwise be silently ignored.
+bool ReadOptions(const Napi::CallbackInfo& info, size_t index,
+                 const char* signature,
+                 std::initializer_list<const char*> known_keys,
+                 Napi::Object* options);
+
+// options[key] as a boolean; undefined (or no options object) gives false.
+bool ReadBoolOption(Napi::Env env, const Napi::Object& options, const char* key,
+                    const char* signature, bool* value);
+
+}  // namespace ublksnap

@@ -1,0 +1,114 @@
+// The cow-read actor: serves requests to live volumes. Before a write
+// (or discard, or write-zeroes) reaches a volume held by a taken snapshot,
+// the chunks it covers are copied (diff-area.ts, copyBeforeWrite); then the
+// CBT is marked and the write goes through. Reads and flushes go straight
+// to the volume.
+//
+//   request ring ──► [gate] ──► copy-before-write ──► mark CBT ──► volume ──► completion ring
+//
+// One instance per worker thread; several share the volume request ring.
+
+import { workerData } from 'node:worker_threads';
+import { fdatasync, fallocate, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from '../native';
+import { ERRNO_BY_CODE, fromSystemError } from '../shared/errors';
+import { readOffset, RequestWord } from '../shared/request-record';
+import { SECTOR_BYTES } from '../shared/units';
+import { ARMED_AREA, enterWriteGate, leaveWriteGate, NO_AREA } from '../shared/volume-control';
+import { IoFlags, IoOp } from '../engine/api';
+import { readFully, writeFully } from '../engine/volume-io';
+import { PARKED, runIoActor, type ActorRegistry, type ActorVolume } from './io-actor';
+
+/** Zeros for WRITE_ZEROES where the storage cannot punch or zero a range. */
+const ZERO_BUFFER_BYTES = 1 << 20;
+const zeros = new Uint8Array(ZERO_BUFFER_BYTES);
+const EINVAL = ERRNO_BY_CODE.EINVAL;
+
+function errnoOf(error: unknown, context: string): number {
+  return ERRNO_BY_CODE[fromSystemError(error, context).code];
+}
+
+function handle(request: Int32Array, registry: ActorRegistry): number {
+  const volume = registry.volumes[request[RequestWord.VOLUME]!]!;
+  const op = request[RequestWord.OP]! as IoOp;
+  const offset = readOffset(request);
+  const length = request[RequestWord.LENGTH]!;
+  if (offset + length > volume.descriptor.capacity_bytes || length < 0) return EINVAL;
+  switch (op) {
+    case IoOp.READ: {
+      const queue = registry.queues[request[RequestWord.QUEUE]!]!;
+      try {
+        readFully(volume.descriptor.fd, queue.buffers.view(request[RequestWord.TAG]!), 0, length, offset);
+        return 0;
+      } catch (error) {
+        return errnoOf(error, 'volume read');
+      }
+    }
+    case IoOp.FLUSH:
+      try {
+        fdatasync(volume.descriptor.fd);
+        return 0;
+      } catch (error) {
+        return errnoOf(error, 'volume flush');
+      }
+    case IoOp.WRITE:
+    case IoOp.DISCARD:
+    case IoOp.WRITE_ZEROES:
+      return write(request, registry, volume, op, offset, length);
+    default:
+      return EINVAL;
+  }
+}
+
+function write(request: Int32Array, registry: ActorRegistry, volume: ActorVolume, op: IoOp,
+  offset: number, length: number): number {
+  if (!enterWriteGate(volume.control)) return PARKED;
+  try {
+    const area_id = Atomics.load(volume.control, ARMED_AREA);
+    if (area_id !== NO_AREA) registry.areas.get(area_id)?.copyBeforeWrite(volume.reader, offset, length);
+    const first_sector = Math.floor(offset / SECTOR_BYTES);
+    volume.cbt.mark(first_sector, Math.ceil((offset + length) / SECTOR_BYTES) - first_sector);
+    const fd = volume.descriptor.fd;
+    const flags = request[RequestWord.FLAGS]!;
+    if (op === IoOp.WRITE) {
+      const queue = registry.queues[request[RequestWord.QUEUE]!]!;
+      writeFully(fd, queue.buffers.view(request[RequestWord.TAG]!), 0, length, offset);
+    } else {
+      zeroRange(fd, op, offset, length, flags);
+    }
+    if ((flags & IoFlags.FUA) !== 0) fdatasync(fd);
+    return 0;
+  } catch (error) {
+    return errnoOf(error, 'volume write');
+  } finally {
+    leaveWriteGate(volume.control);
+  }
+}
+
+/**
+ * DISCARD punches a hole (advisory: where the storage cannot, the data
+ * stays). WRITE_ZEROES must leave zeros: punch when unmapping is allowed,
+ * else zero the range, else write zeros.
+ */
+function zeroRange(fd: number, op: IoOp, offset: number, length: number, flags: number): void {
+  if (length === 0) return;
+  const punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  if (op === IoOp.DISCARD) {
+    try {
+      fallocate(fd, offset, length, punch);
+    } catch {
+      // EOPNOTSUPP and friends: a discard is only a hint; the data may stay.
+    }
+    return;
+  }
+  try {
+    fallocate(fd, offset, length, (flags & IoFlags.MAY_UNMAP) !== 0 ? punch : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE);
+    return;
+  } catch {
+    // The storage cannot zero ranges (EOPNOTSUPP): write the zeros below.
+  }
+  for (let done = 0; done < length; done += ZERO_BUFFER_BYTES) {
+    writeFully(fd, zeros, 0, Math.min(ZERO_BUFFER_BYTES, length - done), offset + done);
+  }
+}
+
+runIoActor((workerData as { ring: SharedArrayBuffer }).ring, handle);

@@ -1,0 +1,168 @@
+// The body shared by the long-lived I/O actors (cow-read, image-io): a
+// registry of what the control plane attached (volumes, diff areas, frontend
+// queues), a loop over one request ring, and the comlink control surface.
+//
+// Design notes
+//
+// The loop drains the request ring synchronously, a batch at a time; when
+// the ring is empty it awaits Atomics.waitAsync on the ring's doorbell
+// (ring.waitForRecords), which lets comlink control messages in between.
+// Per-request traffic never touches postMessage and allocates nothing: the
+// record is copied into one preallocated Int32Array and handled in place.
+//
+// Parking: a write that meets a frozen volume (take or destroy in progress)
+// is copied into the parked ring and retried at every turn of the loop once
+// the gate opened. The parked ring is sized for every tag of every queue.
+
+import { parentPort } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import nodeEndpoint from 'comlink/dist/umd/node-adapter';
+import { assert } from '../shared/assert';
+import { CbtMap } from '../shared/cbt-map';
+import { ERRNO_BY_CODE } from '../shared/errors';
+import { CompletionWord, COMPLETION_WORDS, REQUEST_WORDS, RequestWord } from '../shared/request-record';
+import { Ring } from '../shared/ring';
+import { Slab } from '../shared/slab';
+import { DiffArea, type AreaNotifier } from '../engine/diff-area';
+import { VolumeReader } from '../engine/volume-io';
+import type { ActorNotice, DiffAreaDescriptor, IoActorControl, QueueDescriptor, VolumeDescriptor } from './messages';
+
+/** Requests handled before the loop yields to control messages. */
+const BATCH_MAX = 64;
+/** An idle actor re-checks its parked requests and stop flag this often. */
+const IDLE_WAIT_MS = 50;
+/** Parked writes: at most every tag of every queue at once. */
+const PARKED_CAPACITY = 8192;
+
+export interface ActorVolume {
+  descriptor: VolumeDescriptor;
+  control: Int32Array;
+  cbt: CbtMap;
+  reader: VolumeReader;
+}
+
+export interface ActorQueue {
+  completions: Ring;
+  buffers: Slab;
+}
+
+/** What a concrete actor does with one request. Returns an errno, or PARKED. */
+export type RequestHandler = (request: Int32Array, registry: ActorRegistry) => number;
+export const PARKED = -1;
+
+export class ActorRegistry implements AreaNotifier {
+  readonly volumes: (ActorVolume | undefined)[] = [];
+  readonly areas = new Map<number, DiffArea>();
+  readonly queues: (ActorQueue | undefined)[] = [];
+
+  flush(area_id: number): void {
+    notify({ type: 'flush', area_id });
+  }
+
+  corrupted(area_id: number, errno: number, message: string): void {
+    notify({ type: 'corrupted', area_id, errno, message });
+  }
+}
+
+function notify(notice: ActorNotice): void {
+  parentPort!.postMessage({ ublksnap_notice: notice });
+}
+
+const ENODEV = ERRNO_BY_CODE.ENODEV;
+
+/**
+ * Runs the actor: serves `ring` with `handle` until stop() is called over
+ * comlink. Call once, from the worker's entry file.
+ */
+export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandler): void {
+  const ring = new Ring(ring_buffer);
+  assert(ring.record_words === REQUEST_WORDS, 'request ring records have the wrong size');
+  const registry = new ActorRegistry();
+  const parked = Ring.create(PARKED_CAPACITY, REQUEST_WORDS);
+  const request = new Int32Array(REQUEST_WORDS);
+  const completion = new Int32Array(COMPLETION_WORDS);
+  let running = true;
+  let served = 0;
+  let parked_total = 0;
+
+  function complete(): void {
+    const queue = registry.queues[request[RequestWord.QUEUE]!];
+    // A queue closed while its request was in flight: nobody waits for it.
+    if (queue === undefined) return;
+    completion[CompletionWord.TAG] = request[RequestWord.TAG]!;
+    completion[CompletionWord.ERRNO] = serveOne();
+    if (completion[CompletionWord.ERRNO] === PARKED) {
+      assert(parked.tryPush(request, 0), `more than ${PARKED_CAPACITY} parked requests`);
+      parked_total += 1;
+      return;
+    }
+    served += 1;
+    assert(queue.completions.tryPush(completion, 0), 'completion ring full: more requests than tags');
+  }
+
+  function serveOne(): number {
+    if (registry.volumes[request[RequestWord.VOLUME]!] === undefined) return ENODEV;
+    try {
+      return handle(request, registry);
+    } catch (error) {
+      // Operating errors are errnos inside handle(); reaching here is a bug.
+      console.error('ublksnap actor: request failed unexpectedly', error);
+      return ERRNO_BY_CODE.EIO;
+    }
+  }
+
+  function retryParked(): void {
+    for (let n = parked.count; n > 0 && parked.tryPop(request, 0); n -= 1) complete();
+  }
+
+  async function loop(): Promise<void> {
+    while (running) {
+      if (parked.count > 0) retryParked();
+      let handled = 0;
+      while (handled < BATCH_MAX && ring.tryPop(request, 0)) {
+        complete();
+        handled += 1;
+      }
+      if (handled === BATCH_MAX) await new Promise<void>((resolve) => setImmediate(resolve));
+      else await ring.waitForRecords(IDLE_WAIT_MS);
+    }
+  }
+
+  const control: IoActorControl = {
+    attachVolume(volume: VolumeDescriptor): void {
+      registry.volumes[volume.volume_index] = {
+        descriptor: volume,
+        control: new Int32Array(volume.control),
+        cbt: new CbtMap(volume.cbt),
+        reader: new VolumeReader(volume.fd, volume.faults),
+      };
+    },
+    detachVolume(volume_index: number): void {
+      registry.volumes[volume_index] = undefined;
+    },
+    addArea(area: DiffAreaDescriptor): void {
+      registry.areas.set(area.area_id, new DiffArea(area, registry));
+    },
+    forgetArea(area_id: number): void {
+      registry.areas.delete(area_id);
+    },
+    attachQueue(queue: QueueDescriptor): void {
+      registry.queues[queue.queue_id] = { completions: new Ring(queue.completions), buffers: new Slab(queue.slab) };
+    },
+    detachQueue(queue_id: number): void {
+      registry.queues[queue_id] = undefined;
+    },
+    stats(): { served: number; parked: number } {
+      return { served, parked: parked_total };
+    },
+    stop(): void {
+      running = false;
+      ring.wakeAll();
+    },
+  };
+  Comlink.expose(control, nodeEndpoint(parentPort!));
+  void loop().catch((error: unknown) => {
+    console.error('ublksnap actor: loop died', error);
+    process.exit(70);
+  });
+}

@@ -1,0 +1,107 @@
+// Starting, addressing and stopping the engine's actors:
+//
+//   cow-read  ×N   long-lived workers serving the volume request ring
+//   image-io  ×M   long-lived workers serving the image request ring
+//   store          piscina pool: store-queue flush tasks
+//   grow           piscina pool of one thread: fallocate steps
+//
+// Control calls to the long-lived workers go through comlink; their rare
+// notices (flush needed, snapshot corrupted) arrive as plain messages
+// beside comlink's, recognised by their `ublksnap_notice` key.
+
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import * as Comlink from 'comlink';
+import nodeEndpoint from 'comlink/dist/umd/node-adapter';
+import Piscina from 'piscina';
+import type { Logger } from 'pino';
+import { REQUEST_WORDS } from '../shared/request-record';
+import { Ring } from '../shared/ring';
+import type { ActorNotice, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask } from '../actors/messages';
+
+/** Requests in flight across all queues at most; openQueue refuses beyond it. */
+export const REQUEST_RING_CAPACITY = 4096;
+/** A worker that does not answer a control call within this is broken. */
+export const CONTROL_CALL_TIMEOUT_MS = 10_000;
+
+interface IoActor {
+  kind: 'cow' | 'image';
+  worker: Worker;
+  control: Comlink.Remote<IoActorControl>;
+}
+
+export class ActorPools {
+  readonly cow_ring = Ring.create(REQUEST_RING_CAPACITY, REQUEST_WORDS);
+  readonly image_ring = Ring.create(REQUEST_RING_CAPACITY, REQUEST_WORDS);
+  private readonly io_actors: IoActor[] = [];
+  private readonly store_pool: Piscina;
+  private readonly grow_pool: Piscina;
+  private stopping = false;
+
+  constructor(counts: { cow: number; image: number; store: number },
+    private readonly onNotice: (notice: ActorNotice) => void, private readonly logger: Logger) {
+    for (let i = 0; i < counts.cow; i += 1) this.io_actors.push(this.startIoActor('cow', 'cow-read.js', this.cow_ring));
+    for (let i = 0; i < counts.image; i += 1) this.io_actors.push(this.startIoActor('image', 'image-io.js', this.image_ring));
+    this.store_pool = new Piscina({ filename: actorFile('store.js'), minThreads: counts.store, maxThreads: counts.store });
+    this.grow_pool = new Piscina({ filename: actorFile('grow.js'), minThreads: 1, maxThreads: 1 });
+  }
+
+  get counts(): { cow: number; image: number; store: number } {
+    return {
+      cow: this.io_actors.filter((a) => a.kind === 'cow').length,
+      image: this.io_actors.filter((a) => a.kind === 'image').length,
+      store: this.store_pool.threads.length,
+    };
+  }
+
+  /** Runs one control call on every I/O actor and waits for all of them. */
+  async broadcast(call: (control: Comlink.Remote<IoActorControl>) => Promise<unknown>): Promise<void> {
+    await Promise.all(this.io_actors.map((actor) => withTimeout(call(actor.control), `${actor.kind} actor control call`)));
+  }
+
+  /** Wakes the actors so they retry requests parked at a frozen gate. */
+  wakeAll(): void {
+    this.cow_ring.wakeAll();
+    this.image_ring.wakeAll();
+  }
+
+  store(task: StoreTask): Promise<StoreResult> {
+    return this.store_pool.run(task) as Promise<StoreResult>;
+  }
+
+  grow(task: GrowTask): Promise<GrowResult> {
+    return this.grow_pool.run(task) as Promise<GrowResult>;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.allSettled(this.io_actors.map((actor) => withTimeout(actor.control.stop(), 'actor stop')));
+    for (const actor of this.io_actors) actor.control[Comlink.releaseProxy]();
+    await Promise.all(this.io_actors.map((actor) => actor.worker.terminate()));
+    await Promise.all([this.store_pool.destroy(), this.grow_pool.destroy()]);
+  }
+
+  private startIoActor(kind: 'cow' | 'image', file: string, ring: Ring): IoActor {
+    const worker = new Worker(actorFile(file), { workerData: { ring: ring.buffer } });
+    worker.on('message', (message: { ublksnap_notice?: ActorNotice }) => {
+      if (message && typeof message === 'object' && message.ublksnap_notice) this.onNotice(message.ublksnap_notice);
+    });
+    worker.on('error', (error) => this.logger.fatal({ err: error, actor: kind }, 'I/O actor crashed'));
+    worker.on('exit', (code) => {
+      if (!this.stopping) this.logger.fatal({ actor: kind, code }, 'I/O actor exited unexpectedly');
+    });
+    return { kind, worker, control: Comlink.wrap<IoActorControl>(nodeEndpoint(worker)) };
+  }
+}
+
+function actorFile(name: string): string {
+  return path.join(__dirname, '..', 'actors', name);
+}
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${CONTROL_CALL_TIMEOUT_MS} ms`)), CONTROL_CALL_TIMEOUT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

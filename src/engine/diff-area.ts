@@ -1,0 +1,314 @@
+// A diff area as an actor sees it: one volume's chunk table, store queue
+// and chunk buffers in one snapshot. This file is the one implementation of
+// copy-on-write and of snapshot-image I/O; the cow, image and store actors
+// only call it.
+//
+// Design notes
+//
+// Copy before write (blksnap.rst, "Copy on write"): a block layer may
+// reorder a read and a later write, so the old data of a chunk is read into
+// memory *before* the write that overwrites it is released, never after.
+// Per chunk the write covers: lock, copy if still NEW, unlock; the write
+// then goes to the volume. A chunk past NEW needs nothing, and a write
+// whose chunks are all past NEW (the fast path) reads the chunk words and
+// takes no lock at all.
+//
+// Image I/O holds each chunk's lock while it reads or modifies the chunk,
+// so a volume write (which locks a NEW chunk to copy it) and an image read
+// of the same chunk never interleave. Image data comes from:
+//
+//     NEW        the volume (nothing changed there yet)
+//     IN_MEMORY  the chunk's buffer (copied, waiting for the store)
+//     STORED     the difference storage, at the chunk's offset
+//     FAILED     nowhere: EIO
+//
+// An image write first brings the chunk into memory (from the volume if
+// NEW, from the diff storage if STORED), modifies the buffer and queues the
+// chunk to be stored again. The volume is never written through an image.
+//
+// A request range is split at chunk boundaries into pieces; the first and
+// last piece may be partial (unaligned head and tail), the middle ones are
+// whole chunks.
+
+import { assert } from '../shared/assert';
+import { ChunkState, ChunkTable, NO_OFFSET, NO_SLOT } from '../shared/chunk-table';
+import { ERRNO_BY_CODE } from '../shared/errors';
+import { Ring } from '../shared/ring';
+import { Slab } from '../shared/slab';
+import { corruptSnapshot, snapshotIsHealthy } from '../shared/snapshot-control';
+import { SECTOR_BYTES, pow2 } from '../shared/units';
+import type { DiffAreaDescriptor } from '../actors/messages';
+import { readFully, writeFully, type VolumeReader } from './volume-io';
+
+/** Area control word: an actor asked the control plane to flush. */
+export const FLUSH_REQUESTED = 0;
+export const AREA_CONTROL_WORDS = 4;
+
+/** A writer waits for a free chunk buffer in slices of this… */
+const BUFFER_WAIT_SLICE_MS = 20;
+/** …and breaks the snapshot (never the write) if none frees in this long. */
+export const BUFFER_WAIT_TIMEOUT_MS = 30_000;
+
+const EIO = ERRNO_BY_CODE.EIO;
+const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
+
+/** What an area reports to the control plane; implemented by each actor. */
+export interface AreaNotifier {
+  flush(area_id: number): void;
+  corrupted(area_id: number, errno: number, message: string): void;
+}
+
+export class DiffArea {
+  readonly area_id: number;
+  readonly table: ChunkTable;
+  readonly store_queue: Ring;
+  readonly slab: Slab;
+  readonly chunk_bytes: number;
+  readonly chunk_count: number;
+  readonly last_chunk_bytes: number;
+  readonly storage_fd: number;
+  private readonly area_control: Int32Array;
+  private readonly snapshot_control: Int32Array;
+  private readonly chunk_maximum_in_queue: number;
+  private readonly record = new Int32Array(1);
+
+  constructor(readonly descriptor: DiffAreaDescriptor, private readonly notifier: AreaNotifier) {
+    this.area_id = descriptor.area_id;
+    this.table = new ChunkTable(descriptor.table);
+    this.store_queue = new Ring(descriptor.store_queue);
+    this.slab = new Slab(descriptor.slab);
+    this.chunk_bytes = pow2(descriptor.chunk_shift);
+    this.chunk_count = descriptor.chunk_count;
+    this.last_chunk_bytes = descriptor.last_chunk_sectors * SECTOR_BYTES;
+    this.storage_fd = descriptor.storage_fd;
+    this.area_control = new Int32Array(descriptor.area_control);
+    this.snapshot_control = new Int32Array(descriptor.snapshot_control);
+    this.chunk_maximum_in_queue = descriptor.chunk_maximum_in_queue;
+    assert(this.slab.slot_bytes >= this.chunk_bytes, 'chunk buffers smaller than a chunk');
+  }
+
+  get healthy(): boolean {
+    return snapshotIsHealthy(this.snapshot_control);
+  }
+
+  chunkBytes(chunk: number): number {
+    return chunk === this.chunk_count - 1 ? this.last_chunk_bytes : this.chunk_bytes;
+  }
+
+  // ── the write path ──────────────────────────────────────────────────────
+
+  /**
+   * Saves the old data of every NEW chunk in [offset, offset + length)
+   * before a volume write. Never fails the write: an error breaks the
+   * snapshot instead.
+   */
+  copyBeforeWrite(volume: VolumeReader, offset_bytes: number, length_bytes: number): void {
+    if (length_bytes === 0 || !this.healthy) return;
+    const first = Math.floor(offset_bytes / this.chunk_bytes);
+    const last = Math.floor((offset_bytes + length_bytes - 1) / this.chunk_bytes);
+    if (this.table.allPastNew(first, last)) return;
+    for (let chunk = first; chunk <= last; chunk += 1) {
+      if (this.table.state(chunk) !== ChunkState.NEW) continue;
+      this.table.lock(chunk);
+      try {
+        if (this.table.state(chunk) === ChunkState.NEW && this.healthy) this.copyChunk(volume, chunk);
+      } finally {
+        this.table.unlock(chunk);
+      }
+    }
+  }
+
+  /** Under the chunk's lock: NEW → IN_MEMORY (queued), or FAILED. */
+  private copyChunk(volume: VolumeReader, chunk: number): void {
+    const slot = this.allocBuffer();
+    if (slot === NO_SLOT) return;
+    try {
+      volume.read(this.slab.view(slot), 0, this.chunkBytes(chunk), chunk * this.chunk_bytes);
+    } catch (error) {
+      this.slab.release(slot);
+      this.table.setState(chunk, ChunkState.FAILED, NO_SLOT);
+      this.corrupt(EIO, `copy-on-write read of chunk ${chunk} failed: ${(error as Error).message}`);
+      return;
+    }
+    this.table.setState(chunk, ChunkState.IN_MEMORY, slot);
+    this.enqueue(chunk);
+  }
+
+  // ── the image path ──────────────────────────────────────────────────────
+
+  /** Reads [offset, offset + length) of the image into target. Returns an errno. */
+  imageRead(volume: VolumeReader, target: Uint8Array, offset_bytes: number, length_bytes: number): number {
+    let done = 0;
+    while (done < length_bytes) {
+      if (!this.healthy) return EIO;
+      const position = offset_bytes + done;
+      const chunk = Math.floor(position / this.chunk_bytes);
+      const in_chunk = position - chunk * this.chunk_bytes;
+      const piece = Math.min(length_bytes - done, this.chunkBytes(chunk) - in_chunk);
+      this.table.lock(chunk);
+      try {
+        const errno = this.readPiece(volume, chunk, target, done, in_chunk, piece);
+        if (errno !== 0) return errno;
+      } finally {
+        this.table.unlock(chunk);
+      }
+      done += piece;
+    }
+    // A snapshot broken while we read may have handed us stale data.
+    return this.healthy ? 0 : EIO;
+  }
+
+  private readPiece(volume: VolumeReader, chunk: number, target: Uint8Array, target_offset: number,
+    in_chunk: number, piece: number): number {
+    try {
+      switch (this.table.state(chunk)) {
+        case ChunkState.NEW:
+          volume.read(target, target_offset, piece, chunk * this.chunk_bytes + in_chunk);
+          return 0;
+        case ChunkState.IN_MEMORY: {
+          const view = this.slab.view(this.table.slot(chunk));
+          target.set(view.subarray(in_chunk, in_chunk + piece), target_offset);
+          return 0;
+        }
+        case ChunkState.STORED:
+          readFully(this.storage_fd, target, target_offset, piece, this.table.offset(chunk) * SECTOR_BYTES + in_chunk);
+          return 0;
+        case ChunkState.FAILED:
+          return EIO;
+      }
+    } catch (error) {
+      // The volume or the diff storage failed under an image read: only this read fails.
+      return EIO;
+    }
+  }
+
+  /** Writes source into [offset, offset + length) of the image. Returns an errno. */
+  imageWrite(volume: VolumeReader, source: Uint8Array, offset_bytes: number, length_bytes: number): number {
+    let done = 0;
+    while (done < length_bytes) {
+      if (!this.healthy) return EIO;
+      const position = offset_bytes + done;
+      const chunk = Math.floor(position / this.chunk_bytes);
+      const in_chunk = position - chunk * this.chunk_bytes;
+      const piece = Math.min(length_bytes - done, this.chunkBytes(chunk) - in_chunk);
+      this.table.lock(chunk);
+      try {
+        const slot = this.loadForWrite(volume, chunk);
+        if (slot === NO_SLOT) return EIO;
+        this.slab.view(slot).set(source.subarray(done, done + piece), in_chunk);
+      } finally {
+        this.table.unlock(chunk);
+      }
+      done += piece;
+    }
+    return 0;
+  }
+
+  /** Under the chunk's lock: the chunk's buffer, loading it first if needed. */
+  private loadForWrite(volume: VolumeReader, chunk: number): number {
+    const state = this.table.state(chunk);
+    if (state === ChunkState.IN_MEMORY) return this.table.slot(chunk);
+    if (state === ChunkState.FAILED) return NO_SLOT;
+    const slot = this.allocBuffer();
+    if (slot === NO_SLOT) return NO_SLOT;
+    const view = this.slab.view(slot);
+    const bytes = this.chunkBytes(chunk);
+    try {
+      if (state === ChunkState.NEW) volume.read(view, 0, bytes, chunk * this.chunk_bytes);
+      else readFully(this.storage_fd, view, 0, bytes, this.table.offset(chunk) * SECTOR_BYTES);
+    } catch (error) {
+      this.slab.release(slot);
+      this.table.setState(chunk, ChunkState.FAILED, NO_SLOT);
+      this.corrupt(EIO, `image write could not load chunk ${chunk}: ${(error as Error).message}`);
+      return NO_SLOT;
+    }
+    this.table.setState(chunk, ChunkState.IN_MEMORY, slot);
+    this.enqueue(chunk);
+    return slot;
+  }
+
+  // ── the store side ──────────────────────────────────────────────────────
+
+  /**
+   * Under the chunk's lock: writes an IN_MEMORY chunk to the diff storage
+   * at `offset_sectors` and frees its buffer. Returns an errno.
+   */
+  storeChunk(chunk: number, allocate: (sectors: number) => number): 'stored' | 'no_room' | 'skipped' | number {
+    if (this.table.state(chunk) !== ChunkState.IN_MEMORY) return 'skipped';
+    const bytes = this.chunkBytes(chunk);
+    let offset = this.table.offset(chunk);
+    if (offset === NO_OFFSET) {
+      offset = allocate(Math.ceil(bytes / SECTOR_BYTES));
+      if (offset < 0) return 'no_room';
+      this.table.setOffset(chunk, offset);
+    }
+    const slot = this.table.slot(chunk);
+    try {
+      writeFully(this.storage_fd, this.slab.view(slot), 0, bytes, offset * SECTOR_BYTES);
+    } catch (error) {
+      this.failChunk(chunk);
+      const errno = (error as { errno?: number }).errno;
+      return typeof errno === 'number' && errno < 0 ? -errno : errno ?? EIO;
+    }
+    this.table.setState(chunk, ChunkState.STORED, NO_SLOT);
+    this.slab.release(slot);
+    return 'stored';
+  }
+
+  /** Under the chunk's lock: drops a chunk's buffer for a broken snapshot. */
+  failChunk(chunk: number): void {
+    const state = this.table.state(chunk);
+    if (state === ChunkState.FAILED) return;
+    const slot = state === ChunkState.IN_MEMORY ? this.table.slot(chunk) : NO_SLOT;
+    this.table.setState(chunk, ChunkState.FAILED, NO_SLOT);
+    if (slot !== NO_SLOT) this.slab.release(slot);
+  }
+
+  /** Pops the next queued chunk, or -1. */
+  nextQueued(): number {
+    return this.store_queue.tryPop(this.record, 0) ? this.record[0]! : -1;
+  }
+
+  requeue(chunk: number): void {
+    this.record[0] = chunk;
+    assert(this.store_queue.tryPush(this.record, 0), 'store queue full on requeue');
+  }
+
+  clearFlushRequest(): void {
+    Atomics.store(this.area_control, FLUSH_REQUESTED, 0);
+  }
+
+  corrupt(errno: number, message: string): void {
+    if (corruptSnapshot(this.snapshot_control, errno)) this.notifier.corrupted(this.area_id, errno, message);
+  }
+
+  // ── helpers ─────────────────────────────────────────────────────────────
+
+  private enqueue(chunk: number): void {
+    this.record[0] = chunk;
+    // The queue holds as many cells as there are buffers, and every queued
+    // chunk holds one buffer: it cannot be full.
+    assert(this.store_queue.tryPush(this.record, 0), `store queue full with chunk ${chunk}`);
+    if (this.store_queue.count > this.chunk_maximum_in_queue) this.requestFlush();
+  }
+
+  private requestFlush(): void {
+    if (Atomics.compareExchange(this.area_control, FLUSH_REQUESTED, 0, 1) === 0) this.notifier.flush(this.area_id);
+  }
+
+  /** A free chunk buffer; waits for the store to free one. NO_SLOT if the snapshot broke meanwhile. */
+  private allocBuffer(): number {
+    const slot = this.slab.tryAlloc();
+    if (slot !== NO_SLOT) return slot;
+    this.requestFlush();
+    const deadline = Date.now() + BUFFER_WAIT_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      const waited = this.slab.alloc(BUFFER_WAIT_SLICE_MS);
+      if (waited !== NO_SLOT) return waited;
+      if (!this.healthy) return NO_SLOT;
+      this.requestFlush();
+    }
+    this.corrupt(ETIMEDOUT, `no chunk buffer freed within ${BUFFER_WAIT_TIMEOUT_MS} ms`);
+    return NO_SLOT;
+  }
+}

@@ -1,0 +1,379 @@
+// The engine: the in-process heart of ublksnap that every frontend drives.
+// The control plane lives here, on the main thread: the registry of
+// volumes and snapshots, validation of every control call, events, and the
+// frontend queues. Data moves in the actors (actor-pools.ts).
+//
+//   Engine ── volumes (volume.ts) ── tracker (CBT)
+//          ── snapshots (snapshot.ts) ── diff storage, diff areas, events
+//          ── queues (io-queue.ts) ──► request rings ──► cow / image actors
+//          ── actor pools: cow-read, image-io, store (piscina), grow (piscina)
+
+import path from 'node:path';
+import pino, { type Logger } from 'pino';
+import { assert } from '../shared/assert';
+import type { CbtInfo } from '../shared/cbt-map';
+import { UblksnapError } from '../shared/errors';
+import { validateParams, type Params } from '../shared/params';
+import { handleIsImage, handleSerial, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
+import { PAGE_BYTES } from '../shared/units';
+import { IMAGE_SERIAL } from '../shared/volume-control';
+import type { ActorNotice } from '../actors/messages';
+import { ActorPools, REQUEST_RING_CAPACITY } from './actor-pools';
+import type {
+  CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, IoQueue, SnapshotCreateOptions,
+  SnapshotEvent, SnapshotInfo, VolumeInfo, VolumeSnapshotInfo,
+} from './api';
+import { DiffStorage } from './diff-storage';
+import { armFault, disarmFault } from './fault-injector';
+import { EngineIoQueue } from './io-queue';
+import { Snapshot } from './snapshot';
+import { defaultVolumeName, validateVolumeName, VolumeRecord } from './volume';
+
+const DEFAULT_COW_WORKERS = 2;
+const DEFAULT_IMAGE_WORKERS = 1;
+const DEFAULT_STORE_THREADS = 1;
+const WORKERS_MAX = 16;
+/** Chunks left in a store queue are flushed after this much quiet. */
+export const STORE_IDLE_FLUSH_MS = 200;
+/** waitEvent never waits longer than this (clients long-poll again). */
+export const EVENT_WAIT_MAX_MS = 3_600_000;
+/** Destroyed snapshots keep their last events for late waiters, this many at most. */
+const RETIRED_SNAPSHOTS_MAX = 256;
+export const QUEUE_DEPTH_MAX = 1024;
+export const QUEUE_IO_BYTES_MAX = 32 * 1024 * 1024;
+const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export class Engine implements EngineControl {
+  private readonly volumes_by_index: (VolumeRecord | undefined)[] = [];
+  private readonly snapshots = new Map<string, Snapshot>();
+  private readonly retired = new Map<string, Snapshot>();
+  private readonly queues = new Map<number, EngineIoQueue>();
+  private next_queue_id = 0;
+  private readonly idle_timer: NodeJS.Timeout;
+  private stopped = false;
+
+  private constructor(private readonly pools: ActorPools, readonly params: Params,
+    private readonly logger: Logger, private readonly fault_injection: boolean) {
+    this.idle_timer = setInterval(() => this.flushIdleQueues(), STORE_IDLE_FLUSH_MS);
+    this.idle_timer.unref();
+  }
+
+  static async start(options: EngineOptions = {}): Promise<Engine> {
+    const params = validateParams(options.params ?? {});
+    const count = (value: number | undefined, fallback: number, what: string): number => {
+      const n = value ?? fallback;
+      if (!Number.isInteger(n) || n < 1 || n > WORKERS_MAX) throw new UblksnapError('EINVAL', `${what} must be an integer in [1, ${WORKERS_MAX}], got ${n}`);
+      return n;
+    };
+    const counts = {
+      cow: count(options.cow_workers, DEFAULT_COW_WORKERS, 'cow_workers'),
+      image: count(options.image_workers, DEFAULT_IMAGE_WORKERS, 'image_workers'),
+      store: count(options.store_threads, DEFAULT_STORE_THREADS, 'store_threads'),
+    };
+    const logger = options.logger ?? pino({ level: 'silent' });
+    let engine: Engine | undefined;
+    const pools = new ActorPools(counts, (notice) => engine?.onNotice(notice), logger);
+    engine = new Engine(pools, params, logger, options.fault_injection === true);
+    logger.info({ workers: counts }, 'engine started');
+    return engine;
+  }
+
+  // ── volumes ─────────────────────────────────────────────────────────────
+
+  async attach(volume_path: string, options: { name?: string } = {}): Promise<VolumeInfo> {
+    this.assertRunning();
+    if (typeof volume_path !== 'string' || volume_path.length === 0) throw new UblksnapError('EINVAL', 'attach needs the path of a file or block device');
+    const resolved = path.resolve(volume_path);
+    const name = validateVolumeName(options.name ?? defaultVolumeName(resolved));
+    for (const volume of this.allVolumes()) {
+      if (volume.path === resolved) throw new UblksnapError('EALREADY', `${resolved} is already attached as ${volume.name}`);
+      if (volume.name === name) throw new UblksnapError('EEXIST', `a volume named ${name} is already attached (${volume.path})`);
+    }
+    let index = this.volumes_by_index.findIndex((v) => v === undefined);
+    if (index < 0) index = this.volumes_by_index.length;
+    if (index >= VOLUME_INDEX_LIMIT) throw new UblksnapError('EBUSY', `at most ${VOLUME_INDEX_LIMIT} volumes may be attached`);
+    const volume = VolumeRecord.open(index, name, resolved, this.params, this.fault_injection);
+    this.volumes_by_index[index] = volume;
+    try {
+      await this.pools.broadcast((actor) => actor.attachVolume(volume.descriptor));
+    } catch (error) {
+      this.volumes_by_index[index] = undefined;
+      volume.close();
+      throw error;
+    }
+    this.logger.info({ volume: name, path: resolved, capacity_sectors: volume.capacity_sectors }, 'volume attached');
+    return volume.describe();
+  }
+
+  async detach(volume_ref: string, options: { force?: boolean } = {}): Promise<void> {
+    this.assertRunning();
+    const volume = this.findVolume(volume_ref);
+    const snapshot = volume.snapshot;
+    if (snapshot !== null) {
+      if (options.force !== true) {
+        throw new UblksnapError('EBUSY', `volume ${volume.name} is in snapshot ${snapshot.id}: destroy it first, or detach with force`);
+      }
+      await this.snapshotDestroy(snapshot.id);
+    }
+    // Once every actor dropped the volume, none is inside one of its requests.
+    this.volumes_by_index[volume.index] = undefined;
+    await this.pools.broadcast((actor) => actor.detachVolume(volume.index));
+    volume.close();
+    this.logger.info({ volume: volume.name }, 'volume detached');
+  }
+
+  volumes(): VolumeInfo[] {
+    return this.allVolumes().map((v) => v.describe());
+  }
+
+  volume(volume_ref: string): VolumeInfo {
+    return this.findVolume(volume_ref).describe();
+  }
+
+  // ── CBT ─────────────────────────────────────────────────────────────────
+
+  cbtInfo(volume_ref: string): CbtInfo {
+    return this.findVolume(volume_ref).tracker.info();
+  }
+
+  readCbtMap(volume_ref: string, first_block: number, target: Uint8Array): number {
+    const map = this.findVolume(volume_ref).tracker.map;
+    if (!Number.isSafeInteger(first_block) || first_block < 0 || first_block > map.block_count) {
+      throw new UblksnapError('EINVAL', `first block ${first_block} outside [0, ${map.block_count}]`);
+    }
+    if (!(target instanceof Uint8Array)) throw new UblksnapError('EINVAL', 'readCbtMap needs a Uint8Array to fill');
+    return map.readSnapshot(first_block, target);
+  }
+
+  markDirty(volume_ref: string, ranges: CbtRange[]): void {
+    const volume = this.findVolume(volume_ref);
+    if (!Array.isArray(ranges) || ranges.length === 0) throw new UblksnapError('EINVAL', 'markdirty needs at least one SECTOR:COUNT range');
+    for (const range of ranges) {
+      const ok = range && Number.isSafeInteger(range.sector) && Number.isSafeInteger(range.count) &&
+        range.sector >= 0 && range.count > 0 && range.sector + range.count <= volume.capacity_sectors;
+      if (!ok) throw new UblksnapError('ERANGE', `range ${JSON.stringify(range)} is not inside [0, ${volume.capacity_sectors}) sectors`);
+    }
+    for (const range of ranges) volume.tracker.map.markDirty(range.sector, range.count);
+  }
+
+  // ── snapshots ───────────────────────────────────────────────────────────
+
+  async snapshotCreate(options: SnapshotCreateOptions): Promise<string> {
+    this.assertRunning();
+    if (!options || !Array.isArray(options.volumes)) throw new UblksnapError('EINVAL', 'snapshot_create needs a list of volumes');
+    const volumes = options.volumes.map((ref) => this.findVolume(ref));
+    const storage = DiffStorage.open(options.storage, options.limit_bytes);
+    const snapshot = new Snapshot(storage, this.pools, this.params, this.logger);
+    try {
+      storage.refuseIfOn(this.allVolumes().filter((v) => v.snapshot !== null || volumes.includes(v))
+        .map((v) => ({ path: v.path, info: v.info })));
+      for (const volume of volumes) snapshot.add(volume);
+    } catch (error) {
+      for (const volume of snapshot.volumes) volume.snapshot = null;
+      storage.close();
+      throw error;
+    }
+    this.snapshots.set(snapshot.id, snapshot);
+    this.logger.info({ snapshot: snapshot.id, volumes: volumes.map((v) => v.name), storage: storage.path, kind: storage.kind }, 'snapshot created');
+    return snapshot.id;
+  }
+
+  async snapshotAdd(id: string, volume_ref: string): Promise<void> {
+    this.findSnapshot(id).add(this.findVolume(volume_ref));
+  }
+
+  async snapshotTake(id: string): Promise<void> {
+    this.assertRunning();
+    await this.findSnapshot(id).take();
+  }
+
+  async snapshotDestroy(id: string): Promise<void> {
+    const snapshot = this.findSnapshot(id);
+    this.snapshots.delete(id);
+    this.retire(snapshot);
+    await snapshot.destroy();
+  }
+
+  snapshotCollect(): string[] {
+    return [...this.snapshots.keys()];
+  }
+
+  snapshotInfo(id: string): SnapshotInfo {
+    return this.findSnapshot(id).info();
+  }
+
+  volumeSnapshotInfo(volume_ref: string): VolumeSnapshotInfo {
+    const volume = this.findVolume(volume_ref);
+    const snapshot = volume.snapshot;
+    if (snapshot === null) return { snapshot_id: null, error_code: 0, image_export: null };
+    return {
+      snapshot_id: snapshot.id,
+      error_code: snapshot.error_code,
+      image_export: snapshot.taken ? `${volume.name}@${snapshot.id}` : null,
+    };
+  }
+
+  async waitEvent(id: string, timeout_ms: number): Promise<SnapshotEvent | null> {
+    if (!Number.isSafeInteger(timeout_ms) || timeout_ms < 0 || timeout_ms > EVENT_WAIT_MAX_MS) {
+      throw new UblksnapError('EINVAL', `timeout must be an integer in [0, ${EVENT_WAIT_MAX_MS}] ms`);
+    }
+    const snapshot = this.snapshots.get(id) ?? this.retired.get(id);
+    if (snapshot === undefined || snapshot.events.drained) throw this.unknownSnapshot(id);
+    return snapshot.nextEvent(timeout_ms);
+  }
+
+  // ── exports and I/O ─────────────────────────────────────────────────────
+
+  resolveExport(name: string): ExportTarget {
+    if (typeof name !== 'string') throw new UblksnapError('EINVAL', 'an export name must be a string');
+    const at = name.indexOf('@');
+    const volume = this.findVolumeByName(at < 0 ? name : name.slice(0, at));
+    const base = { volume_name: volume.name, size_bytes: volume.capacity_bytes, logical_block_bytes: volume.logical_block_bytes, writable: true };
+    if (at < 0) return { ...base, handle: packHandle(volume.index, 0), kind: 'volume', snapshot_id: null };
+    const snapshot_id = name.slice(at + 1);
+    const snapshot = volume.snapshot;
+    if (snapshot === null || snapshot.id !== snapshot_id || !snapshot.taken) {
+      throw new UblksnapError('ESRCH', `no image ${name}: volume ${volume.name} is not in taken snapshot ${snapshot_id}`);
+    }
+    return { ...base, handle: packHandle(volume.index, snapshot.serial), kind: 'image', snapshot_id };
+  }
+
+  exportNames(): string[] {
+    const names: string[] = [];
+    for (const volume of this.allVolumes()) {
+      names.push(volume.name);
+      if (volume.snapshot?.taken) names.push(`${volume.name}@${volume.snapshot.id}`);
+    }
+    return names;
+  }
+
+  isLive(handle: number): boolean {
+    const volume = this.volumes_by_index[handleVolume(handle)];
+    if (volume === undefined) return false;
+    return !handleIsImage(handle) || Atomics.load(volume.control, IMAGE_SERIAL) === handleSerial(handle);
+  }
+
+  async openQueue(options: { depth: number; max_io_bytes: number }): Promise<IoQueue> {
+    this.assertRunning();
+    const { depth, max_io_bytes } = options ?? {};
+    if (!Number.isInteger(depth) || depth < 1 || depth > QUEUE_DEPTH_MAX) {
+      throw new UblksnapError('EINVAL', `queue depth must be an integer in [1, ${QUEUE_DEPTH_MAX}], got ${depth}`);
+    }
+    if (!Number.isInteger(max_io_bytes) || max_io_bytes < PAGE_BYTES || max_io_bytes > QUEUE_IO_BYTES_MAX || max_io_bytes % PAGE_BYTES !== 0) {
+      throw new UblksnapError('EINVAL', `max_io_bytes must be a multiple of ${PAGE_BYTES} in [${PAGE_BYTES}, ${QUEUE_IO_BYTES_MAX}], got ${max_io_bytes}`);
+    }
+    const open_depth = [...this.queues.values()].reduce((sum, q) => sum + q.depth, 0);
+    if (open_depth + depth > REQUEST_RING_CAPACITY) {
+      throw new UblksnapError('EBUSY', `${open_depth} tags are open; a queue of ${depth} more would pass the ${REQUEST_RING_CAPACITY} the request rings hold`);
+    }
+    const queue = new EngineIoQueue(this.next_queue_id++, depth, max_io_bytes,
+      { cow: this.pools.cow_ring, image: this.pools.image_ring },
+      async (closed) => {
+        this.queues.delete(closed.queue_id);
+        if (!this.stopped) await this.pools.broadcast((actor) => actor.detachQueue(closed.queue_id));
+      });
+    this.queues.set(queue.queue_id, queue);
+    await this.pools.broadcast((actor) => actor.attachQueue(queue.descriptor));
+    return queue;
+  }
+
+  // ── status and life ─────────────────────────────────────────────────────
+
+  status(): EngineStatus {
+    return {
+      volumes: this.allVolumes().map((v) => ({ ...v.describe(), cbt: v.tracker.info() })),
+      snapshots: [...this.snapshots.values()].map((s) => s.info()),
+      queues: [...this.queues.values()].map((q) => ({ queue_id: q.queue_id, depth: q.depth, in_flight: q.in_flight })),
+      workers: this.pools.counts,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    clearInterval(this.idle_timer);
+    for (const id of [...this.snapshots.keys()]) await this.snapshotDestroy(id);
+    for (const queue of [...this.queues.values()]) await queue.close();
+    this.stopped = true;
+    await this.pools.stop();
+    for (const volume of this.allVolumes()) volume.close();
+    this.volumes_by_index.length = 0;
+    this.logger.info('engine stopped');
+  }
+
+  /** Test hook: volume reads of [first, end) bytes fail with EIO (needs fault_injection). */
+  injectReadFault(volume_ref: string, first_byte: number, end_byte: number): void {
+    const faults = this.findVolume(volume_ref).faults;
+    assert(faults !== undefined, 'the engine was started without fault_injection');
+    armFault(faults, first_byte, end_byte);
+  }
+
+  clearReadFault(volume_ref: string): void {
+    const faults = this.findVolume(volume_ref).faults;
+    if (faults) disarmFault(faults);
+  }
+
+  // ── internals ───────────────────────────────────────────────────────────
+
+  private onNotice(notice: ActorNotice): void {
+    for (const snapshot of this.snapshots.values()) {
+      const area = snapshot.areas.get(notice.area_id);
+      if (area === undefined) continue;
+      if (notice.type === 'flush') snapshot.flush(area);
+      else snapshot.onCorrupted(area.volume.name, notice.errno, notice.message);
+      return;
+    }
+  }
+
+  private flushIdleQueues(): void {
+    for (const snapshot of this.snapshots.values()) {
+      if (!snapshot.taken) continue;
+      for (const area of snapshot.areas.values()) {
+        if (area.flushing === null && area.view.store_queue.count > 0) snapshot.flush(area);
+      }
+    }
+  }
+
+  private retire(snapshot: Snapshot): void {
+    this.retired.set(snapshot.id, snapshot);
+    for (const [id, old] of this.retired) {
+      if (this.retired.size <= RETIRED_SNAPSHOTS_MAX) break;
+      if (old !== snapshot) this.retired.delete(id);
+    }
+  }
+
+  private allVolumes(): VolumeRecord[] {
+    return this.volumes_by_index.filter((v): v is VolumeRecord => v !== undefined);
+  }
+
+  private findVolume(ref: string): VolumeRecord {
+    if (typeof ref !== 'string' || ref.length === 0) throw new UblksnapError('EINVAL', 'a volume is named by its path or its name');
+    const resolved = path.resolve(ref);
+    const found = this.allVolumes().find((v) => v.name === ref || v.path === resolved);
+    if (found === undefined) throw new UblksnapError('ESRCH', `no attached volume ${ref}`);
+    return found;
+  }
+
+  private findVolumeByName(name: string): VolumeRecord {
+    const found = this.allVolumes().find((v) => v.name === name);
+    if (found === undefined) throw new UblksnapError('ESRCH', `no export ${name}: no attached volume has that name`);
+    return found;
+  }
+
+  private findSnapshot(id: string): Snapshot {
+    if (typeof id !== 'string' || !SNAPSHOT_ID_PATTERN.test(id)) {
+      throw new UblksnapError('EINVAL', `snapshot id ${JSON.stringify(id)} is not a UUID`);
+    }
+    const snapshot = this.snapshots.get(id);
+    if (snapshot === undefined) throw this.unknownSnapshot(id);
+    return snapshot;
+  }
+
+  private unknownSnapshot(id: string): UblksnapError {
+    return new UblksnapError('ESRCH', `unknown snapshot ${id}`);
+  }
+
+  private assertRunning(): void {
+    if (this.stopped) throw new UblksnapError('ESHUTDOWN', 'the engine is stopped');
+  }
+}
+

@@ -1,0 +1,333 @@
+// One snapshot on the control plane: its volumes, its difference storage,
+// a diff area per volume, its events, and the coordination the actors
+// cannot do alone — take, destroy, store-queue flushes and storage growth.
+//
+// Design notes
+//
+// Take (coherent across volumes): the diff areas are built and handed to
+// every actor first, outside the freeze. Then every volume's gate is frozen
+// at once, the writes in flight drain, each CBT map switches, copy-on-write
+// is armed and the image opened, and the gates thaw. A write that passed a
+// gate before the freeze completes before the switch (it is in the image);
+// a write that meets the frozen gate waits in its actor and is copied on
+// write after the thaw (it is not).
+//
+// Destroy: the image gate closes (new image requests fail), image I/O in
+// flight drains, copy-on-write is disarmed under a freeze, running store
+// and grow tasks finish, and only then does the storage close — a store
+// task must never write through a file descriptor number that the close
+// made free for reuse.
+//
+// Flush and growth: an actor that filled its store queue past
+// chunk_maximum_in_queue sends one notice; the control plane runs store
+// tasks on piscina until the queue is empty. A task that reports low space
+// starts a growth step; one that found no room waits for growth, and if
+// growth is impossible (limit reached, filesystem full, a block device) the
+// snapshot overflows: it breaks with ENOSPC, the queue is dropped, and the
+// volume writes go on untouched.
+
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { alignedOffset } from '../native';
+import { ChunkTable } from '../shared/chunk-table';
+import { ERRNO_BY_CODE, UblksnapError } from '../shared/errors';
+import { chunkGeometry } from '../shared/geometry';
+import type { Params } from '../shared/params';
+import { Ring } from '../shared/ring';
+import { Slab } from '../shared/slab';
+import { corruptSnapshot, createSnapshotControl, SnapshotStateCode, SnapshotWord } from '../shared/snapshot-control';
+import { SECTOR_BYTES } from '../shared/units';
+import {
+  ARMED_AREA, FROZEN, IMAGE_AREA, IMAGE_IN_FLIGHT, IMAGE_SERIAL, NO_AREA, WRITES_IN_FLIGHT,
+} from '../shared/volume-control';
+import type { DiffAreaDescriptor, StoreResult } from '../actors/messages';
+import type { ActorPools } from './actor-pools';
+import type { SnapshotEvent, SnapshotInfo, SnapshotState } from './api';
+import { AREA_CONTROL_WORDS, DiffArea } from './diff-area';
+import type { DiffStorage } from './diff-storage';
+import { EventQueue } from './events';
+import type { VolumeRecord } from './volume';
+
+/** Writes in flight must drain within this at take or destroy, else the take fails. */
+export const GATE_DRAIN_TIMEOUT_MS = 10_000;
+/** Store tasks per flush at most (each handles up to 4096 chunks). */
+const FLUSH_ROUNDS_MAX = 1024;
+
+const ENOSPC = ERRNO_BY_CODE.ENOSPC;
+
+export interface AreaRecord {
+  descriptor: DiffAreaDescriptor;
+  view: DiffArea;
+  volume: VolumeRecord;
+  flushing: Promise<void> | null;
+  flush_again: boolean;
+}
+
+let next_area_id = 1;
+let next_serial = 1;
+
+export class Snapshot {
+  readonly id = randomUUID();
+  readonly serial = next_serial++;
+  readonly control = createSnapshotControl();
+  readonly volumes: VolumeRecord[] = [];
+  readonly areas = new Map<number, AreaRecord>();
+  readonly events = new EventQueue();
+  private destroyed = false;
+  private growing: Promise<boolean> | null = null;
+  private no_space_reported = false;
+  private readonly tasks = new Set<Promise<unknown>>();
+
+  constructor(readonly storage: DiffStorage, private readonly pools: ActorPools,
+    private readonly params: Params, private readonly logger: Logger) {}
+
+  get state(): SnapshotState {
+    if (this.destroyed) return 'destroyed';
+    switch (Atomics.load(this.control, SnapshotWord.STATE) as SnapshotStateCode) {
+      case SnapshotStateCode.CREATED: return 'created';
+      case SnapshotStateCode.TAKEN: return 'taken';
+      case SnapshotStateCode.CORRUPTED: return 'corrupted';
+      case SnapshotStateCode.DESTROYING: return 'destroyed';
+    }
+  }
+
+  get error_code(): number {
+    return Atomics.load(this.control, SnapshotWord.ERRNO);
+  }
+
+  get taken(): boolean {
+    return this.state === 'taken' || this.state === 'corrupted';
+  }
+
+  add(volume: VolumeRecord): void {
+    if (this.state !== 'created') throw new UblksnapError('EPERM', `snapshot ${this.id} is already taken: volumes can only be added before take`);
+    if (this.volumes.includes(volume)) throw new UblksnapError('EALREADY', `volume ${volume.name} is already in snapshot ${this.id}`);
+    if (volume.snapshot !== null) throw new UblksnapError('EBUSY', `volume ${volume.name} is in snapshot ${volume.snapshot.id}`);
+    this.storage.refuseIfOn([{ path: volume.path, info: volume.info }]);
+    this.volumes.push(volume);
+    volume.snapshot = this;
+  }
+
+  // ── take ────────────────────────────────────────────────────────────────
+
+  async take(): Promise<void> {
+    if (this.state !== 'created') throw new UblksnapError('EALREADY', `snapshot ${this.id} is already taken`);
+    if (this.volumes.length === 0) throw new UblksnapError('EINVAL', `snapshot ${this.id} has no volumes`);
+    const started = process.hrtime.bigint();
+    const areas = this.volumes.map((volume) => this.createArea(volume));
+    await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
+    await this.frozen(async () => {
+      for (const area of areas) {
+        area.volume.tracker.map.switchForTake();
+        Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
+        Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
+        Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
+      }
+      Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
+    });
+    const took_ms = Number(process.hrtime.bigint() - started) / 1e6;
+    this.logger.info({ snapshot: this.id, volumes: this.volumes.map((v) => v.name), took_ms }, 'snapshot taken');
+  }
+
+  private createArea(volume: VolumeRecord): AreaRecord {
+    const geometry = chunkGeometry(volume.capacity_sectors, volume.min_io_bytes, this.params);
+    const chunk_bytes = geometry.unit_sectors * SECTOR_BYTES;
+    const slot_count = Math.max(1, Math.min(this.params.free_diff_buffer_pool_size, geometry.count));
+    let queue_capacity = 1;
+    while (queue_capacity < slot_count) queue_capacity *= 2;
+    const descriptor: DiffAreaDescriptor = {
+      area_id: next_area_id++,
+      volume_index: volume.index,
+      snapshot_serial: this.serial,
+      chunk_shift: geometry.shift,
+      chunk_count: geometry.count,
+      last_chunk_sectors: geometry.last_unit_sectors,
+      table: ChunkTable.create(geometry.count).buffers,
+      store_queue: Ring.create(queue_capacity, 1).buffer,
+      area_control: new SharedArrayBuffer(AREA_CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT),
+      slab: Slab.create(chunk_bytes, slot_count, alignedOffset).buffers,
+      storage_fd: this.storage.fd,
+      storage_counters: this.storage.counters.buffer,
+      snapshot_control: this.control.buffer as SharedArrayBuffer,
+      chunk_maximum_in_queue: this.params.chunk_maximum_in_queue,
+    };
+    const record: AreaRecord = {
+      descriptor, volume, flushing: null, flush_again: false,
+      view: new DiffArea(descriptor, { flush: () => undefined, corrupted: () => undefined }),
+    };
+    this.areas.set(descriptor.area_id, record);
+    return record;
+  }
+
+  /**
+   * Runs `switch` with every volume's write gate frozen and drained.
+   * Throws ETIMEDOUT (and thaws) when writes do not drain in time.
+   */
+  private async frozen(switchOver: () => void | Promise<void>): Promise<void> {
+    for (const volume of this.volumes) Atomics.store(volume.control, FROZEN, 1);
+    try {
+      for (const volume of this.volumes) await drain(volume.control, WRITES_IN_FLIGHT, `writes to ${volume.name}`);
+      await switchOver();
+    } finally {
+      for (const volume of this.volumes) Atomics.store(volume.control, FROZEN, 0);
+      this.pools.wakeAll();
+    }
+  }
+
+  // ── destroy ─────────────────────────────────────────────────────────────
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) throw new UblksnapError('ESRCH', `snapshot ${this.id} is already destroyed`);
+    this.destroyed = true;
+    Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.DESTROYING);
+    for (const volume of this.volumes) Atomics.store(volume.control, IMAGE_SERIAL, 0);
+    for (const volume of this.volumes) await drain(volume.control, IMAGE_IN_FLIGHT, `image I/O of ${volume.name}`);
+    await this.frozen(() => {
+      for (const volume of this.volumes) {
+        Atomics.store(volume.control, ARMED_AREA, NO_AREA);
+        Atomics.store(volume.control, IMAGE_AREA, NO_AREA);
+      }
+    });
+    // After this broadcast no actor is inside a request that uses the areas.
+    await this.pools.broadcast((actor) => Promise.all([...this.areas.keys()].map((id) => actor.forgetArea(id))));
+    await Promise.allSettled([...this.tasks]);
+    this.storage.close();
+    for (const volume of this.volumes) volume.snapshot = null;
+    this.events.close({ code: 'destroyed', time: Date.now() });
+    this.logger.info({ snapshot: this.id }, 'snapshot destroyed');
+  }
+
+  // ── flush and growth ────────────────────────────────────────────────────
+
+  /** An actor asked for a flush of this area (or the idle timer did). */
+  flush(area: AreaRecord): void {
+    if (this.destroyed) return;
+    if (area.flushing) {
+      area.flush_again = true;
+      return;
+    }
+    area.flushing = this.track(this.flushLoop(area)).finally(() => {
+      area.flushing = null;
+      if (area.flush_again && !this.destroyed) {
+        area.flush_again = false;
+        this.flush(area);
+      }
+    });
+  }
+
+  private async flushLoop(area: AreaRecord): Promise<void> {
+    const threshold = Math.floor(this.params.diff_storage_minimum / 2);
+    for (let round = 0; round < FLUSH_ROUNDS_MAX && !this.destroyed; round += 1) {
+      const mode = this.state === 'taken' ? 'store' : 'drop';
+      let result: StoreResult;
+      try {
+        result = await this.pools.store({ mode, area: area.descriptor, volume_fd: area.volume.fd, low_space_threshold_sectors: threshold });
+      } catch (error) {
+        this.logger.error({ err: error, snapshot: this.id }, 'store task failed');
+        this.breakSnapshot(ERRNO_BY_CODE.EIO, area.volume.name, `store task failed: ${(error as Error).message}`);
+        continue;
+      }
+      if (result.error) this.breakSnapshot(result.error.errno, area.volume.name, result.error.message);
+      if (result.low_space) void this.grow();
+      if (result.no_room && !(await this.grow())) {
+        this.breakSnapshot(ENOSPC, area.volume.name, 'the difference storage is full');
+      }
+      if (area.view.store_queue.count === 0) return;
+    }
+  }
+
+  /** One growth step (shared by every caller while it runs). Resolves true if the storage grew. */
+  private grow(): Promise<boolean> {
+    if (this.growing) return this.growing;
+    const counters = this.storage.counters;
+    const target = counters.request(this.params.diff_storage_minimum);
+    if (target === 0) {
+      counters.growthDone();
+      this.reportNoSpace(counters.requested_sectors);
+      return Promise.resolve(false);
+    }
+    this.growing = this.track(this.pools.grow({ storage_fd: this.storage.fd, storage_counters: counters.buffer, target_sectors: target })
+      .then((result) => {
+        if (result.error) {
+          this.logger.warn({ snapshot: this.id, error: result.error }, 'difference storage could not grow');
+          this.reportNoSpace(target, result.error.errno);
+          return false;
+        }
+        this.events.push({ code: 'grown', time: Date.now(), capacity_sectors: result.capacity_sectors });
+        this.logger.info({ snapshot: this.id, capacity_sectors: result.capacity_sectors }, 'difference storage grew');
+        return true;
+      }, (error: unknown) => {
+        this.logger.error({ err: error, snapshot: this.id }, 'grow task failed');
+        counters.growthFailed();
+        return false;
+      })
+      .finally(() => { this.growing = null; }));
+    return this.growing;
+  }
+
+  private reportNoSpace(requested_sectors: number, errno = ENOSPC): void {
+    if (this.no_space_reported) return;
+    this.no_space_reported = true;
+    this.events.push({ code: 'no_space', time: Date.now(), requested_sectors, errno });
+  }
+
+  /** Breaks the snapshot (first error wins) and drops its queued chunks. */
+  breakSnapshot(errno: number, volume: string, message: string): void {
+    if (corruptSnapshot(this.control, errno)) this.onCorrupted(volume, errno, message);
+  }
+
+  /** The snapshot was broken (here or by an actor): report and release buffers. */
+  onCorrupted(volume: string, errno: number, message: string): void {
+    if (errno === ENOSPC) this.reportNoSpace(this.storage.counters.requested_sectors);
+    this.events.push({ code: 'corrupted', time: Date.now(), volume, errno });
+    this.logger.warn({ snapshot: this.id, volume, errno, message }, 'snapshot corrupted');
+    for (const area of this.areas.values()) this.flush(area);
+  }
+
+  private track<T>(promise: Promise<T>): Promise<T> {
+    this.tasks.add(promise);
+    void promise.finally(() => this.tasks.delete(promise)).catch(() => undefined);
+    return promise;
+  }
+
+  // ── reporting ───────────────────────────────────────────────────────────
+
+  info(): SnapshotInfo {
+    return {
+      id: this.id,
+      state: this.state,
+      error_code: this.error_code,
+      volumes: this.volumes.map((v) => v.name),
+      storage: { ...this.storage.counters.snapshot(), kind: this.storage.kind, path: this.storage.path },
+      chunks: [...this.areas.values()].map((area) => {
+        const census = area.view.table.census();
+        return {
+          volume: area.volume.name,
+          chunk_bytes: area.view.chunk_bytes,
+          chunk_count: area.view.chunk_count,
+          in_memory: census.IN_MEMORY,
+          stored: census.STORED,
+          failed: census.FAILED,
+          queued: area.view.store_queue.count,
+        };
+      }),
+    };
+  }
+
+  nextEvent(timeout_ms: number): Promise<SnapshotEvent | null> {
+    return this.events.wait(timeout_ms);
+  }
+}
+
+/** Waits (without blocking the event loop) until a counter word reaches 0. */
+async function drain(control: Int32Array, word: number, what: string): Promise<void> {
+  const deadline = Date.now() + GATE_DRAIN_TIMEOUT_MS;
+  for (;;) {
+    const value = Atomics.load(control, word);
+    if (value === 0) return;
+    const left_ms = deadline - Date.now();
+    if (left_ms <= 0) throw new UblksnapError('ETIMEDOUT', `${what} did not drain within ${GATE_DRAIN_TIMEOUT_MS} ms`);
+    const waiting = Atomics.waitAsync(control, word, value, left_ms);
+    if (waiting.async) await waiting.value;
+  }
+}

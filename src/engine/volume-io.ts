@@ -1,0 +1,50 @@
+// Whole-range synchronous I/O on a file descriptor, as the actors do it:
+// loop until every byte moved (pread/pwrite may be short), fail with the
+// system error otherwise. Volume reads pass the test-only fault layer.
+
+import { readSync, writeSync } from 'node:fs';
+import { readFails } from './fault-injector';
+
+export class ShortIoError extends Error {
+  readonly code = 'EIO';
+  constructor(what: string, done_bytes: number, want_bytes: number, position: number) {
+    super(`${what}: ${done_bytes} of ${want_bytes} bytes at ${position} (end of file)`);
+  }
+}
+
+export class InjectedFaultError extends Error {
+  readonly code = 'EIO';
+  constructor(position: number) {
+    super(`injected read error at byte ${position}`);
+  }
+}
+
+export function readFully(fd: number, target: Uint8Array, offset: number, length: number, position: number): void {
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, target, offset + done, length - done, position + done);
+    if (n === 0) throw new ShortIoError('read', done, length, position);
+    done += n;
+  }
+}
+
+export function writeFully(fd: number, source: Uint8Array, offset: number, length: number, position: number): void {
+  let done = 0;
+  while (done < length) {
+    done += writeSync(fd, source, offset + done, length - done, position + done);
+  }
+}
+
+/** A volume as an actor reads it: its fd plus, in tests, injected faults. */
+export class VolumeReader {
+  private readonly faults: Float64Array | undefined;
+
+  constructor(readonly fd: number, faults: SharedArrayBuffer | undefined) {
+    this.faults = faults ? new Float64Array(faults) : undefined;
+  }
+
+  read(target: Uint8Array, offset: number, length: number, position: number): void {
+    if (this.faults !== undefined && readFails(this.faults, position, length)) throw new InjectedFaultError(position);
+    readFully(this.fd, target, offset, length, position);
+  }
+}

@@ -1,0 +1,231 @@
+// The typed face of the C++ addon (native/src): the system calls Node does
+// not offer — fallocate, fdatasync, block-device geometry, exclusive opens,
+// O_TMPFILE — and aligned views of shared memory for O_DIRECT.
+//
+// Design notes
+// - Every function is synchronous. The callers are worker threads whose job
+//   is to wait for the disk; an async wrapper would add a thread hop.
+// - The functions are the addon's own, re-exported without a JavaScript
+//   wrapper, so the per-request path (fallocate, fdatasync) costs one
+//   Node-API call and allocates nothing. The addon validates every argument
+//   itself: a bad one is a TypeError, never a crash.
+// - A failed system call throws a NativeError: `code` is the errno name
+//   ('ENOSPC', 'EBUSY', ...), `errno` the positive number, `syscall` the
+//   call, `path` the path when the call took one.
+// - Node 20's Node-API cannot read a SharedArrayBuffer's address, only a
+//   view's; alignedOffset and bufferAddress here accept either buffer kind
+//   and hand the addon a Uint8Array over a SharedArrayBuffer (once, at
+//   set-up time — never call them per request).
+
+import path from 'node:path';
+import { types } from 'node:util';
+
+/** Where `node scripts/build-native.js` leaves the addon, from dist/src/native/. */
+const ADDON_PATH = path.join(__dirname, '../../../native/build/Release/ublksnap.node');
+
+/**
+ * The O_DIRECT memory alignment that fits every device we drive. The kernel
+ * asks for the device's DMA alignment (512 bytes for most, 4 for NVMe);
+ * 4 KiB also keeps a view on whole pages and matches the largest logical
+ * block, which file offsets and lengths must be multiples of. Costs at most
+ * this many bytes of slack per aligned view.
+ */
+export const DIRECT_IO_ALIGNMENT_BYTES = 4096;
+
+/** A failed system call, as thrown by every function of this module. */
+export interface NativeError extends Error {
+  /** The errno name: 'ENOENT', 'EBUSY', 'EWOULDBLOCK', ...; 'E<number>' if unnamed. */
+  code: string;
+  /** The errno number, positive as in errno.h (Node's own fs errors use negative numbers). */
+  errno: number;
+  /** The system call that failed: 'open', 'flock', 'fallocate', 'ioctl', ... */
+  syscall: string;
+  /** The path the call took, when it took one. */
+  path?: string;
+}
+
+/** True when error came from a failed system call of this module (or looks like one). */
+export function isNativeError(error: unknown): error is NativeError {
+  if (!(error instanceof Error)) return false;
+  const fields = error as Partial<NativeError>;
+  return typeof fields.code === 'string' && typeof fields.errno === 'number' && typeof fields.syscall === 'string';
+}
+
+/** The geometry of a block device (see blockDeviceInfo). */
+export interface BlockDeviceInfo {
+  /** The device size (BLKGETSIZE64). */
+  size_bytes: number;
+  /** The smallest addressable unit; O_DIRECT offsets and lengths must be multiples of it (BLKSSZGET). */
+  logical_block_bytes: number;
+  /** The unit written without read-modify-write (BLKPBSZGET). */
+  physical_block_bytes: number;
+  /** The preferred minimum request (BLKIOMIN). */
+  min_io_bytes: number;
+  /** The preferred request size, 0 when the device reports none (BLKIOOPT). */
+  opt_io_bytes: number;
+  /** Whether the device accepts discards (sysfs queue/discard_max_bytes > 0). */
+  discard_supported: boolean;
+}
+
+/** What an fd refers to: a regular file, a block device, or anything else. */
+export type FileKind = 'file' | 'block' | 'other';
+
+/** fstat of an fd, reduced to what the engine compares (see fileInfo). */
+export interface FileInfo {
+  kind: FileKind;
+  /** st_size; 0 for a block device (use blockDeviceInfo for its size). */
+  size_bytes: number;
+  /** The device holding the file system the file lives on (st_dev). */
+  dev_major: number;
+  dev_minor: number;
+  /** The device a device node stands for (st_rdev); 0:0 for a regular file. */
+  rdev_major: number;
+  rdev_minor: number;
+  /** The inode number; a bigint because some file systems use all 64 bits. */
+  ino: bigint;
+}
+
+export interface OpenExclusiveOptions {
+  /** Open read-write (O_RDWR) rather than read-only. */
+  write: boolean;
+  /** Open with O_DIRECT: buffers, offsets and lengths must be block-aligned (see alignedView). */
+  direct: boolean;
+}
+
+export interface OpenTmpfileOptions {
+  /** Open with O_DIRECT. Default false. */
+  direct?: boolean;
+}
+
+/** The addon as it loads: the same functions, with views in place of SharedArrayBuffers. */
+interface Binding {
+  FALLOC_FL_KEEP_SIZE: number;
+  FALLOC_FL_PUNCH_HOLE: number;
+  FALLOC_FL_ZERO_RANGE: number;
+  fallocate(fd: number, offset_bytes: number, length_bytes: number, mode: number): void;
+  fdatasync(fd: number): void;
+  blockDeviceInfo(fd: number): BlockDeviceInfo;
+  fileInfo(fd: number): FileInfo;
+  openExclusive(path: string, options: OpenExclusiveOptions): number;
+  openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
+  alignedOffset(buffer: ArrayBuffer | ArrayBufferView, alignment_bytes: number): number;
+  bufferAddress(buffer: ArrayBuffer | ArrayBufferView): bigint;
+  errnoName(errno: number): string;
+}
+
+function loadBinding(): Binding {
+  try {
+    return require(ADDON_PATH) as Binding;
+  } catch (error) {
+    // An environmental failure: say what is missing and how to make it.
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new Error(`ublksnap: cannot load the native addon at ${ADDON_PATH} (${reason}); build it with "node scripts/build-native.js"`);
+  }
+}
+
+const binding = loadBinding();
+
+/** fallocate mode: allocate without changing the file size. */
+export const FALLOC_FL_KEEP_SIZE: number = binding.FALLOC_FL_KEEP_SIZE;
+/** fallocate mode: deallocate the range (reads back zeros); must be combined with KEEP_SIZE. */
+export const FALLOC_FL_PUNCH_HOLE: number = binding.FALLOC_FL_PUNCH_HOLE;
+/** fallocate mode: zero the range, keeping (or making) it allocated. */
+export const FALLOC_FL_ZERO_RANGE: number = binding.FALLOC_FL_ZERO_RANGE;
+
+/**
+ * fallocate(2). mode 0 allocates and extends the file; otherwise a
+ * combination of the FALLOC_FL_* constants. Offsets and lengths are safe
+ * non-negative integers (they may exceed 2^32). Throws a NativeError
+ * (ENOSPC, EOPNOTSUPP, EBADF, EINVAL for a zero length, ...).
+ */
+export const fallocate: (fd: number, offset_bytes: number, length_bytes: number, mode: number) => void =
+  binding.fallocate;
+
+/**
+ * The name of a positive errno number ('ENOSPC'), or 'E<number>' when the
+ * addon's table does not know it: the same table that names the `code` of
+ * every NativeError, for numbers that arrive without a name.
+ */
+export const errnoName: (errno: number) => string = binding.errnoName;
+
+/** fdatasync(2): makes the fd's written data durable. */
+export const fdatasync: (fd: number) => void = binding.fdatasync;
+
+/**
+ * The geometry of the block device open on fd. Throws a NativeError with
+ * code 'ENOTBLK' when fd is not a block device.
+ */
+export const blockDeviceInfo: (fd: number) => BlockDeviceInfo = binding.blockDeviceInfo;
+
+/** fstat(2) of fd: its kind, size, st_dev, st_rdev and inode. */
+export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
+
+/**
+ * Opens a volume so that no one else writes it behind our back; the claim
+ * ends with fs.closeSync(fd). Always O_CLOEXEC. A volume is a block device
+ * or a regular file: a directory fails 'EISDIR', anything else (a FIFO, a
+ * character device) 'ENOTBLK', both with syscall 'open'.
+ * - A block device is opened O_EXCL: a second exclusive open, or a device
+ *   that is mounted or held, fails with code 'EBUSY'.
+ * - Anything else is opened and locked with flock(LOCK_EX | LOCK_NB): a
+ *   second openExclusive of the same file fails with code 'EWOULDBLOCK'
+ *   (syscall 'flock'; errno 11, the same number as EAGAIN). The lock is
+ *   advisory: it excludes other ublksnap opens, not every writer.
+ */
+export const openExclusive: (path: string, options: OpenExclusiveOptions) => number = binding.openExclusive;
+
+/**
+ * Opens an unnamed file in dir_path (O_TMPFILE | O_RDWR | O_EXCL, mode
+ * 0600): it vanishes with its last fd, even after a crash, and can never be
+ * linked into the directory. Throws code 'EOPNOTSUPP' where the file system
+ * has no O_TMPFILE.
+ */
+export const openTmpfile: (dir_path: string, options?: OpenTmpfileOptions) => number = binding.openTmpfile;
+
+/** The addon sees a SharedArrayBuffer only through a view (see the notes at the top). */
+function visibleToAddon(buffer: ArrayBuffer | SharedArrayBuffer): ArrayBuffer | Uint8Array {
+  // util.types, not instanceof: a buffer may come from another realm. Any
+  // other value goes through as is, for the addon to refuse with a TypeError.
+  return types.isSharedArrayBuffer(buffer) ? new Uint8Array(buffer) : buffer;
+}
+
+/**
+ * The smallest byte offset into buffer at which the address is a multiple
+ * of alignment_bytes (a power of two, else TypeError). May exceed the
+ * buffer's length for a small buffer; alignedView checks the fit.
+ */
+export function alignedOffset(buffer: ArrayBuffer | SharedArrayBuffer, alignment_bytes: number): number {
+  // The addon counts its arguments; so does its wrapper.
+  if (arguments.length !== 2) throw new TypeError(`alignedOffset(buffer, alignment_bytes): expects 2 argument(s), got ${arguments.length}`);
+  return binding.alignedOffset(visibleToAddon(buffer), alignment_bytes);
+}
+
+/** The address of buffer's first byte, for tests and diagnostics. */
+export function bufferAddress(buffer: ArrayBuffer | SharedArrayBuffer): bigint {
+  if (arguments.length !== 1) throw new TypeError(`bufferAddress(buffer): expects 1 argument(s), got ${arguments.length}`);
+  return binding.bufferAddress(visibleToAddon(buffer));
+}
+
+/**
+ * A view of byte_length bytes of buffer starting at its first
+ * alignment_bytes-aligned byte: what fs.readSync / fs.writeSync on an
+ * O_DIRECT fd need. The caller allocates byte_length + alignment_bytes so it
+ * always fits; a buffer too small is a RangeError. Call at set-up time: the
+ * offset never changes, because a backing store never moves.
+ */
+export function alignedView(
+  buffer: ArrayBuffer | SharedArrayBuffer,
+  byte_length: number,
+  alignment_bytes: number = DIRECT_IO_ALIGNMENT_BYTES,
+): Uint8Array {
+  if (!Number.isSafeInteger(byte_length) || byte_length < 0) {
+    throw new TypeError(`alignedView: byte_length must be a safe non-negative integer, got ${String(byte_length)}`);
+  }
+  const offset_bytes = alignedOffset(buffer, alignment_bytes);
+  if (offset_bytes + byte_length > buffer.byteLength) {
+    throw new RangeError(
+      `alignedView: ${byte_length} bytes aligned to ${alignment_bytes} need up to ${byte_length + alignment_bytes - 1} bytes, ` +
+      `the buffer has ${buffer.byteLength} (offset ${offset_bytes})`);
+  }
+  return new Uint8Array(buffer, offset_bytes, byte_length);
+}

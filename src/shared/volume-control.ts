@@ -1,0 +1,67 @@
+// The control block of one attached volume: the words every actor checks
+// before touching the volume, so that take and destroy can stop the world
+// for one volume without a message round trip.
+//
+// Layout (Int32 words in one SharedArrayBuffer):
+//
+//   [0] FROZEN           1 while a take or destroy switches this volume;   control plane
+//                        writers arriving then park their request
+//   [1] WRITES_IN_FLIGHT writes past the gate, not yet completed;          cow actors (add/sub)
+//                        the control plane waits for it to reach 0
+//   [2] ARMED_AREA       id of the diff area copy-on-write goes to, or -1  control plane, frozen
+//   [3] IMAGE_SERIAL     serial of the snapshot whose image is served,     control plane
+//                        0 when none; image requests carry the serial
+//   [4] IMAGE_AREA       diff area of that image, or -1                   control plane
+//   [5] IMAGE_IN_FLIGHT  image requests being served                       image actors (add/sub)
+//   [6] DETACHED         1 once detached: every request fails ENODEV       control plane
+//
+// Gate protocol (writer side):   add WRITES_IN_FLIGHT; if FROZEN { sub, notify, park }
+//                                … serve … ; sub WRITES_IN_FLIGHT, notify when it hit 0 while FROZEN
+// Gate protocol (control side):  store FROZEN=1; wait until WRITES_IN_FLIGHT == 0;
+//                                switch; store FROZEN=0; wake the parked writers.
+// Sequential consistency of Atomics makes the two add-then-check orders
+// meet: a writer either sees FROZEN or is counted before the control side
+// looks at the count.
+
+export const FROZEN = 0;
+export const WRITES_IN_FLIGHT = 1;
+export const ARMED_AREA = 2;
+export const IMAGE_SERIAL = 3;
+export const IMAGE_AREA = 4;
+export const IMAGE_IN_FLIGHT = 5;
+export const DETACHED = 6;
+const WORDS = 8;
+export const NO_AREA = -1;
+
+export function createVolumeControl(): Int32Array {
+  const words = new Int32Array(new SharedArrayBuffer(WORDS * Int32Array.BYTES_PER_ELEMENT));
+  words[ARMED_AREA] = NO_AREA;
+  words[IMAGE_AREA] = NO_AREA;
+  return words;
+}
+
+/** Writer side: enter the gate; false means parked (retry after the thaw). */
+export function enterWriteGate(control: Int32Array): boolean {
+  Atomics.add(control, WRITES_IN_FLIGHT, 1);
+  if (Atomics.load(control, FROZEN) === 0) return true;
+  leaveWriteGate(control);
+  return false;
+}
+
+export function leaveWriteGate(control: Int32Array): void {
+  if (Atomics.sub(control, WRITES_IN_FLIGHT, 1) === 1 && Atomics.load(control, FROZEN) === 1) {
+    Atomics.notify(control, WRITES_IN_FLIGHT);
+  }
+}
+
+/** Image side: enter if the image of `serial` is still served. */
+export function enterImageGate(control: Int32Array, serial: number): boolean {
+  Atomics.add(control, IMAGE_IN_FLIGHT, 1);
+  if (Atomics.load(control, IMAGE_SERIAL) === serial && serial !== 0) return true;
+  leaveImageGate(control);
+  return false;
+}
+
+export function leaveImageGate(control: Int32Array): void {
+  if (Atomics.sub(control, IMAGE_IN_FLIGHT, 1) === 1) Atomics.notify(control, IMAGE_IN_FLIGHT);
+}
