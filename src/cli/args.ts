@@ -46,7 +46,8 @@ export function parseCommandArgs(argv: string[], specs: readonly OptionSpec[]): 
     parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true, tokens: true });
   } catch (error) {
     // ERR_PARSE_ARGS_UNKNOWN_OPTION, …_INVALID_OPTION_VALUE: the message names the option.
-    invalid((error as Error).message);
+    // Its first line says it all; the error contract is one line on stderr.
+    invalid(((error as Error).message.split('\n')[0] ?? '').trim());
   }
   const values = parsed.values as ParsedValues;
   // Positionals continue the multitoken option just before them, else they are stray.

@@ -109,8 +109,8 @@ export function parseDaemonFlags(argv: string[]): DaemonFlags {
       },
     }));
   } catch (error) {
-    // parseArgs throws a TypeError (ERR_PARSE_ARGS_*) naming the bad option.
-    invalid((error as Error).message);
+    // parseArgs throws a TypeError (ERR_PARSE_ARGS_*) naming the bad option on its first line.
+    invalid(((error as Error).message.split('\n')[0] ?? '').trim());
   }
   const flags: DaemonFlags = { params: values.param ?? [], help: values.help ?? false };
   if (values.config !== undefined) flags.config = values.config;

@@ -66,10 +66,8 @@ export class Daemon {
 
       const engine = await (options.startEngine ?? defaultStartEngine)({ params: config.params, logger: logger.child({ component: 'engine' }) });
       undo.push(() => engine.stop());
-      for (const volume of config.volumes) {
-        const attached = await engine.attach(volume.path, volume.name !== undefined ? { name: volume.name } : {});
-        logger.info({ volume: attached.name, path: attached.path, capacity_sectors: attached.capacity_sectors }, 'volume attached');
-      }
+      // The engine logs each attach.
+      for (const volume of config.volumes) await engine.attach(volume.path, volume.name !== undefined ? { name: volume.name } : {});
 
       const frontends: Frontend[] = [];
       for (const factory of options.frontends ?? BUILTIN_FRONTENDS) {
@@ -152,6 +150,16 @@ export class Daemon {
     await step('pid file', () => releasePidFile(this.pid_file));
     this.logger.info({ clean }, 'daemon stopped');
     return clean;
+  }
+
+  /** Where each frontend serves an export right now (kind → NBD URI or device). */
+  addressesOf(export_name: string): Partial<Record<Frontend['kind'], string>> {
+    const addresses: Partial<Record<Frontend['kind'], string>> = {};
+    for (const frontend of this.frontends) {
+      const address = frontend.addressOf(export_name);
+      if (address !== null) addresses[frontend.kind] = address;
+    }
+    return addresses;
   }
 
   /** Removes what other processes see (socket, pid file) without waiting for anything: the forced exit. */

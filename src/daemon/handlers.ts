@@ -35,6 +35,11 @@ function deviceArgument(value: string): string {
   return value.includes('/') ? absolutePath(value, 'device') : value;
 }
 
+/** Ids are UUIDs; the engine writes them in lower case. */
+function snapshotId(value: string): string {
+  return value.toLowerCase();
+}
+
 function frontendOf(frontends: readonly Frontend[], kind: FrontendKind): Frontend {
   const frontend = frontends.find((candidate) => candidate.kind === kind);
   if (!frontend) {
@@ -81,7 +86,6 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         await engine.detach(volume.name, { force: true });
         throw error;
       }
-      logger.info({ volume: volume.name, path: volume.path, capacity_sectors: volume.capacity_sectors, kind: volume.kind }, 'volume attached');
       return result;
     },
 
@@ -89,7 +93,6 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       const volume = engine.volume(deviceArgument(params.device));
       for (const frontend of frontends) await frontend.unpublish(volume.name);
       await engine.detach(volume.name, { force: params.force ?? false });
-      logger.info({ volume: volume.name, path: volume.path }, 'volume detached');
       return {};
     },
 
@@ -120,41 +123,35 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
     },
 
     snapshot_create: async (params) => {
-      const started_ms = Date.now();
       const volumes = params.devices.map(deviceArgument);
       const storage = absolutePath(params.storage, 'difference storage');
-      const id = await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes });
-      logger.info({ snapshot: id, volumes, storage, limit_bytes: params.limit_bytes, took_ms: Date.now() - started_ms }, 'snapshot created');
-      return { id };
+      return { id: await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes }) };
     },
 
     snapshot_add: async (params) => {
       const device = deviceArgument(params.device);
-      await engine.snapshotAdd(params.id, device);
+      await engine.snapshotAdd(snapshotId(params.id), device);
       logger.info({ snapshot: params.id, volume: device }, 'volume added to snapshot');
       return {};
     },
 
     snapshot_take: async (params) => {
-      const started_ms = Date.now();
-      await engine.snapshotTake(params.id);
-      logger.info({ snapshot: params.id, took_ms: Date.now() - started_ms }, 'snapshot taken');
+      await engine.snapshotTake(snapshotId(params.id));
       return {};
     },
 
     snapshot_destroy: async (params) => {
-      const started_ms = Date.now();
-      const volumes = engine.snapshotInfo(params.id).volumes;
+      const id = snapshotId(params.id);
+      const volumes = engine.snapshotInfo(id).volumes;
       for (const frontend of frontends) {
-        for (const volume of volumes) await frontend.unpublish(`${volume}@${params.id}`);
+        for (const volume of volumes) await frontend.unpublish(`${volume}@${id}`);
       }
-      await engine.snapshotDestroy(params.id);
-      logger.info({ snapshot: params.id, took_ms: Date.now() - started_ms }, 'snapshot destroyed');
+      await engine.snapshotDestroy(id);
       return {};
     },
 
     snapshot_waitevent: async (params, request): Promise<WaitEventResult> => {
-      const event = await events.wait(params.id, params.timeout_ms, request.signal);
+      const event = await events.wait(snapshotId(params.id), params.timeout_ms, request.signal);
       if (event === null) return { result: 'timeout' };
       const result: WaitEventResult = { result: 'ok', time: event.time, event: event.code };
       if (event.volume !== undefined) result.volume = event.volume;
