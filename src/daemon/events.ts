@@ -4,7 +4,8 @@
 //                 │ event
 //                 ▼
 //        oldest waiter? ──yes──► resolve it (each event goes to one waiter,
-//                 │ no            as blksnap's wait_event does)
+//                 │ no            as blksnap's wait_event does; the last one,
+//                 │               'destroyed', goes to every waiter)
 //                 ▼
 //        queue (EVENT_QUEUE_CAPACITY) ──► the next wait() takes it at once
 //
@@ -136,11 +137,14 @@ export class EventHub {
       }
       if (event === null) continue;
       this.logger.info({ snapshot: entry.id, event: event.code, volume: event.volume, errno: event.errno }, 'snapshot event');
-      this.deliver(entry, event);
       if (event.code === 'destroyed') {
+        // The last event reaches every waiter, as the engine's own queue does (EventQueue.close).
+        if (entry.waiters.length === 0) entry.queue.push(event);
+        for (const waiter of [...entry.waiters]) waiter.resolve(event);
         this.finish(entry, new UblksnapError('ESRCH', `snapshot ${entry.id} was destroyed`));
         return;
       }
+      this.deliver(entry, event);
     }
   }
 

@@ -14,10 +14,10 @@ import { array, boolean, integer, object, optional, string, type Infer } from '.
 
 /** Linux PATH_MAX: no path is longer, so no longer string is a path. */
 export const PATH_LENGTH_MAX = 4096;
-/** Volume names are export names too (NBD allows 4096; humans type them). */
-export const VOLUME_NAME_LENGTH_MAX = 128;
-/** No '/', no '@' (it separates NAME@ID), no whitespace or control characters. */
-export const VOLUME_NAME_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._+:-]*$/;
+/** Volume names are export names and URI parts; the engine's rule (volume.ts), checked here first. */
+export const VOLUME_NAME_LENGTH_MAX = 64;
+/** No '/', no '@' (it separates NAME@ID), no whitespace: letters, digits, '.', '_', '-'. */
+export const VOLUME_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 export const SNAPSHOT_ID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 /** Volumes one snapshot_create may name; a coherent set, not a fleet. */
 export const SNAPSHOT_VOLUMES_MAX = 256;
@@ -35,7 +35,7 @@ const device = string(PATH_LENGTH_MAX);
 const snapshot_id = string(36, { pattern: SNAPSHOT_ID_PATTERN, pattern_name: 'a snapshot id (UUID)', min_length: 36 });
 const volume_name = string(VOLUME_NAME_LENGTH_MAX, {
   pattern: VOLUME_NAME_PATTERN,
-  pattern_name: 'a volume name (letters, digits, _ . + : -, no / or @)',
+  pattern_name: 'a volume name (1-64 of letters, digits, . _ -, starting with a letter or digit)',
 });
 
 export const METHODS = {
