@@ -3,7 +3,7 @@
 // loop over one: readcbtmap, snapshot_watcher).
 
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { UblksnapError } from '../shared/errors';
+import { UblksnapError, fromSystemError } from '../shared/errors';
 import { IpcClient, WAIT_MARGIN_MS, callOnce } from '../ipc/client';
 import {
   WAIT_EVENT_TIMEOUT_MS_MAX, type DaemonStatus, type MethodName, type ParamsOf, type ResultOf, type WaitEventResult,
@@ -91,7 +91,12 @@ async function readCbtMap(context: CommandContext): Promise<void> {
   let fd = -1;
   let progress: Progress | null = null;
   try {
-    fd = to_stdout ? 1 : openSync(partial, 'w', 0o644);
+    try {
+      fd = to_stdout ? 1 : openSync(partial, 'w', 0o644);
+    } catch (error) {
+      // ENOENT (no such directory), EACCES, EISDIR…: name the file the user gave.
+      throw fromSystemError(error, `cannot write ${target}`);
+    }
     let first_block = 0;
     let block_count = 0;
     let generation_id = '';

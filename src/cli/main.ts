@@ -10,7 +10,7 @@
 // The socket: --socket PATH, else $UBLKSNAP_SOCKET, else the default path
 // that the daemon uses too (daemon/paths.ts).
 
-import { UblksnapError } from '../shared/errors';
+import { UblksnapError, fromSystemError } from '../shared/errors';
 import { clientSocketPath, defaultSocketPath, packageVersion } from '../daemon/paths';
 import { COMMON_OPTIONS, formatOptions, parseCommandArgs } from './args';
 import { COMMANDS, type Command } from './commands';
@@ -56,8 +56,11 @@ ${command.details}
 
 function errorLine(command: string | null, error: unknown): string {
   const where = command ? `ublksnap: ${command}: ` : 'ublksnap: ';
-  if (error instanceof UblksnapError) return `${where}${error.message} (${error.code})`;
-  return `${where}${error instanceof Error ? error.message : String(error)}`;
+  // A system error that escaped a command (EPIPE, EACCES…) still gets its errno name.
+  const known = error instanceof UblksnapError ? error
+    : typeof (error as NodeJS.ErrnoException)?.code === 'string' ? fromSystemError(error, 'system error') : null;
+  if (known) return `${where}${known.message.split('\n')[0]} (${known.code})`;
+  return `${where}${error instanceof Error ? error.message.split('\n')[0] : String(error)}`;
 }
 
 /** Runs the CLI with argv (without node and the script); resolves to the exit status. */
