@@ -32,7 +32,7 @@ const SIZE_MAX = Number.MAX_SAFE_INTEGER;
 
 const path = string(PATH_LENGTH_MAX);
 const device = string(PATH_LENGTH_MAX);
-const snapshot_id = string(36, { pattern: SNAPSHOT_ID_PATTERN, pattern_name: 'a snapshot id (UUID)', min_length: 36 });
+const snapshot_id = string(36, { pattern: SNAPSHOT_ID_PATTERN, pattern_name: 'a snapshot id (UUID)' });
 const volume_name = string(VOLUME_NAME_LENGTH_MAX, {
   pattern: VOLUME_NAME_PATTERN,
   pattern_name: 'a volume name (1-64 of letters, digits, . _ -, starting with a letter or digit)',

@@ -20,8 +20,10 @@
 //   that stops reading its replies is disconnected when its write buffer
 //   passes write_buffer_bytes_max.
 // - Each connection has an AbortController. Long-polls listen on its
-//   signal: when the client goes away, or the daemon stops, the wait ends at
-//   once and its resources are released (no timer, no queued waiter left).
+//   signal: when the client goes away (or only shuts its sending side: a
+//   vanished client looks the same until a write fails), or the daemon
+//   stops, the wait ends at once and its resources are released (no timer,
+//   no queued waiter left).
 // - Requests of one connection run concurrently, answered by id, at most
 //   requests_in_flight_max at a time (a long-poll counts).
 // - The socket is created under umask 0177 and chmod'ed to 0600 after
@@ -225,14 +227,12 @@ export class IpcServer<T extends Record<string, MethodSpec>> {
 
   private accept(socket: net.Socket): void {
     if (this.stopping) {
-      socket.end(failureLine(null, new UblksnapError('ESHUTDOWN', 'the daemon is stopping')));
+      refuse(socket, new UblksnapError('ESHUTDOWN', 'the daemon is stopping'));
       return;
     }
     if (this.connections.size >= this.limits.connections_max) {
       this.options.logger.warn({ connections: this.connections.size }, 'connection refused: too many clients');
-      socket.on('error', () => { /* the refused client may be gone already; nothing to do */ });
-      socket.end(failureLine(null, new UblksnapError('EBUSY',
-        `too many connections to the daemon (at most ${this.limits.connections_max}); try again`)));
+      refuse(socket, new UblksnapError('EBUSY', `too many connections to the daemon (at most ${this.limits.connections_max}); try again`));
       return;
     }
     const connection = new Connection(this.next_connection_id++, socket, this);
@@ -280,6 +280,17 @@ export class IpcServer<T extends Record<string, MethodSpec>> {
   }
 }
 
+/**
+ * Answers a connection we will not serve with one error line and closes it
+ * once the line is out. What the client sent is read and dropped: a socket
+ * left paused would never see the client's end and would linger.
+ */
+function refuse(socket: net.Socket, error: UblksnapError): void {
+  socket.on('error', () => { /* the refused client may be gone already: nothing to tell it */ });
+  socket.resume();
+  socket.end(failureLine(null, error), () => socket.destroy());
+}
+
 /** One client. Lives from accept to close; owns its splitter and signal. */
 class Connection {
   private readonly splitter: LineSplitter;
@@ -302,6 +313,10 @@ class Connection {
     socket.on('end', () => {
       if (!this.closing) this.splitter.flush();
       this.read_ended = true;
+      // A client that stopped sending may be gone altogether (we cannot tell
+      // until a write fails): end its long-polls now so a vanished client
+      // costs nothing; its other requests still get their replies.
+      this.abort('closed');
       if (this.in_flight_count === 0) socket.end();
     });
     socket.on('drain', () => { if (!this.closing) socket.resume(); });
