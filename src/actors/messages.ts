@@ -50,6 +50,15 @@ export type ActorNotice =
   | { type: 'flush'; area_id: number }
   | { type: 'corrupted'; area_id: number; errno: number; message: string };
 
+export interface ActorStats {
+  /** Requests completed. */
+  served: number;
+  /** Requests that met a frozen gate and waited for the thaw. */
+  parked: number;
+  /** Garbage collections in the actor since it started. */
+  gc_count: number;
+}
+
 /** The comlink surface of the cow and image actors. */
 export interface IoActorControl {
   attachVolume(volume: VolumeDescriptor): void;
@@ -58,7 +67,7 @@ export interface IoActorControl {
   forgetArea(area_id: number): void;
   attachQueue(queue: QueueDescriptor): void;
   detachQueue(queue_id: number): void;
-  stats(): { served: number; parked: number };
+  stats(): ActorStats;
   stop(): void;
 }
 

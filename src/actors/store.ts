@@ -11,12 +11,27 @@
 //
 // In 'drop' mode (a broken or destroyed snapshot) it only frees buffers.
 
-import { StorageCounters } from '../shared/storage-counters';
+import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
 import { DiffArea, type AreaNotifier } from '../engine/diff-area';
 import type { StoreResult, StoreTask } from './messages';
 
 /** Chunks one task handles at most before it returns (bounds a task's run time). */
 const CHUNKS_PER_TASK_MAX = 4096;
+/** While a growth step is under way, an allocation waits for room this long at most… */
+const ROOM_WAIT_MS_MAX = 10_000;
+/** …in sleeps of this length, woken early by every published slice. */
+const ROOM_WAIT_SLICE_MS = 50;
+
+/** Allocates, waiting for a growth step in progress; NO_ROOM when none is. */
+function allocateWaiting(counters: StorageCounters, sectors: number): number {
+  const deadline = Date.now() + ROOM_WAIT_MS_MAX;
+  for (;;) {
+    const generation = counters.generation;
+    const offset = counters.allocate(sectors);
+    if (offset !== NO_ROOM || !counters.growth_pending || Date.now() >= deadline) return offset;
+    counters.waitForChange(generation, ROOM_WAIT_SLICE_MS);
+  }
+}
 
 /** A store task reports through its result, not through notices. */
 const silent: AreaNotifier = { flush() { /* the control plane re-checks the queue after each task */ }, corrupted() { /* reported in the result */ } };
@@ -24,7 +39,7 @@ const silent: AreaNotifier = { flush() { /* the control plane re-checks the queu
 export default function store(task: StoreTask): StoreResult {
   const area = new DiffArea(task.area, silent);
   const counters = new StorageCounters(task.area.storage_counters);
-  const allocate = (sectors: number): number => counters.allocate(sectors);
+  const allocate = (sectors: number): number => allocateWaiting(counters, sectors);
   const result: StoreResult = { stored: 0, dropped: 0, no_room: false, low_space: false };
   area.clearFlushRequest();
   for (let n = 0; n < CHUNKS_PER_TASK_MAX; n += 1) {

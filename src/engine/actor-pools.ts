@@ -17,7 +17,7 @@ import Piscina from 'piscina';
 import type { Logger } from 'pino';
 import { REQUEST_WORDS } from '../shared/request-record';
 import { Ring } from '../shared/ring';
-import type { ActorNotice, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask } from '../actors/messages';
+import type { ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask } from '../actors/messages';
 
 /** Requests in flight across all queues at most; openQueue refuses beyond it. */
 export const REQUEST_RING_CAPACITY = 4096;
@@ -57,6 +57,11 @@ export class ActorPools {
   /** Runs one control call on every I/O actor and waits for all of them. */
   async broadcast(call: (control: Comlink.Remote<IoActorControl>) => Promise<unknown>): Promise<void> {
     await Promise.all(this.io_actors.map((actor) => withTimeout(call(actor.control), `${actor.kind} actor control call`)));
+  }
+
+  /** Per-actor counters (requests served, parked, GCs). */
+  async stats(): Promise<(ActorStats & { kind: 'cow' | 'image' })[]> {
+    return Promise.all(this.io_actors.map(async (actor) => ({ kind: actor.kind, ...(await withTimeout(actor.control.stats(), 'actor stats')) })));
   }
 
   /** Wakes the actors so they retry requests parked at a frozen gate. */

@@ -138,6 +138,16 @@ export class DiffArea {
 
   /** Reads [offset, offset + length) of the image into target. Returns an errno. */
   imageRead(volume: VolumeReader, target: Uint8Array, offset_bytes: number, length_bytes: number): number {
+    return this.imageIo(volume, target, offset_bytes, length_bytes, false);
+  }
+
+  /** Writes source into [offset, offset + length) of the image. Returns an errno. */
+  imageWrite(volume: VolumeReader, source: Uint8Array, offset_bytes: number, length_bytes: number): number {
+    return this.imageIo(volume, source, offset_bytes, length_bytes, true);
+  }
+
+  /** Walks the range chunk by chunk (partial head, whole chunks, partial tail), each under its lock. */
+  private imageIo(volume: VolumeReader, buffer: Uint8Array, offset_bytes: number, length_bytes: number, write: boolean): number {
     let done = 0;
     while (done < length_bytes) {
       if (!this.healthy) return EIO;
@@ -147,7 +157,9 @@ export class DiffArea {
       const piece = Math.min(length_bytes - done, this.chunkBytes(chunk) - in_chunk);
       this.table.lock(chunk);
       try {
-        const errno = this.readPiece(volume, chunk, target, done, in_chunk, piece);
+        const errno = write
+          ? this.writePiece(volume, chunk, buffer, done, in_chunk, piece)
+          : this.readPiece(volume, chunk, buffer, done, in_chunk, piece);
         if (errno !== 0) return errno;
       } finally {
         this.table.unlock(chunk);
@@ -182,25 +194,11 @@ export class DiffArea {
     }
   }
 
-  /** Writes source into [offset, offset + length) of the image. Returns an errno. */
-  imageWrite(volume: VolumeReader, source: Uint8Array, offset_bytes: number, length_bytes: number): number {
-    let done = 0;
-    while (done < length_bytes) {
-      if (!this.healthy) return EIO;
-      const position = offset_bytes + done;
-      const chunk = Math.floor(position / this.chunk_bytes);
-      const in_chunk = position - chunk * this.chunk_bytes;
-      const piece = Math.min(length_bytes - done, this.chunkBytes(chunk) - in_chunk);
-      this.table.lock(chunk);
-      try {
-        const slot = this.loadForWrite(volume, chunk);
-        if (slot === NO_SLOT) return EIO;
-        this.slab.view(slot).set(source.subarray(done, done + piece), in_chunk);
-      } finally {
-        this.table.unlock(chunk);
-      }
-      done += piece;
-    }
+  private writePiece(volume: VolumeReader, chunk: number, source: Uint8Array, source_offset: number,
+    in_chunk: number, piece: number): number {
+    const slot = this.loadForWrite(volume, chunk);
+    if (slot === NO_SLOT) return EIO;
+    this.slab.view(slot).set(source.subarray(source_offset, source_offset + piece), in_chunk);
     return 0;
   }
 

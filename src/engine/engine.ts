@@ -17,7 +17,7 @@ import { validateParams, type Params } from '../shared/params';
 import { handleIsImage, handleSerial, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
 import { PAGE_BYTES } from '../shared/units';
 import { IMAGE_SERIAL } from '../shared/volume-control';
-import type { ActorNotice } from '../actors/messages';
+import type { ActorNotice, ActorStats } from '../actors/messages';
 import { ActorPools, REQUEST_RING_CAPACITY } from './actor-pools';
 import type {
   CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, IoQueue, SnapshotCreateOptions,
@@ -286,6 +286,11 @@ export class Engine implements EngineControl {
       queues: [...this.queues.values()].map((q) => ({ queue_id: q.queue_id, depth: q.depth, in_flight: q.in_flight })),
       workers: this.pools.counts,
     };
+  }
+
+  /** Counters of every I/O actor: requests served and parked, garbage collections. */
+  actorStats(): Promise<(ActorStats & { kind: 'cow' | 'image' })[]> {
+    return this.pools.stats();
   }
 
   async stop(): Promise<void> {

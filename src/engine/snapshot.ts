@@ -115,16 +115,25 @@ export class Snapshot {
     if (this.volumes.length === 0) throw new UblksnapError('EINVAL', `snapshot ${this.id} has no volumes`);
     const started = process.hrtime.bigint();
     const areas = this.volumes.map((volume) => this.createArea(volume));
-    await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
-    await this.frozen(async () => {
-      for (const area of areas) {
-        area.volume.tracker.map.switchForTake();
-        Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
-        Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
-        Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
-      }
-      Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
-    });
+    try {
+      await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
+      await this.frozen(async () => {
+        for (const area of areas) {
+          area.volume.tracker.map.switchForTake();
+          Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
+          Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
+          Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
+        }
+        Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
+      });
+    } catch (error) {
+      // Nothing was armed (the switch runs last): forget the areas, stay 'created'.
+      this.areas.clear();
+      await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.forgetArea(area.descriptor.area_id))));
+      throw error;
+    }
+    // An empty (or nearly full) storage starts growing now, not at the first store.
+    this.growIfLow();
     const took_ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.logger.info({ snapshot: this.id, volumes: this.volumes.map((v) => v.name), took_ms }, 'snapshot taken');
   }
@@ -215,9 +224,20 @@ export class Snapshot {
     });
   }
 
+  private get low_space_threshold_sectors(): number {
+    return Math.floor(this.params.diff_storage_minimum / 2);
+  }
+
+  /** Starts a growth step when free space is at or below the threshold. */
+  private growIfLow(): void {
+    const counters = this.storage.counters;
+    if (counters.growable && counters.claimLowSpace(this.low_space_threshold_sectors)) void this.grow();
+  }
+
   private async flushLoop(area: AreaRecord): Promise<void> {
-    const threshold = Math.floor(this.params.diff_storage_minimum / 2);
+    const threshold = this.low_space_threshold_sectors;
     for (let round = 0; round < FLUSH_ROUNDS_MAX && !this.destroyed; round += 1) {
+      this.growIfLow();
       const mode = this.state === 'taken' ? 'store' : 'drop';
       let result: StoreResult;
       try {
@@ -246,6 +266,7 @@ export class Snapshot {
       this.reportNoSpace(counters.requested_sectors);
       return Promise.resolve(false);
     }
+    this.events.push({ code: 'low_space', time: Date.now(), requested_sectors: target, capacity_sectors: counters.capacity_sectors });
     this.growing = this.track(this.pools.grow({ storage_fd: this.storage.fd, storage_counters: counters.buffer, target_sectors: target })
       .then((result) => {
         if (result.error) {

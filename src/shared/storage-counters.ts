@@ -117,6 +117,19 @@ export class StorageCounters {
     }
   }
 
+  /** True while more was requested than the storage holds: a growth step is under way. */
+  get growth_pending(): boolean {
+    return Atomics.load(this.big, REQUESTED) > Atomics.load(this.big, CAPACITY);
+  }
+
+  /** The grow actor made part of a step usable: publish it and wake allocators. */
+  extend(capacity_sectors: number): void {
+    assert(capacity_sectors >= this.capacity_sectors && capacity_sectors <= this.limit_sectors,
+      `capacity ${capacity_sectors} must grow and stay within the limit ${this.limit_sectors}`);
+    Atomics.store(this.big, CAPACITY, BigInt(capacity_sectors));
+    this.bump();
+  }
+
   /** The grow actor made the storage `capacity_sectors` large. */
   grown(capacity_sectors: number): void {
     assert(capacity_sectors >= this.capacity_sectors && capacity_sectors <= this.limit_sectors,
