@@ -171,7 +171,8 @@ export function readConfigFile(file: string): ConfigFile {
   } catch (error) {
     // ENOENT, EACCES, EISDIR: all mean "cannot use this file"; say which.
     const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new UblksnapError(code === 'ENOENT' ? 'ENOENT' : 'EINVAL', `config file ${absolute}: cannot read it (${code})`);
+    if (code === 'ENOENT') throw new UblksnapError('ENOENT', `config file ${absolute} does not exist`);
+    throw new UblksnapError('EINVAL', `config file ${absolute}: cannot read it (${code})`);
   }
   if (text.length > CONFIG_FILE_BYTES_MAX) invalid(`config file ${absolute}: larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
   let raw: unknown;

@@ -91,8 +91,9 @@ export async function daemonCommand(argv: string[]): Promise<number> {
     }
     config = resolveConfig(flags);
   } catch (error) {
+    // Options and config are checked before anything starts: all of it is usage.
     process.stderr.write(`${errorLine(error)}\n`);
-    return error instanceof UblksnapError && error.code === 'EINVAL' ? EXIT_USAGE : EXIT_FAILURE;
+    return EXIT_USAGE;
   }
   return serve(config);
 }
