@@ -88,6 +88,8 @@ export interface RunOptions {
   cwd?: string;
   timeout_ms?: number;
   input?: string;
+  /** Called with the child right after spawn (to signal it by pid). */
+  onSpawn?: (child: ChildProcess) => void;
 }
 
 /** Runs a node script with args as a child process (never spawnSync: the test may host a daemon). */
@@ -98,6 +100,7 @@ export function runNode(script: string, args: string[], options: RunOptions = {}
       env: { ...process.env, NO_COLOR: '1', ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    options.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });
