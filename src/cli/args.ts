@@ -50,12 +50,19 @@ export function parseCommandArgs(argv: string[], specs: readonly OptionSpec[]): 
     invalid(((error as Error).message.split('\n')[0] ?? '').trim());
   }
   const values = parsed.values as ParsedValues;
-  // Positionals continue the multitoken option just before them, else they are stray.
+  // Multitoken values are rebuilt in command-line order: positionals continue
+  // the multitoken option just before them; any other positional is stray.
+  const rebuilt = new Map<string, string[]>();
   let continuing: OptionSpec | null = null;
   for (const token of parsed.tokens ?? []) {
     if (token.kind === 'option') {
       const spec = all.find((candidate) => candidate.name === token.name);
       continuing = spec?.multitoken ? spec : null;
+      if (continuing && token.value !== undefined) {
+        const list = rebuilt.get(continuing.name) ?? [];
+        list.push(token.value);
+        rebuilt.set(continuing.name, list);
+      }
       continue;
     }
     if (token.kind === 'option-terminator') {
@@ -63,8 +70,9 @@ export function parseCommandArgs(argv: string[], specs: readonly OptionSpec[]): 
       continue;
     }
     if (!continuing) invalid(`unexpected argument ${JSON.stringify(token.value)}`);
-    (values[continuing.name] as string[]).push(token.value);
+    (rebuilt.get(continuing.name) as string[]).push(token.value);
   }
+  for (const [name, list] of rebuilt) values[name] = list;
   return values;
 }
 
