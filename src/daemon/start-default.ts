@@ -1,6 +1,7 @@
 // `npm start`: the daemon on an embedded default, for a first look.
 //
-//   state dir    <checkout>/state            (git-ignored)
+//   state dir    <checkout>/state            (git-ignored; UBLKSNAP_STATE_DIR
+//                                            or --state-dir move it)
 //   demo volume  <checkout>/state/demo.img   1 GiB, sparse, attached as `demo`
 //                                            (and served by NBD when built in)
 //   socket       the default path (paths.ts)  so `npx ublksnap …` from another
@@ -51,7 +52,7 @@ function nextSteps(root: string, state_dir: string, socket: string, nbd: string 
     `  ${cli} snapshot_info -d ${DEMO_VOLUME_NAME}`,
     ...(nbd ? [`  nbdinfo '${nbd.replace(`/${DEMO_VOLUME_NAME}?`, `/${DEMO_VOLUME_NAME}@'$id'?`)}'`] : []),
     `  ${cli} snapshot_waitevent -i $id -t 1000`,
-    `  ${cli} readcbtmap -d ${DEMO_VOLUME_NAME} -f /tmp/demo.cbt`,
+    `  ${cli} readcbtmap -d ${DEMO_VOLUME_NAME} -f ${path.join(state_dir, 'demo.cbt')}`,
     `  ${cli} snapshot_destroy -i $id`,
     `  ${cli} --help`,
     '',
@@ -61,26 +62,29 @@ function nextSteps(root: string, state_dir: string, socket: string, nbd: string 
   return `${lines.join('\n')}\n`;
 }
 
-export async function startDefault(argv: string[]): Promise<number> {
+export async function startDefault(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const root = packageRoot();
-  const state_dir = path.join(root, 'state');
-  const demo_file = path.join(state_dir, DEMO_FILE_NAME);
   let config;
+  let demo_file: string;
   try {
-    // Extra flags still work: `npm start -- --log-level debug`.
+    // Extra flags still work: `npm start -- --log-level debug`. The state dir
+    // is the checkout's unless a flag or UBLKSNAP_STATE_DIR says otherwise.
     const flags = parseDaemonFlags(argv);
-    config = resolveConfig({ ...flags, state_dir: flags.state_dir ?? state_dir });
+    const state_dir = flags.state_dir ?? (env.UBLKSNAP_STATE_DIR || path.join(root, 'state'));
+    config = resolveConfig({ ...flags, state_dir }, env);
+    demo_file = path.join(config.state_dir, DEMO_FILE_NAME);
     ensureDemoVolume(demo_file, DEMO_VOLUME_BYTES);
   } catch (error) {
     const reason = error instanceof UblksnapError ? `${error.message} (${error.code})` : String(error);
     process.stderr.write(`ublksnap start: ${reason}\n`);
     return error instanceof UblksnapError && error.code === 'EINVAL' ? EXIT_USAGE : EXIT_FAILURE;
   }
-  config.volumes = [{ path: demo_file, name: DEMO_VOLUME_NAME }, ...config.volumes];
-  return serve(config, {
+  const ready = config;
+  ready.volumes = [{ path: demo_file, name: DEMO_VOLUME_NAME }, ...ready.volumes];
+  return serve(ready, {
     onStarted: (daemon) => {
       // stderr: stdout may carry JSON log lines that a collector parses.
-      process.stderr.write(nextSteps(root, config.state_dir, config.socket, daemon.addressesOf(DEMO_VOLUME_NAME).nbd));
+      process.stderr.write(nextSteps(root, ready.state_dir, ready.socket, daemon.addressesOf(DEMO_VOLUME_NAME).nbd));
     },
   });
 }
