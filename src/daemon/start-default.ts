@@ -50,7 +50,7 @@ function nextSteps(root: string, state_dir: string, socket: string, nbd: string 
     `  id=$(${cli} snapshot_create -d ${DEMO_VOLUME_NAME} -f ${state_dir} -l 256M)`,
     `  ${cli} snapshot_take -i $id`,
     `  ${cli} snapshot_info -d ${DEMO_VOLUME_NAME}`,
-    ...(nbd ? [`  nbdinfo '${nbd.replace(`/${DEMO_VOLUME_NAME}?`, `/${DEMO_VOLUME_NAME}@'$id'?`)}'`] : []),
+    ...(nbd ? [`  nbdinfo '${nbd.replace(`/${DEMO_VOLUME_NAME}?`, `/${DEMO_VOLUME_NAME}%40'$id'?`)}'`] : []),
     `  ${cli} snapshot_waitevent -i $id -t 1000`,
     `  ${cli} readcbtmap -d ${DEMO_VOLUME_NAME} -f ${path.join(state_dir, 'demo.cbt')}`,
     `  ${cli} snapshot_destroy -i $id`,

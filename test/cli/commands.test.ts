@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { COMMANDS } from '../../src/cli/commands';
 import {
-  CLI_PATH, disposeDaemon, hardTimeout, keyValues, runNode, sparseFile, startDaemon, type TestDaemon,
+  CLI_PATH, HAS_NBD, disposeDaemon, hardTimeout, keyValues, runNode, sparseFile, startDaemon, type TestDaemon,
 } from '../lib/daemon';
 
 const MiB = 1 << 20;
@@ -47,6 +47,23 @@ test('attach: name= by default from the file name, --name, relative paths, JSON'
   assert.equal(json, { name: 'two', path: daemon.file('v2.img'), capacity_sectors: 16384 });
 });
 
+test('attach --nbd: nbd= the export URI when the NBD frontend is built in, else ENODEV and nothing attached', async () => {
+  sparseFile(daemon.file('n.img'), 4 * MiB);
+  const result = await daemon.cli(['attach', '-d', 'n.img', '--nbd']);
+  if (HAS_NBD) {
+    assert.is(result.code, 0, result.stderr);
+    assert.equal(keyValues(result.stdout), { name: 'n.img', nbd: `nbd+unix:///n.img?socket=${daemon.nbd_socket}` });
+  } else {
+    assert.is(result.code, 1);
+    assert.match(result.stderr, /^ublksnap: attach: no NBD frontend in this daemon .*\(ENODEV\)\n$/);
+  }
+  const ublk = await daemon.cli(['attach', '-d', 'n.img', '--name', 'n2', '--ublk']);
+  assert.match(ublk.stderr, /\(ENODEV\)\n$/, 'no ublk frontend yet');
+  await daemon.cli(['detach', '-d', 'n.img']);
+  const volumes = JSON.parse(await daemon.ok(['status', '-j'])).volumes.map((v: { name: string }) => v.name);
+  assert.equal(volumes, ['v1.img', 'two']);
+});
+
 test('cbtinfo: the five upstream keys, text and JSON agree', async () => {
   const text = keyValues(await daemon.ok(['cbtinfo', '-d', 'v1.img']));
   assert.equal(Object.keys(text), ['block_size', 'device_capacity', 'block_count', 'generation_id', 'changes_number']);
@@ -69,11 +86,13 @@ test('snapshot cycle: create (multitoken -d), collect, add, take, info, waiteven
   assert.is(await daemon.ok(['snapshot_add', '-i', id, '-d', 'v3.img']), '', 'snapshot_add prints nothing');
   assert.equal(JSON.parse(await daemon.ok(['snapshot_take', '-i', id, '-j'])), {});
 
+  // The image's NBD URI, when the NBD frontend is built in.
+  const image_nbd = HAS_NBD ? `nbd+unix:///v3.img%40${id}?socket=${daemon.nbd_socket}` : '';
   const info = keyValues(await daemon.ok(['snapshot_info', '-d', 'v3.img']));
-  assert.equal(info, { error_code: '0', image: '', nbd: '', snapshot_id: id });
+  assert.equal(info, { error_code: '0', image: '', nbd: image_nbd, snapshot_id: id });
   assert.is(await daemon.ok(['snapshot_info', '-d', 'v3.img', '-f', 'error_code']), '0\n');
   assert.equal(JSON.parse(await daemon.ok(['snapshot_info', '-d', 'v3.img', '-f', 'snapshot_id', '-j'])), { snapshot_id: id });
-  assert.equal(JSON.parse(await daemon.ok(['snapshot_info', '-d', 'v3.img', '-j'])), { error_code: 0, image: '', nbd: '', snapshot_id: id });
+  assert.equal(JSON.parse(await daemon.ok(['snapshot_info', '-d', 'v3.img', '-j'])), { error_code: 0, image: '', nbd: image_nbd, snapshot_id: id });
 
   // The storage starts empty and grows at take: low_space (requested_nr_sect=), then grown (capacity_sectors=).
   const first = keyValues(await daemon.ok(['snapshot_waitevent', '-i', id, '-t', '5000']));
@@ -96,13 +115,14 @@ test('snapshot cycle: create (multitoken -d), collect, add, take, info, waiteven
   assert.match(status, new RegExp(`^snapshot=${id} state=taken error_code=0 volumes=v1\\.img,two,v3\\.img .* limit_sectors=131072 fill=0\\.0%$`, 'm'));
   assert.match(status, new RegExp(`^diff_area=two@${id} chunk_bytes=65536 chunk_count=128 `, 'm'));
   assert.match(status, /^workers=threads cow=\d+ image=\d+ store=\d+$/m);
-  assert.match(status, /^frontend=none$/m);
+  if (HAS_NBD) assert.match(status, new RegExp(`^frontend=nbd listening=${daemon.nbd_socket} connections=0`, 'm'));
+  else assert.match(status, /^frontend=none$/m);
   const json = JSON.parse(await daemon.ok(['status', '-j']));
   assert.is(json.daemon.socket, daemon.socket);
   assert.equal(json.volumes.map((v: { name: string }) => v.name), ['v1.img', 'two', 'v3.img']);
   assert.is(json.snapshots[0].id, id);
   assert.is(json.snapshots[0].storage.limit_sectors, 131072);
-  assert.equal(json.frontends, []);
+  assert.equal(json.frontends.map((frontend: { kind: string }) => frontend.kind), HAS_NBD ? ['nbd'] : []);
 
   assert.is(await daemon.ok(['snapshot_destroy', '-i', id]), '');
   assert.equal(keyValues(await daemon.ok(['snapshot_info', '-d', 'v3.img'])), { error_code: '0', image: '', nbd: '', snapshot_id: '' });

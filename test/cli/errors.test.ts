@@ -68,8 +68,8 @@ test('attach: twice (EALREADY), a taken name (EEXIST), missing path (ENOENT), a 
   refused(await daemon.cli(['attach', '-d', 'c.img', '--name', 'x@y']), 'attach', 'EINVAL', /volume name/);
   refused(await daemon.cli(['attach', '-d', 'c.img', '--name', 'n'.repeat(65)]), 'attach', 'EINVAL');
   refused(await daemon.cli(['attach']), 'attach', 'EINVAL', /-d is required/);
-  refused(await daemon.cli(['attach', '-d', 'c.img', '--nbd']), 'attach', 'ENODEV', /NBD/);
-  // The refused --nbd attach attached nothing.
+  refused(await daemon.cli(['attach', '-d', 'c.img', '--ublk']), 'attach', 'ENODEV', /ublk/);
+  // The refused --ublk attach attached nothing.
   const volumes = JSON.parse(await daemon.ok(['status', '-j'])).volumes.map((v: { name: string }) => v.name);
   assert.equal(volumes, ['a', 'b']);
 });

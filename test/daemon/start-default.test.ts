@@ -14,7 +14,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  CLI_PATH, DAEMON_START_TIMEOUT_MS, DAEMON_STOP_TIMEOUT_MS, REPO_ROOT, exists, hardTimeout, keyValues, removeScratchDir, runNode, scratchDir,
+  CLI_PATH, DAEMON_START_TIMEOUT_MS, HAS_NBD, DAEMON_STOP_TIMEOUT_MS, REPO_ROOT, exists, hardTimeout, keyValues, removeScratchDir, runNode, scratchDir,
 } from '../lib/daemon';
 import { gate } from '../lib/system';
 
@@ -60,6 +60,9 @@ test('the banner names the demo volume, the socket and the next commands', () =>
   for (const command of ['version', 'status', 'cbtinfo -d demo', 'snapshot_take -i $id', 'snapshot_destroy -i $id']) {
     assert.ok(banner.includes(`npx ublksnap ${command}`), command);
   }
+  // When the NBD frontend is built in, the demo volume is exported next to the control socket.
+  if (HAS_NBD) assert.match(banner, new RegExp(`NBD export: +nbd\\+unix:///demo\\?socket=${path.join(dir, 'run', 'ublksnap', 'nbd.sock')}`));
+  else assert.not.match(banner, /NBD export/);
   const demo = statSync(path.join(dir, 'state', 'demo.img'));
   assert.is(demo.size, GiB);
   assert.ok(demo.blocks * 512 < 1024 * 1024, 'sparse');

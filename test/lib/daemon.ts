@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { BUILTIN_FRONTENDS } from '../../src/daemon/frontends';
 import { IpcClient } from '../../src/ipc/client';
 
 /** Scratch space on tmpfs: fast, and O_TMPFILE diff storage works there. */
@@ -20,6 +21,9 @@ export const CLI_TIMEOUT_MS = 30_000;
 export const DAEMON_STOP_TIMEOUT_MS = 20_000;
 /** Small chunks and tracking blocks so tests cross many boundaries quickly. */
 export const SMALL_PARAMS = ['chunk_minimum_shift=16', 'tracking_block_minimum_shift=16', 'diff_storage_minimum=2048'];
+
+/** True once the NBD frontend is built in (src/daemon/frontends.ts): tests expect its URIs then. */
+export const HAS_NBD = BUILTIN_FRONTENDS.some((factory) => factory.kind === 'nbd');
 
 const live_children = new Set<ChildProcess>();
 const scratch_dirs = new Set<string>();
@@ -132,6 +136,8 @@ export interface DaemonOptions {
 export class TestDaemon {
   readonly socket: string;
   readonly state_dir: string;
+  /** Given to every daemon, so an NBD frontend (when built in) listens in the scratch dir. */
+  readonly nbd_socket: string;
   private child: ChildProcess | null = null;
   private exit_promise: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | null = null;
   logs = '';
@@ -139,6 +145,7 @@ export class TestDaemon {
   constructor(readonly dir: string) {
     this.socket = path.join(dir, 'ctl.sock');
     this.state_dir = path.join(dir, 'state');
+    this.nbd_socket = path.join(dir, 'nbd.sock');
   }
 
   get pid(): number {
@@ -156,7 +163,8 @@ export class TestDaemon {
   /** Spawns `ublksnap daemon` and waits until it answers `version`. */
   async start(options: DaemonOptions = {}): Promise<void> {
     const args = [
-      'daemon', '--socket', this.socket, '--state-dir', this.state_dir, '--log-level', options.log_level ?? 'debug',
+      'daemon', '--socket', this.socket, '--state-dir', this.state_dir, '--nbd-socket', this.nbd_socket,
+      '--log-level', options.log_level ?? 'debug',
       ...(options.params ?? SMALL_PARAMS).flatMap((param) => ['--param', param]),
       ...(options.args ?? []),
     ];
