@@ -109,7 +109,9 @@ test('overflow: waitevent delivers no_space and corrupted (error_code=28); info 
   const no_space = events.find((event) => event.event === 'no_space') as Record<string, string>;
   assert.match(no_space.requested_nr_sect as string, /^\d+$/);
 
-  assert.equal(keyValues(await ok(['snapshot_info', '-d', 'v'])), { error_code: String(ENOSPC), image: '', nbd: '', snapshot_id: id });
+  const info = keyValues(await ok(['snapshot_info', '-d', 'v']));
+  assert.is(info.error_code, String(ENOSPC));
+  assert.is(info.snapshot_id, id);
   assert.is(await ok(['snapshot_info', '-d', 'v', '-f', 'error_code']), `${ENOSPC}\n`);
   assert.match(await ok(['status']), new RegExp(`^snapshot=${id} state=corrupted error_code=${ENOSPC} `, 'm'));
   // Nothing more is pending: the next wait times out.
