@@ -4,6 +4,7 @@
 
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { UblksnapError, fromSystemError } from '../shared/errors';
+import { sectorsToBytes } from '../shared/units';
 import { IpcClient, WAIT_MARGIN_MS, callOnce } from '../ipc/client';
 import {
   WAIT_EVENT_TIMEOUT_MS_MAX, type DaemonStatus, type MethodName, type ParamsOf, type ResultOf, type WaitEventResult,
@@ -16,6 +17,9 @@ import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapsho
 export const CBT_PIECE_BYTES = 256 * 1024;
 /** snapshot_watcher waits this long per call, so a dead daemon is noticed. */
 export const WATCH_POLL_MS = 10_000;
+/** A CBT map file is data for backup tools of any user, as upstream's tool leaves it. */
+const MAP_FILE_MODE = 0o644;
+const STDOUT_FD = 1;
 
 export interface CommandContext {
   readonly command: string;
@@ -92,7 +96,7 @@ async function readCbtMap(context: CommandContext): Promise<void> {
   let progress: Progress | null = null;
   try {
     try {
-      fd = to_stdout ? 1 : openSync(partial, 'w', 0o644);
+      fd = to_stdout ? STDOUT_FD : openSync(partial, 'w', MAP_FILE_MODE);
     } catch (error) {
       // ENOENT (no such directory), EACCES, EISDIR…: name the file the user gave.
       throw fromSystemError(error, `cannot write ${target}`);
@@ -178,7 +182,7 @@ export function statusLines(status: DaemonStatus): string {
   for (const volume of status.volumes) {
     lines.push(keyValueInline({
       volume: volume.name, path: volume.path, kind: volume.kind, capacity_sectors: volume.capacity_sectors,
-      size: formatBytes(volume.capacity_sectors * 512), snapshot: volume.snapshot_id,
+      size: formatBytes(sectorsToBytes(volume.capacity_sectors)), snapshot: volume.snapshot_id,
       cbt_block_size: volume.cbt.block_size, cbt_changes_number: volume.cbt.changes_number,
     }));
   }

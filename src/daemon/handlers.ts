@@ -91,6 +91,10 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
 
     detach: async (params) => {
       const volume = engine.volume(deviceArgument(params.device));
+      // Refused before the frontends let go of it (the engine would refuse too, but later).
+      if (!params.force && volume.snapshot_id !== null) {
+        throw new UblksnapError('EBUSY', `volume ${volume.name} is in snapshot ${volume.snapshot_id}: destroy it first, or detach with force`);
+      }
       for (const frontend of frontends) await frontend.unpublish(volume.name);
       await engine.detach(volume.name, { force: params.force ?? false });
       return {};

@@ -11,6 +11,8 @@ import { UblksnapError } from '../shared/errors';
 
 /** A pid file is a number and a newline; anything longer is not ours. */
 const PID_FILE_BYTES_MAX = 32;
+/** Readable by all, as pid files are (the state dir itself is private). */
+const PID_FILE_MODE = 0o644;
 
 function readPid(file: string): number | null {
   let text: string;
@@ -37,7 +39,8 @@ export function isDaemonAlive(pid: number): boolean {
   }
   try {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return cmdline.includes('ublksnap') || cmdline.includes('daemon');
+    // bin/ublksnap.js daemon, or npm start's start-default.js.
+    return cmdline.includes('ublksnap') || cmdline.includes('start-default');
   } catch (error) {
     // ENOENT: the process ended between the two checks.
     return (error as NodeJS.ErrnoException).code !== 'ENOENT';
@@ -50,7 +53,7 @@ export function claimPidFile(file: string): void {
     throw new UblksnapError('EBUSY', `state directory in use by a running daemon (pid ${pid}, ${file}); stop it first, or give another --state-dir`);
   }
   const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${process.pid}\n`, { mode: 0o644 });
+  writeFileSync(temporary, `${process.pid}\n`, { mode: PID_FILE_MODE });
   renameSync(temporary, file);
 }
 

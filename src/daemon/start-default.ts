@@ -16,17 +16,19 @@ import { GiB } from '../shared/units';
 import { UblksnapError } from '../shared/errors';
 import { parseDaemonFlags, resolveConfig } from './config';
 import { EXIT_FAILURE, EXIT_USAGE, serve } from './main';
-import { packageRoot } from './paths';
+import { PRIVATE_DIR_MODE, packageRoot } from './paths';
 
 export const DEMO_VOLUME_NAME = 'demo';
 export const DEMO_VOLUME_BYTES = 1 * GiB;
 const DEMO_FILE_NAME = 'demo.img';
+/** The demo volume is the user's data like any other: owner only. */
+const DEMO_FILE_MODE = 0o600;
 
 /** Creates the sparse demo volume once; an existing one (and its data) is kept. */
 export function ensureDemoVolume(file: string, size_bytes: number): boolean {
   if (existsSync(file)) return false;
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const fd = openSync(file, 'wx', 0o600);
+  mkdirSync(path.dirname(file), { recursive: true, mode: PRIVATE_DIR_MODE });
+  const fd = openSync(file, 'wx', DEMO_FILE_MODE);
   try {
     ftruncateSync(fd, size_bytes);
   } finally {

@@ -262,7 +262,7 @@ export class IpcServer<T extends Record<string, MethodSpec>> {
     if (this.requests_in_flight_count === 0 && this.drained) this.drained();
   }
 
-  /** Runs one parsed request to its reply line (or null for a notification). */
+  /** Validates one parsed request and runs its handler; throws what the reply must say. */
   async dispatch(request: RpcRequest, context: RequestContext): Promise<unknown> {
     if (this.stopping) throw new UblksnapError('ESHUTDOWN', 'the daemon is stopping');
     const method = request.method;
