@@ -45,6 +45,8 @@ export interface ActorVolume {
 export interface ActorQueue {
   completions: Ring;
   buffers: Slab;
+  /** Completions were pushed since the last wake-up. */
+  wake_pending: boolean;
 }
 
 /** What a concrete actor does with one request. Returns an errno, or PARKED. */
@@ -82,6 +84,8 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
   const parked = Ring.create(PARKED_CAPACITY, REQUEST_WORDS);
   const request = new Int32Array(REQUEST_WORDS);
   const completion = new Int32Array(COMPLETION_WORDS);
+  /** Queues that got completions in this batch (their consumers are woken after it). */
+  const woken_queues: ActorQueue[] = [];
   let running = true;
   let served = 0;
   let parked_total = 0;
@@ -102,7 +106,21 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       return;
     }
     served += 1;
-    assert(queue.completions.tryPush(completion, 0), 'completion ring full: more requests than tags');
+    assert(queue.completions.tryPush(completion, 0, false), 'completion ring full: more requests than tags');
+    if (!queue.wake_pending) {
+      queue.wake_pending = true;
+      woken_queues.push(queue);
+    }
+  }
+
+  /** One wake-up per queue per batch, not one per completion. */
+  function wakeQueues(): void {
+    for (let i = 0; i < woken_queues.length; i += 1) {
+      const queue = woken_queues[i]!;
+      queue.wake_pending = false;
+      queue.completions.wakeConsumers();
+    }
+    woken_queues.length = 0;
   }
 
   function serveOne(): number {
@@ -118,6 +136,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
 
   function retryParked(): void {
     for (let n = parked.count; n > 0 && parked.tryPop(request, 0); n -= 1) complete();
+    wakeQueues();
   }
 
   async function loop(): Promise<void> {
@@ -128,6 +147,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
         complete();
         handled += 1;
       }
+      wakeQueues();
       if (handled === BATCH_MAX) await new Promise<void>((resolve) => setImmediate(resolve));
       else await ring.waitForRecords(IDLE_WAIT_MS);
     }
@@ -152,7 +172,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       registry.areas.delete(area_id);
     },
     attachQueue(queue: QueueDescriptor): void {
-      registry.queues[queue.queue_id] = { completions: new Ring(queue.completions), buffers: new Slab(queue.slab) };
+      registry.queues[queue.queue_id] = { completions: new Ring(queue.completions), buffers: new Slab(queue.slab), wake_pending: false };
     },
     detachQueue(queue_id: number): void {
       registry.queues[queue_id] = undefined;

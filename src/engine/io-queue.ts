@@ -30,6 +30,9 @@ export class EngineIoQueue implements IoQueue {
   private readonly busy: Uint8Array;
   private handler: (tag: number, errno: number) => void = () => undefined;
   private in_flight_count = 0;
+  private kick_scheduled = false;
+  private wake_cow = false;
+  private wake_image = false;
   private open = true;
   private readonly loop_done: Promise<void>;
 
@@ -72,12 +75,30 @@ export class EngineIoQueue implements IoQueue {
     record[RequestWord.SERIAL] = handleSerial(target_handle);
     writeOffset(record, offset_bytes);
     record[RequestWord.LENGTH] = length_bytes;
-    const ring = handleIsImage(target_handle) ? this.rings.image : this.rings.cow;
+    const image = handleIsImage(target_handle);
+    const ring = image ? this.rings.image : this.rings.cow;
     // The rings hold as many records as all open queues have tags.
-    assert(ring.tryPush(record, 0), 'request ring full: more requests in flight than tags');
+    assert(ring.tryPush(record, 0, false), 'request ring full: more requests in flight than tags');
     this.busy[tag] = 1;
     this.in_flight_count += 1;
+    // One wake-up per ring per turn of the event loop, however many requests
+    // a frontend submits in it (a wake-up costs more than a submission).
+    if (image) this.wake_image = true;
+    else this.wake_cow = true;
+    if (!this.kick_scheduled) {
+      this.kick_scheduled = true;
+      queueMicrotask(this.kick);
+    }
   }
+
+  /** Wakes the actors for everything submitted this turn. */
+  private readonly kick = (): void => {
+    this.kick_scheduled = false;
+    if (this.wake_cow) this.rings.cow.wakeConsumers();
+    if (this.wake_image) this.rings.image.wakeConsumers();
+    this.wake_cow = false;
+    this.wake_image = false;
+  };
 
   onComplete(handler: (tag: number, errno: number) => void): void {
     this.handler = handler;

@@ -100,9 +100,11 @@ export class Ring {
 
   /**
    * Copies one record from `source[offset ..]` into the ring.
-   * Returns false when the ring is full.
+   * Returns false when the ring is full. With wake = false the caller
+   * promises to call wakeConsumers() after its batch: one wake-up (a futex
+   * or a task posted to another thread) for many records.
    */
-  tryPush(source: Int32Array, offset = 0): boolean {
+  tryPush(source: Int32Array, offset = 0, wake = true): boolean {
     const words = this.words;
     let position = Atomics.load(words, TAIL);
     for (;;) {
@@ -114,7 +116,7 @@ export class Ring {
           const base = this.records_index + cell * this.record_words;
           for (let w = 0; w < this.record_words; w += 1) words[base + w] = source[offset + w]!;
           Atomics.store(words, HEADER_WORDS + cell, (position + 1) | 0);
-          this.wake(CONSUMER_SLEEPERS, CONSUMER_DOORBELL);
+          if (wake) this.wake(CONSUMER_SLEEPERS, CONSUMER_DOORBELL);
           return true;
         }
         position = seen;
@@ -202,6 +204,11 @@ export class Ring {
     } finally {
       Atomics.sub(words, CONSUMER_SLEEPERS, 1);
     }
+  }
+
+  /** Wakes one sleeping consumer, if any: the end of a batch pushed with wake = false. */
+  wakeConsumers(): void {
+    this.wake(CONSUMER_SLEEPERS, CONSUMER_DOORBELL);
   }
 
   /** Wakes every sleeper of both kinds, e.g. so they notice a stop flag. */

@@ -1,0 +1,98 @@
+// The NBD server as a daemon frontend. The daemon (src/daemon/frontend.ts,
+// branch daemon) knows frontends only through its Frontend interface and
+// registers factories in src/daemon/frontends.ts; it plugs this one in with
+//
+//   import { nbdFrontendFactory } from '../nbd/frontend';
+//   export const BUILTIN_FRONTENDS = [nbdFrontendFactory, …];
+//
+// The shapes below are that interface's, restated so this branch compiles
+// on its own; TypeScript matches them structurally.
+//
+// Publishing is free for NBD: every export the engine resolves is served
+// the moment it exists, so publish() only checks the name and returns its
+// URI. unpublish() keeps connections open on purpose: clients of a
+// detached volume or destroyed image get EIO with a message on their next
+// request (a clean error, as the issue asks), and disconnect when they
+// choose.
+
+import type { EngineControl } from '../engine/api';
+import type { NbdLogger } from './logger';
+import { NbdServer } from './server';
+
+export interface NbdFrontendContext {
+  engine: EngineControl;
+  logger: NbdLogger;
+  /** The NBD Unix socket (--nbd-socket, or the daemon's default next to its control socket). */
+  nbd_socket: string;
+  /** TCP listener when --nbd-listen asked for one. */
+  nbd_listen: { host: string; port: number } | null;
+  state_dir: string;
+}
+
+export interface NbdFrontendStatus {
+  kind: string;
+  listening: string[];
+  connections: number;
+  details?: Record<string, string | number | boolean>;
+}
+
+export class NbdFrontend {
+  readonly kind = 'nbd' as const;
+  readonly server: NbdServer;
+
+  constructor(private readonly context: NbdFrontendContext) {
+    this.server = new NbdServer(context.engine, {
+      socket_path: context.nbd_socket,
+      ...(context.nbd_listen !== null ? { listen: context.nbd_listen } : {}),
+      logger: context.logger,
+    });
+  }
+
+  start(): Promise<void> {
+    return this.server.start();
+  }
+
+  stop(): Promise<void> {
+    return this.server.stop();
+  }
+
+  status(): NbdFrontendStatus {
+    const status = this.server.status();
+    const listening: string[] = [];
+    if (status.socket_path !== null) listening.push(status.socket_path);
+    if (status.tcp !== null) listening.push(`${status.tcp.host}:${status.tcp.port}`);
+    return {
+      kind: this.kind,
+      listening,
+      connections: status.connections,
+      details: { bound: status.bound, accepted_total: status.accepted_total, refused_total: status.refused_total },
+    };
+  }
+
+  /** Checks the export exists (ESRCH from the engine if not) and returns its URI. */
+  async publish(export_name: string): Promise<string> {
+    this.context.engine.resolveExport(export_name);
+    return this.server.uri(export_name);
+  }
+
+  addressOf(export_name: string): string | null {
+    try {
+      this.context.engine.resolveExport(export_name);
+    } catch {
+      // Not an export right now (unknown volume, image not taken or destroyed).
+      return null;
+    }
+    return this.server.uri(export_name);
+  }
+
+  async unpublish(export_name: string): Promise<void> {
+    void export_name;
+  }
+}
+
+export const nbdFrontendFactory = {
+  kind: 'nbd' as const,
+  create(context: NbdFrontendContext): NbdFrontend {
+    return new NbdFrontend(context);
+  },
+};
