@@ -101,12 +101,12 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
     completion[CompletionWord.TAG] = request[RequestWord.TAG]!;
     completion[CompletionWord.ERRNO] = serveOne();
     if (completion[CompletionWord.ERRNO] === PARKED) {
-      assert(parked.tryPush(request, 0), `more than ${PARKED_CAPACITY} parked requests`);
+      parked.pushCertain(request, 0, false, `parking (more than ${PARKED_CAPACITY} requests?)`);
       parked_total += 1;
       return;
     }
     served += 1;
-    assert(queue.completions.tryPush(completion, 0, false), 'completion ring full: more requests than tags');
+    queue.completions.pushCertain(completion, 0, false, 'completion (more requests than tags?)');
     if (!queue.wake_pending) {
       queue.wake_pending = true;
       woken_queues.push(queue);

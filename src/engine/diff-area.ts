@@ -269,7 +269,7 @@ export class DiffArea {
 
   requeue(chunk: number): void {
     this.record[0] = chunk;
-    assert(this.store_queue.tryPush(this.record, 0), 'store queue full on requeue');
+    this.store_queue.pushCertain(this.record, 0, true, `requeue of chunk ${chunk}`);
   }
 
   clearFlushRequest(): void {
@@ -286,7 +286,7 @@ export class DiffArea {
     this.record[0] = chunk;
     // The queue holds as many cells as there are buffers, and every queued
     // chunk holds one buffer: it cannot be full.
-    assert(this.store_queue.tryPush(this.record, 0), `store queue full with chunk ${chunk}`);
+    this.store_queue.pushCertain(this.record, 0, true, `store queue push of chunk ${chunk}`);
     if (this.store_queue.count > this.chunk_maximum_in_queue) this.requestFlush();
   }
 

@@ -78,7 +78,7 @@ export class EngineIoQueue implements IoQueue {
     const image = handleIsImage(target_handle);
     const ring = image ? this.rings.image : this.rings.cow;
     // The rings hold as many records as all open queues have tags.
-    assert(ring.tryPush(record, 0, false), 'request ring full: more requests in flight than tags');
+    ring.pushCertain(record, 0, false, 'request submission (more requests in flight than tags?)');
     this.busy[tag] = 1;
     this.in_flight_count += 1;
     // One wake-up per ring per turn of the event loop, however many requests

@@ -56,6 +56,13 @@ export const RING_CAPACITY_MAX = 2 ** 20;
 export const RING_RECORD_WORDS_MAX = 64;
 /** A bounded wait never sleeps longer than this before re-checking. */
 const WAIT_SLICE_MS = 50;
+/**
+ * A push into a ring that by its owner's accounting cannot be full may
+ * still find a cell taken: a consumer that advanced HEAD frees its cell
+ * only a moment later, and on a loaded machine that moment can be a whole
+ * time slice. Such pushes wait up to this long before calling it a bug.
+ */
+export const RING_TRANSIENT_FULL_TIMEOUT_MS = 10_000;
 
 export function ringBytes(capacity: number, record_words: number): number {
   return (HEADER_WORDS + capacity + capacity * record_words) * WORD_BYTES;
@@ -99,8 +106,20 @@ export class Ring {
   }
 
   /**
+   * Pushes into a ring its owner sized so that it cannot be full (every
+   * record holds a resource of which there are at most `capacity`):
+   * waits out the transient described at RING_TRANSIENT_FULL_TIMEOUT_MS and
+   * asserts after it.
+   */
+  pushCertain(source: Int32Array, offset: number, wake: boolean, what: string): void {
+    assert(this.push(source, offset, RING_TRANSIENT_FULL_TIMEOUT_MS, wake),
+      `${what}: ring of ${this.capacity} still full after ${RING_TRANSIENT_FULL_TIMEOUT_MS} ms`);
+  }
+
+  /**
    * Copies one record from `source[offset ..]` into the ring.
-   * Returns false when the ring is full. With wake = false the caller
+   * Returns false when the ring is full (or, for a moment, looks full:
+   * see RING_TRANSIENT_FULL_TIMEOUT_MS). With wake = false the caller
    * promises to call wakeConsumers() after its batch: one wake-up (a futex
    * or a task posted to another thread) for many records.
    */
@@ -157,17 +176,17 @@ export class Ring {
   }
 
   /** Pushes, sleeping while full, for at most timeout_ms. False on timeout. */
-  push(source: Int32Array, offset: number, timeout_ms: number): boolean {
-    if (this.tryPush(source, offset)) return true;
+  push(source: Int32Array, offset: number, timeout_ms: number, wake = true): boolean {
+    if (this.tryPush(source, offset, wake)) return true;
     const deadline = Date.now() + timeout_ms;
     const words = this.words;
     for (;;) {
       const seen = Atomics.load(words, PRODUCER_DOORBELL);
       Atomics.add(words, PRODUCER_SLEEPERS, 1);
-      const pushed = this.tryPush(source, offset);
+      const pushed = this.tryPush(source, offset, wake);
       if (!pushed) this.sleep(PRODUCER_DOORBELL, seen, deadline);
       Atomics.sub(words, PRODUCER_SLEEPERS, 1);
-      if (pushed || this.tryPush(source, offset)) return true;
+      if (pushed || this.tryPush(source, offset, wake)) return true;
       if (Date.now() >= deadline) return false;
     }
   }

@@ -13,7 +13,8 @@
 //
 // Protocol: alloc pops a slot index from the free ring, free pushes it back.
 // The ring is as large as the slot count, so a free never finds it full
-// unless a slot is freed twice; that is a bug and asserts.
+// for longer than a consumer's preemption (ring.ts, pushCertain); a slot
+// freed twice would, and asserts.
 //
 // data_offset makes every slot start on an alignment boundary in memory
 // (O_DIRECT needs 512 or 4096): the caller measures it with the addon's
@@ -85,7 +86,7 @@ export class Slab {
   release(slot: number): void {
     assertIndex(slot, this.slot_count, 'slab slot');
     this.record[0] = slot;
-    assert(this.free.tryPush(this.record, 0), `slab slot ${slot} released twice (free list full)`);
+    this.free.pushCertain(this.record, 0, true, `release of slab slot ${slot} (released twice?)`);
   }
 
   /** The whole slot as bytes (a view made at attach time). */

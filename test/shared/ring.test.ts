@@ -4,6 +4,7 @@
 // Method: single-thread edge cases, then 3 producer and 3 consumer workers
 // pushing 20 000 records each through a 64-cell ring.
 
+import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Ring, ringBytes } from '../../src/shared/ring';
@@ -56,6 +57,31 @@ test('blocking pop times out on an empty ring, push on a full one', () => {
   assert.ok(Date.now() - started >= 25, 'waited about the timeout');
   assert.ok(ring.push(record, 0, 10) && ring.push(record, 0, 10));
   assert.is(ring.push(record, 0, 30), false);
+});
+
+test('a consumer preempted mid-pop: tryPush sees "full", pushCertain waits it out', async () => {
+  // Stage the moment a consumer has advanced HEAD but not yet freed its
+  // cell (ring.ts, RING_TRANSIENT_FULL_TIMEOUT_MS); a worker finishes that
+  // pop 100 ms later, the way tryPop does: free the cell, ring the doorbell.
+  const ring = Ring.create(2, 1);
+  const record = new Int32Array([1]);
+  assert.ok(ring.tryPush(record) && ring.tryPush(record));
+  const words = new Int32Array(ring.buffer);
+  words[0] = 1; // HEAD advanced past position 0, cell 0 not yet freed
+  assert.is(ring.count, 1, 'by the counters there is room');
+  assert.is(ring.tryPush(record), false, 'but the cell is still taken');
+  const finisher = new Worker(`
+    const { workerData } = require('node:worker_threads');
+    const words = new Int32Array(workerData);
+    setTimeout(() => {
+      Atomics.store(words, 48 + 0, 0 + 2);            // cell 0 free for position 2
+      Atomics.add(words, 35, 1); Atomics.notify(words, 35); // PRODUCER_DOORBELL
+    }, 100);`, { eval: true, workerData: ring.buffer });
+  const started = Date.now();
+  ring.pushCertain(record, 0, true, 'test');
+  assert.ok(Date.now() - started >= 50, 'it waited for the consumer');
+  assert.is(ring.count, 2);
+  await finisher.terminate();
 });
 
 test('sizes and bad shapes', () => {

@@ -1,0 +1,412 @@
+// The CLI's commands: upstream blksnap console-tool names, options and
+// key=value output (DESIGN §6), each a thin client of one IPC method (or a
+// loop over one: readcbtmap, snapshot_watcher).
+
+import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { UblksnapError, fromSystemError } from '../shared/errors';
+import { sectorsToBytes } from '../shared/units';
+import { IpcClient, WAIT_MARGIN_MS, callOnce } from '../ipc/client';
+import {
+  WAIT_EVENT_TIMEOUT_MS_MAX, type DaemonStatus, type MethodName, type ParamsOf, type ResultOf, type WaitEventResult,
+} from '../ipc/methods';
+import type { OptionSpec, ParsedValues } from './args';
+import { Progress, formatBytes, jsonLine, keyValueInline, keyValueLines, type Row } from './output';
+import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapshotId, pathArgument } from './values';
+
+/** readcbtmap asks for the map in pieces of this many bytes (one per tracking block). */
+export const CBT_PIECE_BYTES = 256 * 1024;
+/** snapshot_watcher waits this long per call, so a dead daemon is noticed. */
+export const WATCH_POLL_MS = 10_000;
+/** A CBT map file is data for backup tools of any user, as upstream's tool leaves it. */
+const MAP_FILE_MODE = 0o644;
+const STDOUT_FD = 1;
+
+export interface CommandContext {
+  readonly command: string;
+  readonly values: ParsedValues;
+  readonly json: boolean;
+  readonly socket_path: string;
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
+}
+
+export interface Command {
+  readonly name: string;
+  readonly summary: string;
+  /** The options part of the usage line. */
+  readonly usage: string;
+  readonly options: readonly OptionSpec[];
+  /** Printed after the options in --help: output keys, examples. */
+  readonly details: string;
+  run(context: CommandContext): Promise<void>;
+}
+
+function call<M extends MethodName>(context: CommandContext, method: M, params: ParamsOf<M>, timeout_ms?: number): Promise<ResultOf<M>> {
+  return callOnce(context.socket_path, method, params, timeout_ms);
+}
+
+function required(context: CommandContext, name: string, flag: string): string {
+  const value = context.values[name];
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value) && value.length > 0) return value[value.length - 1] as string;
+  throw new UblksnapError('EINVAL', `${flag} is required (see 'ublksnap ${context.command} --help')`);
+}
+
+function list(context: CommandContext, name: string): string[] {
+  const value = context.values[name];
+  return Array.isArray(value) ? value : typeof value === 'string' ? [value] : [];
+}
+
+function print(context: CommandContext, row: Row): void {
+  context.stdout.write(context.json ? jsonLine(row) : keyValueLines(row));
+}
+
+/** Commands that answer nothing print nothing, or `{}` with -j. */
+function printEmpty(context: CommandContext): void {
+  if (context.json) context.stdout.write(jsonLine({}));
+}
+
+const DEVICE: OptionSpec = { name: 'device', short: 'd', type: 'string', value_name: 'PATH|NAME', help: 'an attached path or a volume name' };
+const ID: OptionSpec = { name: 'id', short: 'i', type: 'string', value_name: 'ID', help: 'snapshot id (UUID)' };
+
+function eventRow(result: WaitEventResult): Row {
+  const row: Row = { result: result.result };
+  if (result.result === 'ok') {
+    row.time = result.time;
+    row.event = result.event;
+    if (result.volume !== undefined) row.volume = result.volume;
+    if (result.errno !== undefined) row.error_code = result.errno;
+    if (result.requested_sectors !== undefined) row.requested_nr_sect = result.requested_sectors;
+    if (result.capacity_sectors !== undefined) row.capacity_sectors = result.capacity_sectors;
+  }
+  return row;
+}
+
+// ── readcbtmap ───────────────────────────────────────────────────────────
+
+async function readCbtMap(context: CommandContext): Promise<void> {
+  const device = deviceArgument(required(context, 'device', '-d'));
+  const file = required(context, 'file', '-f');
+  const to_stdout = file === '-';
+  const target = to_stdout ? '' : pathArgument(file, '-f');
+  // Written beside the target and renamed at the end: a failed read leaves no half map.
+  const partial = `${target}.partial-${process.pid}`;
+  const client = await IpcClient.connect(context.socket_path);
+  let fd = -1;
+  let progress: Progress | null = null;
+  try {
+    try {
+      fd = to_stdout ? STDOUT_FD : openSync(partial, 'w', MAP_FILE_MODE);
+    } catch (error) {
+      // ENOENT (no such directory), EACCES, EISDIR…: name the file the user gave.
+      throw fromSystemError(error, `cannot write ${target}`);
+    }
+    let first_block = 0;
+    let block_count = 0;
+    let generation_id = '';
+    let changes_number = -1;
+    do {
+      const piece = await client.call('readcbtmap', { device, first_block, length_bytes: CBT_PIECE_BYTES });
+      if (changes_number === -1) {
+        ({ block_count, generation_id, changes_number } = piece);
+        progress = new Progress('readcbtmap', block_count, context.stderr, context.stderr.isTTY === true && block_count > CBT_PIECE_BYTES);
+      } else if (piece.generation_id !== generation_id || piece.changes_number !== changes_number) {
+        throw new UblksnapError('EBUSY', 'the CBT map changed while it was read (a snapshot was taken); read it again');
+      }
+      if (piece.length_bytes === 0) break;
+      const data = Buffer.from(piece.data, 'base64');
+      let written = 0;
+      while (written < data.length) written += writeSync(fd, data, written);
+      first_block += piece.length_bytes;
+      progress?.update(first_block);
+    } while (first_block < block_count);
+    progress?.finish();
+    if (!to_stdout) {
+      closeSync(fd);
+      fd = -1;
+      renameSync(partial, target);
+    }
+    if (context.json) context.stdout.write(jsonLine({ file: to_stdout ? '-' : target, block_count, generation_id, changes_number }));
+  } finally {
+    progress?.finish();
+    client.close();
+    if (!to_stdout && fd !== -1) {
+      closeSync(fd);
+      rmSync(partial, { force: true });
+    }
+  }
+}
+
+// ── snapshot_watcher ─────────────────────────────────────────────────────
+
+async function watch(context: CommandContext): Promise<void> {
+  const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
+  const client = await IpcClient.connect(context.socket_path);
+  let seen_any = false;
+  try {
+    for (;;) {
+      let result: WaitEventResult;
+      try {
+        result = await client.call('snapshot_waitevent', { id, timeout_ms: WATCH_POLL_MS }, WATCH_POLL_MS + WAIT_MARGIN_MS);
+      } catch (error) {
+        // ESRCH after at least one answer: the snapshot ended while we watched; that is the normal end.
+        if (seen_any && error instanceof UblksnapError && error.code === 'ESRCH') return;
+        throw error;
+      }
+      seen_any = true;
+      if (result.result === 'timeout') continue;
+      const row = eventRow(result);
+      delete row.result;
+      context.stdout.write(context.json ? jsonLine(row) : `${keyValueInline(row)}\n`);
+      if (result.event === 'destroyed') return;
+    }
+  } finally {
+    client.close();
+  }
+}
+
+// ── status ───────────────────────────────────────────────────────────────
+
+function percent(part: number, whole: number): string {
+  return whole > 0 ? `${((100 * part) / whole).toFixed(1)}%` : '0.0%';
+}
+
+export function statusLines(status: DaemonStatus): string {
+  const d = status.daemon;
+  const lines: string[] = [
+    keyValueLines({
+      version: d.version, pid: d.pid, uptime_s: Math.floor(d.uptime_ms / 1000), socket: d.socket, state_dir: d.state_dir,
+      connections: d.ipc_connections, requests_in_flight: d.ipc_requests_in_flight,
+    }).trimEnd(),
+  ];
+  for (const volume of status.volumes) {
+    lines.push(keyValueInline({
+      volume: volume.name, path: volume.path, kind: volume.kind, capacity_sectors: volume.capacity_sectors,
+      size: formatBytes(sectorsToBytes(volume.capacity_sectors)), snapshot: volume.snapshot_id,
+      cbt_block_size: volume.cbt.block_size, cbt_changes_number: volume.cbt.changes_number,
+    }));
+  }
+  for (const snapshot of status.snapshots) {
+    const storage = snapshot.storage;
+    lines.push(keyValueInline({
+      snapshot: snapshot.id, state: snapshot.state, error_code: snapshot.error_code, volumes: snapshot.volumes,
+      storage: storage.path, storage_kind: storage.kind,
+      filled_sectors: storage.filled_sectors, capacity_sectors: storage.capacity_sectors, limit_sectors: storage.limit_sectors,
+      fill: percent(storage.filled_sectors, storage.limit_sectors),
+    }));
+    for (const chunks of snapshot.chunks) {
+      lines.push(keyValueInline({
+        diff_area: `${chunks.volume}@${snapshot.id}`, chunk_bytes: chunks.chunk_bytes, chunk_count: chunks.chunk_count,
+        in_memory: chunks.in_memory, stored: chunks.stored, failed: chunks.failed, queued: chunks.queued,
+      }));
+    }
+  }
+  for (const queue of status.queues) lines.push(keyValueInline({ queue: queue.queue_id, depth: queue.depth, in_flight: queue.in_flight }));
+  lines.push(keyValueInline({ workers: 'threads', cow: status.workers.cow, image: status.workers.image, store: status.workers.store }));
+  if (status.frontends.length === 0) lines.push(keyValueInline({ frontend: 'none' }));
+  for (const frontend of status.frontends) {
+    lines.push(keyValueInline({ frontend: frontend.kind, listening: frontend.listening, connections: frontend.connections, ...frontend.details }));
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+// ── the table ────────────────────────────────────────────────────────────
+
+export const COMMANDS: readonly Command[] = [
+  {
+    name: 'version',
+    summary: 'Print the daemon version.',
+    usage: '',
+    options: [],
+    details: 'Prints: version=',
+    run: async (context) => {
+      const result = await call(context, 'version', {});
+      print(context, { version: result.version });
+    },
+  },
+  {
+    name: 'attach',
+    summary: 'Put a file or block device under the daemon as a volume (starts change tracking).',
+    usage: '-d PATH [--name NAME] [--nbd] [--ublk]',
+    options: [
+      { name: 'device', short: 'd', type: 'string', value_name: 'PATH', help: 'the file or block device' },
+      { name: 'name', type: 'string', value_name: 'NAME', help: 'the volume name (default: the file name of PATH)' },
+      { name: 'nbd', type: 'boolean', help: 'print the NBD URI of the volume export' },
+      { name: 'ublk', type: 'boolean', help: 'serve the volume as /dev/ublkbN and print it' },
+    ],
+    details: 'Prints: name=, and nbd= / ublk= when asked for.',
+    run: async (context) => {
+      const params: ParamsOf<'attach'> = { path: pathArgument(required(context, 'device', '-d'), '-d') };
+      if (typeof context.values.name === 'string') params.name = context.values.name;
+      if (context.values.nbd === true) params.nbd = true;
+      if (context.values.ublk === true) params.ublk = true;
+      const result = await call(context, 'attach', params);
+      const row: Row = { name: result.name };
+      if (params.nbd) row.nbd = result.nbd;
+      if (params.ublk) row.ublk = result.ublk;
+      print(context, context.json ? { ...row, path: result.path, capacity_sectors: result.capacity_sectors } : row);
+    },
+  },
+  {
+    name: 'detach',
+    summary: 'Release a volume (refused while a snapshot holds it, unless --force).',
+    usage: '-d PATH|NAME [--force]',
+    options: [DEVICE, { name: 'force', type: 'boolean', help: 'destroy the snapshot that holds the volume first' }],
+    details: 'Prints nothing.',
+    run: async (context) => {
+      await call(context, 'detach', { device: deviceArgument(required(context, 'device', '-d')), force: context.values.force === true });
+      printEmpty(context);
+    },
+  },
+  {
+    name: 'cbtinfo',
+    summary: 'Get change tracker information.',
+    usage: '-d PATH|NAME',
+    options: [DEVICE],
+    details: 'Prints: block_size= (bytes), device_capacity= (sectors), block_count=, generation_id=, changes_number=',
+    run: async (context) => {
+      const info = await call(context, 'cbtinfo', { device: deviceArgument(required(context, 'device', '-d')) });
+      print(context, {
+        block_size: info.block_size, device_capacity: info.device_capacity, block_count: info.block_count,
+        generation_id: info.generation_id, changes_number: info.changes_number,
+      });
+    },
+  },
+  {
+    name: 'readcbtmap',
+    summary: 'Read the change tracking map (its snapshot copy) into a file.',
+    usage: '-d PATH|NAME -f FILE',
+    options: [DEVICE, { name: 'file', short: 'f', type: 'string', value_name: 'FILE', help: "output file ('-' for stdout): one byte per tracking block" }],
+    details: 'Prints nothing (with -j: file=, block_count=, generation_id=, changes_number=). Shows progress on a terminal.',
+    run: readCbtMap,
+  },
+  {
+    name: 'markdirtyblock',
+    summary: 'Mark sector ranges as changed in the change tracking map.',
+    usage: '-d PATH|NAME -r SECTOR:COUNT…',
+    options: [DEVICE, { name: 'ranges', short: 'r', type: 'string', multiple: true, multitoken: true, value_name: 'SECTOR:COUNT', help: 'sector ranges; repeatable, or several after one -r' }],
+    details: 'Prints nothing.',
+    run: async (context) => {
+      const texts = list(context, 'ranges');
+      if (texts.length === 0) required(context, 'ranges', '-r');
+      const ranges = texts.map((text) => parseSectorRange(text, '-r'));
+      await call(context, 'markdirtyblock', { device: deviceArgument(required(context, 'device', '-d')), ranges });
+      printEmpty(context);
+    },
+  },
+  {
+    name: 'snapshot_create',
+    summary: 'Create a snapshot of one or more volumes with its difference storage.',
+    usage: '[-d PATH|NAME…] -f FILE|DIR|BLOCKDEV -l LIMIT',
+    options: [
+      { ...DEVICE, multiple: true, multitoken: true, help: 'volumes to snapshot; repeatable, or several after one -d' },
+      { name: 'file', short: 'f', type: 'string', value_name: 'FILE|DIR|BLOCKDEV', help: 'difference storage: a file (grown up to LIMIT), a directory (an unnamed temporary file in it) or a block device' },
+      { name: 'limit', short: 'l', type: 'string', value_name: 'LIMIT', help: 'the most the difference storage may grow to: bytes, or with K, M, G, T' },
+    ],
+    details: 'Prints the new snapshot id (with -j: id=).',
+    run: async (context) => {
+      const storage = pathArgument(required(context, 'file', '-f'), '-f');
+      const limit_bytes = parseSize(required(context, 'limit', '-l'), '-l');
+      const devices = list(context, 'device').map((device) => deviceArgument(device));
+      const result = await call(context, 'snapshot_create', { devices, storage, limit_bytes });
+      context.stdout.write(context.json ? jsonLine({ id: result.id }) : `${result.id}\n`);
+    },
+  },
+  {
+    name: 'snapshot_add',
+    summary: 'Add a volume to a snapshot that is not taken yet.',
+    usage: '-i ID -d PATH|NAME',
+    options: [ID, DEVICE],
+    details: 'Prints nothing.',
+    run: async (context) => {
+      const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
+      await call(context, 'snapshot_add', { id, device: deviceArgument(required(context, 'device', '-d')) });
+      printEmpty(context);
+    },
+  },
+  {
+    name: 'snapshot_take',
+    summary: 'Take the snapshot: every volume of it at the same instant.',
+    usage: '-i ID',
+    options: [ID],
+    details: 'Prints nothing.',
+    run: async (context) => {
+      await call(context, 'snapshot_take', { id: parseSnapshotId(required(context, 'id', '-i'), '-i') });
+      printEmpty(context);
+    },
+  },
+  {
+    name: 'snapshot_destroy',
+    summary: 'Release the snapshot and its difference storage.',
+    usage: '-i ID',
+    options: [ID],
+    details: 'Prints nothing.',
+    run: async (context) => {
+      await call(context, 'snapshot_destroy', { id: parseSnapshotId(required(context, 'id', '-i'), '-i') });
+      printEmpty(context);
+    },
+  },
+  {
+    name: 'snapshot_waitevent',
+    summary: 'Wait for the next event of a snapshot.',
+    usage: '-i ID -t MS',
+    options: [ID, { name: 'timeout', short: 't', type: 'string', value_name: 'MS', help: `how long to wait, in milliseconds (at most ${WAIT_EVENT_TIMEOUT_MS_MAX})` }],
+    details: 'Prints: result=ok|timeout; with ok: time= (ms since the epoch), event=corrupted|no_space|low_space|grown|destroyed,\n'
+      + 'and the event fields: volume=, error_code=, requested_nr_sect=, capacity_sectors=',
+    run: async (context) => {
+      const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
+      const timeout_ms = parseInteger(required(context, 'timeout', '-t'), '-t', WAIT_EVENT_TIMEOUT_MS_MAX);
+      const result = await call(context, 'snapshot_waitevent', { id, timeout_ms }, timeout_ms + WAIT_MARGIN_MS);
+      print(context, eventRow(result));
+    },
+  },
+  {
+    name: 'snapshot_collect',
+    summary: 'List the ids of every snapshot.',
+    usage: '',
+    options: [],
+    details: 'Prints one id=UUID line per snapshot (with -j: ids=[…]).',
+    run: async (context) => {
+      const result = await call(context, 'snapshot_collect', {});
+      context.stdout.write(context.json ? jsonLine({ ids: result.ids }) : result.ids.map((id) => `id=${id}\n`).join(''));
+    },
+  },
+  {
+    name: 'snapshot_info',
+    summary: 'Get the snapshot state of a volume: its error and where its image is served.',
+    usage: '-d PATH|NAME [-f image|error_code|nbd|snapshot_id]',
+    options: [DEVICE, { name: 'field', short: 'f', type: 'string', value_name: 'FIELD', help: 'print only the value of this field' }],
+    details: 'Prints: error_code= (0 or the errno that broke the snapshot), image= (ublk device or empty),\n'
+      + 'nbd= (NBD URI of the image or empty), snapshot_id= (empty when no snapshot holds the volume)',
+    run: async (context) => {
+      const info = await call(context, 'snapshot_info', { device: deviceArgument(required(context, 'device', '-d')) });
+      const row: Row = { error_code: info.error_code, image: info.image, nbd: info.nbd, snapshot_id: info.snapshot_id };
+      const field = context.values.field;
+      if (typeof field === 'string') {
+        if (!Object.hasOwn(row, field)) throw new UblksnapError('EINVAL', `-f: expected one of ${Object.keys(row).join(', ')}, got ${JSON.stringify(field)}`);
+        context.stdout.write(context.json ? jsonLine({ [field]: row[field] }) : `${row[field] ?? ''}\n`);
+        return;
+      }
+      print(context, row);
+    },
+  },
+  {
+    name: 'snapshot_watcher',
+    summary: 'Print every event of a snapshot as it happens, until the snapshot ends.',
+    usage: '-i ID',
+    options: [ID],
+    details: 'Prints one line per event: time= event= and its fields (with -j: one JSON object per line).',
+    run: watch,
+  },
+  {
+    name: 'status',
+    summary: 'Show the daemon: volumes, snapshots with diff-storage fill and limit, queues, frontends.',
+    usage: '',
+    options: [],
+    details: 'Prints daemon key=value lines, then one line per volume, snapshot, diff area, queue and frontend.',
+    run: async (context) => {
+      const status = await call(context, 'status', {});
+      context.stdout.write(context.json ? jsonLine(status) : statusLines(status));
+    },
+  },
+];

@@ -1,0 +1,259 @@
+// The daemon's configuration, merged from four sources and validated once,
+// here, at the boundary (STYLE habit 9):
+//
+//   flags  >  config file  >  environment  >  defaults
+//
+//   flag               config key      environment            default
+//   --config FILE      (n/a)           UBLKSNAP_CONFIG        none
+//   --state-dir DIR    state_dir       UBLKSNAP_STATE_DIR     the runtime dir (paths.ts)
+//   --socket PATH      socket          UBLKSNAP_SOCKET        <runtime dir>/ublksnap.sock
+//   --nbd-socket PATH  nbd_socket      UBLKSNAP_NBD_SOCKET    <runtime dir>/nbd.sock (when NBD exists)
+//   --nbd-listen H:P   nbd_listen      UBLKSNAP_NBD_LISTEN    none (no TCP)
+//   --log-level LEVEL  log_level       UBLKSNAP_LOG_LEVEL     info
+//   --param N=V …      params {N: V}   (none)                 DESIGN §7
+//   (none)             volumes [{path, name}]                 none: volumes to attach at start
+//
+// Config keys may be written with '-' or '_' (`state-dir` or `state_dir`).
+// Relative paths are resolved against the config file's directory when they
+// come from the file, against the working directory otherwise.
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { UblksnapError } from '../shared/errors';
+import { parseParamAssignment, validateParams, type Params } from '../shared/params';
+import { PATH_LENGTH_MAX, VOLUME_NAME_LENGTH_MAX, VOLUME_NAME_PATTERN } from '../ipc/methods';
+import { array, object, oneOf, optional, string, validate } from '../ipc/schema';
+import { defaultRuntimeDir, defaultSocketPath } from './paths';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_LEVEL_DEFAULT: LogLevel = 'info';
+/** A config file larger than this is not a config file. */
+export const CONFIG_FILE_BYTES_MAX = 1024 * 1024;
+/** Volumes a config file may attach at start. */
+export const CONFIG_VOLUMES_MAX = 1024;
+const HOST_LENGTH_MAX = 255;
+const PORT_MAX = 65_535;
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface DaemonConfig {
+  state_dir: string;
+  socket: string;
+  /** Null: not given (the daemon picks the default when an NBD frontend exists). */
+  nbd_socket: string | null;
+  nbd_listen: ListenAddress | null;
+  log_level: LogLevel;
+  params: Params;
+  volumes: { path: string; name?: string }[];
+  /** Where the file part came from, for the start-up log. */
+  config_file: string | null;
+}
+
+/** What the command line said; everything optional. */
+export interface DaemonFlags {
+  config?: string;
+  state_dir?: string;
+  socket?: string;
+  nbd_socket?: string;
+  nbd_listen?: string;
+  log_level?: string;
+  params: string[];
+  help: boolean;
+}
+
+export const DAEMON_USAGE = `Usage: ublksnap daemon [options]
+
+Runs the ublksnap daemon in the foreground until SIGTERM or SIGINT.
+
+Options:
+  --config FILE        JSON config file (keys: state_dir, socket, nbd_socket,
+                       nbd_listen, log_level, params, volumes)
+  --state-dir DIR      state directory (pid file)          [${defaultRuntimeDir()}]
+  --socket PATH        control socket                      [${defaultSocketPath()}]
+  --nbd-socket PATH    NBD Unix socket (when the NBD frontend is built in)
+  --nbd-listen H:PORT  NBD TCP listener, e.g. 127.0.0.1:10809
+  --log-level LEVEL    ${LOG_LEVELS.join(', ')}  [${LOG_LEVEL_DEFAULT}]
+  --param NAME=VALUE   a DESIGN §7 parameter; repeatable
+  -h, --help           this help
+
+Precedence: flags, then the config file, then UBLKSNAP_* environment
+variables (UBLKSNAP_CONFIG, UBLKSNAP_STATE_DIR, UBLKSNAP_SOCKET,
+UBLKSNAP_NBD_SOCKET, UBLKSNAP_NBD_LISTEN, UBLKSNAP_LOG_LEVEL), then defaults.
+`;
+
+function invalid(message: string): never {
+  throw new UblksnapError('EINVAL', message);
+}
+
+export function parseDaemonFlags(argv: string[]): DaemonFlags {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string' },
+        'state-dir': { type: 'string' },
+        socket: { type: 'string' },
+        'nbd-socket': { type: 'string' },
+        'nbd-listen': { type: 'string' },
+        'log-level': { type: 'string' },
+        param: { type: 'string', multiple: true },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    // parseArgs throws a TypeError (ERR_PARSE_ARGS_*) naming the bad option on its first line.
+    invalid(((error as Error).message.split('\n')[0] ?? '').trim());
+  }
+  const flags: DaemonFlags = { params: values.param ?? [], help: values.help ?? false };
+  if (values.config !== undefined) flags.config = values.config;
+  if (values['state-dir'] !== undefined) flags.state_dir = values['state-dir'];
+  if (values.socket !== undefined) flags.socket = values.socket;
+  if (values['nbd-socket'] !== undefined) flags.nbd_socket = values['nbd-socket'];
+  if (values['nbd-listen'] !== undefined) flags.nbd_listen = values['nbd-listen'];
+  if (values['log-level'] !== undefined) flags.log_level = values['log-level'];
+  return flags;
+}
+
+/** `HOST:PORT`, `[IPV6]:PORT`. */
+export function parseListenAddress(text: string, source: string): ListenAddress {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!match) invalid(`${source}: expected HOST:PORT or [IPV6]:PORT, got ${JSON.stringify(text)}`);
+  const host = (match[1] ?? match[2]) as string;
+  const port = Number(match[3]);
+  if (host.length > HOST_LENGTH_MAX) invalid(`${source}: host longer than ${HOST_LENGTH_MAX} characters`);
+  if (port > PORT_MAX) invalid(`${source}: port must be in [0, ${PORT_MAX}], got ${port}`);
+  return { host, port };
+}
+
+function checkLogLevel(text: string, source: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(text)) invalid(`${source}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(text)}`);
+  return text as LogLevel;
+}
+
+function checkPath(text: string, source: string, base: string): string {
+  if (text.length === 0) invalid(`${source}: must not be empty`);
+  if (text.length > PATH_LENGTH_MAX) invalid(`${source}: longer than ${PATH_LENGTH_MAX} characters`);
+  if (text.includes('\0')) invalid(`${source}: must not contain a NUL character`);
+  return path.resolve(base, text);
+}
+
+const CONFIG_FILE_SCHEMA = object({
+  state_dir: optional(string(PATH_LENGTH_MAX)),
+  socket: optional(string(PATH_LENGTH_MAX)),
+  nbd_socket: optional(string(PATH_LENGTH_MAX)),
+  nbd_listen: optional(string(HOST_LENGTH_MAX + 8)),
+  log_level: optional(oneOf(LOG_LEVELS)),
+  volumes: optional(array(object({
+    path: string(PATH_LENGTH_MAX),
+    name: optional(string(VOLUME_NAME_LENGTH_MAX, { pattern: VOLUME_NAME_PATTERN, pattern_name: 'a volume name' })),
+  }), CONFIG_VOLUMES_MAX)),
+});
+
+interface ConfigFile {
+  path: string;
+  values: Record<string, unknown>;
+  params: unknown;
+}
+
+export function readConfigFile(file: string): ConfigFile {
+  const absolute = path.resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(absolute, 'utf8');
+  } catch (error) {
+    // ENOENT, EACCES, EISDIR: all mean "cannot use this file"; say which.
+    const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+    if (code === 'ENOENT') throw new UblksnapError('ENOENT', `config file ${absolute} does not exist`);
+    throw new UblksnapError('EINVAL', `config file ${absolute}: cannot read it (${code})`);
+  }
+  if (text.length > CONFIG_FILE_BYTES_MAX) invalid(`config file ${absolute}: larger than ${CONFIG_FILE_BYTES_MAX} bytes`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    invalid(`config file ${absolute}: not valid JSON (${(error as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) invalid(`config file ${absolute}: must hold a JSON object`);
+  // Normalise `state-dir` to `state_dir`; refuse a key given both ways.
+  const normalised: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
+    const snake = key.replace(/-/g, '_');
+    if (Object.hasOwn(normalised, snake)) invalid(`config file ${absolute}: ${snake} is given twice`);
+    normalised[snake] = value;
+  }
+  // params are checked by validateParams, which knows their ranges.
+  const params = normalised.params;
+  delete normalised.params;
+  try {
+    validate(CONFIG_FILE_SCHEMA, normalised, 'config');
+  } catch (error) {
+    throw new UblksnapError('EINVAL', `config file ${absolute}: ${(error as Error).message}`);
+  }
+  return { path: absolute, values: normalised, params };
+}
+
+/**
+ * Merges flags, the config file (from --config or UBLKSNAP_CONFIG), the
+ * environment and the defaults into one validated config.
+ */
+export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): DaemonConfig {
+  const config_path = flags.config ?? (env.UBLKSNAP_CONFIG || undefined);
+  const file = config_path !== undefined ? readConfigFile(path.resolve(cwd, config_path)) : null;
+  const file_dir = file ? path.dirname(file.path) : cwd;
+  const from_file = (key: string): string | undefined => file?.values[key] as string | undefined;
+  const env_value = (name: string): string | undefined => (env[name] ? env[name] : undefined);
+
+  // One string option through the precedence chain, with its source named for errors.
+  const pick = (flag: string | undefined, key: string, env_name: string): { value: string; source: string; base: string } | null => {
+    if (flag !== undefined) return { value: flag, source: `--${key.replace(/_/g, '-')}`, base: cwd };
+    const in_file = from_file(key);
+    if (in_file !== undefined) return { value: in_file, source: `config file ${file?.path}: ${key}`, base: file_dir };
+    const in_env = env_value(env_name);
+    if (in_env !== undefined) return { value: in_env, source: env_name, base: cwd };
+    return null;
+  };
+
+  const state_dir = pick(flags.state_dir, 'state_dir', 'UBLKSNAP_STATE_DIR');
+  const socket = pick(flags.socket, 'socket', 'UBLKSNAP_SOCKET');
+  const nbd_socket = pick(flags.nbd_socket, 'nbd_socket', 'UBLKSNAP_NBD_SOCKET');
+  const nbd_listen = pick(flags.nbd_listen, 'nbd_listen', 'UBLKSNAP_NBD_LISTEN');
+  const log_level = pick(flags.log_level, 'log_level', 'UBLKSNAP_LOG_LEVEL');
+
+  let params: Params;
+  try {
+    params = validateParams(file?.params);
+  } catch (error) {
+    throw new UblksnapError('EINVAL', `config file ${file?.path}: params: ${(error as Error).message}`);
+  }
+  const overrides: Partial<Params> = {};
+  for (const assignment of flags.params) {
+    const [name, value] = parseParamAssignment(assignment);
+    overrides[name] = value;
+  }
+  params = validateParams({ ...params, ...overrides });
+
+  const volumes = ((file?.values.volumes ?? []) as { path: string; name?: string }[]).map((volume, index) => {
+    const entry: { path: string; name?: string } = { path: checkPath(volume.path, `config file ${file?.path}: volumes[${index}].path`, file_dir) };
+    if (volume.name !== undefined) entry.name = volume.name;
+    return entry;
+  });
+
+  return {
+    state_dir: state_dir ? checkPath(state_dir.value, state_dir.source, state_dir.base) : defaultRuntimeDir(env),
+    socket: socket ? checkPath(socket.value, socket.source, socket.base) : defaultSocketPath(env),
+    nbd_socket: nbd_socket ? checkPath(nbd_socket.value, nbd_socket.source, nbd_socket.base) : null,
+    nbd_listen: nbd_listen ? parseListenAddress(nbd_listen.value, nbd_listen.source) : null,
+    log_level: log_level ? checkLogLevel(log_level.value, log_level.source) : LOG_LEVEL_DEFAULT,
+    params,
+    volumes,
+    config_file: file?.path ?? null,
+  };
+}

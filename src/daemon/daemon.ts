@@ -1,0 +1,191 @@
+// The daemon: the engine, its frontends and the control socket, started in
+// an order that fails fast and stopped in the reverse order.
+//
+//   start                                   stop (SIGTERM / SIGINT)
+//   1 state dir + runtime dir (0700)        1 control socket: refuse new requests,
+//   2 pid file (refuse a live daemon)         end long-polls, drain, close, unlink
+//   3 socket path (refuse a live socket,    2 event pumps
+//     remove a stale one)                   3 frontends (no I/O in flight after)
+//   4 engine                                4 engine.stop(): destroys snapshots,
+//   5 volumes from the config                 flushes, joins workers, closes files
+//   6 frontends                             5 pid file
+//   7 control socket listens
+//
+// A failure during start undoes the steps already done and is thrown as a
+// UblksnapError with the reason; main.ts prints it and exits non-zero.
+
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { EngineControl } from '../engine/api';
+import { METHODS, type DaemonStatus } from '../ipc/methods';
+import { IpcServer, claimSocketPath } from '../ipc/server';
+import type { DaemonConfig } from './config';
+import { startEngine as defaultStartEngine, type StartEngine } from './engine-factory';
+import { EventHub } from './events';
+import type { Frontend, FrontendFactory } from './frontend';
+import { BUILTIN_FRONTENDS } from './frontends';
+import { createHandlers } from './handlers';
+import { NBD_SOCKET_FILE_NAME, PID_FILE_NAME, ensurePrivateDir, packageVersion } from './paths';
+import { claimPidFile, releasePidFile } from './pid-file';
+
+export interface DaemonOptions {
+  config: DaemonConfig;
+  logger: Logger;
+  /** Default: the real engine (engine-factory.ts). */
+  startEngine?: StartEngine;
+  /** Default: the frontends built in (frontends.ts). */
+  frontends?: readonly FrontendFactory[];
+}
+
+export class Daemon {
+  private stopping: Promise<boolean> | null = null;
+  private readonly started_ms = Date.now();
+
+  private constructor(
+    readonly config: DaemonConfig,
+    private readonly logger: Logger,
+    private readonly engine: EngineControl,
+    private readonly events: EventHub,
+    private readonly frontends: Frontend[],
+    private readonly ipc: IpcServer<typeof METHODS>,
+    readonly pid_file: string,
+  ) {}
+
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const { config, logger } = options;
+    const undo: (() => Promise<void> | void)[] = [];
+    try {
+      ensurePrivateDir(config.state_dir);
+      ensurePrivateDir(path.dirname(config.socket));
+      const pid_file = path.join(config.state_dir, PID_FILE_NAME);
+      claimPidFile(pid_file);
+      undo.push(() => releasePidFile(pid_file));
+      // Before the engine: a second daemon on a live socket fails in milliseconds.
+      await claimSocketPath(config.socket, logger);
+
+      const engine = await (options.startEngine ?? defaultStartEngine)({ params: config.params, logger: logger.child({ component: 'engine' }) });
+      undo.push(() => engine.stop());
+      // The engine logs each attach.
+      for (const volume of config.volumes) await engine.attach(volume.path, volume.name !== undefined ? { name: volume.name } : {});
+
+      const frontends: Frontend[] = [];
+      for (const factory of options.frontends ?? BUILTIN_FRONTENDS) {
+        const frontend = factory.create({
+          engine,
+          logger: logger.child({ component: factory.kind }),
+          nbd_socket: config.nbd_socket ?? path.join(path.dirname(config.socket), NBD_SOCKET_FILE_NAME),
+          nbd_listen: config.nbd_listen,
+          state_dir: config.state_dir,
+        });
+        await frontend.start();
+        frontends.push(frontend);
+        undo.push(() => frontend.stop());
+      }
+      if (!frontends.some((frontend) => frontend.kind === 'nbd') && (config.nbd_socket !== null || config.nbd_listen !== null)) {
+        logger.warn('this build has no NBD frontend: --nbd-socket / --nbd-listen are ignored');
+      }
+
+      const events = new EventHub(engine, logger.child({ component: 'events' }));
+      undo.push(() => events.stop());
+      let daemon: Daemon | null = null;
+      const ipc: IpcServer<typeof METHODS> = new IpcServer({
+        socket_path: config.socket,
+        methods: METHODS,
+        logger: logger.child({ component: 'ipc' }),
+        handlers: createHandlers({
+          engine, events, frontends, logger,
+          daemonStatus: () => (daemon as Daemon).statusOfDaemon(),
+        }),
+      });
+      undo.push(() => ipc.stop());
+      await ipc.listen();
+      daemon = new Daemon(config, logger, engine, events, frontends, ipc, pid_file);
+      logger.info({
+        version: packageVersion(), socket: config.socket, state_dir: config.state_dir, config_file: config.config_file,
+        frontends: frontends.map((frontend) => frontend.kind),
+      }, 'daemon started');
+      return daemon;
+    } catch (error) {
+      for (const step of undo.reverse()) {
+        try {
+          await step();
+        } catch (undo_error) {
+          // The start failed already; report the undo failure but throw the cause.
+          logger.error({ err: undo_error }, 'cleanup after a failed start failed');
+        }
+      }
+      throw error;
+    }
+  }
+
+  get is_stopping(): boolean {
+    return this.stopping !== null;
+  }
+
+  /**
+   * Stops everything in order. Idempotent: every caller gets the same
+   * promise. Resolves true when every step succeeded.
+   */
+  stop(reason: string): Promise<boolean> {
+    this.stopping ??= this.stopSteps(reason);
+    return this.stopping;
+  }
+
+  private async stopSteps(reason: string): Promise<boolean> {
+    this.logger.info({ reason }, 'daemon stopping');
+    let clean = true;
+    const step = async (name: string, run: () => Promise<void> | void): Promise<void> => {
+      try {
+        await run();
+      } catch (error) {
+        clean = false;
+        this.logger.error({ err: error, step: name }, 'shutdown step failed');
+      }
+    };
+    await step('control socket', () => this.ipc.stop());
+    await step('events', () => this.events.stop());
+    for (const frontend of [...this.frontends].reverse()) await step(`frontend ${frontend.kind}`, () => frontend.stop());
+    await step('engine', () => this.engine.stop());
+    await step('pid file', () => releasePidFile(this.pid_file));
+    this.logger.info({ clean }, 'daemon stopped');
+    return clean;
+  }
+
+  /** Where each frontend serves an export right now (kind → NBD URI or device). */
+  addressesOf(export_name: string): Partial<Record<Frontend['kind'], string>> {
+    const addresses: Partial<Record<Frontend['kind'], string>> = {};
+    for (const frontend of this.frontends) {
+      const address = frontend.addressOf(export_name);
+      if (address !== null) addresses[frontend.kind] = address;
+    }
+    return addresses;
+  }
+
+  /** Removes what other processes see (socket, pid file) without waiting for anything: the forced exit. */
+  removeFilesNow(): void {
+    try {
+      releasePidFile(this.pid_file);
+    } catch (error) {
+      this.logger.error({ err: error }, 'could not remove the pid file');
+    }
+    try {
+      rmSync(this.config.socket, { force: true });
+    } catch (error) {
+      this.logger.error({ err: error }, 'could not remove the control socket');
+    }
+  }
+
+  private statusOfDaemon(): DaemonStatus['daemon'] {
+    return {
+      version: packageVersion(),
+      pid: process.pid,
+      uptime_ms: Date.now() - this.started_ms,
+      socket: this.config.socket,
+      state_dir: this.config.state_dir,
+      ipc_connections: this.ipc.connection_count,
+      ipc_requests_in_flight: this.ipc.requests_in_flight,
+      stopping: this.stopping !== null,
+    };
+  }
+}

@@ -1,0 +1,54 @@
+// The hook by which frontends (NBD, ublk) plug into the daemon. The daemon
+// knows frontends only through this interface: it creates them from the
+// registered factories (frontends.ts) after the engine is up, publishes
+// exports through them when `attach --nbd/--ublk` asks, shows their status,
+// and stops them before the engine at shutdown (so no I/O is in flight
+// when the engine closes its files).
+//
+//   daemon start:  engine ─► factory.create(context) ─► frontend.start()
+//   attach --nbd:  engine.attach ─► frontend.publish('NAME') ─► 'nbd+unix:///NAME?socket=…'
+//   snapshot_info: frontend.addressOf('NAME@ID')  (no side effect)
+//   detach:        frontend.unpublish('NAME')
+//   daemon stop:   frontend.stop() ─► engine.stop()
+
+import type { Logger } from 'pino';
+import type { EngineControl } from '../engine/api';
+import type { FrontendStatus } from '../ipc/methods';
+import type { ListenAddress } from './config';
+
+export type FrontendKind = 'nbd' | 'ublk';
+
+export interface FrontendContext {
+  engine: EngineControl;
+  logger: Logger;
+  /** The NBD Unix socket: --nbd-socket, else next to the control socket. */
+  nbd_socket: string;
+  /** The NBD TCP listener, when --nbd-listen asked for one. */
+  nbd_listen: ListenAddress | null;
+  state_dir: string;
+}
+
+export interface Frontend {
+  readonly kind: FrontendKind;
+  /** Binds its sockets / devices. Throws UblksnapError (ENODEV when the kernel lacks ublk). */
+  start(): Promise<void>;
+  /** Stops accepting, ends client connections, closes its engine queues. */
+  stop(): Promise<void>;
+  status(): FrontendStatus;
+  /**
+   * Makes the export (NAME or NAME@ID) reachable through this frontend if it
+   * is not already (NBD: every export is; ublk: adds a device) and returns
+   * its address: an NBD URI or a /dev/ublkbN path.
+   */
+  publish(export_name: string): Promise<string>;
+  /** The address of an export when reachable now, else null. */
+  addressOf(export_name: string): string | null;
+  /** The export is going away (detach, destroy): release what publish made. */
+  unpublish(export_name: string): Promise<void>;
+}
+
+export interface FrontendFactory {
+  readonly kind: FrontendKind;
+  /** A new frontend, not yet started. */
+  create(context: FrontendContext): Frontend;
+}

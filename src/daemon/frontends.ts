@@ -1,0 +1,10 @@
+// The frontends built into this daemon. Each entry is started at daemon
+// start (after the engine) and stopped before the engine at shutdown; see
+// frontend.ts for the interface. `--nbd-socket` and `--nbd-listen` reach the
+// NBD frontend through FrontendContext. The ublk frontend plugs in here too
+// when it exists.
+
+import { nbdFrontendFactory } from '../nbd/frontend';
+import type { FrontendFactory } from './frontend';
+
+export const BUILTIN_FRONTENDS: readonly FrontendFactory[] = [nbdFrontendFactory];

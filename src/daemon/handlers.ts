@@ -1,0 +1,182 @@
+// The daemon's IPC handlers: one per method of ipc/methods.ts, each a thin
+// translation between validated params and EngineControl. The server has
+// already checked types, ranges and sizes; what is left here is what needs
+// the daemon's context (absolute paths, frontends, the event hub) and the
+// log line for each change of state.
+
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { EngineControl } from '../engine/api';
+import {
+  PROTOCOL_VERSION, type DaemonStatus, type METHODS, type ReadCbtMapResult, type SnapshotInfoResult, type WaitEventResult,
+} from '../ipc/methods';
+import type { HandlerTable } from '../ipc/server';
+import { UblksnapError } from '../shared/errors';
+import type { EventHub } from './events';
+import type { Frontend, FrontendKind } from './frontend';
+import { packageVersion } from './paths';
+
+export interface HandlerContext {
+  engine: EngineControl;
+  events: EventHub;
+  frontends: readonly Frontend[];
+  logger: Logger;
+  daemonStatus(): DaemonStatus['daemon'];
+}
+
+/** The daemon's cwd is not the client's: a relative path would mean something else here. */
+function absolutePath(value: string, what: string): string {
+  if (!path.isAbsolute(value)) throw new UblksnapError('EINVAL', `${what} ${JSON.stringify(value)} is a relative path; give an absolute path`);
+  return path.normalize(value);
+}
+
+/** `device` is a volume name (no '/') or an absolute path. */
+function deviceArgument(value: string): string {
+  return value.includes('/') ? absolutePath(value, 'device') : value;
+}
+
+/** Ids are UUIDs; the engine writes them in lower case. */
+function snapshotId(value: string): string {
+  return value.toLowerCase();
+}
+
+function frontendOf(frontends: readonly Frontend[], kind: FrontendKind): Frontend {
+  const frontend = frontends.find((candidate) => candidate.kind === kind);
+  if (!frontend) {
+    throw new UblksnapError('ENODEV', kind === 'nbd'
+      ? 'no NBD frontend in this daemon (not built in, or not configured)'
+      : 'no ublk frontend in this daemon (the kernel lacks ublk_drv, or it is not built in)');
+  }
+  return frontend;
+}
+
+export function createHandlers(context: HandlerContext): HandlerTable<typeof METHODS> {
+  const { engine, events, frontends, logger } = context;
+
+  return {
+    version: () => ({ version: packageVersion(), protocol: PROTOCOL_VERSION }),
+
+    status: (): DaemonStatus => {
+      const engine_status = engine.status();
+      return {
+        daemon: context.daemonStatus(),
+        volumes: engine_status.volumes,
+        snapshots: engine_status.snapshots,
+        queues: engine_status.queues,
+        workers: engine_status.workers,
+        frontends: frontends.map((frontend) => frontend.status()),
+      };
+    },
+
+    attach: async (params) => {
+      const volume_path = absolutePath(params.path, 'path');
+      // Refuse before attaching: an attach that half-succeeds is worse than none.
+      const wanted: Frontend[] = [];
+      if (params.nbd) wanted.push(frontendOf(frontends, 'nbd'));
+      if (params.ublk) wanted.push(frontendOf(frontends, 'ublk'));
+      const options: { name?: string } = {};
+      if (params.name !== undefined) options.name = params.name;
+      const volume = await engine.attach(volume_path, options);
+      const result: { name: string; path: string; capacity_sectors: number; nbd?: string; ublk?: string } = {
+        name: volume.name, path: volume.path, capacity_sectors: volume.capacity_sectors,
+      };
+      try {
+        for (const frontend of wanted) result[frontend.kind] = await frontend.publish(volume.name);
+      } catch (error) {
+        await engine.detach(volume.name, { force: true });
+        throw error;
+      }
+      return result;
+    },
+
+    detach: async (params) => {
+      const volume = engine.volume(deviceArgument(params.device));
+      // Refused before the frontends let go of it (the engine would refuse too, but later).
+      if (!params.force && volume.snapshot_id !== null) {
+        throw new UblksnapError('EBUSY', `volume ${volume.name} is in snapshot ${volume.snapshot_id}: destroy it first, or detach with force`);
+      }
+      for (const frontend of frontends) await frontend.unpublish(volume.name);
+      await engine.detach(volume.name, { force: params.force ?? false });
+      return {};
+    },
+
+    cbtinfo: (params) => engine.cbtInfo(deviceArgument(params.device)),
+
+    readcbtmap: (params): ReadCbtMapResult => {
+      const device = deviceArgument(params.device);
+      // cbtInfo and readCbtMap run in one turn of the loop: no take can come between.
+      const info = engine.cbtInfo(device);
+      if (params.first_block > info.block_count) {
+        throw new UblksnapError('ERANGE', `first_block ${params.first_block} is past the end of the map (${info.block_count} blocks)`);
+      }
+      const target = Buffer.alloc(Math.min(params.length_bytes, info.block_count - params.first_block));
+      const copied_bytes = target.length > 0 ? engine.readCbtMap(device, params.first_block, target) : 0;
+      return {
+        first_block: params.first_block,
+        length_bytes: copied_bytes,
+        block_count: info.block_count,
+        generation_id: info.generation_id,
+        changes_number: info.changes_number,
+        data: target.subarray(0, copied_bytes).toString('base64'),
+      };
+    },
+
+    markdirtyblock: (params) => {
+      engine.markDirty(deviceArgument(params.device), params.ranges);
+      return {};
+    },
+
+    snapshot_create: async (params) => {
+      const volumes = params.devices.map(deviceArgument);
+      const storage = absolutePath(params.storage, 'difference storage');
+      // The engine refuses this too (the volume is open exclusively); say it in words.
+      const clash = engine.volumes().find((volume) => volume.path === storage);
+      if (clash) throw new UblksnapError('EBUSY', `the difference storage ${storage} is the attached volume ${clash.name}; put it elsewhere`);
+      return { id: await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes }) };
+    },
+
+    snapshot_add: async (params) => {
+      const device = deviceArgument(params.device);
+      await engine.snapshotAdd(snapshotId(params.id), device);
+      logger.info({ snapshot: params.id, volume: device }, 'volume added to snapshot');
+      return {};
+    },
+
+    snapshot_take: async (params) => {
+      await engine.snapshotTake(snapshotId(params.id));
+      return {};
+    },
+
+    snapshot_destroy: async (params) => {
+      const id = snapshotId(params.id);
+      const volumes = engine.snapshotInfo(id).volumes;
+      for (const frontend of frontends) {
+        for (const volume of volumes) await frontend.unpublish(`${volume}@${id}`);
+      }
+      await engine.snapshotDestroy(id);
+      return {};
+    },
+
+    snapshot_waitevent: async (params, request): Promise<WaitEventResult> => {
+      const event = await events.wait(snapshotId(params.id), params.timeout_ms, request.signal);
+      if (event === null) return { result: 'timeout' };
+      const result: WaitEventResult = { result: 'ok', time: event.time, event: event.code };
+      if (event.volume !== undefined) result.volume = event.volume;
+      if (event.errno !== undefined) result.errno = event.errno;
+      if (event.requested_sectors !== undefined) result.requested_sectors = event.requested_sectors;
+      if (event.capacity_sectors !== undefined) result.capacity_sectors = event.capacity_sectors;
+      return result;
+    },
+
+    snapshot_collect: () => ({ ids: engine.snapshotCollect() }),
+
+    snapshot_info: (params): SnapshotInfoResult => {
+      const info = engine.volumeSnapshotInfo(deviceArgument(params.device));
+      const address = (kind: FrontendKind): string => {
+        const frontend = frontends.find((candidate) => candidate.kind === kind);
+        return info.image_export && frontend ? frontend.addressOf(info.image_export) ?? '' : '';
+      };
+      return { snapshot_id: info.snapshot_id, error_code: info.error_code, image: address('ublk'), nbd: address('nbd') };
+    },
+  };
+}
