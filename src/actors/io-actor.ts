@@ -32,6 +32,16 @@ import type { ActorNotice, ActorStats, DiffAreaDescriptor, IoActorControl, Queue
 const BATCH_MAX = 64;
 /** An idle actor re-checks its parked requests and stop flag this often. */
 const IDLE_WAIT_MS = 50;
+/**
+ * Before it goes to sleep on the event loop, an idle actor blocks this long
+ * in a synchronous Atomics.wait: a wake-up then costs a futex wake, where
+ * waking an Atomics.waitAsync sleeper costs a task posted to this thread, an
+ * eventfd write and a promise (the profile of bench/nbd showed that path as
+ * a quarter of the main thread's time). Control messages wait at most this.
+ */
+const SYNC_WAIT_MS = 2;
+/** A busy actor still turns its event loop this often, so control calls are never starved. */
+const YIELD_INTERVAL_MS = 5;
 /** Parked writes: at most every tag of every queue at once. */
 const PARKED_CAPACITY = 8192;
 
@@ -140,6 +150,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
   }
 
   async function loop(): Promise<void> {
+    let last_yield_ms = Date.now();
     while (running) {
       if (parked.count > 0) retryParked();
       let handled = 0;
@@ -148,8 +159,17 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
         handled += 1;
       }
       wakeQueues();
-      if (handled === BATCH_MAX) await new Promise<void>((resolve) => setImmediate(resolve));
-      else await ring.waitForRecords(IDLE_WAIT_MS);
+      if (handled === BATCH_MAX || Date.now() - last_yield_ms >= YIELD_INTERVAL_MS) {
+        // Let control messages in, however busy the ring is.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        last_yield_ms = Date.now();
+      } else if (ring.pop(request, 0, SYNC_WAIT_MS)) {
+        complete();
+        wakeQueues();
+      } else {
+        await ring.waitForRecords(IDLE_WAIT_MS);
+        last_yield_ms = Date.now();
+      }
     }
   }
 

@@ -9,7 +9,7 @@
 // delivers every completion it finds in one turn.
 
 import { alignedOffset } from '../native';
-import { assert } from '../shared/assert';
+import { assert, AssertionError } from '../shared/assert';
 import { COMPLETION_WORDS, CompletionWord, handleIsImage, handleSerial, handleVolume, REQUEST_WORDS, RequestWord, writeOffset } from '../shared/request-record';
 import { Ring } from '../shared/ring';
 import { Slab } from '../shared/slab';
@@ -60,12 +60,12 @@ export class EngineIoQueue implements IoQueue {
   }
 
   submit(tag: number, op: IoOp, target_handle: number, offset_bytes: number, length_bytes: number, flags: number): void {
-    assert(this.open, 'submit on a closed queue');
-    assert(Number.isInteger(tag) && tag >= 0 && tag < this.depth, `tag ${tag} outside [0, ${this.depth})`);
-    assert(this.busy[tag] === 0, `tag ${tag} submitted again before its completion`);
-    assert(Number.isSafeInteger(length_bytes) && length_bytes >= 0 && length_bytes <= this.max_io_bytes,
-      `length ${length_bytes} outside [0, ${this.max_io_bytes}]`);
-    assert(Number.isSafeInteger(offset_bytes) && offset_bytes >= 0, `bad offset ${offset_bytes}`);
+    // Checked without building messages: a template literal per call would
+    // allocate on every request. The message is made only for the bug report.
+    const valid = this.open && Number.isInteger(tag) && tag >= 0 && tag < this.depth && this.busy[tag] === 0 &&
+      Number.isSafeInteger(length_bytes) && length_bytes >= 0 && length_bytes <= this.max_io_bytes &&
+      Number.isSafeInteger(offset_bytes) && offset_bytes >= 0;
+    if (!valid) this.rejectSubmission(tag, offset_bytes, length_bytes);
     const record = this.request;
     record[RequestWord.TAG] = tag;
     record[RequestWord.QUEUE] = this.queue_id;
@@ -89,6 +89,11 @@ export class EngineIoQueue implements IoQueue {
       this.kick_scheduled = true;
       queueMicrotask(this.kick);
     }
+  }
+
+  private rejectSubmission(tag: number, offset_bytes: number, length_bytes: number): never {
+    throw new AssertionError(`bad submission: queue ${this.open ? 'open' : 'closed'}, tag ${tag} of ${this.depth}` +
+      ` (busy ${this.busy[tag]}), offset ${offset_bytes}, length ${length_bytes} of at most ${this.max_io_bytes}`);
   }
 
   /** Wakes the actors for everything submitted this turn. */
