@@ -50,8 +50,6 @@ import type { VolumeRecord } from './volume';
 
 /** Writes in flight must drain within this at take or destroy, else the take fails. */
 export const GATE_DRAIN_TIMEOUT_MS = 10_000;
-/** The growth a take starts on a low storage: one 32 MiB slice of the grow actor. */
-const TAKE_GROWTH_SECTORS = 65_536;
 /** Store tasks per flush at most (each handles up to 4096 chunks). */
 const FLUSH_ROUNDS_MAX = 1024;
 
@@ -134,10 +132,8 @@ export class Snapshot {
       await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.forgetArea(area.descriptor.area_id))));
       throw error;
     }
-    // An empty (or nearly full) storage starts growing now, not at the first
-    // store, but by one slice only: a snapshot nobody writes to should not
-    // cost a whole step of fallocate (up to 1 GiB) and the memory behind it.
-    this.growIfLow(Math.min(TAKE_GROWTH_SECTORS, this.params.diff_storage_minimum));
+    // An empty (or nearly full) storage starts growing now, not at the first store.
+    this.growIfLow();
     const took_ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.logger.info({ snapshot: this.id, volumes: this.volumes.map((v) => v.name), took_ms }, 'snapshot taken');
   }
@@ -233,9 +229,9 @@ export class Snapshot {
   }
 
   /** Starts a growth step when free space is at or below the threshold. */
-  private growIfLow(step_sectors = this.params.diff_storage_minimum): void {
+  private growIfLow(): void {
     const counters = this.storage.counters;
-    if (counters.growable && counters.claimLowSpace(this.low_space_threshold_sectors)) void this.grow(step_sectors);
+    if (counters.growable && counters.claimLowSpace(this.low_space_threshold_sectors)) void this.grow();
   }
 
   private async flushLoop(area: AreaRecord): Promise<void> {
@@ -261,10 +257,10 @@ export class Snapshot {
   }
 
   /** One growth step (shared by every caller while it runs). Resolves true if the storage grew. */
-  private grow(step_sectors = this.params.diff_storage_minimum): Promise<boolean> {
+  private grow(): Promise<boolean> {
     if (this.growing) return this.growing;
     const counters = this.storage.counters;
-    const target = counters.request(step_sectors);
+    const target = counters.request(this.params.diff_storage_minimum);
     if (target === 0) {
       counters.growthDone();
       this.reportNoSpace(counters.requested_sectors);
