@@ -299,7 +299,10 @@ export class Snapshot {
 
   /** The snapshot was broken (here or by an actor): report and release buffers. */
   onCorrupted(volume: string, errno: number, message: string): void {
-    if (errno === ENOSPC) this.reportNoSpace(this.storage.counters.requested_sectors);
+    if (errno === ENOSPC) {
+      this.storage.counters.setOverflow();
+      this.reportNoSpace(this.storage.counters.requested_sectors);
+    }
     this.events.push({ code: 'corrupted', time: Date.now(), volume, errno });
     this.logger.warn({ snapshot: this.id, volume, errno, message }, 'snapshot corrupted');
     for (const area of this.areas.values()) this.flush(area);

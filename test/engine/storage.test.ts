@@ -84,6 +84,7 @@ suite.test('overflow at the limit: events, image EIO, every volume write exact',
   assert.ok(corrupted, `corrupted delivered: ${codes}`);
   assert.is(corrupted!.errno, 28, 'ENOSPC');
   assert.is(engine.snapshotInfo(id).error_code, 28);
+  assert.is(engine.snapshotInfo(id).storage.overflow, true, 'status reports the overflow');
   assert.is(engine.volumeSnapshotInfo('over').error_code, 28);
   assert.ok((await client.read(volume, 0, 32 * MiB)).equals(written), 'the volume holds exactly what was written');
   const image = engine.resolveExport(`over@${id}`).handle;
