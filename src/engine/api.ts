@@ -10,7 +10,6 @@
 // in the CBT interface, as upstream blksnap.
 
 import type { CbtInfo } from '../shared/cbt-map';
-import type { ErrorCode } from '../shared/errors';
 import type { Params } from '../shared/params';
 import type { StorageSnapshot } from '../shared/storage-counters';
 
@@ -128,10 +127,6 @@ export interface EngineStatus {
   workers: { cow: number; image: number; store: number };
 }
 
-export interface EngineError {
-  code: ErrorCode;
-  message: string;
-}
 
 export interface CbtRange {
   /** First sector. */

@@ -7,7 +7,7 @@ import { blockDeviceInfo, fileInfo, openExclusive, type FileInfo } from '../nati
 import type { Params } from '../shared/params';
 import { UblksnapError, fromSystemError } from '../shared/errors';
 import { SECTOR_BYTES } from '../shared/units';
-import { createVolumeControl, DETACHED } from '../shared/volume-control';
+import { createVolumeControl } from '../shared/volume-control';
 import type { VolumeDescriptor } from '../actors/messages';
 import type { VolumeInfo } from './api';
 import { createFaults } from './fault-injector';
@@ -120,7 +120,6 @@ export class VolumeRecord {
   }
 
   close(): void {
-    Atomics.store(this.control, DETACHED, 1);
     closeSync(this.fd);
   }
 }

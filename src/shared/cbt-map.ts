@@ -149,11 +149,6 @@ export class CbtMap {
     return end - first_block;
   }
 
-  /** One SNAPSHOT byte (for block-status replies). */
-  snapshotByte(block: number): number {
-    return this.frozen[block]!;
-  }
-
   info(): CbtInfo {
     return {
       block_size: pow2(this.block_shift),

@@ -20,10 +20,6 @@ export function sectorsToBytes(sectors: number): number {
   return sectors * SECTOR_BYTES;
 }
 
-export function bytesToSectors(bytes: number): number {
-  return Math.floor(bytes / SECTOR_BYTES);
-}
-
 export function isPowerOfTwo(value: number): boolean {
   // Math.log2 is exact on powers of two, also past 2^31 where bit tricks wrap.
   return Number.isSafeInteger(value) && value > 0 && Number.isInteger(Math.log2(value));

@@ -13,7 +13,6 @@
 //                        0 when none; image requests carry the serial
 //   [4] IMAGE_AREA       diff area of that image, or -1                   control plane
 //   [5] IMAGE_IN_FLIGHT  image requests being served                       image actors (add/sub)
-//   [6] DETACHED         1 once detached: every request fails ENODEV       control plane
 //
 // Gate protocol (writer side):   add WRITES_IN_FLIGHT; if FROZEN { sub, notify, park }
 //                                … serve … ; sub WRITES_IN_FLIGHT, notify when it hit 0 while FROZEN
@@ -29,7 +28,6 @@ export const ARMED_AREA = 2;
 export const IMAGE_SERIAL = 3;
 export const IMAGE_AREA = 4;
 export const IMAGE_IN_FLIGHT = 5;
-export const DETACHED = 6;
 const WORDS = 8;
 export const NO_AREA = -1;
 
