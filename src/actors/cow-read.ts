@@ -15,12 +15,9 @@ import { readOffset, RequestWord } from '../shared/request-record';
 import { SECTOR_BYTES } from '../shared/units';
 import { ARMED_AREA, enterWriteGate, leaveWriteGate, NO_AREA } from '../shared/volume-control';
 import { IoFlags, IoOp } from '../engine/api';
-import { readFully, writeFully } from '../engine/volume-io';
+import { readFully, writeFully, ZERO_BUFFER, ZERO_BUFFER_BYTES } from '../engine/volume-io';
 import { PARKED, runIoActor, type ActorRegistry, type ActorVolume } from './io-actor';
 
-/** Zeros for WRITE_ZEROES where the storage cannot punch or zero a range. */
-const ZERO_BUFFER_BYTES = 1 << 20;
-const zeros = new Uint8Array(ZERO_BUFFER_BYTES);
 const EINVAL = ERRNO_BY_CODE.EINVAL;
 
 function errnoOf(error: unknown, context: string): number {
@@ -107,7 +104,7 @@ function zeroRange(fd: number, op: IoOp, offset: number, length: number, flags: 
     // The storage cannot zero ranges (EOPNOTSUPP): write the zeros below.
   }
   for (let done = 0; done < length; done += ZERO_BUFFER_BYTES) {
-    writeFully(fd, zeros, 0, Math.min(ZERO_BUFFER_BYTES, length - done), offset + done);
+    writeFully(fd, ZERO_BUFFER, 0, Math.min(ZERO_BUFFER_BYTES, length - done), offset + done);
   }
 }
 

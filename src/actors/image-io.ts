@@ -10,10 +10,9 @@ import { ERRNO_BY_CODE } from '../shared/errors';
 import { readOffset, RequestWord } from '../shared/request-record';
 import { IMAGE_AREA, enterImageGate, leaveImageGate } from '../shared/volume-control';
 import { IoOp } from '../engine/api';
+import { ZERO_BUFFER, ZERO_BUFFER_BYTES } from '../engine/volume-io';
 import { runIoActor, type ActorRegistry } from './io-actor';
 
-const ZERO_BUFFER_BYTES = 1 << 20;
-const zeros = new Uint8Array(ZERO_BUFFER_BYTES);
 const EIO = ERRNO_BY_CODE.EIO;
 const EINVAL = ERRNO_BY_CODE.EINVAL;
 
@@ -38,7 +37,7 @@ function handle(request: Int32Array, registry: ActorRegistry): number {
         // An image has no holes to punch: both leave zeros, through the buffers.
         for (let done = 0; done < length; done += ZERO_BUFFER_BYTES) {
           const piece = Math.min(ZERO_BUFFER_BYTES, length - done);
-          const errno = area.imageWrite(volume.reader, zeros, offset + done, piece);
+          const errno = area.imageWrite(volume.reader, ZERO_BUFFER, offset + done, piece);
           if (errno !== 0) return errno;
         }
         return 0;

@@ -5,6 +5,10 @@
 import { readSync, writeSync } from 'node:fs';
 import { readFails } from './fault-injector';
 
+/** Zeros for ranges that must read back as zeros where no fallocate mode can make them. */
+export const ZERO_BUFFER_BYTES = 1 << 20;
+export const ZERO_BUFFER = new Uint8Array(ZERO_BUFFER_BYTES);
+
 export class ShortIoError extends Error {
   readonly code = 'EIO';
   constructor(what: string, done_bytes: number, want_bytes: number, position: number) {

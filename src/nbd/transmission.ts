@@ -370,11 +370,8 @@ export class Transmission {
 
   /** Acquires the current request's lead; false when no tag is free. */
   private startCurrent(): boolean {
-    const lead = this.tags.acquire();
-    if (lead < 0) {
-      this.blocked = Blocked.TAG;
-      return false;
-    }
+    const lead = this.acquireTag();
+    if (lead < 0) return false;
     const header = this.header;
     this.tags.startRequest(lead, header.type, header.flags, header.offset, header.length, this.segmentsOf());
     this.header_bytes.copy(this.tags.handles, lead * HANDLE_BYTES, REQUEST_HANDLE_POSITION, REQUEST_HANDLE_POSITION + HANDLE_BYTES);
@@ -387,6 +384,11 @@ export class Transmission {
   private nextSegmentTag(): number {
     const lead = this.current_lead;
     if (this.tags.segments_submitted[lead] === 0 && this.tags.tail[lead] < 0) return lead;
+    return this.acquireTag();
+  }
+
+  /** A free tag, or -1 with the connection marked blocked until a tag frees. */
+  private acquireTag(): number {
     const tag = this.tags.acquire();
     if (tag < 0) this.blocked = Blocked.TAG;
     return tag;
@@ -458,11 +460,8 @@ export class Transmission {
   }
 
   private blockStatus(): boolean {
-    const lead = this.tags.acquire();
-    if (lead < 0) {
-      this.blocked = Blocked.TAG;
-      return false;
-    }
+    const lead = this.acquireTag();
+    if (lead < 0) return false;
     const header = this.header;
     const tags = this.tags;
     tags.startRequest(lead, header.type, header.flags, header.offset, header.length, 0);
