@@ -171,7 +171,8 @@ export class Engine implements EngineControl {
     const storage = DiffStorage.open(options.storage, options.limit_bytes);
     const snapshot = new Snapshot(storage, this.pools, this.params, this.logger);
     try {
-      storage.refuseIfOn(this.allVolumes().filter((v) => v.snapshot !== null || volumes.includes(v))
+      // Volumes of other snapshots here; add() checks each volume of this one.
+      storage.refuseIfOn(this.allVolumes().filter((v) => v.snapshot !== null)
         .map((v) => ({ path: v.path, info: v.info })));
       for (const volume of volumes) snapshot.add(volume);
     } catch (error) {

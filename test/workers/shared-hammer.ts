@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkTable } from '../../src/shared/chunk-table';
 import { Ring } from '../../src/shared/ring';
 import { Slab } from '../../src/shared/slab';
+import { seededRandom } from '../lib/random';
 
 type Job =
   | { role: 'lock'; table: ChunkTable['buffers']; counter: SharedArrayBuffer; chunk_count: number; iterations: number; seed: number }
@@ -12,14 +13,6 @@ type Job =
   | { role: 'consume'; ring: SharedArrayBuffer; done: SharedArrayBuffer; total: number; timeout_ms: number }
   | { role: 'slab'; slab: Slab['buffers']; rounds: number; owners: SharedArrayBuffer; me: number };
 
-/** xorshift32: a seeded generator, so a failing run can be replayed. */
-function random(seed: number): () => number {
-  let state = seed | 0 || 1;
-  return () => {
-    state ^= state << 13; state ^= state >>> 17; state ^= state << 5;
-    return (state >>> 0) / 4294967296;
-  };
-}
 
 const job = workerData as Job;
 switch (job.role) {
@@ -28,7 +21,7 @@ switch (job.role) {
     // a lost update would prove two holders at once.
     const table = new ChunkTable(job.table);
     const counters = new Int32Array(job.counter);
-    const next = random(job.seed);
+    const next = seededRandom(job.seed);
     for (let i = 0; i < job.iterations; i += 1) {
       const chunk = Math.floor(next() * job.chunk_count);
       table.lock(chunk, 10_000);
