@@ -129,9 +129,6 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
     snapshot_create: async (params) => {
       const volumes = params.devices.map(deviceArgument);
       const storage = absolutePath(params.storage, 'difference storage');
-      // The engine refuses this too (the volume is open exclusively); say it in words.
-      const clash = engine.volumes().find((volume) => volume.path === storage);
-      if (clash) throw new UblksnapError('EBUSY', `the difference storage ${storage} is the attached volume ${clash.name}; put it elsewhere`);
       return { id: await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes }) };
     },
 

@@ -168,6 +168,9 @@ export class Engine implements EngineControl {
     this.assertRunning();
     if (!options || !Array.isArray(options.volumes)) throw new UblksnapError('EINVAL', 'snapshot_create needs a list of volumes');
     const volumes = options.volumes.map((ref) => this.findVolume(ref));
+    // An attached volume is open exclusively, so opening it would fail anyway; say why in words.
+    const clash = typeof options.storage === 'string' ? this.allVolumes().find((v) => v.path === path.resolve(options.storage)) : undefined;
+    if (clash) throw new UblksnapError('EBUSY', `the difference storage ${clash.path} is the attached volume ${clash.name}; put it elsewhere`);
     const storage = DiffStorage.open(options.storage, options.limit_bytes);
     const snapshot = new Snapshot(storage, this.pools, this.params, this.logger);
     try {
