@@ -1,9 +1,13 @@
-// Calls on an open file descriptor: fallocate, fdatasync, fileInfo.
+// Calls on an open file descriptor: fallocate, fdatasync, fileInfo,
+// duplicateFd.
 //
 // fallocate grows and punches the diff storage; fdatasync makes a FLUSH
 // durable; fileInfo lets the engine refuse a diff storage that lives on a
 // volume of the same snapshot (st_dev of the storage file against st_rdev of
-// a block-device volume, or dev+ino against a file volume).
+// a block-device volume, or dev+ino against a file volume). duplicateFd
+// moves an NBD connection's socket from the thread that negotiated it to the
+// I/O actor that serves its transmission: the copy outlives the original,
+// which its thread's event loop closes.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
@@ -23,6 +27,7 @@ namespace {
 constexpr const char* kFallocateSignature = "fallocate(fd, offset_bytes, length_bytes, mode)";
 constexpr const char* kFdatasyncSignature = "fdatasync(fd)";
 constexpr const char* kFileInfoSignature = "fileInfo(fd)";
+constexpr const char* kDuplicateFdSignature = "duplicateFd(fd)";
 
 // The mode is an int in the kernel's prototype; a larger number cannot be a
 // valid combination of flags.
@@ -104,12 +109,29 @@ Napi::Value FileInfo(const Napi::CallbackInfo& info) {
   return result;
 }
 
+Napi::Value DuplicateFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  if (!CheckArgCount(info, 1, 1, kDuplicateFdSignature) ||
+      !ReadFd(info, 0, kDuplicateFdSignature, &fd)) {
+    return env.Undefined();
+  }
+  // Close-on-exec like every descriptor Node opens: no child inherits it.
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    ThrowErrno(env, errno, "fcntl");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, copy);
+}
+
 }  // namespace
 
 void InitFiles(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
   exports.Set("fdatasync", Napi::Function::New(env, Fdatasync, "fdatasync"));
   exports.Set("fileInfo", Napi::Function::New(env, FileInfo, "fileInfo"));
+  exports.Set("duplicateFd", Napi::Function::New(env, DuplicateFd, "duplicateFd"));
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));
   exports.Set("FALLOC_FL_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE));

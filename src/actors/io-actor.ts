@@ -1,6 +1,7 @@
 // The body shared by the long-lived I/O actors (cow-read, image-io): a
 // registry of what the control plane attached (volumes, diff areas, frontend
-// queues), a loop over one request ring, and the comlink control surface.
+// queues), a loop over one request ring, the NBD sessions the actor hosts
+// (nbd-session.ts), and the comlink control surface.
 //
 // Design notes
 //
@@ -13,6 +14,10 @@
 // Parking: a write that meets a frozen volume (take or destroy in progress)
 // is copied into the parked ring and retried at every turn of the loop once
 // the gate opened. The parked ring is sized for every tag of every queue.
+//
+// Hosted sessions: their requests arrive on this thread's event loop (socket
+// reads) and are served at once through serve(); an actor that hosts any
+// never blocks its thread in Atomics.wait, or the sockets would wait too.
 
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
@@ -27,6 +32,8 @@ import { Slab } from '../shared/slab';
 import { DiffArea, type AreaNotifier } from '../engine/diff-area';
 import { VolumeReader } from '../engine/volume-io';
 import type { ActorNotice, ActorStats, DiffAreaDescriptor, IoActorControl, QueueDescriptor, VolumeDescriptor } from './messages';
+import type { QueueHost } from './local-queue';
+import { NbdSessions } from './nbd-session';
 
 /** Requests handled before the loop yields to control messages. */
 const BATCH_MAX = 64;
@@ -57,6 +64,8 @@ export interface ActorQueue {
   buffers: Slab;
   /** Completions were pushed since the last wake-up. */
   wake_pending: boolean;
+  /** Tells the queue's consumer that completions wait. */
+  wake: () => void;
 }
 
 /** What a concrete actor does with one request. Returns an errno, or PARKED. */
@@ -104,12 +113,12 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
   const gc_observer = new PerformanceObserver((list) => { gc_count += list.getEntries().length; });
   gc_observer.observe({ entryTypes: ['gc'] });
 
-  function complete(): void {
+  function complete(request: Int32Array): void {
     const queue = registry.queues[request[RequestWord.QUEUE]!];
     // A queue closed while its request was in flight: nobody waits for it.
     if (queue === undefined) return;
     completion[CompletionWord.TAG] = request[RequestWord.TAG]!;
-    completion[CompletionWord.ERRNO] = serveOne();
+    completion[CompletionWord.ERRNO] = serveOne(request);
     if (completion[CompletionWord.ERRNO] === PARKED) {
       parked.pushCertain(request, 0, false, `parking (more than ${PARKED_CAPACITY} requests?)`);
       parked_total += 1;
@@ -128,12 +137,12 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
     for (let i = 0; i < woken_queues.length; i += 1) {
       const queue = woken_queues[i]!;
       queue.wake_pending = false;
-      queue.completions.wakeConsumers();
+      queue.wake();
     }
     woken_queues.length = 0;
   }
 
-  function serveOne(): number {
+  function serveOne(request: Int32Array): number {
     if (registry.volumes[request[RequestWord.VOLUME]!] === undefined) return ENODEV;
     try {
       return handle(request, registry);
@@ -145,7 +154,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
   }
 
   function retryParked(): void {
-    for (let n = parked.count; n > 0 && parked.tryPop(request, 0); n -= 1) complete();
+    for (let n = parked.count; n > 0 && parked.tryPop(request, 0); n -= 1) complete(request);
     wakeQueues();
   }
 
@@ -155,7 +164,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       if (parked.count > 0) retryParked();
       let handled = 0;
       while (handled < BATCH_MAX && ring.tryPop(request, 0)) {
-        complete();
+        complete(request);
         handled += 1;
       }
       wakeQueues();
@@ -163,14 +172,37 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
         // Let control messages in, however busy the ring is.
         await new Promise<void>((resolve) => setImmediate(resolve));
         last_yield_ms = Date.now();
-      } else if (ring.pop(request, 0, SYNC_WAIT_MS)) {
-        complete();
+      } else if (sessions.count === 0 && ring.pop(request, 0, SYNC_WAIT_MS)) {
+        complete(request);
         wakeQueues();
       } else {
         await ring.waitForRecords(IDLE_WAIT_MS);
         last_yield_ms = Date.now();
       }
     }
+  }
+
+  const queue_host: QueueHost = {
+    attach(descriptor, wake) {
+      attachQueue(descriptor, wake);
+    },
+    detach(queue_id) {
+      registry.queues[queue_id] = undefined;
+    },
+    serve(record) {
+      complete(record);
+      wakeQueues();
+    },
+  };
+  const sessions = new NbdSessions(queue_host, registry, (level, fields, message) => {
+    notify({ type: 'log', level, fields, message });
+  });
+
+  function attachQueue(descriptor: QueueDescriptor, wake: (completions: Ring) => void): void {
+    const completions = new Ring(descriptor.completions);
+    registry.queues[descriptor.queue_id] = {
+      completions, buffers: new Slab(descriptor.slab), wake_pending: false, wake: () => wake(completions),
+    };
   }
 
   const control: IoActorControl = {
@@ -192,16 +224,27 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       registry.areas.delete(area_id);
     },
     attachQueue(queue: QueueDescriptor): void {
-      registry.queues[queue.queue_id] = { completions: new Ring(queue.completions), buffers: new Slab(queue.slab), wake_pending: false };
+      // The queue's consumer is another thread: wake it through the ring.
+      attachQueue(queue, (completions) => completions.wakeConsumers());
     },
     detachQueue(queue_id: number): void {
       registry.queues[queue_id] = undefined;
     },
+    hostNbdSession(session) {
+      return sessions.host(session);
+    },
+    drainNbdSession(session_id: number): void {
+      sessions.drain(session_id);
+    },
+    closeNbdSession(session_id: number): void {
+      sessions.close(session_id);
+    },
     stats(): ActorStats {
-      return { served, parked: parked_total, gc_count };
+      return { served, parked: parked_total, gc_count, sessions: sessions.count };
     },
     stop(): void {
       running = false;
+      sessions.closeAll();
       gc_observer.disconnect();
       ring.wakeAll();
     },

@@ -5,6 +5,9 @@
 
 import type { ChunkTableBuffers } from '../shared/chunk-table';
 import type { SlabBuffers } from '../shared/slab';
+import type { MetaContext } from '../nbd/meta-context';
+import type { RequestLimits } from '../nbd/request';
+import type { TransmissionCounters } from '../nbd/transmission';
 
 /** An attached volume, as every I/O actor needs it. */
 export interface VolumeDescriptor {
@@ -45,10 +48,41 @@ export interface QueueDescriptor {
   slab: SlabBuffers;
 }
 
+/**
+ * An NBD connection whose transmission phase an I/O actor serves
+ * (nbd-session.ts). The main thread negotiated it; the actor reads the
+ * requests from the socket and runs them in its own thread.
+ */
+export interface NbdSessionDescriptor {
+  /** Also the id of the session's queue: unique among the engine's queues. */
+  session_id: number;
+  /** A duplicate of the connected socket's descriptor, for the actor alone: the session closes it. */
+  fd: number;
+  /** GO's replies: the session writes them before anything else. */
+  replies: Uint8Array[];
+  /** Bytes the negotiating thread received after GO, in order. */
+  early: Uint8Array[];
+  /** The server's connection id, for log lines. */
+  connection_id: number;
+  target_handle: number;
+  limits: RequestLimits;
+  contexts: MetaContext[];
+  /** For change contexts: the frozen CBT map of the target's volume, as it was at GO. */
+  change_map: { block_bytes: number; block_count: number; changes_number: number } | null;
+  queue_depth: number;
+  max_io_bytes: number;
+  zero_segment_bytes: number;
+  write_backlog_bytes_max: number;
+}
+
+export type ActorLogLevel = 'debug' | 'info' | 'warn' | 'error';
+
 /** Notifications from an I/O actor to the control plane. */
 export type ActorNotice =
   | { type: 'flush'; area_id: number }
-  | { type: 'corrupted'; area_id: number; errno: number; message: string };
+  | { type: 'corrupted'; area_id: number; errno: number; message: string }
+  /** A log line from an actor (hosted NBD sessions): written by the engine's logger. */
+  | { type: 'log'; level: ActorLogLevel; fields: Record<string, string | number | boolean | string[]>; message: string };
 
 export interface ActorStats {
   /** Requests completed. */
@@ -57,6 +91,8 @@ export interface ActorStats {
   parked: number;
   /** Garbage collections in the actor since it started. */
   gc_count: number;
+  /** NBD sessions the actor serves now. */
+  sessions: number;
 }
 
 /** The comlink surface of the cow and image actors. */
@@ -67,6 +103,12 @@ export interface IoActorControl {
   forgetArea(area_id: number): void;
   attachQueue(queue: QueueDescriptor): void;
   detachQueue(queue_id: number): void;
+  /** Serves an NBD transmission until its connection ends; resolves with its counters then. */
+  hostNbdSession(session: NbdSessionDescriptor): Promise<TransmissionCounters>;
+  /** Server stop: answer what is in flight, then end the connection. */
+  drainNbdSession(session_id: number): void;
+  /** Hard disconnect (a drain that took too long). */
+  closeNbdSession(session_id: number): void;
   stats(): ActorStats;
   stop(): void;
 }

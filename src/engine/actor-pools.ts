@@ -15,9 +15,13 @@ import * as Comlink from 'comlink';
 import nodeEndpoint from 'comlink/dist/umd/node-adapter';
 import Piscina from 'piscina';
 import type { Logger } from 'pino';
+import { assert } from '../shared/assert';
 import { REQUEST_WORDS } from '../shared/request-record';
 import { Ring } from '../shared/ring';
-import type { ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask } from '../actors/messages';
+import type {
+  ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, NbdSessionDescriptor, StoreResult, StoreTask,
+} from '../actors/messages';
+import type { TransmissionCounters } from '../nbd/transmission';
 
 /** Requests in flight across all queues at most; openQueue refuses beyond it. */
 export const REQUEST_RING_CAPACITY = 4096;
@@ -28,6 +32,15 @@ interface IoActor {
   kind: 'cow' | 'image';
   worker: Worker;
   control: Comlink.Remote<IoActorControl>;
+  /** NBD sessions it serves now: a new one goes to the least busy actor of its kind. */
+  sessions: number;
+}
+
+/** A session as the pools know it: where it runs, and how to reach it. */
+export interface SessionPlacement {
+  finished: Promise<TransmissionCounters>;
+  drain(): void;
+  close(): void;
 }
 
 export class ActorPools {
@@ -64,6 +77,24 @@ export class ActorPools {
     return Promise.all(this.io_actors.map(async (actor) => ({ kind: actor.kind, ...(await withTimeout(actor.control.stats(), 'actor stats')) })));
   }
 
+  /** Starts an NBD session on the actor of `kind` that serves the fewest. */
+  hostNbdSession(kind: 'cow' | 'image', session: NbdSessionDescriptor): SessionPlacement {
+    let actor: IoActor | undefined;
+    for (const candidate of this.io_actors) {
+      if (candidate.kind === kind && (actor === undefined || candidate.sessions < actor.sessions)) actor = candidate;
+    }
+    assert(actor !== undefined, `no ${kind} actor to host a session`);
+    const host = actor;
+    host.sessions += 1;
+    const finished = host.control.hostNbdSession(session);
+    void finished.finally(() => { host.sessions -= 1; }).catch(() => undefined);
+    return {
+      finished,
+      drain: () => { void host.control.drainNbdSession(session.session_id).catch(() => undefined); },
+      close: () => { void host.control.closeNbdSession(session.session_id).catch(() => undefined); },
+    };
+  }
+
   /** Wakes the actors so they retry requests parked at a frozen gate. */
   wakeAll(): void {
     this.cow_ring.wakeAll();
@@ -89,13 +120,14 @@ export class ActorPools {
   private startIoActor(kind: 'cow' | 'image', file: string, ring: Ring): IoActor {
     const worker = new Worker(actorFile(file), { workerData: { ring: ring.buffer } });
     worker.on('message', (message: { ublksnap_notice?: ActorNotice }) => {
+      // Comlink's replies share this channel; notices carry their own key.
       if (message && typeof message === 'object' && message.ublksnap_notice) this.onNotice(message.ublksnap_notice);
     });
     worker.on('error', (error) => this.logger.fatal({ err: error, actor: kind }, 'I/O actor crashed'));
     worker.on('exit', (code) => {
       if (!this.stopping) this.logger.fatal({ actor: kind, code }, 'I/O actor exited unexpectedly');
     });
-    return { kind, worker, control: Comlink.wrap<IoActorControl>(nodeEndpoint(worker)) };
+    return { kind, worker, control: Comlink.wrap<IoActorControl>(nodeEndpoint(worker)), sessions: 0 };
   }
 }
 

@@ -12,6 +12,8 @@
 import type { CbtInfo } from '../shared/cbt-map';
 import type { Params } from '../shared/params';
 import type { StorageSnapshot } from '../shared/storage-counters';
+import type { NbdSessionDescriptor } from '../actors/messages';
+import type { TransmissionCounters } from '../nbd/transmission';
 
 export interface EngineOptions {
   params?: Partial<Params>;
@@ -120,6 +122,17 @@ export interface IoQueue {
   close(): Promise<void>;
 }
 
+/** An NBD transmission an I/O actor serves (EngineControl.hostNbdSession). */
+export interface HostedSession {
+  readonly session_id: number;
+  /** Resolves with the transmission's counters once its connection ended. */
+  readonly finished: Promise<TransmissionCounters>;
+  /** Answer what is in flight, then end the connection. */
+  drain(): void;
+  /** Hard disconnect. */
+  close(): void;
+}
+
 export interface EngineStatus {
   volumes: (VolumeInfo & { cbt: CbtInfo })[];
   snapshots: SnapshotInfo[];
@@ -181,6 +194,13 @@ export interface EngineControl {
   isLive(handle: number): boolean;
   /** Opens a frontend queue; resolves once every actor can see it. */
   openQueue(options: { depth: number; max_io_bytes: number }): Promise<IoQueue>;
+  /**
+   * Hands a negotiated NBD connection to the I/O actor that serves its
+   * export's kind (actors/nbd-session.ts); the session owns session.fd from
+   * the moment this resolves. Its tags count against the request rings'
+   * capacity like a queue's.
+   */
+  hostNbdSession(session: Omit<NbdSessionDescriptor, 'session_id'>): HostedSession;
 
   status(): EngineStatus;
   /** Destroys every snapshot, flushes, joins every worker, closes every file. */

@@ -15,13 +15,14 @@ import { assert } from '../shared/assert';
 import type { CbtInfo } from '../shared/cbt-map';
 import { UblksnapError } from '../shared/errors';
 import { validateParams, type Params } from '../shared/params';
-import { handleIsImage, handleSerial, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
+import { handleIsImage, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
 import { PAGE_BYTES } from '../shared/units';
-import { IMAGE_SERIAL } from '../shared/volume-control';
-import type { ActorNotice, ActorStats } from '../actors/messages';
+import { targetIsLive } from '../shared/volume-control';
+import type { ActorNotice, ActorStats, NbdSessionDescriptor } from '../actors/messages';
+import type { TransmissionCounters } from '../nbd/transmission';
 import { ActorPools, REQUEST_RING_CAPACITY } from './actor-pools';
 import type {
-  CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, IoQueue, SnapshotCreateOptions,
+  CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, HostedSession, IoQueue, SnapshotCreateOptions,
   SnapshotEvent, SnapshotInfo, VolumeInfo, VolumeSnapshotInfo,
 } from './api';
 import { DiffStorage } from './diff-storage';
@@ -54,6 +55,8 @@ export class Engine implements EngineControl {
   private readonly snapshots = new Map<string, Snapshot>();
   private readonly retired = new Map<string, Snapshot>();
   private readonly queues = new Map<number, EngineIoQueue>();
+  /** Hosted NBD sessions (their queues live in the actors): id → tags and handle. */
+  private readonly sessions = new Map<number, { depth: number; finished: Promise<TransmissionCounters>; close(): void }>();
   private next_queue_id = 0;
   private readonly idle_timer: NodeJS.Timeout;
   private stopped = false;
@@ -258,9 +261,7 @@ export class Engine implements EngineControl {
   }
 
   isLive(handle: number): boolean {
-    const volume = this.volumes_by_index[handleVolume(handle)];
-    if (volume === undefined) return false;
-    return !handleIsImage(handle) || Atomics.load(volume.control, IMAGE_SERIAL) === handleSerial(handle);
+    return targetIsLive(this.volumes_by_index[handleVolume(handle)]?.control, handle);
   }
 
   async openQueue(options: { depth: number; max_io_bytes: number }): Promise<IoQueue> {
@@ -272,10 +273,7 @@ export class Engine implements EngineControl {
     if (!Number.isInteger(max_io_bytes) || max_io_bytes < PAGE_BYTES || max_io_bytes > QUEUE_IO_BYTES_MAX || max_io_bytes % PAGE_BYTES !== 0) {
       throw new UblksnapError('EINVAL', `max_io_bytes must be a multiple of ${PAGE_BYTES} in [${PAGE_BYTES}, ${QUEUE_IO_BYTES_MAX}], got ${max_io_bytes}`);
     }
-    const open_depth = [...this.queues.values()].reduce((sum, q) => sum + q.depth, 0);
-    if (open_depth + depth > REQUEST_RING_CAPACITY) {
-      throw new UblksnapError('EBUSY', `${open_depth} tags are open; a queue of ${depth} more would pass the ${REQUEST_RING_CAPACITY} the request rings hold`);
-    }
+    this.reserveTags(depth);
     const queue = new EngineIoQueue(this.next_queue_id++, depth, max_io_bytes,
       { cow: this.pools.cow_ring, image: this.pools.image_ring },
       async (closed) => {
@@ -285,6 +283,33 @@ export class Engine implements EngineControl {
     this.queues.set(queue.queue_id, queue);
     await this.pools.broadcast((actor) => actor.attachQueue(queue.descriptor));
     return queue;
+  }
+
+  hostNbdSession(session: Omit<NbdSessionDescriptor, 'session_id'>): HostedSession {
+    this.assertRunning();
+    const depth = session.queue_depth;
+    if (!Number.isInteger(depth) || depth < 1 || depth > QUEUE_DEPTH_MAX) {
+      throw new UblksnapError('EINVAL', `queue depth must be an integer in [1, ${QUEUE_DEPTH_MAX}], got ${depth}`);
+    }
+    if (!this.isLive(session.target_handle)) throw new UblksnapError('ESRCH', 'the export is gone');
+    this.reserveTags(depth);
+    const session_id = this.next_queue_id++;
+    const kind = handleIsImage(session.target_handle) ? 'image' : 'cow';
+    const placement = this.pools.hostNbdSession(kind, { ...session, session_id });
+    // A session that ended (or an actor that failed it) frees its tags.
+    const finished = placement.finished.finally(() => { this.sessions.delete(session_id); });
+    this.sessions.set(session_id, { depth, finished, close: placement.close });
+    return { session_id, finished, drain: placement.drain, close: placement.close };
+  }
+
+  /** Refuses a queue of `depth` more tags when the request rings could not hold them all. */
+  private reserveTags(depth: number): void {
+    let open_depth = 0;
+    for (const queue of this.queues.values()) open_depth += queue.depth;
+    for (const session of this.sessions.values()) open_depth += session.depth;
+    if (open_depth + depth > REQUEST_RING_CAPACITY) {
+      throw new UblksnapError('EBUSY', `${open_depth} tags are open; a queue of ${depth} more would pass the ${REQUEST_RING_CAPACITY} the request rings hold`);
+    }
   }
 
   // ── status and life ─────────────────────────────────────────────────────
@@ -308,6 +333,10 @@ export class Engine implements EngineControl {
     clearInterval(this.idle_timer);
     for (const id of [...this.snapshots.keys()]) await this.snapshotDestroy(id);
     for (const queue of [...this.queues.values()]) await queue.close();
+    for (const session of [...this.sessions.values()]) {
+      session.close();
+      await session.finished.catch(() => undefined);
+    }
     this.stopped = true;
     await this.pools.stop();
     for (const volume of this.allVolumes()) volume.close();
@@ -330,6 +359,10 @@ export class Engine implements EngineControl {
   // ── internals ───────────────────────────────────────────────────────────
 
   private onNotice(notice: ActorNotice): void {
+    if (notice.type === 'log') {
+      this.logger[notice.level](notice.fields, notice.message);
+      return;
+    }
     for (const snapshot of this.snapshots.values()) {
       const area = snapshot.areas.get(notice.area_id);
       if (area === undefined) continue;

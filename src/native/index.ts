@@ -106,6 +106,7 @@ interface Binding {
   fdatasync(fd: number): void;
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
+  duplicateFd(fd: number): number;
   openExclusive(path: string, options: OpenExclusiveOptions): number;
   openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
   alignedOffset(buffer: ArrayBuffer | ArrayBufferView, alignment_bytes: number): number;
@@ -159,6 +160,9 @@ export const blockDeviceInfo: (fd: number) => BlockDeviceInfo = binding.blockDev
 
 /** fstat(2) of fd: its kind, size, st_dev, st_rdev and inode. */
 export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
+
+/** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file; the caller closes it. */
+export const duplicateFd: (fd: number) => number = binding.duplicateFd;
 
 /**
  * Opens a volume so that no one else writes it behind our back; the claim

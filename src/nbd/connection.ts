@@ -1,14 +1,24 @@
 // One client connection: the greeting, the framing of the handshake (client
-// flags, option headers, option data), the hand-over to transmission at GO
-// or EXPORT_NAME, and the end of the connection in every way it can end.
+// flags, option headers, option data), the hand-over of the transmission to
+// an I/O actor at GO or EXPORT_NAME, and the end of the connection in every
+// way it can end.
 //
 //   accept ─► greeting ─► CLIENT_FLAGS ─► OPTION_HEADER ⇄ OPTION_DATA / OPTION_DISCARD
 //                                              │
 //                   GO / EXPORT_NAME accepted  ▼
-//                        OPENING (the IoQueue opens; input waits, socket paused)
-//                                              │ replies sent
+//                        OPENING (socket paused; our queued writes flushed)
+//                                              │ engine.hostNbdSession
 //                                              ▼
-//                                         TRANSMISSION (transmission.ts) ─► CLOSED
+//       HOSTED: the actor owns the socket (a duplicated descriptor), writes
+//       the GO replies and runs the transmission (actors/nbd-session.ts);
+//       this side only waits for the end ─► CLOSED
+//
+// The hand-over: once every byte this thread queued is in the kernel, the
+// bytes it read past GO are collected, the socket's descriptor is
+// duplicated for the actor, and this thread's handle is closed without a
+// shutdown, so the connection itself never notices. A refusal by the engine
+// (the export vanished, the request rings are full) comes before anything is
+// handed over and is answered here, as GO's error reply.
 //
 // Ends: the client closes or vanishes (the transmission waits for the
 // engine, then closes the queue); the client half-closes (answer what
@@ -17,20 +27,20 @@
 // (destroy); the server stopping (handshakes: destroy; transmissions:
 // drain at a request boundary, then end, bounded by the stop timeout).
 
+import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import type { EngineControl, ExportTarget, IoQueue } from '../engine/api';
+import type { EngineControl, ExportTarget, HostedSession } from '../engine/api';
+import { duplicateFd } from '../native';
 import { assert } from '../shared/assert';
 import { isUblksnapError } from '../shared/errors';
 import type { EngineCatalog } from './exports';
 import { encodeGreeting, encodeOptionError, parseClientFlags, parseOptionHeader } from './handshake-codec';
 import type { NbdLogger } from './logger';
-import type { ChangeMap } from './meta-context';
 import { Negotiation, NegotiationLimits, OptionOutcome, clientFlagsProblem } from './negotiation';
 import {
   CLIENT_FLAGS_BYTES, OPTION_HEADER_BYTES, OPT_EXPORT_NAME, OPT_GO, REP_ERR_POLICY, REP_ERR_SHUTDOWN, REP_ERR_TOO_BIG,
   optionName,
 } from './protocol';
-import { Transmission } from './transmission';
 
 /** Everything a connection needs from its server, resolved once. */
 export interface ConnectionSettings {
@@ -63,9 +73,10 @@ const enum Phase {
   OPTION_HEADER,
   OPTION_DATA,
   OPTION_DISCARD,
-  /** GO / EXPORT_NAME accepted, the IoQueue opening: input waits in `early`. */
+  /** GO / EXPORT_NAME accepted, the hand-over under way: input waits in `early`. */
   OPENING,
-  TRANSMISSION,
+  /** An I/O actor serves the transmission. */
+  HOSTED,
   CLOSED,
 }
 
@@ -78,11 +89,11 @@ export class Connection {
   private discard_remaining = 0;
   private option = 0;
   private negotiation: Negotiation<ExportTarget> | null = null;
-  private transmission: Transmission | null = null;
+  private hosted: HostedSession | null = null;
   private handshake_timer: NodeJS.Timeout | null = null;
   private stop_timer: NodeJS.Timeout | null = null;
   private export_name = '';
-  /** Bytes that arrived while the queue was opening (a client that did not wait for GO's reply). */
+  /** Bytes that arrived during the hand-over (a client that did not wait for GO's reply). */
   private readonly early: Buffer[] = [];
   private opening: Promise<void> | null = null;
 
@@ -91,7 +102,7 @@ export class Connection {
   }
 
   get in_transmission(): boolean {
-    return this.transmission !== null;
+    return this.hosted !== null;
   }
 
   start(): void {
@@ -114,16 +125,17 @@ export class Connection {
   /** Server stop: end handshakes now; let transmissions finish in-flight requests first. */
   shutdown(): void {
     if (this.phase === Phase.CLOSED) return;
-    if (this.transmission === null) {
+    const hosted = this.hosted;
+    if (hosted === null) {
       this.socket.destroy();
       return;
     }
     this.stop_timer = setTimeout(() => {
       this.context.logger.warn({ connection: this.context.id },
         `nbd connection did not drain within ${this.context.settings.stop_drain_timeout_ms} ms: disconnecting`);
-      this.socket.destroy();
+      hosted.close();
     }, this.context.settings.stop_drain_timeout_ms);
-    this.transmission.drain();
+    hosted.drain();
   }
 
   private onData(chunk: Buffer): void {
@@ -143,8 +155,7 @@ export class Connection {
       if (this.stage_filled === this.stage.length) this.stageComplete();
     }
     if (position === chunk.length) return;
-    if (this.phase === Phase.TRANSMISSION) this.transmission!.onData(chunk, position);
-    else if (this.phase === Phase.OPENING) this.early.push(chunk.subarray(position));
+    if (this.phase === Phase.OPENING) this.early.push(chunk.subarray(position));
   }
 
   private expect(phase: Phase, bytes: number): void {
@@ -228,62 +239,92 @@ export class Connection {
   }
 
   private async enterTransmission(outcome: Extract<OptionOutcome<ExportTarget>, { kind: 'transmission' }>): Promise<void> {
+    // Every byte this thread queued (earlier option replies) reaches the
+    // kernel before the actor writes anything: the stream stays in order.
+    await new Promise<void>((resolve) => { this.socket.write(EMPTY, () => resolve()); });
+    if (this.phase !== Phase.OPENING) return;
     const settings = this.context.settings;
     const target = outcome.export.target;
     const needs_changes = outcome.contexts.some((context) => context.kind === 'changed');
-    let change_map: ChangeMap | null = null;
-    let queue: IoQueue;
+    let fd = -1;
+    let hosted: HostedSession;
+    this.takeBufferedInput();
     try {
-      if (needs_changes) change_map = this.context.catalog.changeMapOf(target);
-      queue = await this.context.engine.openQueue({ depth: settings.queue_depth, max_io_bytes: settings.max_io_bytes });
+      const change_map = needs_changes ? this.context.catalog.changeMapOf(target) : null;
+      fd = duplicateFd(socketFd(this.socket));
+      hosted = this.context.engine.hostNbdSession({
+        fd,
+        early: this.early,
+        replies: outcome.replies,
+        connection_id: this.context.id,
+        target_handle: target.handle,
+        limits: {
+          size_bytes: target.size_bytes,
+          writable: target.writable,
+          structured: outcome.structured,
+          minimum_block_bytes: outcome.export.block_sizes.minimum_bytes,
+          maximum_payload_bytes: outcome.export.block_sizes.maximum_bytes,
+          discard_bytes_max: settings.discard_bytes_max,
+          contexts_count: outcome.contexts.length,
+        },
+        contexts: outcome.contexts,
+        change_map,
+        queue_depth: settings.queue_depth,
+        max_io_bytes: settings.max_io_bytes,
+        zero_segment_bytes: settings.zero_segment_bytes,
+        write_backlog_bytes_max: settings.write_backlog_bytes_max,
+      });
     } catch (error) {
       // The volume went away, the engine is stopping, or every request-ring
       // slot is taken by other queues: GO can say so, EXPORT_NAME cannot.
+      if (fd >= 0) closeSync(fd);
+      this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
       this.refuseBinding(error);
       return;
     }
-    if (this.phase === Phase.CLOSED) {
-      // The client left while the queue opened.
-      await queue.close();
-      return;
-    }
-    for (const reply of outcome.replies) this.socket.write(reply);
+    this.hosted = hosted;
+    this.phase = Phase.HOSTED;
+    this.export_name = outcome.export.name;
     if (this.handshake_timer !== null) clearTimeout(this.handshake_timer);
     this.handshake_timer = null;
-    this.phase = Phase.TRANSMISSION;
-    this.export_name = outcome.export.name;
-    const engine = this.context.engine;
-    this.transmission = new Transmission({
-      socket: this.socket,
-      queue,
-      target_handle: target.handle,
-      limits: {
-        size_bytes: target.size_bytes,
-        writable: target.writable,
-        structured: outcome.structured,
-        minimum_block_bytes: outcome.export.block_sizes.minimum_bytes,
-        maximum_payload_bytes: outcome.export.block_sizes.maximum_bytes,
-        discard_bytes_max: settings.discard_bytes_max,
-        contexts_count: outcome.contexts.length,
-      },
-      contexts: outcome.contexts,
-      change_map,
-      isLive: () => engine.isLive(target.handle),
-      zero_segment_bytes: settings.zero_segment_bytes,
-      write_backlog_bytes_max: settings.write_backlog_bytes_max,
-      logger: this.context.logger,
-      host: {
-        violation: (reason) => this.violation(reason),
-        drained: () => this.drained(),
-      },
-    });
-    this.socket.resume();
-    for (const chunk of this.early.splice(0)) this.transmission.onData(chunk);
+    this.early.length = 0;
+    this.releaseSocket();
     this.context.logger.info({
       connection: this.context.id, peer: this.context.peer, export: this.export_name,
       option: optionName(this.option), structured: outcome.structured,
       contexts: outcome.contexts.map((context) => context.name), flags: outcome.transmission_flags,
     }, 'nbd export bound');
+  }
+
+  /**
+   * Moves the bytes the paused stream read past GO into `early`. The
+   * 'data' listener goes first: read() would hand them to it a second time.
+   */
+  private takeBufferedInput(): void {
+    this.socket.removeAllListeners('data');
+    for (let chunk: Buffer | null; (chunk = this.socket.read() as Buffer | null) !== null;) this.early.push(chunk);
+  }
+
+  /** The actor owns the connection: close this thread's handle without ending the stream. */
+  private releaseSocket(): void {
+    const socket = this.socket;
+    socket.removeAllListeners('end');
+    socket.removeAllListeners('close');
+    socket.removeAllListeners('error');
+    socket.on('error', () => undefined);
+    socket.destroy();
+    void this.awaitHosted(this.hosted!);
+  }
+
+  /** The hosted session ended (client gone, DISC, violation, server stop). */
+  private async awaitHosted(hosted: HostedSession): Promise<void> {
+    try {
+      const counters = await hosted.finished;
+      this.context.logger.info({ connection: this.context.id, export: this.export_name, ...counters }, 'nbd connection closed');
+    } catch (error) {
+      this.context.logger.error({ connection: this.context.id, err: error }, 'nbd: the actor serving the connection failed');
+    }
+    this.onClose();
   }
 
   private refuseBinding(error: unknown): void {
@@ -309,21 +350,12 @@ export class Connection {
     this.socket.destroy();
   }
 
-  /** DISC answered everything, or a stopping server's connection finished: flush what is queued, then close. */
-  private drained(): void {
-    this.socket.end(() => this.socket.destroy());
-  }
-
   /**
    * The client shut its sending side (the server listens half-open). In
    * transmission that is a DISC without the message: what arrived is
    * answered, then we close. In the handshake the client gave up.
    */
   private onEnd(): void {
-    if (this.transmission !== null && this.phase === Phase.TRANSMISSION) {
-      this.transmission.endOfInput();
-      return;
-    }
     if (this.phase !== Phase.CLOSED && this.phase !== Phase.OPENING) this.socket.destroy();
     else if (this.phase === Phase.CLOSED) this.socket.end();
   }
@@ -335,16 +367,21 @@ export class Connection {
     this.handshake_timer = null;
     this.stop_timer = null;
     this.early.length = 0;
-    void this.release().then(() => this.resolve_closed?.());
+    // A hand-over under way finishes first; a hosted session calls here once it ended.
+    if (this.hosted === null && this.opening !== null) {
+      void this.opening.then(() => { if (this.hosted === null) this.resolve_closed?.(); });
+      return;
+    }
+    this.resolve_closed?.();
   }
+}
 
-  /** After close: wait for a queue being opened, then for the transmission to give back every tag. */
-  private async release(): Promise<void> {
-    if (this.opening !== null) await this.opening;
-    const transmission = this.transmission;
-    if (transmission === null) return;
-    await transmission.close();
-    this.context.logger.info({ connection: this.context.id, export: this.export_name, ...transmission.counters },
-      'nbd connection closed');
-  }
+/** A zero-length write: its callback runs once everything queued before it is written. */
+const EMPTY = Buffer.alloc(0);
+
+/** The descriptor under a connected socket (libuv's handle exposes it on Unix). */
+function socketFd(socket: Socket): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  assert(typeof fd === 'number' && fd >= 0, 'the socket has no file descriptor to hand over');
+  return fd;
 }

@@ -17,7 +17,7 @@
 import type { EngineControl, ExportTarget } from '../engine/api';
 import { isUblksnapError } from '../shared/errors';
 import { BlockSizes } from './handshake-codec';
-import { ChangeMap, ContextOffer } from './meta-context';
+import { ContextOffer } from './meta-context';
 import { ExportCatalog, ExportDescription } from './negotiation';
 
 /** Preferred block: a page, so aligned requests never need read-modify-write below it. */
@@ -86,16 +86,9 @@ export class EngineCatalog implements ExportCatalog<ExportTarget> {
     return { changes_number: this.engine.cbtInfo(target.volume_name).changes_number };
   }
 
-  /** The frozen CBT map behind an image's change contexts. */
-  changeMapOf(target: ExportTarget): ChangeMap {
+  /** The shape of the frozen CBT map behind an image's change contexts (its bytes are read where the session runs). */
+  changeMapOf(target: ExportTarget): { block_bytes: number; block_count: number; changes_number: number } {
     const info = this.engine.cbtInfo(target.volume_name);
-    const engine = this.engine;
-    const volume = target.volume_name;
-    return {
-      block_bytes: info.block_size,
-      block_count: info.block_count,
-      changes_number: info.changes_number,
-      read: (first_block, into) => engine.readCbtMap(volume, first_block, into),
-    };
+    return { block_bytes: info.block_size, block_count: info.block_count, changes_number: info.changes_number };
   }
 }

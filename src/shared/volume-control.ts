@@ -22,6 +22,8 @@
 // meet: a writer either sees FROZEN or is counted before the control side
 // looks at the count.
 
+import { handleIsImage, handleSerial } from './request-record';
+
 export const FROZEN = 0;
 export const WRITES_IN_FLIGHT = 1;
 export const ARMED_AREA = 2;
@@ -62,4 +64,14 @@ export function enterImageGate(control: Int32Array, serial: number): boolean {
 
 export function leaveImageGate(control: Int32Array): void {
   if (Atomics.sub(control, IMAGE_IN_FLIGHT, 1) === 1) Atomics.notify(control, IMAGE_IN_FLIGHT);
+}
+
+/**
+ * Whether an export handle (request-record.ts packHandle) still addresses
+ * something: its volume attached (control given) and, for an image, the
+ * snapshot it was resolved for still served.
+ */
+export function targetIsLive(control: Int32Array | undefined, handle: number): boolean {
+  if (control === undefined) return false;
+  return !handleIsImage(handle) || Atomics.load(control, IMAGE_SERIAL) === handleSerial(handle);
 }

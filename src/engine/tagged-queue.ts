@@ -1,0 +1,100 @@
+// What every IoQueue shares, wherever its requests are served: tags, one
+// aligned slab slot per tag, the checks on a submission, the request record
+// it becomes, and the completion ring it is answered through. Subclasses
+// decide only where a record goes and when completions are delivered:
+//
+//   EngineIoQueue (io-queue.ts)          main thread → request ring → an actor;
+//                                        completions awaited on the event loop
+//   ActorLocalQueue (actors/local-queue) inside an actor: served at once, in
+//                                        the submitting thread; completions
+//                                        delivered in a microtask
+//
+// submit() writes one preallocated record and allocates nothing.
+
+import { alignedOffset } from '../native';
+import { assert, AssertionError } from '../shared/assert';
+import {
+  COMPLETION_WORDS, CompletionWord, handleSerial, handleVolume, REQUEST_WORDS, RequestWord, writeOffset,
+} from '../shared/request-record';
+import { Ring } from '../shared/ring';
+import { Slab } from '../shared/slab';
+import { PAGE_BYTES } from '../shared/units';
+import type { IoOp, IoQueue } from './api';
+
+export abstract class TaggedQueue implements IoQueue {
+  readonly buffers: Slab;
+  readonly completions: Ring;
+  protected readonly request = new Int32Array(REQUEST_WORDS);
+  private readonly completion = new Int32Array(COMPLETION_WORDS);
+  private readonly busy: Uint8Array;
+  private handler: (tag: number, errno: number) => void = () => undefined;
+  private in_flight_count = 0;
+  protected open = true;
+
+  constructor(readonly queue_id: number, readonly depth: number, readonly max_io_bytes: number) {
+    assert(max_io_bytes % PAGE_BYTES === 0, `queue buffers must be whole pages, got ${max_io_bytes}`);
+    this.buffers = Slab.create(max_io_bytes, depth, alignedOffset);
+    let capacity = 1;
+    while (capacity < depth) capacity *= 2;
+    this.completions = Ring.create(capacity, COMPLETION_WORDS);
+    this.busy = new Uint8Array(depth);
+  }
+
+  get in_flight(): number {
+    return this.in_flight_count;
+  }
+
+  buffer(tag: number): Uint8Array {
+    return this.buffers.view(tag);
+  }
+
+  onComplete(handler: (tag: number, errno: number) => void): void {
+    this.handler = handler;
+  }
+
+  abstract close(): Promise<void>;
+
+  /** Hands the record in `this.request` to whoever serves it. */
+  protected abstract dispatch(record: Int32Array, target_handle: number): void;
+
+  submit(tag: number, op: IoOp, target_handle: number, offset_bytes: number, length_bytes: number, flags: number): void {
+    // Checked without building messages: a template literal per call would
+    // allocate on every request. The message is made only for the bug report.
+    const valid = this.open && Number.isInteger(tag) && tag >= 0 && tag < this.depth && this.busy[tag] === 0 &&
+      Number.isSafeInteger(length_bytes) && length_bytes >= 0 && length_bytes <= this.max_io_bytes &&
+      Number.isSafeInteger(offset_bytes) && offset_bytes >= 0;
+    if (!valid) this.rejectSubmission(tag, offset_bytes, length_bytes);
+    const record = this.request;
+    record[RequestWord.TAG] = tag;
+    record[RequestWord.QUEUE] = this.queue_id;
+    record[RequestWord.OP] = op;
+    record[RequestWord.FLAGS] = flags;
+    record[RequestWord.VOLUME] = handleVolume(target_handle);
+    record[RequestWord.SERIAL] = handleSerial(target_handle);
+    writeOffset(record, offset_bytes);
+    record[RequestWord.LENGTH] = length_bytes;
+    this.busy[tag] = 1;
+    this.in_flight_count += 1;
+    this.dispatch(record, target_handle);
+  }
+
+  private rejectSubmission(tag: number, offset_bytes: number, length_bytes: number): never {
+    throw new AssertionError(`bad submission: queue ${this.open ? 'open' : 'closed'}, tag ${tag} of ${this.depth}` +
+      ` (busy ${this.busy[tag]}), offset ${offset_bytes}, length ${length_bytes} of at most ${this.max_io_bytes}`);
+  }
+
+  /** Hands every completion in the ring to the handler. */
+  protected deliverCompletions(): void {
+    const completion = this.completion;
+    while (this.completions.tryPop(completion, 0)) {
+      const tag = completion[CompletionWord.TAG]!;
+      this.busy[tag] = 0;
+      this.in_flight_count -= 1;
+      try {
+        this.handler(tag, completion[CompletionWord.ERRNO]!);
+      } catch (error) {
+        console.error('ublksnap: a completion handler threw', error);
+      }
+    }
+  }
+}
