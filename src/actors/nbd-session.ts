@@ -32,6 +32,14 @@ import type { ActorRegistry } from './io-actor';
 
 type LogFields = Record<string, string | number | boolean | string[]>;
 
+/** net.Socket takes onread in its constructor too; @types/node lists it only for connect(). */
+interface SocketOptionsWithOnread extends net.SocketConstructorOpts {
+  onread: { buffer: Buffer; callback: (bytes: number, buffer: Buffer) => void };
+}
+
+/** A session's socket reads land in one buffer of this size. */
+const READ_BUFFER_BYTES = 1024 * 1024;
+
 interface HostedSession {
   socket: net.Socket;
   transmission: Transmission;
@@ -55,7 +63,13 @@ export class NbdSessions {
     const volume_index = handleVolume(descriptor.target_handle);
     let socket: net.Socket;
     try {
-      socket = new net.Socket({ fd: descriptor.fd, readable: true, writable: true });
+      const options: SocketOptionsWithOnread = {
+        fd: descriptor.fd, readable: true, writable: true,
+        // One buffer for every read: no allocation (and no garbage) per
+        // read, and a large write's payload arrives in a few reads.
+        onread: { buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), callback: (bytes, buffer) => this.received(descriptor.session_id, buffer, bytes) },
+      };
+      socket = new net.Socket(options);
     } catch (error) {
       closeSync(descriptor.fd);
       return Promise.reject(error);
@@ -84,7 +98,6 @@ export class NbdSessions {
     });
     this.sessions.set(descriptor.session_id, { socket, transmission });
     return new Promise((resolve) => {
-      socket.on('data', (chunk: Buffer) => transmission.onData(chunk));
       socket.on('error', (error: Error) => {
         // ECONNRESET, EPIPE: the client vanished. 'close' follows and cleans up.
         this.logger.debug({ connection, err: error.message }, 'nbd socket error');
@@ -101,6 +114,13 @@ export class NbdSessions {
         transmission.onData(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
       }
     });
+  }
+
+  private received(session_id: number, buffer: Buffer, bytes: number): void {
+    const transmission = this.sessions.get(session_id)?.transmission;
+    if (transmission === undefined) return;
+    transmission.onData(buffer.subarray(0, bytes));
+    transmission.releaseInput();
   }
 
   drain(session_id: number): void {

@@ -19,6 +19,14 @@ export class InputQueue {
     this.chunks.push(chunk);
   }
 
+  /**
+   * Copies the chunks still held into memory of their own: the caller is
+   * about to reuse the buffer it received them in.
+   */
+  detach(): void {
+    for (let i = 0; i < this.chunks.length; i += 1) this.chunks[i] = Buffer.from(this.chunks[i]!);
+  }
+
   clear(): void {
     this.chunks.length = 0;
     this.position = 0;

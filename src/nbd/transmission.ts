@@ -168,6 +168,14 @@ export class Transmission {
   }
 
   /**
+   * The caller will overwrite the chunks it passed to onData (a socket
+   * reading into one reused buffer): keep a copy of what is not consumed.
+   */
+  releaseInput(): void {
+    if (!this.pending.empty) this.pending.detach();
+  }
+
+  /**
    * Stop taking requests, finish those in flight, then tell the host
    * (server stop). A request whose header or payload is arriving is taken
    * in whole first: draining starts at the next request boundary.
