@@ -12,7 +12,8 @@
         "src/errors.cc",
         "src/files.cc",
         "src/memory.cc",
-        "src/open.cc"
+        "src/open.cc",
+        "src/thread.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -35,8 +35,8 @@ const UBLKSNAP_VOLUME_NAME = 'bench';
 const CHUNK_SHIFT_64K = 16;
 /** How much of a failed server's stderr an error message carries. */
 const SERVER_LOG_TAIL_CHARS = 800;
-/** Untimed random writes after a server starts (fio I/Os of 4 KiB): about half a second. */
-const WARM_UP_RANDOM_IOS = 32_768;
+/** Untimed random writes after a server starts (fio I/Os of 4 KiB): about a second. */
+const WARM_UP_RANDOM_IOS = 131_072;
 
 export interface WorkloadSpec {
   id: string;
@@ -171,8 +171,8 @@ interface Started { server: ServerProcess; uri: string; }
  * second (quick runs) measured the warm-up more than the server.
  */
 async function warmUp(context: RoundContext, system: string, uri: string, image_uri?: string): Promise<void> {
-  const random_bytes = Math.min(context.image_bytes, WARM_UP_RANDOM_IOS * RANDOM_BLOCK_BYTES);
-  await runFio(uri, randWriteJob(context.image_bytes, random_bytes), path.join(context.work_dir, `fio-${system}-warm-up-rand.json`));
+  // More I/Os than the device has blocks: fio starts over when it covered them all.
+  await runFio(uri, randWriteJob(context.image_bytes, WARM_UP_RANDOM_IOS * RANDOM_BLOCK_BYTES), path.join(context.work_dir, `fio-${system}-warm-up-rand.json`));
   await runFio(uri, seqWriteJob(context.image_bytes), path.join(context.work_dir, `fio-${system}-warm-up-seq.json`));
   await readExport(image_uri ?? uri, context.image_bytes);
 }

@@ -16,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitOpen(env, exports);
   ublksnap::InitBlockDevice(env, exports);
   ublksnap::InitMemory(env, exports);
+  ublksnap::InitThread(env, exports);
   return exports;
 }
 

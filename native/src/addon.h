@@ -11,7 +11,7 @@ namespace ublksnap {
 // errors.cc: errnoName.
 void InitErrors(Napi::Env env, Napi::Object exports);
 
-// files.cc: fallocate, fdatasync, fileInfo, FALLOC_FL_* constants.
+// files.cc: fallocate, fdatasync, fileInfo, duplicateFd, FALLOC_FL_* constants.
 void InitFiles(Napi::Env env, Napi::Object exports);
 
 // open.cc: openExclusive, openTmpfile.
@@ -22,5 +22,8 @@ void InitBlockDevice(Napi::Env env, Napi::Object exports);
 
 // memory.cc: alignedOffset, bufferAddress.
 void InitMemory(Napi::Env env, Napi::Object exports);
+
+// thread.cc: setThreadNice.
+void InitThread(Napi::Env env, Napi::Object exports);
 
 }  // namespace ublksnap

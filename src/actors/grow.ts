@@ -5,7 +5,7 @@
 // ENOSPC from the filesystem: a full filesystem shows up here, as a failed
 // growth, and the snapshot overflows cleanly instead.
 
-import { fallocate } from '../native';
+import { fallocate, setThreadNice } from '../native';
 import { StorageCounters } from '../shared/storage-counters';
 import { SECTOR_BYTES } from '../shared/units';
 import type { GrowResult, GrowTask } from './messages';
@@ -16,8 +16,17 @@ import type { GrowResult, GrowTask } from './messages';
  * the first slice instead of after the whole step (1 GiB by default).
  */
 const GROW_SLICE_SECTORS = 65_536;
+/**
+ * Growth is background work: on tmpfs fallocate zeroes every page, as much
+ * CPU as the copies themselves, and at full priority it slowed the image
+ * reads a backup starts right after take. At this nice value it takes what
+ * the foreground leaves; a store task waiting for room idles its thread, so
+ * growth is never starved for long. (The pool's one thread keeps it.)
+ */
+const GROW_THREAD_NICE = 10;
 
 export default function grow(task: GrowTask): GrowResult {
+  setThreadNice(GROW_THREAD_NICE);
   const counters = new StorageCounters(task.storage_counters);
   let capacity = counters.capacity_sectors;
   while (capacity < task.target_sectors) {

@@ -37,7 +37,7 @@ import { defaultVolumeName, validateVolumeName, VolumeRecord } from './volume';
  * one per two cores beyond the first pair, at least one.
  */
 const DEFAULT_COW_WORKERS = Math.max(1, Math.min(4, Math.floor(availableParallelism() / 2)));
-const DEFAULT_IMAGE_WORKERS = 1;
+const DEFAULT_IMAGE_WORKERS = 2;
 const DEFAULT_STORE_THREADS = 1;
 const WORKERS_MAX = 16;
 /** Chunks left in a store queue are flushed after this much quiet. */

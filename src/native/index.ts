@@ -107,6 +107,7 @@ interface Binding {
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
   duplicateFd(fd: number): number;
+  setThreadNice(nice: number): void;
   openExclusive(path: string, options: OpenExclusiveOptions): number;
   openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
   alignedOffset(buffer: ArrayBuffer | ArrayBufferView, alignment_bytes: number): number;
@@ -160,6 +161,12 @@ export const blockDeviceInfo: (fd: number) => BlockDeviceInfo = binding.blockDev
 
 /** fstat(2) of fd: its kind, size, st_dev, st_rdev and inode. */
 export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
+
+/**
+ * setpriority(2) for the calling thread only: a nice value in [0, 19]
+ * (raising it needs no privilege; lowering it back does).
+ */
+export const setThreadNice: (nice: number) => void = binding.setThreadNice;
 
 /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file; the caller closes it. */
 export const duplicateFd: (fd: number) => number = binding.duplicateFd;

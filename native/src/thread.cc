@@ -1,0 +1,51 @@
+// Calls about the calling thread: its scheduling niceness.
+//
+// The grow actor fallocates the difference storage in the background; on
+// tmpfs that zeroes every page it reserves, as much CPU as the copies
+// themselves. Run at a higher nice value, it takes the CPU the foreground
+// (volume writes, image reads) leaves, and still gets all of it when a
+// store task waits for room, because the waiting threads are then idle.
+// Linux applies setpriority(PRIO_PROCESS, tid) to one thread only.
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+
+#include "addon.h"
+#include "args.h"
+#include "errors.h"
+
+namespace ublksnap {
+namespace {
+
+constexpr const char* kSetThreadNiceSignature = "setThreadNice(nice)";
+// The kernel's range of nice values is [-20, 19]; raising it needs no privilege.
+constexpr uint64_t kNiceMax = 19;
+
+Napi::Value SetThreadNice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t nice = 0;
+  if (!CheckArgCount(info, 1, 1, kSetThreadNiceSignature) ||
+      !ReadSafeUint(info, 0, kSetThreadNiceSignature, "nice", &nice)) {
+    return env.Undefined();
+  }
+  if (nice > kNiceMax) {
+    ThrowTypeError(env, std::string(kSetThreadNiceSignature) + ": nice must be in [0, 19]");
+    return env.Undefined();
+  }
+  const auto thread_id = static_cast<id_t>(syscall(SYS_gettid));
+  if (setpriority(PRIO_PROCESS, thread_id, static_cast<int>(nice)) != 0) {
+    ThrowErrno(env, errno, "setpriority");
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitThread(Napi::Env env, Napi::Object exports) {
+  exports.Set("setThreadNice", Napi::Function::New(env, SetThreadNice, "setThreadNice"));
+}
+
+}  // namespace ublksnap
