@@ -202,6 +202,7 @@ export function statusLines(status: DaemonStatus): string {
     }
   }
   for (const queue of status.queues) lines.push(keyValueInline({ queue: queue.queue_id, depth: queue.depth, in_flight: queue.in_flight }));
+  for (const session of status.sessions) lines.push(keyValueInline({ nbd_session: session.session_id, depth: session.depth, actor: session.actor }));
   lines.push(keyValueInline({ workers: 'threads', cow: status.workers.cow, image: status.workers.image, store: status.workers.store }));
   if (status.frontends.length === 0) lines.push(keyValueInline({ frontend: 'none' }));
   for (const frontend of status.frontends) {

@@ -63,6 +63,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         volumes: engine_status.volumes,
         snapshots: engine_status.snapshots,
         queues: engine_status.queues,
+        sessions: engine_status.sessions,
         workers: engine_status.workers,
         frontends: frontends.map((frontend) => frontend.status()),
       };

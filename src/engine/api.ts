@@ -137,6 +137,8 @@ export interface EngineStatus {
   volumes: (VolumeInfo & { cbt: CbtInfo })[];
   snapshots: SnapshotInfo[];
   queues: { queue_id: number; depth: number; in_flight: number }[];
+  /** NBD sessions served inside the actors (hostNbdSession). */
+  sessions: { session_id: number; depth: number; actor: 'cow' | 'image' }[];
   workers: { cow: number; image: number; store: number };
 }
 

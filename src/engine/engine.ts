@@ -59,7 +59,7 @@ export class Engine implements EngineControl {
   private readonly retired = new Map<string, Snapshot>();
   private readonly queues = new Map<number, EngineIoQueue>();
   /** Hosted NBD sessions (their queues live in the actors): id → tags and handle. */
-  private readonly sessions = new Map<number, { depth: number; finished: Promise<TransmissionCounters>; close(): void }>();
+  private readonly sessions = new Map<number, { depth: number; actor: 'cow' | 'image'; finished: Promise<TransmissionCounters>; close(): void }>();
   private next_queue_id = 0;
   private readonly idle_timer: NodeJS.Timeout;
   private stopped = false;
@@ -301,7 +301,7 @@ export class Engine implements EngineControl {
     const placement = this.pools.hostNbdSession(kind, { ...session, session_id });
     // A session that ended (or an actor that failed it) frees its tags.
     const finished = placement.finished.finally(() => { this.sessions.delete(session_id); });
-    this.sessions.set(session_id, { depth, finished, close: placement.close });
+    this.sessions.set(session_id, { depth, actor: kind, finished, close: placement.close });
     return { session_id, finished, drain: placement.drain, close: placement.close };
   }
 
@@ -322,6 +322,7 @@ export class Engine implements EngineControl {
       volumes: this.allVolumes().map((v) => ({ ...v.describe(), cbt: v.tracker.info() })),
       snapshots: [...this.snapshots.values()].map((s) => s.info()),
       queues: [...this.queues.values()].map((q) => ({ queue_id: q.queue_id, depth: q.depth, in_flight: q.in_flight })),
+      sessions: [...this.sessions].map(([session_id, s]) => ({ session_id, depth: s.depth, actor: s.actor })),
       workers: this.pools.counts,
     };
   }

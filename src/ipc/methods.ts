@@ -156,6 +156,7 @@ export interface DaemonStatus {
   volumes: EngineStatus['volumes'];
   snapshots: EngineStatus['snapshots'];
   queues: EngineStatus['queues'];
+  sessions: EngineStatus['sessions'];
   workers: EngineStatus['workers'];
   frontends: FrontendStatus[];
 }

@@ -5,7 +5,7 @@
 // is killed by pid when the test file exits, however it exits.
 
 import { ChildProcess, spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 
 /** The longest one client run may take before it is killed and the test fails. */
 export const TOOL_TIMEOUT_MS = 120_000;
@@ -104,6 +104,19 @@ export async function stopTracked(child: ChildProcess, signal: NodeJS.Signals = 
 /** Open file descriptors of this process. */
 export function openFdCount(): number {
   return readdirSync('/proc/self/fd').length;
+}
+
+/** What each open descriptor points at ("socket:[123]", a path, "anon_inode:[eventfd]"), sorted: for leak reports. */
+export function openFdTargets(): string[] {
+  const targets: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      targets.push(`${fd}→${readlinkSync(`/proc/self/fd/${fd}`)}`);
+    } catch {
+      // Closed between the listing and the readlink (the listing's own descriptor).
+    }
+  }
+  return targets.sort();
 }
 
 /** Waits until check() holds, polling every interval_ms, up to timeout_ms; returns whether it held. */

@@ -19,7 +19,7 @@ import * as assert from 'uvu/assert';
 import { randomBytes, seededRandom } from '../lib/engine-fixture';
 import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
 import { ChunkError, RawNbd, infoData } from '../lib/nbd-raw-client';
-import { eventually, openFdCount, run } from '../lib/nbd-tools';
+import { eventually, openFdCount, openFdTargets, run } from '../lib/nbd-tools';
 import { findTool } from '../lib/system';
 
 const VOLUME_BYTES = 64 * 1024 * 1024;
@@ -35,6 +35,7 @@ const DEAF_RSS_GROWTH_BYTES_MAX = 192 * 1024 * 1024;
 
 let fixture: NbdFixture;
 let fd_baseline = 0;
+let fd_targets_baseline: string[] = [];
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -42,20 +43,35 @@ const gc = runInNewContext('gc') as () => void;
 test.before(async () => {
   fixture = await startNbdFixture({ server: { handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS } });
   await fixture.attach('vol', VOLUME_BYTES);
-  // Warm up: one full normal session, so lazily made things exist before the baseline.
-  await goodSession(0);
+  // Warm up: normal sessions at once on every cow actor, so lazily made
+  // things exist before the baseline (each actor's event loop reserves a
+  // descriptor for EMFILE handling with its first socket).
+  const cow_actors = fixture.engine.status().workers.cow;
+  await Promise.all(Array.from({ length: cow_actors }, (_, slot) => goodSession(slot)));
   await settled();
   fd_baseline = openFdCount();
+  fd_targets_baseline = openFdTargets();
 });
 
 test.after(async () => {
   await fixture?.close();
 });
 
-/** Waits until the server holds no connection and the engine no queue. */
+/** Waits until the server holds no connection, the engine no queue, and no actor a session. */
 async function settled(): Promise<void> {
-  const ok = await eventually(() => fixture.server.status().connections === 0 && fixture.engine.status().queues.length === 0, SETTLE_MS);
-  assert.ok(ok, `still open: ${JSON.stringify(fixture.server.status())}, queues ${JSON.stringify(fixture.engine.status().queues)}`);
+  const idle = async (): Promise<boolean> => {
+    const engine = fixture.engine.status();
+    if (fixture.server.status().connections !== 0 || engine.queues.length !== 0 || engine.sessions.length !== 0) return false;
+    return (await fixture.engine.actorStats()).every((actor) => actor.sessions === 0);
+  };
+  let ok = false;
+  const deadline = Date.now() + SETTLE_MS;
+  while (!ok && Date.now() < deadline) {
+    ok = await idle();
+    if (!ok) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const engine = fixture.engine.status();
+  assert.ok(ok, `still open: ${JSON.stringify(fixture.server.status())}, queues ${JSON.stringify(engine.queues)}, sessions ${JSON.stringify(engine.sessions)}`);
 }
 
 /** A well-behaved client: writes its own 1 MiB region and reads it back. */
@@ -283,7 +299,12 @@ test('after everything: normal clients served, no connection, queue or fd left, 
   await settled();
   await goodSession(4);
   await settled();
-  assert.ok(await eventually(() => openFdCount() <= fd_baseline, SETTLE_MS), `fds: ${openFdCount()} now, ${fd_baseline} at the start`);
+  if (!await eventually(() => openFdCount() <= fd_baseline, SETTLE_MS)) {
+    const now = openFdTargets();
+    const added = now.filter((target) => !fd_targets_baseline.includes(target));
+    const gone = fd_targets_baseline.filter((target) => !now.includes(target));
+    assert.unreachable(`fds: ${openFdCount()} now, ${fd_baseline} at the start; new: ${added.join(', ')}; gone: ${gone.join(', ')}`);
+  }
   gc();
   const growth = process.memoryUsage().heapUsed - heap_before;
   assert.ok(growth < HEAP_GROWTH_BYTES_MAX, `heap grew by ${growth} bytes over 180 hostile connections`);
