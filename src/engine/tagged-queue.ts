@@ -31,9 +31,11 @@ export abstract class TaggedQueue implements IoQueue {
   private in_flight_count = 0;
   protected open = true;
 
-  constructor(readonly queue_id: number, readonly depth: number, readonly max_io_bytes: number) {
+  /** buffers: a slab of depth slots of max_io_bytes to reuse (its pages already mapped); a new one otherwise. */
+  constructor(readonly queue_id: number, readonly depth: number, readonly max_io_bytes: number, buffers?: Slab) {
     assert(max_io_bytes % PAGE_BYTES === 0, `queue buffers must be whole pages, got ${max_io_bytes}`);
-    this.buffers = Slab.create(max_io_bytes, depth, alignedOffset);
+    assert(buffers === undefined || (buffers.slot_count === depth && buffers.slot_bytes === max_io_bytes), 'a reused slab must match the queue');
+    this.buffers = buffers ?? Slab.create(max_io_bytes, depth, alignedOffset);
     let capacity = 1;
     while (capacity < depth) capacity *= 2;
     this.completions = Ring.create(capacity, COMPLETION_WORDS);
