@@ -34,7 +34,7 @@ type LogFields = Record<string, string | number | boolean | string[]>;
 
 /** net.Socket takes onread in its constructor too; @types/node lists it only for connect(). */
 interface SocketOptionsWithOnread extends net.SocketConstructorOpts {
-  onread: { buffer: Buffer; callback: (bytes: number, buffer: Buffer) => void };
+  onread: { buffer: Buffer | (() => Buffer); callback: (bytes: number, buffer: Buffer) => void };
 }
 
 /** A session's socket reads land in one buffer of this size. */
@@ -62,12 +62,17 @@ export class NbdSessions {
     const registry = this.registry;
     const volume_index = handleVolume(descriptor.target_handle);
     let socket: net.Socket;
+    const read_buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
     try {
       const options: SocketOptionsWithOnread = {
         fd: descriptor.fd, readable: true, writable: true,
         // One buffer for every read: no allocation (and no garbage) per
-        // read, and a large write's payload arrives in a few reads.
-        onread: { buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), callback: (bytes, buffer) => this.received(descriptor.session_id, buffer, bytes) },
+        // read. The rest of a large WRITE's payload is read straight into
+        // its slot (Transmission.directTarget): no copy out of this buffer.
+        onread: {
+          buffer: () => this.sessions.get(descriptor.session_id)?.transmission.directTarget() ?? read_buffer,
+          callback: (bytes, buffer) => this.received(descriptor.session_id, buffer, bytes, buffer === read_buffer),
+        },
       };
       socket = new net.Socket(options);
     } catch (error) {
@@ -116,9 +121,13 @@ export class NbdSessions {
     });
   }
 
-  private received(session_id: number, buffer: Buffer, bytes: number): void {
+  private received(session_id: number, buffer: Buffer, bytes: number, shared: boolean): void {
     const transmission = this.sessions.get(session_id)?.transmission;
     if (transmission === undefined) return;
+    if (!shared) {
+      transmission.onDirectData(bytes);
+      return;
+    }
     transmission.onData(buffer.subarray(0, bytes));
     transmission.releaseInput();
   }

@@ -46,6 +46,9 @@ import {
 import { InputQueue } from './input-queue';
 import { TAG_HEADER_BYTES, TagState, TagTable } from './tags';
 
+/** A payload remainder smaller than this is not worth a read of its own: it comes with the next header. */
+const DIRECT_READ_BYTES_MIN = 64 * 1024;
+
 /** CBT map bytes read per BLOCK_STATUS: 65 536 tracking blocks, ≥ 4 GiB at the smallest block. */
 export const CBT_SCRATCH_BLOCKS = 65_536;
 
@@ -96,10 +99,12 @@ export interface TransmissionCounters {
   errors: number;
   bytes_read: number;
   bytes_written: number;
+  /** WRITE payload bytes the host read straight into their slots (directTarget). */
+  bytes_direct: number;
 }
 
 export class Transmission {
-  readonly counters: TransmissionCounters = { requests: 0, errors: 0, bytes_read: 0, bytes_written: 0 };
+  readonly counters: TransmissionCounters = { requests: 0, errors: 0, bytes_read: 0, bytes_written: 0, bytes_direct: 0 };
   private readonly socket: Socket;
   private readonly queue: IoQueue;
   private readonly tags: TagTable;
@@ -158,6 +163,29 @@ export class Transmission {
 
   get in_flight(): number {
     return this.tags.in_use_count;
+  }
+
+  /**
+   * Where the next bytes from the socket may land directly: the rest of the
+   * slot a WRITE's payload is filling, when nothing else waits before them.
+   * A host that reads the socket itself (actors/nbd-session.ts) reads into
+   * it and calls onDirectData, saving the copy out of its own buffer; null
+   * means read into the host's buffer and call onData.
+   */
+  directTarget(): Buffer | null {
+    const tag = this.current_fill_tag;
+    if (tag < 0 || this.closed || this.input !== Input.PAYLOAD || !this.pending.empty) return null;
+    const want = this.tags.segment_bytes[tag]! - this.current_fill_bytes;
+    if (want < DIRECT_READ_BYTES_MIN) return null;
+    return this.slots[tag]!.subarray(this.current_fill_bytes, this.current_fill_bytes + want);
+  }
+
+  /** `bytes` arrived in the buffer directTarget() returned. */
+  onDirectData(bytes: number): void {
+    if (this.closed || this.input !== Input.PAYLOAD || this.current_fill_tag < 0) return;
+    this.current_fill_bytes += bytes;
+    this.counters.bytes_direct += bytes;
+    this.pump();
   }
 
   /** Bytes received from the socket, in order. */
