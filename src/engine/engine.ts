@@ -186,7 +186,7 @@ export class Engine implements EngineControl {
       for (const volume of volumes) snapshot.add(volume);
     } catch (error) {
       for (const volume of snapshot.volumes) volume.snapshot = null;
-      storage.close();
+      await storage.close();
       throw error;
     }
     this.snapshots.set(snapshot.id, snapshot);

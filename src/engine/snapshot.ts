@@ -200,7 +200,7 @@ export class Snapshot {
     // After this broadcast no actor is inside a request that uses the areas.
     await this.pools.broadcast((actor) => Promise.all([...this.areas.keys()].map((id) => actor.forgetArea(id))));
     await Promise.allSettled([...this.tasks]);
-    this.storage.close();
+    await this.storage.close();
     for (const volume of this.volumes) volume.snapshot = null;
     this.events.close({ code: 'destroyed', time: Date.now() });
     this.logger.info({ snapshot: this.id }, 'snapshot destroyed');
