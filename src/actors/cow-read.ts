@@ -15,10 +15,17 @@ import { readOffset, RequestWord } from '../shared/request-record';
 import { SECTOR_BYTES } from '../shared/units';
 import { ARMED_AREA, enterWriteGate, leaveWriteGate, NO_AREA } from '../shared/volume-control';
 import { IoFlags, IoOp } from '../engine/api';
-import { readFully, writeFully, ZERO_BUFFER, ZERO_BUFFER_BYTES } from '../engine/volume-io';
-import { PARKED, runIoActor, type ActorRegistry, type ActorVolume } from './io-actor';
+import { readFully, writeFully, writeFullyLater, ZERO_BUFFER, ZERO_BUFFER_BYTES } from '../engine/volume-io';
+import { DEFERRED, PARKED, runIoActor, type ActorRegistry, type ActorVolume } from './io-actor';
 
 const EINVAL = ERRNO_BY_CODE.EINVAL;
+/**
+ * Writes at least this large go to libuv's thread pool: the actor reads the
+ * next request from its socket while the kernel copies this one (nbdkit
+ * gets the same overlap from its threads). Smaller ones are written in
+ * place: the hand-off would cost more than it saves.
+ */
+const DEFERRED_WRITE_BYTES_MIN = 256 * 1024;
 
 function errnoOf(error: unknown, context: string): number {
   return ERRNO_BY_CODE[fromSystemError(error, context).code];
@@ -59,6 +66,7 @@ function handle(request: Int32Array, registry: ActorRegistry): number {
 function write(request: Int32Array, registry: ActorRegistry, volume: ActorVolume, op: IoOp,
   offset: number, length: number): number {
   if (!enterWriteGate(volume.control)) return PARKED;
+  let deferred = false;
   try {
     const area_id = Atomics.load(volume.control, ARMED_AREA);
     if (area_id !== NO_AREA) registry.areas.get(area_id)?.copyBeforeWrite(volume.reader, offset, length);
@@ -67,8 +75,18 @@ function write(request: Int32Array, registry: ActorRegistry, volume: ActorVolume
     const fd = volume.descriptor.fd;
     const flags = request[RequestWord.FLAGS]!;
     if (op === IoOp.WRITE) {
-      const queue = registry.queues[request[RequestWord.QUEUE]!]!;
-      writeFully(fd, queue.buffers.view(request[RequestWord.TAG]!), 0, length, offset);
+      const queue_id = request[RequestWord.QUEUE]!;
+      const tag = request[RequestWord.TAG]!;
+      const source = registry.queues[queue_id]!.buffers.view(tag);
+      if (length >= DEFERRED_WRITE_BYTES_MIN && (flags & IoFlags.FUA) === 0) {
+        deferred = true;
+        writeFullyLater(fd, source, 0, length, offset, (error) => {
+          leaveWriteGate(volume.control);
+          registry.completeLater(queue_id, tag, error === null ? 0 : errnoOf(error, 'volume write'));
+        });
+        return DEFERRED;
+      }
+      writeFully(fd, source, 0, length, offset);
     } else {
       zeroRange(fd, op, offset, length, flags);
     }
@@ -77,7 +95,8 @@ function write(request: Int32Array, registry: ActorRegistry, volume: ActorVolume
   } catch (error) {
     return errnoOf(error, 'volume write');
   } finally {
-    leaveWriteGate(volume.control);
+    // A deferred write holds the gate until it lands: take and destroy wait for it.
+    if (!deferred) leaveWriteGate(volume.control);
   }
 }
 

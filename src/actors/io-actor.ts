@@ -68,14 +68,18 @@ export interface ActorQueue {
   wake: () => void;
 }
 
-/** What a concrete actor does with one request. Returns an errno, or PARKED. */
+/** What a concrete actor does with one request. Returns an errno, PARKED or DEFERRED. */
 export type RequestHandler = (request: Int32Array, registry: ActorRegistry) => number;
 export const PARKED = -1;
+/** The handler finishes the request later and reports it through registry.completeLater. */
+export const DEFERRED = -2;
 
 export class ActorRegistry implements AreaNotifier {
   readonly volumes: (ActorVolume | undefined)[] = [];
   readonly areas = new Map<number, DiffArea>();
   readonly queues: (ActorQueue | undefined)[] = [];
+  /** Completes a request its handler DEFERRED (set by runIoActor). */
+  completeLater: (queue_id: number, tag: number, errno: number) => void = () => undefined;
 
   flush(area_id: number): void {
     notify({ type: 'flush', area_id });
@@ -124,6 +128,11 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       parked_total += 1;
       return;
     }
+    if (completion[CompletionWord.ERRNO] === DEFERRED) return;
+    pushCompletion(queue);
+  }
+
+  function pushCompletion(queue: ActorQueue): void {
     served += 1;
     queue.completions.pushCertain(completion, 0, false, 'completion (more requests than tags?)');
     if (!queue.wake_pending) {
@@ -131,6 +140,15 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       woken_queues.push(queue);
     }
   }
+
+  registry.completeLater = (queue_id, tag, errno) => {
+    const queue = registry.queues[queue_id];
+    if (queue === undefined) return;
+    completion[CompletionWord.TAG] = tag;
+    completion[CompletionWord.ERRNO] = errno;
+    pushCompletion(queue);
+    wakeQueues();
+  };
 
   /** One wake-up per queue per batch, not one per completion. */
   function wakeQueues(): void {

@@ -2,7 +2,7 @@
 // loop until every byte moved (pread/pwrite may be short), fail with the
 // system error otherwise. Volume reads pass the test-only fault layer.
 
-import { readSync, writeSync } from 'node:fs';
+import { readSync, write, writeSync } from 'node:fs';
 import { readFails } from './fault-injector';
 
 /** Zeros for ranges that must read back as zeros where no fallocate mode can make them. */
@@ -37,6 +37,19 @@ export function writeFully(fd: number, source: Uint8Array, offset: number, lengt
   while (done < length) {
     done += writeSync(fd, source, offset + done, length - done, position + done);
   }
+}
+
+/**
+ * writeFully in libuv's thread pool: the calling thread goes on (reading the
+ * next request) while the kernel copies a large payload.
+ */
+export function writeFullyLater(fd: number, source: Uint8Array, offset: number, length: number, position: number,
+  done: (error: Error | null) => void): void {
+  write(fd, source, offset, length, position, (error, written) => {
+    if (error !== null) done(error);
+    else if (written === length) done(null);
+    else writeFullyLater(fd, source, offset + written, length - written, position + written, done);
+  });
 }
 
 /** A volume as an actor reads it: its fd plus, in tests, injected faults. */
