@@ -18,6 +18,8 @@
 // Hosted sessions: their requests arrive on this thread's event loop (socket
 // reads) and are served at once through serve(); an actor that hosts any
 // never blocks its thread in Atomics.wait, or the sockets would wait too.
+// The same holds while DEFERRED I/O is in libuv's thread pool: its
+// completion callbacks run on this thread's event loop.
 
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
@@ -112,6 +114,8 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
   let running = true;
   let served = 0;
   let parked_total = 0;
+  /** DEFERRED requests whose I/O is still in libuv's thread pool: their callbacks need the event loop. */
+  let deferred_count = 0;
   // Garbage collections in this actor: the benchmark shows the I/O path allocates nothing.
   let gc_count = 0;
   const gc_observer = new PerformanceObserver((list) => { gc_count += list.getEntries().length; });
@@ -128,7 +132,10 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
       parked_total += 1;
       return;
     }
-    if (completion[CompletionWord.ERRNO] === DEFERRED) return;
+    if (completion[CompletionWord.ERRNO] === DEFERRED) {
+      deferred_count += 1;
+      return;
+    }
     pushCompletion(queue);
   }
 
@@ -142,6 +149,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
   }
 
   registry.completeLater = (queue_id, tag, errno) => {
+    deferred_count -= 1;
     const queue = registry.queues[queue_id];
     if (queue === undefined) return;
     completion[CompletionWord.TAG] = tag;
@@ -190,7 +198,7 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
         // Let control messages in, however busy the ring is.
         await new Promise<void>((resolve) => setImmediate(resolve));
         last_yield_ms = Date.now();
-      } else if (sessions.count === 0 && ring.pop(request, 0, SYNC_WAIT_MS)) {
+      } else if (sessions.count === 0 && deferred_count === 0 && ring.pop(request, 0, SYNC_WAIT_MS)) {
         complete(request);
         wakeQueues();
       } else {
