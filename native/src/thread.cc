@@ -1,8 +1,8 @@
 // Calls about the calling thread: its scheduling niceness.
 //
 // The grow actor fallocates the difference storage in the background; on
-// tmpfs that zeroes every page it reserves, as much CPU as the copies
-// themselves. Run at a higher nice value, it takes the CPU the foreground
+// tmpfs that allocates and accounts every page it reserves, about as much
+// CPU as the copies themselves. Run at a higher nice value, it takes the CPU the foreground
 // (volume writes, image reads) leaves, and still gets all of it when a
 // store task waits for room, because the waiting threads are then idle.
 // Linux applies setpriority(PRIO_PROCESS, tid) to one thread only.

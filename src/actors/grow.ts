@@ -17,9 +17,9 @@ import type { GrowResult, GrowTask } from './messages';
  */
 const GROW_SLICE_SECTORS = 65_536;
 /**
- * Growth is background work: on tmpfs fallocate zeroes every page, as much
- * CPU as the copies themselves, and at full priority it slowed the image
- * reads a backup starts right after take. At this nice value it takes what
+ * Growth is background work: on tmpfs fallocate allocates and accounts
+ * every page, about as much CPU as the copies themselves, and at full
+ * priority it slowed the image reads a backup starts right after take. At this nice value it takes what
  * the foreground leaves; a store task waiting for room idles its thread, so
  * growth is never starved for long. (The pool's one thread keeps it.)
  */
