@@ -270,13 +270,7 @@ export class Engine implements EngineControl {
   async openQueue(options: { depth: number; max_io_bytes: number }): Promise<IoQueue> {
     this.assertRunning();
     const { depth, max_io_bytes } = options ?? {};
-    if (!Number.isInteger(depth) || depth < 1 || depth > QUEUE_DEPTH_MAX) {
-      throw new UblksnapError('EINVAL', `queue depth must be an integer in [1, ${QUEUE_DEPTH_MAX}], got ${depth}`);
-    }
-    if (!Number.isInteger(max_io_bytes) || max_io_bytes < PAGE_BYTES || max_io_bytes > QUEUE_IO_BYTES_MAX || max_io_bytes % PAGE_BYTES !== 0) {
-      throw new UblksnapError('EINVAL', `max_io_bytes must be a multiple of ${PAGE_BYTES} in [${PAGE_BYTES}, ${QUEUE_IO_BYTES_MAX}], got ${max_io_bytes}`);
-    }
-    this.reserveTags(depth);
+    this.reserveQueue(depth, max_io_bytes);
     const queue = new EngineIoQueue(this.next_queue_id++, depth, max_io_bytes,
       { cow: this.pools.cow_ring, image: this.pools.image_ring },
       async (closed) => {
@@ -291,11 +285,8 @@ export class Engine implements EngineControl {
   hostNbdSession(session: Omit<NbdSessionDescriptor, 'session_id'>): HostedSession {
     this.assertRunning();
     const depth = session.queue_depth;
-    if (!Number.isInteger(depth) || depth < 1 || depth > QUEUE_DEPTH_MAX) {
-      throw new UblksnapError('EINVAL', `queue depth must be an integer in [1, ${QUEUE_DEPTH_MAX}], got ${depth}`);
-    }
     if (!this.isLive(session.target_handle)) throw new UblksnapError('ESRCH', 'the export is gone');
-    this.reserveTags(depth);
+    this.reserveQueue(depth, session.max_io_bytes);
     const session_id = this.next_queue_id++;
     const kind = handleIsImage(session.target_handle) ? 'image' : 'cow';
     const placement = this.pools.hostNbdSession(kind, { ...session, session_id });
@@ -305,8 +296,18 @@ export class Engine implements EngineControl {
     return { session_id, finished, drain: placement.drain, close: placement.close };
   }
 
-  /** Refuses a queue of `depth` more tags when the request rings could not hold them all. */
-  private reserveTags(depth: number): void {
+  /**
+   * Checks a queue's shape (a ring queue's or a hosted session's: the same
+   * slab of depth slots) and refuses `depth` more tags when the request
+   * rings could not hold them all.
+   */
+  private reserveQueue(depth: number, max_io_bytes: number): void {
+    if (!Number.isInteger(depth) || depth < 1 || depth > QUEUE_DEPTH_MAX) {
+      throw new UblksnapError('EINVAL', `queue depth must be an integer in [1, ${QUEUE_DEPTH_MAX}], got ${depth}`);
+    }
+    if (!Number.isInteger(max_io_bytes) || max_io_bytes < PAGE_BYTES || max_io_bytes > QUEUE_IO_BYTES_MAX || max_io_bytes % PAGE_BYTES !== 0) {
+      throw new UblksnapError('EINVAL', `max_io_bytes must be a multiple of ${PAGE_BYTES} in [${PAGE_BYTES}, ${QUEUE_IO_BYTES_MAX}], got ${max_io_bytes}`);
+    }
     let open_depth = 0;
     for (const queue of this.queues.values()) open_depth += queue.depth;
     for (const session of this.sessions.values()) open_depth += session.depth;
