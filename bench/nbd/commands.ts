@@ -57,4 +57,4 @@ export function nbdkitArgs(image_path: string, socket_path: string): string[] {
 }
 
 /** Export URIs: the NBD frontend's own encoder (`@` in NAME@ID percent-encoded), which libnbd and fio read. */
-export { unixUri } from '../../src/nbd/uri';
+export { unixUri } from '../../src/frontends/nbd/uri';

@@ -39,7 +39,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { Engine } from '../../src/engine/engine';
-import { NbdServer } from '../../src/nbd/server';
+import { NbdServer } from '../../src/frontends/nbd/server';
 
 /** One allocation sample per this many bytes: fine enough to see a 16-byte-per-request habit over 65 536 requests. */
 const ALLOCATION_SAMPLING_BYTES = 1024;

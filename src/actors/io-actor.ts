@@ -1,7 +1,7 @@
 // The body shared by the long-lived I/O actors (cow-read, image-io): a
-// registry of what the control plane attached (volumes, diff areas, frontend
-// queues), a loop over one request ring, the NBD sessions the actor hosts
-// (nbd-session.ts), and the comlink control surface.
+// registry of what the control plane attached (cow/registry.ts), a loop over
+// one request ring, the frontend sessions the actor hosts (session-host.ts),
+// and the comlink control surface.
 //
 // Design notes
 //
@@ -13,13 +13,17 @@
 //
 // Parking: a write that meets a frozen volume (take or destroy in progress)
 // is copied into the parked ring and retried at every turn of the loop once
-// the gate opened. The parked ring is sized for every tag of every queue.
+// the gate opened. The parked ring holds every open tag (shared/limits.ts).
 //
-// Hosted sessions: their requests arrive on this thread's event loop (socket
-// reads) and are served at once through serve(); an actor that hosts any
-// never blocks its thread in Atomics.wait, or the sockets would wait too.
-// The same holds while DEFERRED I/O is in libuv's thread pool: its
-// completion callbacks run on this thread's event loop.
+// Which waits this thread may do, each bounded:
+//   - Atomics.wait on the request ring for SYNC_WAIT_MS, only while it hosts
+//     no session and no deferred I/O is in libuv's thread pool (their events
+//     arrive on the event loop, which must keep turning);
+//   - Atomics.waitAsync on the request ring for IDLE_WAIT_MS (not blocking);
+//   - inside a handler, the copy-on-write core's waits: a chunk lock held
+//     by another thread, or a free chunk buffer (DiffArea,
+//     BUFFER_WAIT_TIMEOUT_MS; the snapshot breaks, never the write). While
+//     one request waits there, every session this actor hosts waits too.
 
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
@@ -28,14 +32,16 @@ import nodeEndpoint from 'comlink/dist/umd/node-adapter';
 import { assert } from '../shared/assert';
 import { CbtMap } from '../shared/cbt-map';
 import { ERRNO_BY_CODE } from '../shared/errors';
+import { PARKED_CAPACITY } from '../shared/limits';
 import { CompletionWord, COMPLETION_WORDS, REQUEST_WORDS, RequestWord } from '../shared/request-record';
 import { Ring } from '../shared/ring';
 import { Slab } from '../shared/slab';
-import { DiffArea, type AreaNotifier } from '../engine/diff-area';
-import { VolumeReader } from '../engine/volume-io';
-import type { ActorNotice, ActorStats, DiffAreaDescriptor, IoActorControl, QueueDescriptor, VolumeDescriptor } from './messages';
+import { DiffArea } from '../cow/diff-area';
+import { DEFERRED, IoRegistry, PARKED, type RegisteredQueue, type RequestHandler } from '../cow/registry';
+import { VolumeReader } from '../cow/volume-io';
+import type { ActorNotice, IoActorControl, QueueDescriptor } from './messages';
 import type { QueueHost } from './local-queue';
-import { NbdSessions } from './nbd-session';
+import { SessionHost } from './session-host';
 
 /** Requests handled before the loop yields to control messages. */
 const BATCH_MAX = 64;
@@ -45,162 +51,164 @@ const IDLE_WAIT_MS = 50;
  * Before it goes to sleep on the event loop, an idle actor blocks this long
  * in a synchronous Atomics.wait: a wake-up then costs a futex wake, where
  * waking an Atomics.waitAsync sleeper costs a task posted to this thread, an
- * eventfd write and a promise (the profile of bench/nbd showed that path as
+ * eventfd write and a promise (a profile of the network benchmark showed that path as
  * a quarter of the main thread's time). Control messages wait at most this.
  */
 const SYNC_WAIT_MS = 2;
 /** A busy actor still turns its event loop this often, so control calls are never starved. */
 const YIELD_INTERVAL_MS = 5;
-/** Parked writes: at most every tag of every queue at once. */
-const PARKED_CAPACITY = 8192;
+/** The exit status of an actor whose loop died: a bug (EX_SOFTWARE). */
+const EXIT_LOOP_DIED = 70;
 
-export interface ActorVolume {
-  descriptor: VolumeDescriptor;
-  control: Int32Array;
-  cbt: CbtMap;
-  reader: VolumeReader;
-}
-
-export interface ActorQueue {
-  completions: Ring;
-  buffers: Slab;
-  /** Completions were pushed since the last wake-up. */
-  wake_pending: boolean;
-  /** Tells the queue's consumer that completions wait. */
-  wake: () => void;
-}
-
-/** What a concrete actor does with one request. Returns an errno, PARKED or DEFERRED. */
-export type RequestHandler = (request: Int32Array, registry: ActorRegistry) => number;
-export const PARKED = -1;
-/** The handler finishes the request later and reports it through registry.completeLater. */
-export const DEFERRED = -2;
-
-export class ActorRegistry implements AreaNotifier {
-  readonly volumes: (ActorVolume | undefined)[] = [];
-  readonly areas = new Map<number, DiffArea>();
-  readonly queues: (ActorQueue | undefined)[] = [];
-  /** Completes a request its handler DEFERRED (set by runIoActor). */
-  completeLater: (queue_id: number, tag: number, errno: number) => void = () => undefined;
-
-  flush(area_id: number): void {
-    notify({ type: 'flush', area_id });
-  }
-
-  corrupted(area_id: number, errno: number, message: string): void {
-    notify({ type: 'corrupted', area_id, errno, message });
-  }
-}
+const ENODEV = ERRNO_BY_CODE.ENODEV;
+const EIO = ERRNO_BY_CODE.EIO;
 
 function notify(notice: ActorNotice): void {
   parentPort!.postMessage({ ublksnap_notice: notice });
 }
 
-const ENODEV = ERRNO_BY_CODE.ENODEV;
-
-/**
- * Runs the actor: serves `ring` with `handle` until stop() is called over
- * comlink. Call once, from the worker's entry file.
- */
-export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandler): void {
-  const ring = new Ring(ring_buffer);
-  assert(ring.record_words === REQUEST_WORDS, 'request ring records have the wrong size');
-  const registry = new ActorRegistry();
-  const parked = Ring.create(PARKED_CAPACITY, REQUEST_WORDS);
-  const request = new Int32Array(REQUEST_WORDS);
-  const completion = new Int32Array(COMPLETION_WORDS);
+export class IoActor implements QueueHost {
+  private readonly ring: Ring;
+  private readonly registry = new IoRegistry({
+    flush: (area_id) => notify({ type: 'flush', area_id }),
+    corrupted: (area_id, errno, message) => notify({ type: 'corrupted', area_id, errno, message }),
+  });
+  private readonly parked = Ring.create(PARKED_CAPACITY, REQUEST_WORDS);
+  private readonly request = new Int32Array(REQUEST_WORDS);
+  private readonly completion = new Int32Array(COMPLETION_WORDS);
   /** Queues that got completions in this batch (their consumers are woken after it). */
-  const woken_queues: ActorQueue[] = [];
-  let running = true;
-  let served = 0;
-  let parked_total = 0;
+  private readonly woken_queues: RegisteredQueue[] = [];
+  private readonly sessions: SessionHost;
+  private running = true;
+  private served = 0;
+  private parked_total = 0;
   /** DEFERRED requests whose I/O is still in libuv's thread pool: their callbacks need the event loop. */
-  let deferred_count = 0;
-  // Garbage collections in this actor: the benchmark shows the I/O path allocates nothing.
-  let gc_count = 0;
-  const gc_observer = new PerformanceObserver((list) => { gc_count += list.getEntries().length; });
-  gc_observer.observe({ entryTypes: ['gc'] });
+  private deferred_count = 0;
+  /** Garbage collections in this actor: the benchmark shows the I/O path allocates nothing. */
+  private gc_count = 0;
+  private readonly gc_observer = new PerformanceObserver((list) => { this.gc_count += list.getEntries().length; });
 
-  function complete(request: Int32Array): void {
-    const queue = registry.queues[request[RequestWord.QUEUE]!];
+  /** Runs an actor serving `ring_buffer` with `handle` until stop() comes over comlink. Call once per worker. */
+  static run(ring_buffer: SharedArrayBuffer, handle: RequestHandler): void {
+    const actor = new IoActor(ring_buffer, handle);
+    Comlink.expose(actor.control(), nodeEndpoint(parentPort!));
+    void actor.loop().catch((error: unknown) => {
+      console.error('ublksnap actor: loop died', error);
+      process.exit(EXIT_LOOP_DIED);
+    });
+  }
+
+  private constructor(ring_buffer: SharedArrayBuffer, private readonly handle: RequestHandler) {
+    this.ring = new Ring(ring_buffer);
+    assert(this.ring.record_words === REQUEST_WORDS, 'request ring records have the wrong size');
+    this.gc_observer.observe({ entryTypes: ['gc'] });
+    this.registry.completeLater = (queue_id, tag, errno) => this.completeDeferred(queue_id, tag, errno);
+    this.sessions = new SessionHost(this, this.registry, (level, fields, message) => {
+      notify({ type: 'log', level, fields, message });
+    });
+  }
+
+  // ── QueueHost: the queues of hosted sessions ───────────────────────────
+
+  attach(descriptor: QueueDescriptor, wake: () => void): void {
+    this.registry.queues[descriptor.queue_id] = {
+      completions: new Ring(descriptor.completions), buffers: new Slab(descriptor.slab), wake_pending: false, wake,
+    };
+  }
+
+  detach(queue_id: number): void {
+    this.registry.queues[queue_id] = undefined;
+  }
+
+  serve(record: Int32Array): void {
+    this.complete(record);
+    this.wakeQueues();
+  }
+
+  // ── serving ────────────────────────────────────────────────────────────
+
+  private complete(request: Int32Array): void {
+    const queue = this.registry.queues[request[RequestWord.QUEUE]!];
     // A queue closed while its request was in flight: nobody waits for it.
     if (queue === undefined) return;
-    completion[CompletionWord.TAG] = request[RequestWord.TAG]!;
-    completion[CompletionWord.ERRNO] = serveOne(request);
-    if (completion[CompletionWord.ERRNO] === PARKED) {
-      parked.pushCertain(request, 0, false, `parking (more than ${PARKED_CAPACITY} requests?)`);
-      parked_total += 1;
+    const errno = this.serveOne(request);
+    if (errno === PARKED) {
+      this.parked.pushCertain(request, 0, false, 'parking (more requests than open tags?)');
+      this.parked_total += 1;
       return;
     }
-    if (completion[CompletionWord.ERRNO] === DEFERRED) {
-      deferred_count += 1;
+    if (errno === DEFERRED) {
+      this.deferred_count += 1;
       return;
     }
-    pushCompletion(queue);
+    this.pushCompletion(queue, request[RequestWord.TAG]!, errno);
   }
 
-  function pushCompletion(queue: ActorQueue): void {
-    served += 1;
-    queue.completions.pushCertain(completion, 0, false, 'completion (more requests than tags?)');
-    if (!queue.wake_pending) {
-      queue.wake_pending = true;
-      woken_queues.push(queue);
-    }
-  }
-
-  registry.completeLater = (queue_id, tag, errno) => {
-    deferred_count -= 1;
-    const queue = registry.queues[queue_id];
-    if (queue === undefined) return;
-    completion[CompletionWord.TAG] = tag;
-    completion[CompletionWord.ERRNO] = errno;
-    pushCompletion(queue);
-    wakeQueues();
-  };
-
-  /** One wake-up per queue per batch, not one per completion. */
-  function wakeQueues(): void {
-    for (let i = 0; i < woken_queues.length; i += 1) {
-      const queue = woken_queues[i]!;
-      queue.wake_pending = false;
-      queue.wake();
-    }
-    woken_queues.length = 0;
-  }
-
-  function serveOne(request: Int32Array): number {
-    if (registry.volumes[request[RequestWord.VOLUME]!] === undefined) return ENODEV;
+  private serveOne(request: Int32Array): number {
+    if (this.registry.volumes[request[RequestWord.VOLUME]!] === undefined) return ENODEV;
     try {
-      return handle(request, registry);
+      return this.handle(request, this.registry);
     } catch (error) {
       // Operating errors are errnos inside handle(); reaching here is a bug.
       console.error('ublksnap actor: request failed unexpectedly', error);
-      return ERRNO_BY_CODE.EIO;
+      return EIO;
     }
   }
 
-  function retryParked(): void {
-    for (let n = parked.count; n > 0 && parked.tryPop(request, 0); n -= 1) complete(request);
-    wakeQueues();
+  private pushCompletion(queue: RegisteredQueue, tag: number, errno: number): void {
+    this.served += 1;
+    this.completion[CompletionWord.TAG] = tag;
+    this.completion[CompletionWord.ERRNO] = errno;
+    queue.completions.pushCertain(this.completion, 0, false, 'completion (more requests than tags?)');
+    if (!queue.wake_pending) {
+      queue.wake_pending = true;
+      this.woken_queues.push(queue);
+    }
   }
 
-  async function loop(): Promise<void> {
+  private completeDeferred(queue_id: number, tag: number, errno: number): void {
+    this.deferred_count -= 1;
+    const queue = this.registry.queues[queue_id];
+    if (queue === undefined) return;
+    this.pushCompletion(queue, tag, errno);
+    this.wakeQueues();
+  }
+
+  /** One wake-up per queue per batch, not one per completion. */
+  private wakeQueues(): void {
+    const woken = this.woken_queues;
+    for (let i = 0; i < woken.length; i += 1) {
+      const queue = woken[i]!;
+      queue.wake_pending = false;
+      queue.wake();
+    }
+    woken.length = 0;
+  }
+
+  private retryParked(): void {
+    for (let n = this.parked.count; n > 0 && this.parked.tryPop(this.request, 0); n -= 1) this.complete(this.request);
+    this.wakeQueues();
+  }
+
+  private async loop(): Promise<void> {
+    const ring = this.ring;
+    const request = this.request;
     let last_yield_ms = Date.now();
-    while (running) {
-      if (parked.count > 0) retryParked();
+    while (this.running) {
+      if (this.parked.count > 0) this.retryParked();
       let handled = 0;
       while (handled < BATCH_MAX && ring.tryPop(request, 0)) {
-        complete(request);
+        this.complete(request);
         handled += 1;
       }
-      wakeQueues();
+      this.wakeQueues();
       if (handled === BATCH_MAX || Date.now() - last_yield_ms >= YIELD_INTERVAL_MS) {
         // Let control messages in, however busy the ring is.
         await new Promise<void>((resolve) => setImmediate(resolve));
         last_yield_ms = Date.now();
-      } else if (sessions.count === 0 && deferred_count === 0 && ring.pop(request, 0, SYNC_WAIT_MS)) {
-        complete(request);
-        wakeQueues();
+      } else if (this.sessions.count === 0 && this.deferred_count === 0 && ring.pop(request, 0, SYNC_WAIT_MS)) {
+        this.complete(request);
+        this.wakeQueues();
       } else {
         await ring.waitForRecords(IDLE_WAIT_MS);
         last_yield_ms = Date.now();
@@ -208,76 +216,38 @@ export function runIoActor(ring_buffer: SharedArrayBuffer, handle: RequestHandle
     }
   }
 
-  const queue_host: QueueHost = {
-    attach(descriptor, wake) {
-      attachQueue(descriptor, wake);
-    },
-    detach(queue_id) {
-      registry.queues[queue_id] = undefined;
-    },
-    serve(record) {
-      complete(record);
-      wakeQueues();
-    },
-  };
-  const sessions = new NbdSessions(queue_host, registry, (level, fields, message) => {
-    notify({ type: 'log', level, fields, message });
-  });
+  // ── control (comlink) ──────────────────────────────────────────────────
 
-  function attachQueue(descriptor: QueueDescriptor, wake: (completions: Ring) => void): void {
-    const completions = new Ring(descriptor.completions);
-    registry.queues[descriptor.queue_id] = {
-      completions, buffers: new Slab(descriptor.slab), wake_pending: false, wake: () => wake(completions),
+  private control(): IoActorControl {
+    const registry = this.registry;
+    return {
+      attachVolume: (volume) => {
+        registry.volumes[volume.volume_index] = {
+          descriptor: volume,
+          control: new Int32Array(volume.control),
+          cbt: new CbtMap(volume.cbt),
+          reader: new VolumeReader(volume.fd, volume.faults),
+        };
+      },
+      detachVolume: (volume_index) => { registry.volumes[volume_index] = undefined; },
+      addArea: (area) => { registry.areas.set(area.area_id, new DiffArea(area, registry)); },
+      forgetArea: (area_id) => { registry.areas.delete(area_id); },
+      // The queue's consumer is another thread: its doorbell is the ring's (Atomics).
+      attachQueue: (queue) => {
+        const completions = new Ring(queue.completions);
+        this.attach(queue, () => completions.wakeConsumers());
+      },
+      detachQueue: (queue_id) => this.detach(queue_id),
+      hostSession: (session) => this.sessions.host(session),
+      drainSession: (session_id) => this.sessions.drain(session_id),
+      closeSession: (session_id) => this.sessions.close(session_id),
+      stats: () => ({ served: this.served, parked: this.parked_total, gc_count: this.gc_count, sessions: this.sessions.count }),
+      stop: () => {
+        this.running = false;
+        this.sessions.closeAll();
+        this.gc_observer.disconnect();
+        this.ring.wakeAll();
+      },
     };
   }
-
-  const control: IoActorControl = {
-    attachVolume(volume: VolumeDescriptor): void {
-      registry.volumes[volume.volume_index] = {
-        descriptor: volume,
-        control: new Int32Array(volume.control),
-        cbt: new CbtMap(volume.cbt),
-        reader: new VolumeReader(volume.fd, volume.faults),
-      };
-    },
-    detachVolume(volume_index: number): void {
-      registry.volumes[volume_index] = undefined;
-    },
-    addArea(area: DiffAreaDescriptor): void {
-      registry.areas.set(area.area_id, new DiffArea(area, registry));
-    },
-    forgetArea(area_id: number): void {
-      registry.areas.delete(area_id);
-    },
-    attachQueue(queue: QueueDescriptor): void {
-      // The queue's consumer is another thread: wake it through the ring.
-      attachQueue(queue, (completions) => completions.wakeConsumers());
-    },
-    detachQueue(queue_id: number): void {
-      registry.queues[queue_id] = undefined;
-    },
-    hostNbdSession(session) {
-      return sessions.host(session);
-    },
-    drainNbdSession(session_id: number): void {
-      sessions.drain(session_id);
-    },
-    closeNbdSession(session_id: number): void {
-      sessions.close(session_id);
-    },
-    stats(): ActorStats {
-      return { served, parked: parked_total, gc_count, sessions: sessions.count };
-    },
-    stop(): void {
-      running = false;
-      sessions.closeAll();
-      gc_observer.disconnect();
-      ring.wakeAll();
-    },
-  };
-  Comlink.expose(control, nodeEndpoint(parentPort!));
-  void loop().catch((error: unknown) => {
-    console.error('ublksnap actor: loop died', error);
-    process.exit(70);
-  });
 }

@@ -1,5 +1,5 @@
 // An IoQueue that lives inside an I/O actor and is served there: a frontend
-// session hosted by the actor (an NBD transmission, nbd-session.ts) submits
+// session hosted by the actor (session-host.ts) submits
 // a request and the actor's handler runs it at once, in the same thread —
 // no request ring, no wake-up, no second thread between the socket and the
 // volume. Completions go through the queue's own completion ring like any
@@ -11,7 +11,7 @@
 
 import type { QueueDescriptor } from './messages';
 import { Slab } from '../shared/slab';
-import { TaggedQueue } from '../engine/tagged-queue';
+import { TaggedQueue } from '../shared/tagged-queue';
 
 /**
  * Slabs of closed queues this actor keeps for the next ones: a new

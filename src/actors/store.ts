@@ -12,7 +12,7 @@
 // In 'drop' mode (a broken or destroyed snapshot) it only frees buffers.
 
 import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
-import { DiffArea, type AreaNotifier } from '../engine/diff-area';
+import { DiffArea, type AreaNotifier } from '../cow/diff-area';
 import type { StoreResult, StoreTask } from './messages';
 
 /** Chunks one task handles at most before it returns (bounds a task's run time). */

@@ -22,6 +22,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { UblksnapError } from '../shared/errors';
 import { parseParamAssignment, validateParams, type Params } from '../shared/params';
+import type { ListenAddress } from '../frontends/frontend';
 import { PATH_LENGTH_MAX, VOLUME_NAME_LENGTH_MAX, VOLUME_NAME_PATTERN } from '../ipc/methods';
 import { array, object, oneOf, optional, string, validate } from '../ipc/schema';
 import { defaultRuntimeDir, defaultSocketPath } from './paths';
@@ -36,10 +37,7 @@ export const CONFIG_VOLUMES_MAX = 1024;
 const HOST_LENGTH_MAX = 255;
 const PORT_MAX = 65_535;
 
-export interface ListenAddress {
-  host: string;
-  port: number;
-}
+export type { ListenAddress };
 
 export interface DaemonConfig {
   state_dir: string;

@@ -23,7 +23,7 @@ import { IpcServer, claimSocketPath } from '../ipc/server';
 import type { DaemonConfig } from './config';
 import { startEngine as defaultStartEngine, type StartEngine } from './engine-factory';
 import { EventHub } from './events';
-import type { Frontend, FrontendFactory } from './frontend';
+import type { Frontend, FrontendFactory } from '../frontends/frontend';
 import { BUILTIN_FRONTENDS } from './frontends';
 import { createHandlers } from './handlers';
 import { NBD_SOCKET_FILE_NAME, PID_FILE_NAME, ensurePrivateDir, packageVersion } from './paths';

@@ -4,7 +4,7 @@
 // NBD frontend through FrontendContext. The ublk frontend plugs in here too
 // when it exists.
 
-import { nbdFrontendFactory } from '../nbd/frontend';
-import type { FrontendFactory } from './frontend';
+import { nbdFrontendFactory } from '../frontends/nbd/frontend';
+import type { FrontendFactory } from '../frontends/frontend';
 
 export const BUILTIN_FRONTENDS: readonly FrontendFactory[] = [nbdFrontendFactory];

@@ -13,7 +13,7 @@ import {
 import type { HandlerTable } from '../ipc/server';
 import { UblksnapError } from '../shared/errors';
 import type { EventHub } from './events';
-import type { Frontend, FrontendKind } from './frontend';
+import type { Frontend, FrontendKind } from '../frontends/frontend';
 import { packageVersion } from './paths';
 
 export interface HandlerContext {

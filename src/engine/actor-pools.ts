@@ -16,15 +16,14 @@ import nodeEndpoint from 'comlink/dist/umd/node-adapter';
 import Piscina from 'piscina';
 import type { Logger } from 'pino';
 import { assert } from '../shared/assert';
+import { REQUEST_RING_CAPACITY } from '../shared/limits';
 import { REQUEST_WORDS } from '../shared/request-record';
+import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
 import { Ring } from '../shared/ring';
 import type {
-  ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, NbdSessionDescriptor, StoreResult, StoreTask,
+  ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask,
 } from '../actors/messages';
-import type { TransmissionCounters } from '../nbd/transmission';
 
-/** Requests in flight across all queues at most; openQueue refuses beyond it. */
-export const REQUEST_RING_CAPACITY = 4096;
 /** A worker that does not answer a control call within this is broken. */
 export const CONTROL_CALL_TIMEOUT_MS = 10_000;
 
@@ -32,13 +31,13 @@ interface IoActor {
   kind: 'cow' | 'image';
   worker: Worker;
   control: Comlink.Remote<IoActorControl>;
-  /** NBD sessions it serves now: a new one goes to the least busy actor of its kind. */
+  /** Frontend sessions it serves now: a new one goes to the least busy actor of its kind. */
   sessions: number;
 }
 
 /** A session as the pools know it: where it runs, and how to reach it. */
 export interface SessionPlacement {
-  finished: Promise<TransmissionCounters>;
+  finished: Promise<SessionCounters>;
   drain(): void;
   close(): void;
 }
@@ -77,8 +76,8 @@ export class ActorPools {
     return Promise.all(this.io_actors.map(async (actor) => ({ kind: actor.kind, ...(await withTimeout(actor.control.stats(), 'actor stats')) })));
   }
 
-  /** Starts an NBD session on the actor of `kind` that serves the fewest. */
-  hostNbdSession(kind: 'cow' | 'image', session: NbdSessionDescriptor): SessionPlacement {
+  /** Starts a frontend session on the actor of `kind` that serves the fewest. */
+  hostSession(kind: 'cow' | 'image', session: SessionDescriptor): SessionPlacement {
     let actor: IoActor | undefined;
     for (const candidate of this.io_actors) {
       if (candidate.kind === kind && (actor === undefined || candidate.sessions < actor.sessions)) actor = candidate;
@@ -86,12 +85,12 @@ export class ActorPools {
     assert(actor !== undefined, `no ${kind} actor to host a session`);
     const host = actor;
     host.sessions += 1;
-    const finished = host.control.hostNbdSession(session);
+    const finished = host.control.hostSession(session);
     void finished.finally(() => { host.sessions -= 1; }).catch(() => undefined);
     return {
       finished,
-      drain: () => { void host.control.drainNbdSession(session.session_id).catch(() => undefined); },
-      close: () => { void host.control.closeNbdSession(session.session_id).catch(() => undefined); },
+      drain: () => { void host.control.drainSession(session.session_id).catch(() => undefined); },
+      close: () => { void host.control.closeSession(session.session_id).catch(() => undefined); },
     };
   }
 

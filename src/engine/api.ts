@@ -1,5 +1,6 @@
-// The engine's public surface: what the daemon, the frontends (NBD, ublk),
-// the tests and the benchmark may use. The implementation is engine.ts.
+// The engine's public surface: what the daemon, the frontends, the tests
+// and the benchmark may use. The implementation is engine.ts. Frontends
+// import this file and src/shared only.
 //
 //   control:  attach / detach volumes, snapshots (create, add, take,
 //             destroy, collect, info), events, CBT (info, map, markdirty)
@@ -12,8 +13,15 @@
 import type { CbtInfo } from '../shared/cbt-map';
 import type { Params } from '../shared/params';
 import type { StorageSnapshot } from '../shared/storage-counters';
-import type { NbdSessionDescriptor } from '../actors/messages';
-import type { TransmissionCounters } from '../nbd/transmission';
+import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
+import type { IoQueue } from '../shared/io-queue';
+
+export { IoFlags, IoOp } from '../shared/request-record';
+export type { IoQueue } from '../shared/io-queue';
+export type {
+  ActorLogLevel, LogFields, RunningSession, SessionContext, SessionCounters, SessionDescriptor, SessionLogger, SessionModule,
+} from '../actors/session-contract';
+
 
 export interface EngineOptions {
   params?: Partial<Params>;
@@ -75,24 +83,8 @@ export interface SnapshotCreateOptions {
   limit_bytes: number;
 }
 
-export const enum IoOp {
-  READ = 0,
-  WRITE = 1,
-  FLUSH = 2,
-  DISCARD = 3,
-  WRITE_ZEROES = 4,
-}
-
-export const enum IoFlags {
-  NONE = 0,
-  /** Force unit access: the write is durable when it completes. */
-  FUA = 1,
-  /** WRITE_ZEROES may deallocate (NBD's NO_HOLE unset). */
-  MAY_UNMAP = 2,
-}
-
 /**
- * An export resolved once (at NBD OPT_GO / ublk ADD_DEV) to a handle that
+ * An export resolved once (when a frontend binds a connection or a device) to a handle that
  * requests carry as a plain number.
  */
 export interface ExportTarget {
@@ -105,28 +97,11 @@ export interface ExportTarget {
   logical_block_bytes: number;
 }
 
-/**
- * One frontend queue. A tag is a request slot: the frontend owns tags
- * 0..depth-1, puts a write's payload in buffer(tag) before submit, and
- * finds a read's data there on completion. A tag is reused only after its
- * completion was delivered.
- */
-export interface IoQueue {
-  readonly queue_id: number;
-  readonly depth: number;
-  readonly max_io_bytes: number;
-  buffer(tag: number): Uint8Array;
-  submit(tag: number, op: IoOp, target_handle: number, offset_bytes: number, length_bytes: number, flags: number): void;
-  /** Called once per completed request on the main thread; errno 0 = success. */
-  onComplete(handler: (tag: number, errno: number) => void): void;
-  close(): Promise<void>;
-}
-
-/** An NBD transmission an I/O actor serves (EngineControl.hostNbdSession). */
+/** A frontend session an I/O actor serves (EngineControl.hostSession). */
 export interface HostedSession {
   readonly session_id: number;
-  /** Resolves with the transmission's counters once its connection ended. */
-  readonly finished: Promise<TransmissionCounters>;
+  /** Resolves with the session's counters (the frontend's own keys) once it ended. */
+  readonly finished: Promise<SessionCounters>;
   /** Answer what is in flight, then end the connection. */
   drain(): void;
   /** Hard disconnect. */
@@ -137,8 +112,8 @@ export interface EngineStatus {
   volumes: (VolumeInfo & { cbt: CbtInfo })[];
   snapshots: SnapshotInfo[];
   queues: { queue_id: number; depth: number; in_flight: number }[];
-  /** NBD sessions served inside the actors (hostNbdSession). */
-  sessions: { session_id: number; depth: number; actor: 'cow' | 'image' }[];
+  /** Frontend sessions served inside the actors (hostSession). */
+  sessions: { session_id: number; frontend: string; depth: number; actor: 'cow' | 'image' }[];
   workers: { cow: number; image: number; store: number };
 }
 
@@ -197,12 +172,13 @@ export interface EngineControl {
   /** Opens a frontend queue; resolves once every actor can see it. */
   openQueue(options: { depth: number; max_io_bytes: number }): Promise<IoQueue>;
   /**
-   * Hands a negotiated NBD connection to the I/O actor that serves its
-   * export's kind (actors/nbd-session.ts); the session owns session.fd from
-   * the moment this resolves. Its tags count against the request rings'
-   * capacity like a queue's.
+   * Runs a frontend's session module (actors/session-contract.ts) inside
+   * the I/O actor that serves its export's kind, the least busy of them.
+   * Its tags count against the open-tag limit like a queue's. EINVAL for a
+   * bad queue shape, ESRCH when the export is gone, EBUSY when the tags
+   * would pass the limit.
    */
-  hostNbdSession(session: Omit<NbdSessionDescriptor, 'session_id'>): HostedSession;
+  hostSession(session: Omit<SessionDescriptor, 'session_id'>): HostedSession;
 
   status(): EngineStatus;
   /** Destroys every snapshot, flushes, joins every worker, closes every file. */

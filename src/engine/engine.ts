@@ -18,23 +18,24 @@ import { validateParams, type Params } from '../shared/params';
 import { handleIsImage, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
 import { PAGE_BYTES } from '../shared/units';
 import { targetIsLive } from '../shared/volume-control';
-import type { ActorNotice, ActorStats, NbdSessionDescriptor } from '../actors/messages';
-import type { TransmissionCounters } from '../nbd/transmission';
-import { ActorPools, REQUEST_RING_CAPACITY } from './actor-pools';
+import type { ActorNotice, ActorStats } from '../actors/messages';
+import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
+import { OPEN_TAGS_MAX, QUEUE_DEPTH_MAX, QUEUE_IO_BYTES_MAX } from '../shared/limits';
+import { ActorPools } from './actor-pools';
 import type {
   CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, HostedSession, IoQueue, SnapshotCreateOptions,
   SnapshotEvent, SnapshotInfo, VolumeInfo, VolumeSnapshotInfo,
 } from './api';
 import { DiffStorage } from './diff-storage';
-import { armFault, disarmFault } from './fault-injector';
+import { armFault, disarmFault } from '../shared/fault-words';
 import { EngineIoQueue } from './io-queue';
 import { Snapshot } from './snapshot';
 import { defaultVolumeName, validateVolumeName, VolumeRecord } from './volume';
 
 /**
- * At least two of each, even on two cores: an NBD connection is served
- * whole by one actor (actors/nbd-session.ts), so a client with several
- * connections (nbdcopy opens four) uses a second core only with a second
+ * At least two of each, even on two cores: a frontend session (a network
+ * connection) is served whole by one actor (actors/session-host.ts), so a
+ * client with several connections (a parallel copy opens four) uses a second core only with a second
  * actor (measured on two cores: nbdcopy of a volume 1450 → 1750 MiB/s with
  * a second cow actor, bench/README.md). Requests from the in-process API
  * share one ring among the actors of a kind.
@@ -49,8 +50,6 @@ export const STORE_IDLE_FLUSH_MS = 200;
 export const EVENT_WAIT_MAX_MS = 3_600_000;
 /** Destroyed snapshots keep their last events for late waiters, this many at most. */
 const RETIRED_SNAPSHOTS_MAX = 256;
-export const QUEUE_DEPTH_MAX = 1024;
-export const QUEUE_IO_BYTES_MAX = 32 * 1024 * 1024;
 const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export class Engine implements EngineControl {
@@ -58,8 +57,8 @@ export class Engine implements EngineControl {
   private readonly snapshots = new Map<string, Snapshot>();
   private readonly retired = new Map<string, Snapshot>();
   private readonly queues = new Map<number, EngineIoQueue>();
-  /** Hosted NBD sessions (their queues live in the actors): id → tags and handle. */
-  private readonly sessions = new Map<number, { depth: number; actor: 'cow' | 'image'; finished: Promise<TransmissionCounters>; close(): void }>();
+  /** Hosted frontend sessions (their queues live in the actors): id → tags and handle. */
+  private readonly sessions = new Map<number, { frontend: string; depth: number; actor: 'cow' | 'image'; finished: Promise<SessionCounters>; close(): void }>();
   private next_queue_id = 0;
   private readonly idle_timer: NodeJS.Timeout;
   private stopped = false;
@@ -282,17 +281,17 @@ export class Engine implements EngineControl {
     return queue;
   }
 
-  hostNbdSession(session: Omit<NbdSessionDescriptor, 'session_id'>): HostedSession {
+  hostSession(session: Omit<SessionDescriptor, 'session_id'>): HostedSession {
     this.assertRunning();
     const depth = session.queue_depth;
     if (!this.isLive(session.target_handle)) throw new UblksnapError('ESRCH', 'the export is gone');
     this.reserveQueue(depth, session.max_io_bytes);
     const session_id = this.next_queue_id++;
     const kind = handleIsImage(session.target_handle) ? 'image' : 'cow';
-    const placement = this.pools.hostNbdSession(kind, { ...session, session_id });
+    const placement = this.pools.hostSession(kind, { ...session, session_id });
     // A session that ended (or an actor that failed it) frees its tags.
     const finished = placement.finished.finally(() => { this.sessions.delete(session_id); });
-    this.sessions.set(session_id, { depth, actor: kind, finished, close: placement.close });
+    this.sessions.set(session_id, { frontend: session.frontend, depth, actor: kind, finished, close: placement.close });
     return { session_id, finished, drain: placement.drain, close: placement.close };
   }
 
@@ -311,8 +310,8 @@ export class Engine implements EngineControl {
     let open_depth = 0;
     for (const queue of this.queues.values()) open_depth += queue.depth;
     for (const session of this.sessions.values()) open_depth += session.depth;
-    if (open_depth + depth > REQUEST_RING_CAPACITY) {
-      throw new UblksnapError('EBUSY', `${open_depth} tags are open; a queue of ${depth} more would pass the ${REQUEST_RING_CAPACITY} the request rings hold`);
+    if (open_depth + depth > OPEN_TAGS_MAX) {
+      throw new UblksnapError('EBUSY', `${open_depth} tags are open; a queue of ${depth} more would pass the ${OPEN_TAGS_MAX} open tags the request rings hold`);
     }
   }
 
@@ -323,7 +322,7 @@ export class Engine implements EngineControl {
       volumes: this.allVolumes().map((v) => ({ ...v.describe(), cbt: v.tracker.info() })),
       snapshots: [...this.snapshots.values()].map((s) => s.info()),
       queues: [...this.queues.values()].map((q) => ({ queue_id: q.queue_id, depth: q.depth, in_flight: q.in_flight })),
-      sessions: [...this.sessions].map(([session_id, s]) => ({ session_id, depth: s.depth, actor: s.actor })),
+      sessions: [...this.sessions].map(([session_id, s]) => ({ session_id, frontend: s.frontend, depth: s.depth, actor: s.actor })),
       workers: this.pools.counts,
     };
   }

@@ -10,7 +10,7 @@
 import { handleIsImage } from '../shared/request-record';
 import { Ring } from '../shared/ring';
 import type { QueueDescriptor } from '../actors/messages';
-import { TaggedQueue } from './tagged-queue';
+import { TaggedQueue } from '../shared/tagged-queue';
 
 /** The completion loop re-checks for closing this often when idle. */
 const COMPLETION_IDLE_WAIT_MS = 100;

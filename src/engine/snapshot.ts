@@ -43,7 +43,8 @@ import {
 import type { DiffAreaDescriptor, StoreResult } from '../actors/messages';
 import type { ActorPools } from './actor-pools';
 import type { SnapshotEvent, SnapshotInfo, SnapshotState } from './api';
-import { AREA_CONTROL_WORDS, DiffArea } from './diff-area';
+import { DiffArea } from '../cow/diff-area';
+import { createAreaControl } from '../shared/area-control';
 import type { DiffStorage } from './diff-storage';
 import { EventQueue } from './events';
 import type { VolumeRecord } from './volume';
@@ -153,7 +154,7 @@ export class Snapshot {
       last_chunk_sectors: geometry.last_unit_sectors,
       table: ChunkTable.create(geometry.count).buffers,
       store_queue: Ring.create(queue_capacity, 1).buffer,
-      area_control: new SharedArrayBuffer(AREA_CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT),
+      area_control: createAreaControl(),
       slab: Slab.create(chunk_bytes, slot_count, alignedOffset).buffers,
       storage_fd: this.storage.fd,
       storage_counters: this.storage.counters.buffer,

@@ -10,8 +10,7 @@ import { SECTOR_BYTES } from '../shared/units';
 import { createVolumeControl } from '../shared/volume-control';
 import type { VolumeDescriptor } from '../actors/messages';
 import type { VolumeInfo } from './api';
-import { createFaults } from './fault-injector';
-import type { Snapshot } from './snapshot';
+import { createFaults } from '../shared/fault-words';
 import { Tracker } from './tracker';
 
 /** Volume names appear in export names (`NAME@ID`) and URIs. */
@@ -32,8 +31,18 @@ export function defaultVolumeName(volume_path: string): string {
   return (base || 'volume').slice(0, 64);
 }
 
+/** What a volume knows of the snapshot that holds it (snapshot.ts implements it). */
+export interface SnapshotMembership {
+  readonly id: string;
+  readonly taken: boolean;
+  /** Serial of its image (export handles carry it). */
+  readonly serial: number;
+  /** 0, or the errno that broke it. */
+  readonly error_code: number;
+}
+
 export class VolumeRecord {
-  snapshot: Snapshot | null = null;
+  snapshot: SnapshotMembership | null = null;
   readonly control = createVolumeControl();
   readonly tracker: Tracker;
   readonly faults: SharedArrayBuffer | undefined;

@@ -9,6 +9,9 @@
 
 import type { CbtInfo } from '../shared/cbt-map';
 import type { EngineStatus, SnapshotEventCode } from '../engine/api';
+import type { FrontendStatus } from '../frontends/frontend';
+
+export type { FrontendStatus };
 import { MiB } from '../shared/units';
 import { array, boolean, integer, object, optional, string, type Infer } from './schema';
 
@@ -131,15 +134,6 @@ export interface SnapshotInfoResult {
   image: string;
   /** The NBD URI of the image, or '' when none. */
   nbd: string;
-}
-
-export interface FrontendStatus {
-  kind: string;
-  /** Where clients reach it (socket paths, host:port). */
-  listening: string[];
-  connections: number;
-  /** Anything else the frontend wants to show. */
-  details?: Record<string, string | number | boolean>;
 }
 
 export interface DaemonStatus {

@@ -16,6 +16,28 @@
 // Completion record:
 //   [0] TAG
 //   [1] ERRNO         0 on success
+//
+// native/include/ublksnap-layout.h is generated from this file
+// (scripts/gen-layout-header.js); test/native/layout-header.test.ts fails
+// when the two disagree.
+
+/** The OP word: what a request asks for. */
+export const enum IoOp {
+  READ = 0,
+  WRITE = 1,
+  FLUSH = 2,
+  DISCARD = 3,
+  WRITE_ZEROES = 4,
+}
+
+/** The FLAGS word: bits a frontend passes with a request. */
+export const enum IoFlags {
+  NONE = 0,
+  /** Force unit access: the write is durable when it completes. */
+  FUA = 1,
+  /** WRITE_ZEROES may deallocate the range (the client allowed holes). */
+  MAY_UNMAP = 2,
+}
 
 export const enum RequestWord {
   TAG = 0,

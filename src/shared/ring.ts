@@ -18,6 +18,20 @@
 // before it re-checks the ring, and Atomics are sequentially consistent, so
 // either the producer sees the sleeper count, or the sleeper sees the record.
 //
+// Doorbells: who may wait where. V8 implements Atomics.wait and notify with
+// its own waiter lists, not the kernel futex: a native thread can neither
+// wake a JavaScript thread sleeping in Atomics.wait nor sleep on a word a
+// JavaScript thread notifies. So:
+//   - JS ↔ JS (main thread, actors, piscina tasks): these doorbells, Atomics
+//     on CONSUMER/PRODUCER_DOORBELL; either side may block in wait().
+//   - native or kernel → JS: an eventfd the JS thread's event loop polls
+//     (the addon creates it; a ublk queue's io_uring signals one per batch
+//     of completions). JS never Atomics.wait()s for native work.
+//   - JS → native: an eventfd the native side polls, written by the addon.
+// A native participant may still push and pop records of this ring with
+// C++ atomics on the same words (native/include/ublksnap-layout.h); only
+// the wake-up differs.
+//
 // Layout (Int32 words; HEAD and TAIL on separate 64-byte lines so producers
 // and consumers do not bounce one cache line):
 //

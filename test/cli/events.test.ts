@@ -16,7 +16,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { EngineControl } from '../../src/engine/api';
 import { Engine } from '../../src/engine/engine';
-import { IoClient } from '../../src/engine/io-client';
+import { IoClient } from '../../src/frontends/in-process/io-client';
 import { resolveConfig } from '../../src/daemon/config';
 import { Daemon } from '../../src/daemon/daemon';
 import {

@@ -24,7 +24,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { IoClient } from '../../src/engine/io-client';
+import { IoClient } from '../../src/frontends/in-process/io-client';
 import type { UblksnapError } from '../../src/shared/errors';
 import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture';
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, checkSectors, formatReport } from '../lib/stamp';

@@ -22,7 +22,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { IoClient } from '../../src/engine/io-client';
+import { IoClient } from '../../src/frontends/in-process/io-client';
 import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture';
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, decodeStamp } from '../lib/stamp';
 import { testSeed } from '../lib/workers';

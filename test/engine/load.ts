@@ -26,7 +26,7 @@
 import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/promises';
 import type { EngineControl } from '../../src/engine/api';
 import { assert } from '../../src/shared/assert';
-import type { IoClient } from '../../src/engine/io-client';
+import type { IoClient } from '../../src/frontends/in-process/io-client';
 import {
   SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, formatReport,
   type Report, type StampExpectation, type StampIdentity,

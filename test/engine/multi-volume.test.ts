@@ -18,7 +18,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { IoClient } from '../../src/engine/io-client';
+import type { IoClient } from '../../src/frontends/in-process/io-client';
 import { randomBytes, seededRandom, startFixture, type Fixture } from '../lib/engine-fixture';
 import { SECTOR_BYTES, SectorModel, StampGenerator } from '../lib/stamp';
 import { testSeed } from '../lib/workers';

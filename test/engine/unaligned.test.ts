@@ -20,7 +20,7 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { IoClient } from '../../src/engine/io-client';
+import type { IoClient } from '../../src/frontends/in-process/io-client';
 import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture';
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst } from '../lib/stamp';
 import { testSeed } from '../lib/workers';

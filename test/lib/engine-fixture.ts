@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { EngineOptions } from '../../src/engine/api';
 import { Engine } from '../../src/engine/engine';
-import { IoClient } from '../../src/engine/io-client';
+import { IoClient } from '../../src/frontends/in-process/io-client';
 
 export const SCRATCH_ROOT = '/dev/shm';
 /** 64 KiB chunks (the engine never goes below a page). */

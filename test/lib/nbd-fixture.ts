@@ -8,7 +8,7 @@ import path from 'node:path';
 import pino from 'pino';
 import type { EngineOptions, VolumeInfo } from '../../src/engine/api';
 import { Engine } from '../../src/engine/engine';
-import { NbdServer, NbdServerOptions } from '../../src/nbd/server';
+import { NbdServer, NbdServerOptions } from '../../src/frontends/nbd/server';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from './engine-fixture';
 
 /** Diff storage limit of fixture snapshots: room for every chunk of the test volumes. */

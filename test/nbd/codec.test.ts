@@ -11,14 +11,14 @@ import {
   clippedString, decodeString, encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoExport,
   encodeInfoString, encodeMetaContextReply, encodeOptionError, encodeOptionReply, encodeServerReply,
   parseInfoRequest, parseMetaContextRequest, parseOptionHeader,
-} from '../../src/nbd/handshake-codec';
-import * as P from '../../src/nbd/protocol';
+} from '../../src/frontends/nbd/handshake-codec';
+import * as P from '../../src/frontends/nbd/protocol';
 import {
   errorChunkBytes, writeBlockStatusHeader, writeErrorChunk, writeNoneChunk, writeOffsetDataHeader, writeSimpleReply,
-} from '../../src/nbd/reply-codec';
+} from '../../src/frontends/nbd/reply-codec';
 import {
   Problem, RequestLimits, Verdict, checkRequest, errorOf, newRequestHeader, parseRequestHeader, verdictOf,
-} from '../../src/nbd/request';
+} from '../../src/frontends/nbd/request';
 
 function u32(value: number): Buffer {
   const b = Buffer.alloc(4);

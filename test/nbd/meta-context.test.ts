@@ -9,10 +9,10 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { descriptorsPerContext, writeBlockStatusReply } from '../../src/nbd/block-status';
+import { descriptorsPerContext, writeBlockStatusReply } from '../../src/frontends/nbd/block-status';
 import {
   ChangeMap, changedExtents, changedSinceName, qemuBitmapName, resolveContextName,
-} from '../../src/nbd/meta-context';
+} from '../../src/frontends/nbd/meta-context';
 import { testSeed } from '../lib/workers';
 
 const BLOCK = 65536;

@@ -10,8 +10,8 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ExportCatalog, ExportDescription, Negotiation, clientFlagsProblem } from '../../src/nbd/negotiation';
-import * as P from '../../src/nbd/protocol';
+import { ExportCatalog, ExportDescription, Negotiation, clientFlagsProblem } from '../../src/frontends/nbd/negotiation';
+import * as P from '../../src/frontends/nbd/protocol';
 
 interface Reply { option: number; type: number; payload: Buffer }
 

@@ -19,6 +19,8 @@
 //                     · length u32 · payload                                  20+
 
 /** 'NBDMAGIC' as two 32-bit halves, written without BigInt on the hot path. */
+import { blockErrnoOf } from '../../shared/errors';
+
 export const NBDMAGIC_HIGH = 0x4e42444d;
 export const NBDMAGIC_LOW = 0x41474943;
 /** 'IHAVEOPT': the greeting's second magic and every option's first field. */
@@ -147,7 +149,7 @@ export const REPLY_TYPE_BLOCK_STATUS = 5;
 export const REPLY_TYPE_ERROR = (1 << 15) | 1;
 export const REPLY_TYPE_ERROR_OFFSET = (1 << 15) | 2;
 
-// Errors on the wire: a restricted set with Linux errno values.
+// Errors on the wire: a restricted set with Linux errno values (shared/errors.ts maps every errno onto it).
 export const NBD_EPERM = 1;
 export const NBD_EIO = 5;
 export const NBD_ENOMEM = 12;
@@ -158,23 +160,11 @@ export const NBD_ENOTSUP = 95;
 export const NBD_ESHUTDOWN = 108;
 
 /**
- * Maps an engine errno (errors.ts ERRNO_BY_CODE) to one NBD allows.
- * proto.md: EDQUOT and EFBIG become ENOSPC; anything else unknown is EIO,
- * the answer a block device gives for every unexpected failure.
+ * The NBD error for an engine errno: the shared table's block answer
+ * (shared/errors.ts), whose values are exactly the errors NBD carries.
  */
 export function nbdErrorOf(errno: number): number {
-  switch (errno) {
-    case NBD_EPERM: case NBD_EIO: case NBD_ENOMEM: case NBD_EINVAL:
-    case NBD_ENOSPC: case NBD_EOVERFLOW: case NBD_ENOTSUP: case NBD_ESHUTDOWN:
-      return errno;
-    case 13: return NBD_EPERM;      // EACCES: a permission, reported as not permitted
-    case 30: return NBD_EPERM;      // EROFS: a read-only target
-    case 27: return NBD_ENOSPC;     // EFBIG, as proto.md asks
-    case 122: return NBD_ENOSPC;    // EDQUOT, as proto.md asks
-    case 34: return NBD_EINVAL;     // ERANGE: an offset outside the device
-    case 7: return NBD_EINVAL;      // E2BIG: larger than the maximum request
-    default: return NBD_EIO;        // EBUSY, ESRCH, ENODEV, ...: the I/O failed
-  }
+  return blockErrnoOf(errno);
 }
 
 /** Names for logs and test messages. */

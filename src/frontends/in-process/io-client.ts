@@ -2,8 +2,8 @@
 // and tools that want `await client.write(...)`. It allocates per request
 // (a promise), so frontends on the hot path use IoQueue directly.
 
-import { UblksnapError, codeOfErrno } from '../shared/errors';
-import { IoFlags, IoOp, type EngineControl, type IoQueue } from './api';
+import { UblksnapError, codeOfErrno } from '../../shared/errors';
+import { IoFlags, IoOp, type EngineControl, type IoQueue } from '../../engine/api';
 
 export class IoError extends UblksnapError {
   constructor(readonly errno: number, what: string) {

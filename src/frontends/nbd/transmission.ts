@@ -28,9 +28,9 @@
 //   release them; when every tag is free the IoQueue is closed.
 
 import type { Socket } from 'node:net';
-import { IoFlags, IoOp, IoQueue } from '../engine/api';
-import { assert } from '../shared/assert';
-import { codeOfErrno } from '../shared/errors';
+import { IoFlags, IoOp, IoQueue } from '../../engine/api';
+import { assert } from '../../shared/assert';
+import { codeOfErrno } from '../../shared/errors';
 import { writeBlockStatusReply } from './block-status';
 import type { NbdLogger } from './logger';
 import type { ChangeMap, MetaContext } from './meta-context';

@@ -3,7 +3,7 @@
 // system error otherwise. Volume reads pass the test-only fault layer.
 
 import { readSync, write, writeSync } from 'node:fs';
-import { readFails } from './fault-injector';
+import { readFails } from '../shared/fault-words';
 
 /** Zeros for ranges that must read back as zeros where no fallocate mode can make them. */
 export const ZERO_BUFFER_BYTES = 1 << 20;

@@ -7,7 +7,7 @@
 // The request's 8-byte handle is copied from where the request header put
 // it (`handles` at handle_position), never decoded: it is opaque.
 
-import { assert } from '../shared/assert';
+import { assert } from '../../shared/assert';
 import { clippedString } from './handshake-codec';
 import {
   BLOCK_DESCRIPTOR_BYTES, BLOCK_STATUS_PREFIX_BYTES, ERROR_OFFSET_SUFFIX_BYTES, ERROR_PREFIX_BYTES, OFFSET_DATA_PREFIX_BYTES,

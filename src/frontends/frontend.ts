@@ -1,6 +1,6 @@
 // The hook by which frontends (NBD, ublk) plug into the daemon. The daemon
 // knows frontends only through this interface: it creates them from the
-// registered factories (frontends.ts) after the engine is up, publishes
+// registered factories (src/daemon/frontends.ts) after the engine is up, publishes
 // exports through them when `attach --nbd/--ublk` asks, shows their status,
 // and stops them before the engine at shutdown (so no I/O is in flight
 // when the engine closes its files).
@@ -13,10 +13,23 @@
 
 import type { Logger } from 'pino';
 import type { EngineControl } from '../engine/api';
-import type { FrontendStatus } from '../ipc/methods';
-import type { ListenAddress } from './config';
 
 export type FrontendKind = 'nbd' | 'ublk';
+
+/** A TCP address to listen on. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface FrontendStatus {
+  kind: string;
+  /** Where clients reach it (socket paths, host:port). */
+  listening: string[];
+  connections: number;
+  /** Anything else the frontend wants to show. */
+  details?: Record<string, string | number | boolean>;
+}
 
 export interface FrontendContext {
   engine: EngineControl;

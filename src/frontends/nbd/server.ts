@@ -14,8 +14,8 @@
 
 import { lstatSync, unlinkSync, chmodSync } from 'node:fs';
 import net from 'node:net';
-import type { EngineControl } from '../engine/api';
-import { KiB, MiB } from '../shared/units';
+import type { EngineControl } from '../../engine/api';
+import { KiB, MiB } from '../../shared/units';
 import { Connection, ConnectionSettings } from './connection';
 import { EngineCatalog } from './exports';
 import { NbdLogger, silentLogger } from './logger';

@@ -5,7 +5,7 @@
 // extent no longer than the request; otherwise the server may describe less
 // than asked (the client asks again from where we stopped).
 
-import { assert } from '../shared/assert';
+import { assert } from '../../shared/assert';
 import { ChangeMap, MetaContext, allocationExtents, changedExtents } from './meta-context';
 import { BLOCK_DESCRIPTOR_BYTES, REPLY_FLAG_DONE } from './protocol';
 import { BLOCK_STATUS_HEADER_BYTES, writeBlockStatusHeader } from './reply-codec';

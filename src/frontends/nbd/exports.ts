@@ -14,8 +14,8 @@
 // may break a snapshot), so there is nothing a second connection could miss.
 // CAN_MULTI_CONN holds for images too.
 
-import type { EngineControl, ExportTarget } from '../engine/api';
-import { isUblksnapError } from '../shared/errors';
+import type { EngineControl, ExportTarget } from '../../engine/api';
+import { isUblksnapError } from '../../shared/errors';
 import { BlockSizes } from './handshake-codec';
 import { ContextOffer } from './meta-context';
 import { ExportCatalog, ExportDescription } from './negotiation';

@@ -37,12 +37,9 @@ import { Ring } from '../shared/ring';
 import { Slab } from '../shared/slab';
 import { corruptSnapshot, snapshotIsHealthy } from '../shared/snapshot-control';
 import { SECTOR_BYTES, pow2 } from '../shared/units';
-import type { DiffAreaDescriptor } from '../actors/messages';
+import { clearFlushRequest, requestFlush } from '../shared/area-control';
+import type { DiffAreaDescriptor } from '../shared/descriptors';
 import { readFully, writeFully, type VolumeReader } from './volume-io';
-
-/** Area control word: an actor asked the control plane to flush. */
-export const FLUSH_REQUESTED = 0;
-export const AREA_CONTROL_WORDS = 4;
 
 /** A writer waits for a free chunk buffer in slices of this… */
 const BUFFER_WAIT_SLICE_MS = 20;
@@ -273,7 +270,7 @@ export class DiffArea {
   }
 
   clearFlushRequest(): void {
-    Atomics.store(this.area_control, FLUSH_REQUESTED, 0);
+    clearFlushRequest(this.area_control);
   }
 
   corrupt(errno: number, message: string): void {
@@ -291,7 +288,7 @@ export class DiffArea {
   }
 
   private requestFlush(): void {
-    if (Atomics.compareExchange(this.area_control, FLUSH_REQUESTED, 0, 1) === 0) this.notifier.flush(this.area_id);
+    if (requestFlush(this.area_control)) this.notifier.flush(this.area_id);
   }
 
   /** A free chunk buffer; waits for the store to free one. NO_SLOT if the snapshot broke meanwhile. */

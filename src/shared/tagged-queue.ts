@@ -12,14 +12,15 @@
 // submit() writes one preallocated record and allocates nothing.
 
 import { alignedOffset } from '../native';
-import { assert, AssertionError } from '../shared/assert';
+import { assert, AssertionError } from './assert';
 import {
   COMPLETION_WORDS, CompletionWord, handleSerial, handleVolume, REQUEST_WORDS, RequestWord, writeOffset,
-} from '../shared/request-record';
-import { Ring } from '../shared/ring';
-import { Slab } from '../shared/slab';
-import { PAGE_BYTES } from '../shared/units';
-import type { IoOp, IoQueue } from './api';
+} from './request-record';
+import { Ring } from './ring';
+import { Slab } from './slab';
+import { PAGE_BYTES } from './units';
+import type { IoQueue } from './io-queue';
+import type { IoOp } from './request-record';
 
 export abstract class TaggedQueue implements IoQueue {
   readonly buffers: Slab;
@@ -48,6 +49,10 @@ export abstract class TaggedQueue implements IoQueue {
 
   buffer(tag: number): Uint8Array {
     return this.buffers.view(tag);
+  }
+
+  get slab(): { data: SharedArrayBuffer; data_offset: number; slot_bytes: number } {
+    return this.buffers.buffers;
   }
 
   onComplete(handler: (tag: number, errno: number) => void): void {

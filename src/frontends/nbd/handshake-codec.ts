@@ -7,7 +7,7 @@
 // The handshake is not the hot path: these allocate freely.
 
 import { isUtf8 } from 'node:buffer';
-import { assert } from '../shared/assert';
+import { assert } from '../../shared/assert';
 import {
   CLIENT_FLAGS_BYTES, EXPORT_NAME_REPLY_BYTES, EXPORT_NAME_ZEROES_BYTES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
   GREETING_BYTES, IHAVEOPT_HIGH, IHAVEOPT_LOW, INFO_BLOCK_SIZE, INFO_BLOCK_SIZE_BYTES, INFO_DESCRIPTION,

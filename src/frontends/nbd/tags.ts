@@ -17,7 +17,7 @@
 // A slot is free for reuse only after the socket write that sends from it
 // has called back (STYLE / DESIGN §5: replies are sent from slab buffers).
 
-import { assert, assertIndex } from '../shared/assert';
+import { assert, assertIndex } from '../../shared/assert';
 import { SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES } from './protocol';
 import { HANDLE_BYTES, OFFSET_DATA_HEADER_BYTES, REPLY_HEADER_BYTES_MAX } from './reply-codec';
 

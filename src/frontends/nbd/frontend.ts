@@ -1,12 +1,5 @@
-// The NBD server as a daemon frontend. The daemon (src/daemon/frontend.ts,
-// branch daemon) knows frontends only through its Frontend interface and
-// registers factories in src/daemon/frontends.ts; it plugs this one in with
-//
-//   import { nbdFrontendFactory } from '../nbd/frontend';
-//   export const BUILTIN_FRONTENDS = [nbdFrontendFactory, …];
-//
-// The shapes below are that interface's, restated so this branch compiles
-// on its own; TypeScript matches them structurally.
+// The NBD server as a daemon frontend (the Frontend contract of
+// src/frontends/frontend.ts; the daemon lists it in src/daemon/frontends.ts).
 //
 // Publishing is free for NBD: every export the engine resolves is served
 // the moment it exists, so publish() only checks the name and returns its
@@ -15,7 +8,7 @@
 // request (a clean error, as the issue asks), and disconnect when they
 // choose.
 
-import type { EngineControl } from '../engine/api';
+import type { EngineControl } from '../../engine/api';
 import type { NbdLogger } from './logger';
 import { NbdServer } from './server';
 

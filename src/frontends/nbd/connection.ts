@@ -7,7 +7,7 @@
 //                                              │
 //                   GO / EXPORT_NAME accepted  ▼
 //                        OPENING (socket paused; our queued writes flushed)
-//                                              │ engine.hostNbdSession
+//                                              │ engine.hostSession (session.ts)
 //                                              ▼
 //       HOSTED: the actor owns the socket (a duplicated descriptor), writes
 //       the GO replies and runs the transmission (actors/nbd-session.ts);
@@ -29,10 +29,11 @@
 
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import type { EngineControl, ExportTarget, HostedSession } from '../engine/api';
-import { duplicateFd } from '../native';
-import { assert } from '../shared/assert';
-import { isUblksnapError } from '../shared/errors';
+import type { EngineControl, ExportTarget, HostedSession } from '../../engine/api';
+import { NBD_SESSION_MODULE, type NbdSessionPayload } from './session';
+import { duplicateFd } from '../../native';
+import { assert } from '../../shared/assert';
+import { isUblksnapError } from '../../shared/errors';
 import type { EngineCatalog } from './exports';
 import { encodeGreeting, encodeOptionError, parseClientFlags, parseOptionHeader } from './handshake-codec';
 import type { NbdLogger } from './logger';
@@ -252,12 +253,11 @@ export class Connection {
     try {
       const change_map = needs_changes ? this.context.catalog.changeMapOf(target) : null;
       fd = duplicateFd(socketFd(this.socket));
-      hosted = this.context.engine.hostNbdSession({
+      const payload: NbdSessionPayload = {
         fd,
         early: this.early,
         replies: outcome.replies,
         connection_id: this.context.id,
-        target_handle: target.handle,
         limits: {
           size_bytes: target.size_bytes,
           writable: target.writable,
@@ -269,10 +269,16 @@ export class Connection {
         },
         contexts: outcome.contexts,
         change_map,
-        queue_depth: settings.queue_depth,
-        max_io_bytes: settings.max_io_bytes,
         zero_segment_bytes: settings.zero_segment_bytes,
         write_backlog_bytes_max: settings.write_backlog_bytes_max,
+      };
+      hosted = this.context.engine.hostSession({
+        module: NBD_SESSION_MODULE,
+        frontend: 'nbd',
+        target_handle: target.handle,
+        queue_depth: settings.queue_depth,
+        max_io_bytes: settings.max_io_bytes,
+        payload,
       });
     } catch (error) {
       // The volume went away, the engine is stopping, or every request-ring
