@@ -25,7 +25,7 @@
 //   - JS ↔ JS (main thread, actors, piscina tasks): these doorbells, Atomics
 //     on CONSUMER/PRODUCER_DOORBELL; either side may block in wait().
 //   - native or kernel → JS: an eventfd the JS thread's event loop polls
-//     (the addon creates it; a ublk queue's io_uring signals one per batch
+//     (the addon creates it; a kernel block queue's io_uring signals one per batch
 //     of completions). JS never Atomics.wait()s for native work.
 //   - JS → native: an eventfd the native side polls, written by the addon.
 // A native participant may still push and pop records of this ring with
