@@ -38,6 +38,11 @@
 #                        UBLKSNAP_VM_REFRESH=1 --setup, so runs are reproducible)
 #   runs/run.*           one dir per run (stdout/stderr FIFOs, status, console log, scratch)
 #   .lock                serialises setup between concurrent runs
+#
+# Knobs (environment): UBLKSNAP_VM_CACHE (the cache dir), UBLKSNAP_VM_MIRROR (the
+# Debian mirror; default: the machine's own), UBLKSNAP_VM_REFRESH=1 with --setup
+# (resolve the suite's current kernel again), UBLKSNAP_VM_NO_INSTALL=1 (never
+# apt-get install qemu), UBLKSNAP_VM_APPEND (extra guest kernel arguments).
 set -uo pipefail
 
 # ── constants ────────────────────────────────────────────────────────────
@@ -398,6 +403,7 @@ printf 'RUN_DIR=%q\nRELEASE=%q\nMODDIR=%q\nKMOD_SBIN=%q\nCHECKOUT=%q\nKMOD_TOOLS
 host_khz=$(awk -F: '/^cpu MHz/ {printf "%d", $2 * '"$KHZ_PER_MHZ"'; exit}' /proc/cpuinfo)
 APPEND="console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 init_on_alloc=0 8250.nr_uarts=1"
 [ -n "$host_khz" ] && [ "$host_khz" -gt 0 ] && APPEND="$APPEND tsc_early_khz=$host_khz tsc=reliable"
+APPEND="$APPEND ${UBLKSNAP_VM_APPEND:-}"   # extra kernel arguments, for debugging a boot
 QEMU_ARGS=(-accel tcg,thread=multi -M microvm -cpu max,-la57,-erms -smp "$GUEST_CPUS" -m "$MEM_MIB"
   -nodefaults -no-user-config -display none -no-reboot
   -kernel "$KDIR/vmlinux" -initrd "$KDIR/initrd-$INITRD_VERSION.img" -append "$APPEND"
