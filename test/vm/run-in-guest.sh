@@ -82,6 +82,7 @@ readonly CHECKOUT
 log() { echo "run-in-guest: $*" >&2; }
 die_setup() { log "$*"; exit "$EXIT_SETUP"; }
 usage() { sed -n '10,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit "$EXIT_USAGE"; }
+help() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0; }
 
 # ── arguments ────────────────────────────────────────────────────────────
 KERNEL_CHOICE=bookworm
@@ -99,7 +100,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift;;
     --verbose) VERBOSE=1; shift;;
     --) shift; break;;
-    -h|--help) usage;;
+    -h|--help) help;;
     *) log "unknown argument: $1"; usage;;
   esac
 done
