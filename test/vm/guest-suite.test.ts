@@ -19,7 +19,11 @@ const RUNNER = path.join(CHECKOUT, 'test/vm/run-in-guest.sh');
 const DRIVER = path.join(CHECKOUT, 'test/vm/guest-driver.sh');
 const PROGRAM_DIR = path.join(CHECKOUT, 'dist/test/guest');
 const PROGRAM_SUFFIX = '.guest.js';
-/** What one guest program may take: node is 6-14x slower in the guest than on the host. */
+/**
+ * What one guest program may take: node is 6-14x slower in the guest than on
+ * the host. The whole file must fit test/run.ts's budget for it (20 min, cold
+ * setup included): about 4 programs at this budget; raise that one with more.
+ */
 const PROGRAM_BUDGET_S = 240;
 /** guest-driver.sh's grace between TERM and KILL of a program over budget. */
 const PROGRAM_KILL_AFTER_S = 10;
