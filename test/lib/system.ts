@@ -142,7 +142,14 @@ export interface Gate {
  * it registers one failing test that states the reason instead.
  */
 export function gate(suite: Test, suite_name: string, needs: Prerequisites): Gate {
-  const missing = missingPrerequisites(needs);
+  return gateOn(suite, suite_name, missingPrerequisites(needs));
+}
+
+/**
+ * gate, for prerequisites found otherwise than by missingPrerequisites (e.g.
+ * a setup step that can fail): missing holds one phrase per missing one.
+ */
+export function gateOn(suite: Test, suite_name: string, missing: string[]): Gate {
   if (missing.length === 0) {
     return { ready: true, test: (name, fn) => suite(name, fn), before: (fn) => suite.before(fn), after: (fn) => suite.after(fn) };
   }
