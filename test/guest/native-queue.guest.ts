@@ -17,7 +17,7 @@
 // Knobs: BACKING_MB (64), QUEUE_DEPTH (32), BACKING_FILE (/dev/shm/ublk-native.img).
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, ftruncateSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import * as ublk from '../../src/native/ublk';
 import { serveQueue, type ServeData } from './ublk-serve-worker';
@@ -196,9 +196,10 @@ function dataChecks(block: string): void {
   log('blkdiscard + blkdiscard -z: zeros on the device and in the backing file');
 }
 
+/** The backing file at its size; an existing one (pre-allocated by a benchmark) is kept. */
 function makeBacking(): void {
-  const fd = openSync(BACKING_FILE, 'w');
-  ftruncateSync(fd, BACKING_BYTES);
+  const fd = openSync(BACKING_FILE, 'a');
+  if (fstatSync(fd).size !== BACKING_BYTES) ftruncateSync(fd, BACKING_BYTES);
   closeSync(fd);
 }
 
