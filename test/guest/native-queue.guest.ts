@@ -10,6 +10,8 @@
 // 64 MiB file in /dev/shm, a worker thread serving it with fs.readSync /
 // writeSync / fdatasync / fallocate, START_DEV from the main thread, the
 // checks with fio, dd, blkdiscard and cmp, then STOP_DEV, close, DEL_DEV.
+// Before that, a START_DEV with no server must time out (ETIMEDOUT naming
+// the command) and leave a device DEL_DEV can still remove.
 // Exit 0 on success with a summary. `--serve` only starts the device,
 // prints "SERVING /dev/ublkbN" and serves until SIGTERM (for benchmarks).
 //
@@ -32,6 +34,8 @@ const CONTROL_TIMEOUT_MS = 30_000;
 /** START_DEV reads the partition table through our queue: slow under TCG. */
 const START_TIMEOUT_MS = 60_000;
 const TOOL_TIMEOUT_MS = 300_000;
+/** START_DEV without a server never finishes: this short bound must reject it. */
+const SHORT_TIMEOUT_MS = 300;
 const DEVICE_WAIT_MS = 10_000;
 const POLL_MS = 20;
 /** The region the dd/blkdiscard checks use: 8 MiB from 3 MiB on. */
@@ -107,6 +111,22 @@ function params(): ublk.UblkParams {
       max_write_zeroes_sectors: capacity_sectors, max_discard_segments: 1,
     },
   };
+}
+
+/** START_DEV with no queue serving waits for FETCHes forever: the timeout must reject, and the device still delete. */
+async function checkTimeout(): Promise<void> {
+  const spec = { queue_count: 1, queue_depth: QUEUE_DEPTH, max_io_bytes: SLOT_BYTES, flags: 0n };
+  const info = await ublk.ublkAddDevice(spec, CONTROL_TIMEOUT_MS);
+  await ublk.ublkSetParams(info.dev_id, params(), CONTROL_TIMEOUT_MS);
+  const started = Date.now();
+  const error = await ublk.ublkStartDevice(info.dev_id, SHORT_TIMEOUT_MS).then(() => undefined, (e: unknown) => e);
+  const native = error as { code?: string; message?: string };
+  if (native?.code !== 'ETIMEDOUT' || !native.message?.includes('START_DEV')) {
+    fail(`START_DEV without a server: ${String(error)}`);
+  }
+  const waited_ms = Date.now() - started;
+  await ublk.ublkDeleteDevice(info.dev_id, CONTROL_TIMEOUT_MS);
+  log(`timeout: START_DEV without a server rejected after ${waited_ms} ms: "${native.message}"; DEL_DEV then ok`);
 }
 
 interface Served {
@@ -227,6 +247,7 @@ async function main(): Promise<void> {
     await serveUntilSignal();
     return;
   }
+  await checkTimeout();
   const served = await startDevice();
   const fio = fioVerify(served.block);
   log(`fio randwrite 8k QD32 crc32c verify: OK (${fio})`);
