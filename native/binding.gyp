@@ -13,7 +13,12 @@
         "src/files.cc",
         "src/memory.cc",
         "src/open.cc",
-        "src/thread.cc"
+        "src/thread.cc",
+        "src/ublk-control.cc",
+        "src/ublk-control-cmd.cc",
+        "src/ublk-queue.cc",
+        "src/ublk-queue-core.cc",
+        "src/ublk-ring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

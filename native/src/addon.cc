@@ -1,8 +1,9 @@
 // ublksnap native addon: the system calls Node does not offer.
 //
-// Everything here is synchronous: the callers are worker threads whose whole
+// Everything here is synchronous (the callers are worker threads whose whole
 // job is to wait for the disk, so an async wrapper would only add a thread
-// hop. Each concern lives in its own file (see addon.h); this file only
+// hop), except the ublk control commands, which may block for seconds and so
+// return Promises. Each concern lives in its own file (see addon.h); this file only
 // registers them.
 #include <napi.h>
 
@@ -17,6 +18,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitBlockDevice(env, exports);
   ublksnap::InitMemory(env, exports);
   ublksnap::InitThread(env, exports);
+  ublksnap::InitUblkControl(env, exports);
+  ublksnap::InitUblkQueue(env, exports);
   return exports;
 }
 

@@ -23,7 +23,13 @@ void InitBlockDevice(Napi::Env env, Napi::Object exports);
 // memory.cc: alignedOffset, bufferAddress.
 void InitMemory(Napi::Env env, Napi::Object exports);
 
-// thread.cc: setThreadNice.
+// thread.cc: setThreadNice, setIoFlusher.
 void InitThread(Napi::Env env, Napi::Object exports);
+
+// ublk-control.cc: the ublk control commands (Promises), ublk constants.
+void InitUblkControl(Napi::Env env, Napi::Object exports);
+
+// ublk-queue.cc: the UblkQueue class and the request record layout.
+void InitUblkQueue(Napi::Env env, Napi::Object exports);
 
 }  // namespace ublksnap

@@ -150,4 +150,74 @@ bool ReadBoolOption(Napi::Env env, const Napi::Object& options, const char* key,
   return true;
 }
 
+namespace {
+
+// object[key]; false with the exception pending when a getter or Proxy threw.
+bool GetProperty(Napi::Env env, const Napi::Object& object, const char* key, Napi::Value* value) {
+  *value = object.Get(key);
+  return !env.IsExceptionPending();
+}
+
+void ThrowBadProperty(Napi::Env env, const char* signature, const char* key, const std::string& wanted,
+                      const Napi::Value& value) {
+  ThrowTypeError(env, std::string(signature) + ": " + key + " must be " + wanted + ", got " + Describe(value));
+}
+
+}  // namespace
+
+bool ReadUintProperty(Napi::Env env, const Napi::Object& object, const char* key,
+                      const char* signature, uint64_t min, uint64_t max, uint64_t* value,
+                      bool* value_present) {
+  Napi::Value property;
+  if (!GetProperty(env, object, key, &property)) return false;
+  if (value_present != nullptr) {
+    *value_present = !property.IsUndefined();
+    if (property.IsUndefined()) return true;
+  }
+  bool in_range = IsIntegerInRange(property, static_cast<double>(max)) &&
+                  property.As<Napi::Number>().DoubleValue() >= static_cast<double>(min);
+  if (!in_range) {
+    ThrowBadProperty(env, signature, key,
+                     "an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]", property);
+    return false;
+  }
+  *value = static_cast<uint64_t>(property.As<Napi::Number>().DoubleValue());
+  return true;
+}
+
+bool ReadBoolProperty(Napi::Env env, const Napi::Object& object, const char* key,
+                      const char* signature, bool* value) {
+  Napi::Value property;
+  if (!GetProperty(env, object, key, &property)) return false;
+  if (!property.IsBoolean()) {
+    ThrowBadProperty(env, signature, key, "a boolean", property);
+    return false;
+  }
+  *value = property.As<Napi::Boolean>().Value();
+  return true;
+}
+
+bool ReadUint64BigIntProperty(Napi::Env env, const Napi::Object& object, const char* key,
+                              const char* signature, uint64_t* value) {
+  Napi::Value property;
+  if (!GetProperty(env, object, key, &property)) return false;
+  bool lossless = false;
+  if (property.IsBigInt()) *value = property.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) {
+    ThrowBadProperty(env, signature, key, "a bigint in [0, 2^64)", property);
+    return false;
+  }
+  return true;
+}
+
+bool ReadObject(const Napi::CallbackInfo& info, size_t index, const char* signature,
+                const char* name, Napi::Object* object) {
+  if (info[index].Type() != napi_object || info[index].IsArray()) {
+    ThrowBadArg(info, index, signature, name, "an object");
+    return false;
+  }
+  *object = info[index].As<Napi::Object>();
+  return true;
+}
+
 }  // namespace ublksnap

@@ -48,4 +48,23 @@ bool ReadOptions(const Napi::CallbackInfo& info, size_t index,
 bool ReadBoolOption(Napi::Env env, const Napi::Object& options, const char* key,
                     const char* signature, bool* value);
 
+// object[key] as an integer number in [min, max]. A missing key is a
+// TypeError unless *value_present is given (then it reports whether the key
+// was there, and *value keeps its default).
+bool ReadUintProperty(Napi::Env env, const Napi::Object& object, const char* key,
+                      const char* signature, uint64_t min, uint64_t max, uint64_t* value,
+                      bool* value_present = nullptr);
+
+// object[key] as a boolean; undefined is a TypeError.
+bool ReadBoolProperty(Napi::Env env, const Napi::Object& object, const char* key,
+                      const char* signature, bool* value);
+
+// object[key] as a bigint that fits 64 bits unsigned.
+bool ReadUint64BigIntProperty(Napi::Env env, const Napi::Object& object, const char* key,
+                              const char* signature, uint64_t* value);
+
+// info[index] as a plain object (not null, an array or a function).
+bool ReadObject(const Napi::CallbackInfo& info, size_t index, const char* signature,
+                const char* name, Napi::Object* object);
+
 }  // namespace ublksnap

@@ -66,6 +66,11 @@ Napi::Error ErrnoError(Napi::Env env, int error_number, const char* syscall,
   std::string message = syscall;
   if (!subject.empty()) message += " " + subject;
   message += ": " + ErrorText(error_number);
+  return ErrnoErrorWithMessage(env, error_number, syscall, message);
+}
+
+Napi::Error ErrnoErrorWithMessage(Napi::Env env, int error_number, const char* syscall,
+                                  const std::string& message) {
   Napi::Error error = Napi::Error::New(env, message);
   error.Set("code", Napi::String::New(env, ErrnoName(error_number)));
   error.Set("errno", Napi::Number::New(env, error_number));

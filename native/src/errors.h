@@ -31,6 +31,12 @@ std::string ErrnoName(int error_number);
 Napi::Error ErrnoError(Napi::Env env, int error_number, const char* syscall,
                        const std::string& subject);
 
+// Builds an Error with the same fields as ErrnoError but a message of the
+// caller's own, for failures a reader needs explained in words (a missing
+// driver, a timeout).
+Napi::Error ErrnoErrorWithMessage(Napi::Env env, int error_number, const char* syscall,
+                                  const std::string& message);
+
 // Throws the Error for a failed system call that took no path.
 void ThrowErrno(Napi::Env env, int error_number, const char* syscall);
 

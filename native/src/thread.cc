@@ -1,4 +1,5 @@
-// Calls about the calling thread: its scheduling niceness.
+// Calls about the calling thread: its scheduling niceness, and whether it
+// is an I/O flusher.
 //
 // The grow actor fallocates the difference storage in the background; on
 // tmpfs that allocates and accounts every page it reserves, about as much
@@ -6,6 +7,7 @@
 // (volume writes, image reads) leaves, and still gets all of it when a
 // store task waits for room, because the waiting threads are then idle.
 // Linux applies setpriority(PRIO_PROCESS, tid) to one thread only.
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -42,10 +44,30 @@ Napi::Value SetThreadNice(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// PR_SET_IO_FLUSHER (Linux 5.6); older C headers lack the name.
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+// Marks the calling thread as an I/O flusher (PF_MEMALLOC_NOIO |
+// PF_LOCAL_THROTTLE): its allocations never recurse into writeback to the
+// very device it serves. Per thread, so each queue thread calls it.
+Napi::Value SetIoFlusher(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgCount(info, 0, 0, "setIoFlusher()")) return env.Undefined();
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0) return Napi::Boolean::New(env, true);
+  int error = errno;
+  // EPERM: needs CAP_SYS_RESOURCE; EINVAL: kernel older than 5.6. Both: not marked.
+  if (error == EPERM || error == EINVAL) return Napi::Boolean::New(env, false);
+  ThrowErrno(env, error, "prctl");
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitThread(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreadNice", Napi::Function::New(env, SetThreadNice, "setThreadNice"));
+  exports.Set("setIoFlusher", Napi::Function::New(env, SetIoFlusher, "setIoFlusher"));
 }
 
 }  // namespace ublksnap

@@ -17,11 +17,8 @@
 //   and hand the addon a Uint8Array over a SharedArrayBuffer (once, at
 //   set-up time — never call them per request).
 
-import path from 'node:path';
 import { types } from 'node:util';
-
-/** Where `node scripts/build-native.js` leaves the addon, from dist/src/native/. */
-const ADDON_PATH = path.join(__dirname, '../../../native/build/Release/ublksnap.node');
+import { loadAddon } from './addon';
 
 /**
  * The O_DIRECT memory alignment that fits every device we drive. The kernel
@@ -115,17 +112,7 @@ interface Binding {
   errnoName(errno: number): string;
 }
 
-function loadBinding(): Binding {
-  try {
-    return require(ADDON_PATH) as Binding;
-  } catch (error) {
-    // An environmental failure: say what is missing and how to make it.
-    const reason = error instanceof Error ? error.message : String(error);
-    throw new Error(`ublksnap: cannot load the native addon at ${ADDON_PATH} (${reason}); build it with "node scripts/build-native.js"`);
-  }
-}
-
-const binding = loadBinding();
+const binding = loadAddon<Binding>();
 
 /** fallocate mode: allocate without changing the file size. */
 export const FALLOC_FL_KEEP_SIZE: number = binding.FALLOC_FL_KEEP_SIZE;
@@ -194,7 +181,7 @@ export const openExclusive: (path: string, options: OpenExclusiveOptions) => num
 export const openTmpfile: (dir_path: string, options?: OpenTmpfileOptions) => number = binding.openTmpfile;
 
 /** The addon sees a SharedArrayBuffer only through a view (see the notes at the top). */
-function visibleToAddon(buffer: ArrayBuffer | SharedArrayBuffer): ArrayBuffer | Uint8Array {
+export function visibleToAddon(buffer: ArrayBuffer | SharedArrayBuffer): ArrayBuffer | Uint8Array {
   // util.types, not instanceof: a buffer may come from another realm. Any
   // other value goes through as is, for the addon to refuse with a TypeError.
   return types.isSharedArrayBuffer(buffer) ? new Uint8Array(buffer) : buffer;

@@ -1,0 +1,335 @@
+// UblkQueue: a ublk queue served by the JavaScript thread that made it.
+//
+// Why in the thread's own event loop and not a native thread: the engine's
+// I/O actors are worker threads; serving the queue from the actor that does
+// the backing I/O needs no hand-off at all. The kernel delivers requests as
+// io_uring task work to this thread; with a plain ring that work interrupts
+// libuv's epoll_wait, runs, and posts CQEs, which signal the ring's eventfd,
+// which a uv_poll_t watches. One callback per wake-up hands JavaScript a
+// batch of request records; JavaScript answers with commit() per request
+// and one submit() per batch. See ublk-queue-core.h for the tag rules.
+#include <uv.h>
+
+#include <cerrno>
+#include <climits>
+#include <memory>
+
+#include "addon.h"
+#include "args.h"
+#include "errors.h"
+#include "ublk-control-cmd.h"
+#include "ublk-queue-core.h"
+
+namespace ublksnap {
+namespace {
+
+constexpr const char* kConstructorSignature = "new UblkQueue(options)";
+constexpr const char* kStartSignature = "UblkQueue.start(onRequests)";
+constexpr const char* kCommitSignature = "UblkQueue.commit(tag, result)";
+// The most negative commit result: -MAX_ERRNO.
+constexpr int64_t kErrnoMax = 4095;
+// Slots hold whole sectors; a slot above 1 GiB is surely a unit mistake.
+constexpr uint64_t kSlotBytesMax = uint64_t{1} << 30;
+constexpr uint64_t kSectorBytes = uint64_t{1} << uapi::kSectorShift;
+
+struct BufferView {
+  uint8_t* data = nullptr;
+  size_t byte_length = 0;
+};
+
+bool ReadBytesView(Napi::Env env, const Napi::Value& value, BufferView* view) {
+  if (value.IsArrayBuffer()) {
+    Napi::ArrayBuffer buffer = value.As<Napi::ArrayBuffer>();
+    view->data = static_cast<uint8_t*>(buffer.Data());
+    view->byte_length = buffer.ByteLength();
+    return true;
+  }
+  if (value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array) {
+    Napi::Uint8Array array = value.As<Napi::Uint8Array>();
+    view->data = array.Data();
+    view->byte_length = array.ByteLength();
+    return true;
+  }
+  ThrowTypeError(env, std::string(kConstructorSignature) +
+                          ": options.buffer must be a SharedArrayBuffer (or a Uint8Array over one)");
+  return false;
+}
+
+class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "UblkQueue",
+                       {InstanceMethod<&UblkQueue::Start>("start"), InstanceMethod<&UblkQueue::Commit>("commit"),
+                        InstanceMethod<&UblkQueue::Submit>("submit"), InstanceMethod<&UblkQueue::Stats>("stats"),
+                        InstanceMethod<&UblkQueue::Close>("close")});
+  }
+
+  explicit UblkQueue(const Napi::CallbackInfo& info);
+  // Finalized: no Unref (the reference is going away with this object).
+  ~UblkQueue() override {
+    referenced_ = false;
+    Shutdown();
+  }
+
+ private:
+  bool ReadConfig(const Napi::CallbackInfo& info, QueueConfig* config);
+  bool ReadBuffers(Napi::Env env, const Napi::Object& options, QueueConfig* config);
+
+  Napi::Value Start(const Napi::CallbackInfo& info);
+  Napi::Value Commit(const Napi::CallbackInfo& info);
+  Napi::Value Submit(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  void OnReadable();
+  void StopPoll();
+  void Shutdown();
+
+  QueueCore core_;
+  Napi::ObjectReference buffer_ref_;     // keeps the slots' memory alive
+  Napi::ObjectReference requests_ref_;   // keeps the records' memory alive
+  Napi::FunctionReference on_requests_;
+  std::unique_ptr<Napi::AsyncContext> async_context_;
+  uv_poll_t* poll_ = nullptr;            // freed by its uv_close callback
+  bool referenced_ = false;              // Ref() taken while polling
+};
+
+UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueue>(info) {
+  Napi::Env env = info.Env();
+  QueueConfig config;
+  if (!ReadConfig(info, &config)) return;
+  QueueError error = core_.Open(config);
+  if (error.error != 0) {
+    ErrnoErrorWithMessage(env, error.error, error.syscall.c_str(), error.message).ThrowAsJavaScriptException();
+    return;
+  }
+}
+
+bool UblkQueue::ReadConfig(const Napi::CallbackInfo& info, QueueConfig* config) {
+  Napi::Env env = info.Env();
+  const char* s = kConstructorSignature;
+  Napi::Object options;
+  if (!info.IsConstructCall()) {
+    ThrowTypeError(env, std::string(s) + ": must be called with new");
+    return false;
+  }
+  if (!CheckArgCount(info, 1, 1, s) || !ReadObject(info, 0, s, "options", &options) ||
+      !ReadOptions(info, 0, s,
+                   {"dev_id", "queue_id", "queue_depth", "slot_bytes", "buffer", "buffer_offset_bytes", "requests",
+                    "flags"},
+                   &options)) {
+    return false;
+  }
+  uint64_t dev_id = 0, queue_id = 0, depth = 0, slot_bytes = 0;
+  if (!ReadUintProperty(env, options, "dev_id", s, 0, INT32_MAX, &dev_id) ||
+      !ReadUintProperty(env, options, "queue_id", s, 0, uapi::kMaxQueueCount - 1, &queue_id) ||
+      !ReadUintProperty(env, options, "queue_depth", s, 1, uapi::kMaxQueueDepth, &depth) ||
+      !ReadUintProperty(env, options, "slot_bytes", s, kSectorBytes, kSlotBytesMax, &slot_bytes)) {
+    return false;
+  }
+  if (slot_bytes % kSectorBytes != 0) {
+    ThrowTypeError(env, std::string(s) + ": slot_bytes must be a multiple of 512");
+    return false;
+  }
+  config->dev_id = static_cast<uint32_t>(dev_id);
+  config->queue_id = static_cast<uint16_t>(queue_id);
+  config->queue_depth = static_cast<uint16_t>(depth);
+  config->slot_bytes = slot_bytes;
+  return ReadBuffers(env, options, config);
+}
+
+bool UblkQueue::ReadBuffers(Napi::Env env, const Napi::Object& options, QueueConfig* config) {
+  const char* s = kConstructorSignature;
+  BufferView view;
+  uint64_t offset_bytes = 0;
+  Napi::Value buffer = options.Get("buffer");
+  if (env.IsExceptionPending() || !ReadBytesView(env, buffer, &view) ||
+      !ReadUintProperty(env, options, "buffer_offset_bytes", s, 0, kSafeIntegerMax, &offset_bytes)) {
+    return false;
+  }
+  uint64_t slots_bytes = config->slot_bytes * config->queue_depth;
+  if (offset_bytes > view.byte_length || view.byte_length - offset_bytes < slots_bytes) {
+    ThrowTypeError(env, std::string(s) + ": buffer has " + std::to_string(view.byte_length) +
+                            " bytes, the slots need " + std::to_string(offset_bytes + slots_bytes));
+    return false;
+  }
+  Napi::Value requests = options.Get("requests");
+  if (env.IsExceptionPending()) return false;
+  bool is_int32 = requests.IsTypedArray() && requests.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array;
+  uint64_t words_needed = uint64_t{config->queue_depth} * kRequestWords;
+  if (!is_int32 || requests.As<Napi::Int32Array>().ElementLength() < words_needed) {
+    ThrowTypeError(env, std::string(s) + ": options.requests must be an Int32Array of at least " +
+                            std::to_string(words_needed) + " words (queue_depth * REQUEST_WORDS)");
+    return false;
+  }
+  uint64_t flags = 0;
+  Napi::Value raw_flags = options.Get("flags");
+  if (env.IsExceptionPending()) return false;
+  bool flags_given = !raw_flags.IsUndefined();
+  if (flags_given && !ReadUint64BigIntProperty(env, options, "flags", s, &flags)) return false;
+  // The device's flags decide; without them, what the control commands learnt.
+  config->ioctl_opcodes = flags_given ? (flags & uapi::kFlagCmdIoctlEncode) != 0 : !ControlUsesLegacyOpcodes();
+  config->slots = view.data + offset_bytes;
+  config->records = requests.As<Napi::Int32Array>().Data();
+  buffer_ref_ = Napi::Persistent(buffer.As<Napi::Object>());
+  requests_ref_ = Napi::Persistent(requests.As<Napi::Object>());
+  return true;
+}
+
+Napi::Value UblkQueue::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgCount(info, 1, 1, kStartSignature)) return env.Undefined();
+  if (!info[0].IsFunction()) {
+    ThrowTypeError(env, std::string(kStartSignature) + ": onRequests must be a function");
+    return env.Undefined();
+  }
+  if (!core_.is_open() || poll_ != nullptr) {
+    ThrowTypeError(env, std::string(kStartSignature) + (poll_ != nullptr ? ": already started" : ": queue is closed"));
+    return env.Undefined();
+  }
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    ThrowErrno(env, EINVAL, "napi_get_uv_event_loop");
+    return env.Undefined();
+  }
+  poll_ = new uv_poll_t;
+  int error = uv_poll_init(loop, poll_, core_.event_fd());
+  if (error != 0) {
+    delete poll_;  // a failed init leaves nothing for libuv to close
+    poll_ = nullptr;
+    ThrowErrno(env, -error, "uv_poll_init");
+    return env.Undefined();
+  }
+  poll_->data = nullptr;
+  error = uv_poll_start(poll_, UV_READABLE, OnPoll);
+  if (error != 0) {
+    StopPoll();
+    ThrowErrno(env, -error, "uv_poll_start");
+    return env.Undefined();
+  }
+  poll_->data = this;
+  on_requests_ = Napi::Persistent(info[0].As<Napi::Function>());
+  async_context_ = std::make_unique<Napi::AsyncContext>(env, "UblkQueue");
+  Ref();  // a serving queue must not be collected
+  referenced_ = true;
+  // Requests that arrived before start() (START_DEV's partition scan) are
+  // already in the CQ; the eventfd is readable then and the poll fires.
+  return env.Undefined();
+}
+
+void UblkQueue::OnPoll(uv_poll_t* handle, int status, int events) {
+  static_cast<void>(status);  // on an error the reaping below is still right
+  static_cast<void>(events);
+  auto* self = static_cast<UblkQueue*>(handle->data);
+  if (self != nullptr) self->OnReadable();
+}
+
+void UblkQueue::OnReadable() {
+  core_.DrainEventFd();  // before reaping: a CQE posted after this signals again
+  core_.Harvest();
+  if (core_.Unsubmitted() > 0) core_.Submit();  // commits a busy submit left behind
+  uint32_t count = core_.Report();
+  if (count == 0) return;
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  on_requests_.MakeCallback(Value(), {Napi::Number::New(env, count)}, *async_context_);
+  if (env.IsExceptionPending()) {
+    // An exception from the callback belongs to the process, as from any event.
+    Napi::Error error = env.GetAndClearPendingException();
+    napi_fatal_exception(env, error.Value());
+  }
+}
+
+Napi::Value UblkQueue::Commit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    ThrowTypeError(env, std::string(kCommitSignature) + ": expects two integer numbers");
+    return env.Undefined();
+  }
+  double tag = info[0].As<Napi::Number>().DoubleValue();
+  double result = info[1].As<Napi::Number>().DoubleValue();
+  bool tag_ok = tag >= 0 && tag < core_.queue_depth() && tag == static_cast<double>(static_cast<int64_t>(tag));
+  bool result_ok = result >= -kErrnoMax && result <= INT32_MAX && result == static_cast<double>(static_cast<int64_t>(result));
+  if (!tag_ok || !result_ok) {
+    ThrowTypeError(env, std::string(kCommitSignature) + ": tag must be in [0, queue_depth), result in [-4095, 2^31-1]");
+    return env.Undefined();
+  }
+  switch (core_.Commit(static_cast<uint32_t>(tag), static_cast<int32_t>(result))) {
+    case CommitStatus::kOk: break;
+    case CommitStatus::kBadTag: ThrowTypeError(env, std::string(kCommitSignature) + ": tag out of range"); break;
+    case CommitStatus::kNotOwned:
+      ThrowTypeError(env, std::string(kCommitSignature) + ": tag " + std::to_string(static_cast<int64_t>(tag)) +
+                              " is not a delivered, uncommitted request (double commit?)");
+      break;
+    case CommitStatus::kClosed: ThrowTypeError(env, std::string(kCommitSignature) + ": queue is closed"); break;
+    case CommitStatus::kNoSqe: ThrowErrno(env, EAGAIN, "io_uring sqe"); break;
+  }
+  return env.Undefined();
+}
+
+Napi::Value UblkQueue::Submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int submitted = core_.Submit();
+  if (submitted < 0) {
+    ThrowErrno(env, -submitted, "io_uring_enter");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, submitted);
+}
+
+Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  QueueStats stats = core_.stats();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("in_flight", Napi::Number::New(env, stats.in_flight));
+  result.Set("delivered", Napi::Number::New(env, static_cast<double>(stats.delivered)));
+  result.Set("committed", Napi::Number::New(env, static_cast<double>(stats.committed)));
+  result.Set("aborted", Napi::Number::New(env, stats.aborted));
+  result.Set("failed", Napi::Number::New(env, stats.failed));
+  result.Set("last_error", Napi::Number::New(env, stats.last_error));
+  result.Set("unsubmitted", Napi::Number::New(env, core_.Unsubmitted()));
+  return result;
+}
+
+Napi::Value UblkQueue::Close(const Napi::CallbackInfo& info) {
+  Shutdown();
+  return info.Env().Undefined();
+}
+
+void UblkQueue::StopPoll() {
+  if (poll_ == nullptr) return;
+  poll_->data = nullptr;  // no callback may reach this object any more
+  uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+           [](uv_handle_t* handle) { delete reinterpret_cast<uv_poll_t*>(handle); });
+  poll_ = nullptr;
+}
+
+void UblkQueue::Shutdown() {
+  // uv_close stops watching the eventfd at once, so it may be closed next.
+  StopPoll();
+  core_.Close();
+  if (!buffer_ref_.IsEmpty()) buffer_ref_.Reset();
+  if (!requests_ref_.IsEmpty()) requests_ref_.Reset();
+  if (!on_requests_.IsEmpty()) on_requests_.Reset();
+  async_context_.reset();
+  if (referenced_) {
+    referenced_ = false;
+    Unref();
+  }
+}
+
+}  // namespace
+
+void InitUblkQueue(Napi::Env env, Napi::Object exports) {
+  exports.Set("UblkQueue", UblkQueue::Define(env));
+  exports.Set("REQUEST_WORDS", Napi::Number::New(env, kRequestWords));
+  exports.Set("REQUEST_TAG", Napi::Number::New(env, kWordTag));
+  exports.Set("REQUEST_OP", Napi::Number::New(env, kWordOp));
+  exports.Set("REQUEST_FLAGS", Napi::Number::New(env, kWordFlags));
+  exports.Set("REQUEST_NR_SECTORS", Napi::Number::New(env, kWordNrSectors));
+  exports.Set("REQUEST_START_SECTOR_LOW", Napi::Number::New(env, kWordStartLow));
+  exports.Set("REQUEST_START_SECTOR_HIGH", Napi::Number::New(env, kWordStartHigh));
+}
+
+}  // namespace ublksnap

@@ -1,0 +1,117 @@
+// The worker side of native-queue.guest.ts: serves one ublk queue over a
+// backing file with synchronous fs calls, from the worker's event loop.
+//
+// A reference for how the engine drives UblkQueue: records are read in the
+// callback, every request is committed (bytes, 0, or -errno; never
+// -EAGAIN), and one submit() ends the batch.
+
+import { closeSync, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import type { MessagePort } from 'node:worker_threads';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, fallocate } from '../../src/native/index';
+import * as ublk from '../../src/native/ublk';
+
+export interface ServeData {
+  dev_id: number;
+  queue_id: number;
+  queue_depth: number;
+  slot_bytes: number;
+  buffer: SharedArrayBuffer;
+  backing_file: string;
+  flags: bigint;
+}
+
+const SECTOR_BYTES = 512;
+const UINT32_SPAN = 2 ** 32;
+/** How long the tags may take to see ABORT after STOP_DEV, and how often to look. */
+const ABORT_WAIT_MS = 10_000;
+const ABORT_POLL_MS = 10;
+
+/** The positive errno of a thrown fs or native error; EIO when unknown. */
+function errnoOf(error: unknown): number {
+  const code = (error as { code?: unknown }).code;
+  const number = typeof code === 'string' ? (os.constants.errno as Record<string, number>)[code] : undefined;
+  return number ?? os.constants.errno.EIO;
+}
+
+/** Serves one request; returns what to commit. */
+function serveOne(fd: number, op: number, flags: number, slot: Uint8Array, position: number, bytes: number): number {
+  switch (op) {
+    case ublk.UBLK_IO_OP_READ: {
+      const view = slot.subarray(0, bytes);
+      const done = readSync(fd, view, 0, bytes, position);
+      if (done < bytes) view.fill(0, done);  // past the backing file's end: zeros
+      return bytes;
+    }
+    case ublk.UBLK_IO_OP_WRITE: {
+      let done = 0;
+      while (done < bytes) done += writeSync(fd, slot, done, bytes - done, position + done);
+      if (flags & ublk.UBLK_IO_F_FUA) fdatasyncSync(fd);
+      return bytes;
+    }
+    case ublk.UBLK_IO_OP_FLUSH:
+      fdatasyncSync(fd);
+      return 0;
+    case ublk.UBLK_IO_OP_DISCARD:
+      fallocate(fd, position, bytes, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+      return 0;
+    case ublk.UBLK_IO_OP_WRITE_ZEROES: {
+      // The kernel loop driver's rule: NOUNMAP keeps the blocks allocated.
+      const mode = flags & ublk.UBLK_IO_F_NOUNMAP ? FALLOC_FL_ZERO_RANGE : FALLOC_FL_PUNCH_HOLE;
+      fallocate(fd, position, bytes, mode | FALLOC_FL_KEEP_SIZE);
+      return 0;
+    }
+    default:
+      return -os.constants.errno.EOPNOTSUPP;
+  }
+}
+
+export function serveQueue(data: ServeData, port: MessagePort): void {
+  const fd = openSync(data.backing_file, 'r+');
+  const requests = new Int32Array(data.queue_depth * ublk.REQUEST_WORDS);
+  const queue = new ublk.UblkQueue({
+    dev_id: data.dev_id, queue_id: data.queue_id, queue_depth: data.queue_depth, slot_bytes: data.slot_bytes,
+    buffer: data.buffer, buffer_offset_bytes: 0, requests, flags: data.flags,
+  });
+  const slots = Array.from({ length: data.queue_depth },
+    (_, tag) => new Uint8Array(data.buffer, tag * data.slot_bytes, data.slot_bytes));
+  let batches = 0;
+  queue.start((count) => {
+    batches += 1;
+    for (let index = 0; index < count; index += 1) {
+      const base = index * ublk.REQUEST_WORDS;
+      const tag = requests[base + ublk.REQUEST_TAG];
+      const sectors = requests[base + ublk.REQUEST_NR_SECTORS] >>> 0;
+      const start = (requests[base + ublk.REQUEST_START_SECTOR_LOW] >>> 0) +
+        (requests[base + ublk.REQUEST_START_SECTOR_HIGH] >>> 0) * UINT32_SPAN;
+      let result: number;
+      try {
+        result = serveOne(fd, requests[base + ublk.REQUEST_OP], requests[base + ublk.REQUEST_FLAGS], slots[tag],
+          start * SECTOR_BYTES, sectors * SECTOR_BYTES);
+      } catch (error) {
+        result = -errnoOf(error);
+      }
+      queue.commit(tag, result);
+    }
+    queue.submit();
+  });
+  // After STOP_DEV every tag completes with ABORT, as task work to this
+  // thread; close once all have (or after a bound).
+  const closeWhenAborted = (deadline: number): void => {
+    const before = queue.stats();
+    if (before.aborted + before.failed < data.queue_depth && Date.now() < deadline) {
+      setTimeout(() => closeWhenAborted(deadline), ABORT_POLL_MS);
+      return;
+    }
+    const stats = { ...before, batches };
+    queue.close();
+    queue.close();  // idempotent
+    closeSync(fd);
+    port.postMessage({ kind: 'closed', stats });
+    port.close();
+  };
+  port.on('message', (message: { kind: string }) => {
+    if (message.kind === 'close') closeWhenAborted(Date.now() + ABORT_WAIT_MS);
+  });
+  port.postMessage({ kind: 'serving' });
+}
