@@ -84,6 +84,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   static void OnPoll(uv_poll_t* handle, int status, int events);
   void OnReadable();
   void StopPoll();
+  void ReleaseCallback();
   void Shutdown();
 
   QueueCore core_;
@@ -93,6 +94,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   std::unique_ptr<Napi::AsyncContext> async_context_;
   uv_poll_t* poll_ = nullptr;            // freed by its uv_close callback
   bool referenced_ = false;              // Ref() taken while polling
+  bool in_callback_ = false;             // onRequests is running (it may call close)
 };
 
 UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueue>(info) {
@@ -233,7 +235,11 @@ void UblkQueue::OnReadable() {
   if (count == 0) return;
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
+  in_callback_ = true;
   on_requests_.MakeCallback(Value(), {Napi::Number::New(env, count)}, *async_context_);
+  in_callback_ = false;
+  // close() inside the callback left these for now: they were in use.
+  if (!core_.is_open()) ReleaseCallback();
   if (env.IsExceptionPending()) {
     // An exception from the callback belongs to the process, as from any event.
     Napi::Error error = env.GetAndClearPendingException();
@@ -305,14 +311,19 @@ void UblkQueue::StopPoll() {
   poll_ = nullptr;
 }
 
+void UblkQueue::ReleaseCallback() {
+  if (!on_requests_.IsEmpty()) on_requests_.Reset();
+  async_context_.reset();
+}
+
 void UblkQueue::Shutdown() {
   // uv_close stops watching the eventfd at once, so it may be closed next.
   StopPoll();
   core_.Close();
   if (!buffer_ref_.IsEmpty()) buffer_ref_.Reset();
   if (!requests_ref_.IsEmpty()) requests_ref_.Reset();
-  if (!on_requests_.IsEmpty()) on_requests_.Reset();
-  async_context_.reset();
+  // The async context must outlive a MakeCallback that is running now.
+  if (!in_callback_) ReleaseCallback();
   if (referenced_) {
     referenced_ = false;
     Unref();

@@ -254,7 +254,8 @@ async function main(): Promise<void> {
   dataChecks(served.block);
   const stats = await stopDevice(served);
   if (stats.in_flight !== 0 || stats.aborted !== QUEUE_DEPTH) fail(`queue stats after stop: ${JSON.stringify(stats)}`);
-  log(`PASS: ${stats.delivered} requests served, ${stats.batches} batches (mean ${(stats.delivered / stats.batches).toFixed(1)}), all ${QUEUE_DEPTH} tags aborted at stop`);
+  if (stats.misuse_checks !== 3) fail(`double commit / bad tag / bad result not all TypeErrors: ${stats.misuse_checks}`);
+  log(`PASS: ${stats.delivered} requests served, ${stats.batches} batches (mean ${(stats.delivered / stats.batches).toFixed(1)}), all ${QUEUE_DEPTH} tags aborted at stop, double commit refused`);
 }
 
 if (isMainThread) {

@@ -66,6 +66,24 @@ function serveOne(fd: number, op: number, flags: number, slot: Uint8Array, posit
   }
 }
 
+/**
+ * Commits the queue must refuse with a TypeError, without harm: the tag just
+ * committed again, a tag out of range, a fractional result. Returns how many
+ * were refused that way (3 when all were).
+ */
+function checkMisuse(queue: ublk.UblkQueue, committed_tag: number, depth: number): number {
+  const attempts: Array<[number, number]> = [[committed_tag, 0], [depth, 0], [committed_tag, 0.5]];
+  let refused = 0;
+  for (const [tag, result] of attempts) {
+    try {
+      queue.commit(tag, result);
+    } catch (error) {
+      if (error instanceof TypeError) refused += 1;
+    }
+  }
+  return refused;
+}
+
 export function serveQueue(data: ServeData, port: MessagePort): void {
   const fd = openSync(data.backing_file, 'r+');
   const requests = new Int32Array(data.queue_depth * ublk.REQUEST_WORDS);
@@ -76,6 +94,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
   const slots = Array.from({ length: data.queue_depth },
     (_, tag) => new Uint8Array(data.buffer, tag * data.slot_bytes, data.slot_bytes));
   let batches = 0;
+  let misuse_checks: number | undefined;
   queue.start((count) => {
     batches += 1;
     for (let index = 0; index < count; index += 1) {
@@ -92,6 +111,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
         result = -errnoOf(error);
       }
       queue.commit(tag, result);
+      if (misuse_checks === undefined) misuse_checks = checkMisuse(queue, tag, data.queue_depth);
     }
     queue.submit();
   });
@@ -103,7 +123,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
       setTimeout(() => closeWhenAborted(deadline), ABORT_POLL_MS);
       return;
     }
-    const stats = { ...before, batches };
+    const stats = { ...before, batches, misuse_checks: misuse_checks ?? 0 };
     queue.close();
     queue.close();  // idempotent
     closeSync(fd);
