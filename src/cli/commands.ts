@@ -303,13 +303,16 @@ export const COMMANDS: readonly Command[] = [
       { ...DEVICE, multiple: true, multitoken: true, help: 'volumes to snapshot; repeatable, or several after one -d' },
       { name: 'file', short: 'f', type: 'string', value_name: 'FILE|DIR|BLOCKDEV', help: 'difference storage: a file (grown up to LIMIT), a directory (an unnamed temporary file in it) or a block device' },
       { name: 'limit', short: 'l', type: 'string', value_name: 'LIMIT', help: 'the most the difference storage may grow to: bytes, or with K, M, G, T' },
+      { name: 'ublk', type: 'boolean', help: 'serve each image as /dev/ublkbN from take to destroy (snapshot_info prints it as image=)' },
     ],
     details: 'Prints the new snapshot id (with -j: id=).',
     run: async (context) => {
       const storage = pathArgument(required(context, 'file', '-f'), '-f');
       const limit_bytes = parseSize(required(context, 'limit', '-l'), '-l');
       const devices = list(context, 'device').map((device) => deviceArgument(device));
-      const result = await call(context, 'snapshot_create', { devices, storage, limit_bytes });
+      const params: { devices: string[]; storage: string; limit_bytes: number; ublk?: boolean } = { devices, storage, limit_bytes };
+      if (context.values.ublk === true) params.ublk = true;
+      const result = await call(context, 'snapshot_create', params);
       context.stdout.write(context.json ? jsonLine({ id: result.id }) : `${result.id}\n`);
     },
   },
@@ -339,11 +342,11 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'snapshot_destroy',
     summary: 'Release the snapshot and its difference storage.',
-    usage: '-i ID',
-    options: [ID],
+    usage: '-i ID [--force]',
+    options: [ID, { name: 'force', type: 'boolean', help: 'delete image devices even while mounted or open (their users get I/O errors)' }],
     details: 'Prints nothing.',
     run: async (context) => {
-      await call(context, 'snapshot_destroy', { id: parseSnapshotId(required(context, 'id', '-i'), '-i') });
+      await call(context, 'snapshot_destroy', { id: parseSnapshotId(required(context, 'id', '-i'), '-i'), force: context.values.force === true });
       printEmpty(context);
     },
   },

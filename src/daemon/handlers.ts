@@ -50,8 +50,16 @@ function frontendOf(frontends: readonly Frontend[], kind: FrontendKind): Fronten
   return frontend;
 }
 
+/** Refuses (EBUSY) when any frontend's device of these exports is held, naming the holders. */
+function refuseIfHeld(frontends: readonly Frontend[], export_names: string[], what: string): void {
+  const holders = frontends.flatMap((frontend) => export_names.flatMap((name) => frontend.holders(name)));
+  if (holders.length > 0) throw new UblksnapError('EBUSY', `${what} is in use (${holders.join('; ')}): unmount or close it first, or use --force`);
+}
+
 export function createHandlers(context: HandlerContext): HandlerTable<typeof METHODS> {
   const { engine, events, frontends, logger } = context;
+  /** Snapshots whose images become ublk devices at take (snapshot_create --ublk). */
+  const ublk_images = new Set<string>();
 
   return {
     version: () => ({ version: packageVersion(), protocol: PROTOCOL_VERSION }),
@@ -75,6 +83,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       const wanted: Frontend[] = [];
       if (params.nbd) wanted.push(frontendOf(frontends, 'nbd'));
       if (params.ublk) wanted.push(frontendOf(frontends, 'ublk'));
+      for (const frontend of wanted) frontend.assertAvailable();
       const options: { name?: string } = {};
       if (params.name !== undefined) options.name = params.name;
       const volume = await engine.attach(volume_path, options);
@@ -96,8 +105,13 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       if (!params.force && volume.snapshot_id !== null) {
         throw new UblksnapError('EBUSY', `volume ${volume.name} is in snapshot ${volume.snapshot_id}: destroy it first, or detach with force`);
       }
-      for (const frontend of frontends) await frontend.unpublish(volume.name);
-      await engine.detach(volume.name, { force: params.force ?? false });
+      const force = params.force ?? false;
+      const images = volume.snapshot_id === null ? [] : [`${volume.name}@${volume.snapshot_id}`];
+      if (!force) refuseIfHeld(frontends, [volume.name, ...images], `volume ${volume.name}`);
+      for (const frontend of frontends) {
+        for (const name of [...images, volume.name]) await frontend.unpublish(name, { force: true });
+      }
+      await engine.detach(volume.name, { force });
       return {};
     },
 
@@ -130,7 +144,10 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
     snapshot_create: async (params) => {
       const volumes = params.devices.map(deviceArgument);
       const storage = absolutePath(params.storage, 'difference storage');
-      return { id: await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes }) };
+      if (params.ublk) frontendOf(frontends, 'ublk').assertAvailable();
+      const id = await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes });
+      if (params.ublk) ublk_images.add(id);
+      return { id };
     },
 
     snapshot_add: async (params) => {
@@ -141,16 +158,29 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
     },
 
     snapshot_take: async (params) => {
-      await engine.snapshotTake(snapshotId(params.id));
+      const id = snapshotId(params.id);
+      await engine.snapshotTake(id);
+      if (ublk_images.has(id)) {
+        // The images exist from now on; a device that fails to start is
+        // logged and the image stays reachable over NBD.
+        const ublk = frontendOf(frontends, 'ublk');
+        for (const volume of engine.snapshotInfo(id).volumes) {
+          await ublk.publish(`${volume}@${id}`).catch((error: unknown) => {
+            logger.error({ snapshot: id, volume, err: (error as Error).message }, 'image device did not start');
+          });
+        }
+      }
       return {};
     },
 
     snapshot_destroy: async (params) => {
       const id = snapshotId(params.id);
-      const volumes = engine.snapshotInfo(id).volumes;
+      const images = engine.snapshotInfo(id).volumes.map((volume) => `${volume}@${id}`);
+      if (!params.force) refuseIfHeld(frontends, images, `snapshot ${id}`);
       for (const frontend of frontends) {
-        for (const volume of volumes) await frontend.unpublish(`${volume}@${id}`);
+        for (const image of images) await frontend.unpublish(image, { force: true });
       }
+      ublk_images.delete(id);
       await engine.snapshotDestroy(id);
       return {};
     },

@@ -48,6 +48,8 @@ export interface Frontend {
   /** Stops accepting, ends client connections, closes its engine queues. */
   stop(): Promise<void>;
   status(): FrontendStatus;
+  /** Throws (ENODEV, with the reason) when publish cannot work here: checked before anything changes. */
+  assertAvailable(): void;
   /**
    * Makes the export (NAME or NAME@ID) reachable through this frontend if it
    * is not already (NBD: every export is; ublk: adds a device) and returns
@@ -56,8 +58,16 @@ export interface Frontend {
   publish(export_name: string): Promise<string>;
   /** The address of an export when reachable now, else null. */
   addressOf(export_name: string): string | null;
-  /** The export is going away (detach, destroy): release what publish made. */
-  unpublish(export_name: string): Promise<void>;
+  /**
+   * Who holds what publish made for the export (a mounted filesystem, an
+   * open descriptor), one phrase each; empty when nothing does.
+   */
+  holders(export_name: string): string[];
+  /**
+   * The export is going away (detach, destroy): release what publish made.
+   * Refused (EBUSY, naming the holders) while held, unless force.
+   */
+  unpublish(export_name: string, options?: { force?: boolean }): Promise<void>;
 }
 
 export interface FrontendFactory {

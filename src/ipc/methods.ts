@@ -66,11 +66,13 @@ export const METHODS = {
   },
   snapshot_create: {
     summary: 'create a snapshot with its difference storage',
-    params: object({ devices: array(device, SNAPSHOT_VOLUMES_MAX), storage: path, limit_bytes: integer(0, SIZE_MAX) }),
+    params: object({
+      devices: array(device, SNAPSHOT_VOLUMES_MAX), storage: path, limit_bytes: integer(0, SIZE_MAX), ublk: optional(boolean()),
+    }),
   },
   snapshot_add: { summary: 'add a volume to a snapshot before take', params: object({ id: snapshot_id, device }) },
   snapshot_take: { summary: 'take the snapshot', params: object({ id: snapshot_id }) },
-  snapshot_destroy: { summary: 'destroy the snapshot', params: object({ id: snapshot_id }) },
+  snapshot_destroy: { summary: 'destroy the snapshot', params: object({ id: snapshot_id, force: optional(boolean()) }) },
   snapshot_waitevent: {
     summary: 'wait for the next event of a snapshot (long-poll)',
     params: object({ id: snapshot_id, timeout_ms: integer(0, WAIT_EVENT_TIMEOUT_MS_MAX) }),

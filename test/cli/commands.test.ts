@@ -6,13 +6,14 @@
 // then -j), checking output and exit status; a CBT cycle (markdirtyblock,
 // take, readcbtmap) checks the map bytes the CLI writes.
 
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { COMMANDS } from '../../src/cli/commands';
 import {
   CLI_PATH, HAS_NBD, disposeDaemon, hardTimeout, keyValues, runNode, sparseFile, startDaemon, type TestDaemon,
 } from '../lib/daemon';
+import { BUILTIN_FRONTENDS } from '../../src/daemon/frontends';
 
 const MiB = 1 << 20;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -58,7 +59,7 @@ test('attach --nbd: nbd= the export URI when the NBD frontend is built in, else 
     assert.match(result.stderr, /^ublksnap: attach: no NBD frontend in this daemon .*\(ENODEV\)\n$/);
   }
   const ublk = await daemon.cli(['attach', '-d', 'n.img', '--name', 'n2', '--ublk']);
-  assert.match(ublk.stderr, /\(ENODEV\)\n$/, 'no ublk frontend yet');
+  assert.match(ublk.stderr, /^ublksnap: attach: ublk is not available: .*modprobe ublk_drv.*\(ENODEV\)\n$/, 'this kernel has no ublk: the reason, and nothing attached');
   await daemon.cli(['detach', '-d', 'n.img']);
   const volumes = JSON.parse(await daemon.ok(['status', '-j'])).volumes.map((v: { name: string }) => v.name);
   assert.equal(volumes, ['v1.img', 'two']);
@@ -122,7 +123,12 @@ test('snapshot cycle: create (multitoken -d), collect, add, take, info, waiteven
   assert.equal(json.volumes.map((v: { name: string }) => v.name), ['v1.img', 'two', 'v3.img']);
   assert.is(json.snapshots[0].id, id);
   assert.is(json.snapshots[0].storage.limit_sectors, 131072);
-  assert.equal(json.frontends.map((frontend: { kind: string }) => frontend.kind), HAS_NBD ? ['nbd'] : []);
+  assert.equal(json.frontends.map((frontend: { kind: string }) => frontend.kind), BUILTIN_FRONTENDS.map((factory) => factory.kind));
+  const ublk_frontend = json.frontends.find((frontend: { kind: string }) => frontend.kind === 'ublk');
+  if (ublk_frontend !== undefined && !existsSync('/dev/ublk-control')) {
+    assert.is(ublk_frontend.details.available, false, 'without ublk_drv the frontend says it is unavailable');
+    assert.match(ublk_frontend.details.reason, /modprobe ublk_drv/);
+  }
 
   assert.is(await daemon.ok(['snapshot_destroy', '-i', id]), '');
   assert.equal(keyValues(await daemon.ok(['snapshot_info', '-d', 'v3.img'])), { error_code: '0', image: '', nbd: '', snapshot_id: '' });

@@ -62,6 +62,9 @@ export class NbdFrontend {
     };
   }
 
+  /** Started means serving: nothing more to check. */
+  assertAvailable(): void {}
+
   /** Checks the export exists (ESRCH from the engine if not) and returns its URI. */
   async publish(export_name: string): Promise<string> {
     this.context.engine.resolveExport(export_name);
@@ -76,6 +79,12 @@ export class NbdFrontend {
       return null;
     }
     return this.server.uri(export_name);
+  }
+
+  /** Connections are not holders: their clients get EIO once the export is gone. */
+  holders(export_name: string): string[] {
+    void export_name;
+    return [];
   }
 
   async unpublish(export_name: string): Promise<void> {

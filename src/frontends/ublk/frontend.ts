@@ -1,0 +1,118 @@
+// The ublk frontend: exports as /dev/ublkbN block devices (device.ts), one
+// per published export, each served by queue sessions in the I/O actors
+// (session.ts). The daemon knows it through the Frontend contract
+// (../frontend.ts).
+//
+// Without ublk in the kernel the frontend still starts, says why once, and
+// refuses each publish with that reason (ENODEV): NBD keeps working.
+
+import type { EngineControl } from '../../engine/api';
+import { UblksnapError } from '../../shared/errors';
+import {
+  ublkControlAvailable, ublkGetFeatures, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
+} from '../../native/ublk';
+import type { Frontend, FrontendContext, FrontendStatus } from '../frontend';
+import { findHolders } from './holders';
+import { UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
+
+/**
+ * One queue: the kernel spreads requests over queues by submitting CPU, and
+ * one queue keeps a device on one actor (its chunk locks uncontended).
+ */
+export const UBLK_QUEUE_COUNT = 1;
+/** Requests in flight per queue; × UBLK_MAX_IO_BYTES of slab per queue (32 MiB). */
+export const UBLK_QUEUE_DEPTH = 64;
+/** The largest request the kernel sends us (max_sectors): larger ones it splits. */
+export const UBLK_MAX_IO_BYTES = 512 * 1024;
+
+export class UblkFrontend implements Frontend {
+  readonly kind = 'ublk' as const;
+  private readonly devices = new Map<string, UblkDevice>();
+  /** Publishes in progress, so a second publish of the same export waits for the first. */
+  private readonly pending = new Map<string, Promise<UblkDevice>>();
+  private unavailable: string | null = null;
+  private flags = 0n;
+
+  constructor(private readonly context: FrontendContext) {}
+
+  private get engine(): EngineControl {
+    return this.context.engine;
+  }
+
+  async start(): Promise<void> {
+    const probe = ublkControlAvailable();
+    if (!probe.available) {
+      this.unavailable = probe.reason;
+      this.context.logger.warn({ reason: probe.reason }, 'ublk frontend unavailable: volumes and images are served over NBD only');
+      return;
+    }
+    const features = await ublkGetFeatures(UBLK_CONTROL_TIMEOUT_MS);
+    // User recovery lets a restarted daemon take its devices back (and REISSUE
+    // replays what the old one had not answered) where the kernel has it.
+    const recovery = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+    this.flags = (features & recovery) === recovery ? recovery : 0n;
+    this.context.logger.info({ features: `0x${features.toString(16)}`, flags: `0x${this.flags.toString(16)}` }, 'ublk frontend ready');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.pending.values()]);
+    const devices = [...this.devices.values()];
+    this.devices.clear();
+    await Promise.allSettled(devices.map((device) => device.stop()));
+  }
+
+  status(): FrontendStatus {
+    const details: Record<string, string | number | boolean> = { available: this.unavailable === null };
+    if (this.unavailable !== null) details.reason = this.unavailable;
+    for (const [name, device] of this.devices) details[name] = `${device.path} queues=${device.queue_count}`;
+    return { kind: this.kind, listening: [...this.devices.values()].map((device) => device.path), connections: this.devices.size, details };
+  }
+
+  assertAvailable(): void {
+    if (this.unavailable !== null) throw new UblksnapError('ENODEV', this.unavailable);
+  }
+
+  async publish(export_name: string): Promise<string> {
+    this.assertAvailable();
+    const existing = this.devices.get(export_name) ?? await this.pending.get(export_name);
+    if (existing !== undefined) return existing.path;
+    const creating = UblkDevice.create(this.engine, export_name, {
+      queue_count: UBLK_QUEUE_COUNT, queue_depth: UBLK_QUEUE_DEPTH, max_io_bytes: UBLK_MAX_IO_BYTES, flags: this.flags,
+    });
+    this.pending.set(export_name, creating);
+    try {
+      const device = await creating;
+      this.devices.set(export_name, device);
+      this.context.logger.info({ export: export_name, device: device.path }, 'ublk device started');
+      return device.path;
+    } finally {
+      this.pending.delete(export_name);
+    }
+  }
+
+  addressOf(export_name: string): string | null {
+    return this.devices.get(export_name)?.path ?? null;
+  }
+
+  holders(export_name: string): string[] {
+    const device = this.devices.get(export_name);
+    return device === undefined ? [] : findHolders(device.path).map((holder) => `${device.path}: ${holder}`);
+  }
+
+  async unpublish(export_name: string, options: { force?: boolean } = {}): Promise<void> {
+    const device = this.devices.get(export_name);
+    if (device === undefined) return;
+    const holders = options.force === true ? [] : this.holders(export_name);
+    if (holders.length > 0) throw new UblksnapError('EBUSY', `${export_name} is in use (${holders.join('; ')}): unmount or close it, or force`);
+    this.devices.delete(export_name);
+    await device.stop();
+    this.context.logger.info({ export: export_name, device: device.path }, 'ublk device deleted');
+  }
+}
+
+export const ublkFrontendFactory = {
+  kind: 'ublk' as const,
+  create(context: FrontendContext): UblkFrontend {
+    return new UblkFrontend(context);
+  },
+};
