@@ -41,19 +41,29 @@ process.once('exit', () => {
   for (const dir of live_dirs) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The tests' logger: silent unless NBD_TEST_LOG names a level. */
+function testLogger(): pino.Logger {
+  return pino({ level: process.env.NBD_TEST_LOG ?? 'silent' });
+}
+
+/** An NbdServer on an engine a test started itself (the contract suite's NBD driver), started. */
+export async function startNbdServer(engine: Engine, options: Partial<NbdServerOptions>): Promise<NbdServer> {
+  const server = new NbdServer(engine, { logger: testLogger(), ...options });
+  await server.start();
+  return server;
+}
+
 export async function startNbdFixture(options: NbdFixtureOptions = {}): Promise<NbdFixture> {
   const dir = mkdtempSync(path.join(SCRATCH_ROOT, 'ublksnap-nbd-'));
   live_dirs.add(dir);
   const socket_path = path.join(dir, 'nbd.sock');
-  const logger = pino({ level: process.env.NBD_TEST_LOG ?? 'silent' });
+  const logger = testLogger();
   const engine = await Engine.start({ logger, ...options.engine, params: { ...SMALL_CHUNK_PARAMS, ...options.engine?.params } });
-  const server = new NbdServer(engine, {
+  const server = await startNbdServer(engine, {
     socket_path,
     ...(options.tcp ? { listen: { host: '127.0.0.1', port: 0 } } : {}),
-    logger,
     ...options.server,
   });
-  await server.start();
   let snapshots = 0;
   let closed = false;
   const file = (name: string, size_bytes: number): string => {
