@@ -11,6 +11,8 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import { test } from 'uvu';
+
+export { test };
 import type { EngineOptions } from '../../src/engine/api';
 import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
@@ -43,6 +45,12 @@ export interface ScenarioOptions {
 
 /** Registers the scenario once per driver and runs the file's tests. */
 export function runScenario(scenario: string, body: (rig: Rig) => Promise<void>, options: ScenarioOptions = {}): void {
+  defineScenario(scenario, body, options);
+  test.run();
+}
+
+/** Registers the scenario once per driver (a file with variants calls it per variant, then test.run()). */
+export function defineScenario(scenario: string, body: (rig: Rig) => Promise<void>, options: ScenarioOptions = {}): void {
   for (const factory of DRIVERS) {
     const name = `${scenario} via ${factory.name}`;
     const why_not = factory.unavailable();
@@ -97,5 +105,4 @@ export function runScenario(scenario: string, body: (rig: Rig) => Promise<void>,
       }
     }));
   }
-  test.run();
 }
