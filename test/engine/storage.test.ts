@@ -1,11 +1,10 @@
 // Goal: every kind of difference storage works (a growing file, a file on
 // tmpfs, a directory → O_TMPFILE, a block device of fixed size); growth
 // follows diff_storage_minimum up to the limit with events; a full
-// filesystem under the
-// storage file overflows the snapshot, never a volume write (overflow at
-// the limit itself runs through every frontend: test/contract/overflow);
-// an injected volume read error
-// during copy-on-write breaks the snapshot, not the write; a storage on a
+// filesystem under the storage file overflows the snapshot, never a volume
+// write (overflow at the limit itself runs through every frontend:
+// test/contract/overflow.test.ts); an injected volume read error during
+// copy-on-write breaks the snapshot, not the write; a storage on a
 // loop-backed filesystem of its own volume is refused.
 // Method: real files, a real tmpfs mount, real loop devices; data checked
 // byte for byte; events read the way a waiting client reads them.
