@@ -227,6 +227,7 @@ export class IoActor implements QueueHost {
           control: new Int32Array(volume.control),
           cbt: new CbtMap(volume.cbt),
           reader: new VolumeReader(volume.fd, volume.faults),
+          write_hold: volume.write_hold ? new Int32Array(volume.write_hold) : undefined,
         };
       },
       detachVolume: (volume_index) => { registry.volumes[volume_index] = undefined; },

@@ -16,6 +16,8 @@ export interface RegisteredVolume {
   control: Int32Array;
   cbt: CbtMap;
   reader: VolumeReader;
+  /** Tests only (shared/write-hold.ts): undefined unless the engine injects faults. */
+  write_hold: Int32Array | undefined;
 }
 
 export interface RegisteredQueue {

@@ -14,6 +14,7 @@ import { ERRNO_BY_CODE, errnoOf } from '../shared/errors';
 import { IoFlags, IoOp, readOffset, RequestWord } from '../shared/request-record';
 import { SECTOR_BYTES } from '../shared/units';
 import { ARMED_AREA, enterWriteGate, leaveWriteGate, NO_AREA } from '../shared/volume-control';
+import { claimWriteHold, holdUntilReleased } from '../shared/write-hold';
 import { readFully, writeFully, writeFullyLater, ZERO_BUFFER, ZERO_BUFFER_BYTES } from './volume-io';
 import { DEFERRED, PARKED, type IoRegistry, type RegisteredVolume } from './registry';
 
@@ -62,6 +63,22 @@ export function handleVolumeRequest(request: Int32Array, registry: IoRegistry): 
 function write(request: Int32Array, registry: IoRegistry, volume: RegisteredVolume, op: IoOp,
   offset: number, length: number): number {
   if (!enterWriteGate(volume.control)) return PARKED;
+  // Tests only: a held write waits inside the gate (shared/write-hold.ts). It
+  // keeps a copy of its record: the actor reuses the one it was given.
+  if (volume.write_hold !== undefined && claimWriteHold(volume.write_hold)) {
+    const held = request.slice();
+    holdUntilReleased(volume.write_hold, () => {
+      const errno = writeInsideGate(held, registry, volume, op, offset, length);
+      if (errno !== DEFERRED) registry.completeLater(held[RequestWord.QUEUE]!, held[RequestWord.TAG]!, errno);
+    });
+    return DEFERRED;
+  }
+  return writeInsideGate(request, registry, volume, op, offset, length);
+}
+
+/** The write itself, once the gate let it in; leaves the gate when done (a deferred write when it lands). */
+function writeInsideGate(request: Int32Array, registry: IoRegistry, volume: RegisteredVolume, op: IoOp,
+  offset: number, length: number): number {
   let deferred = false;
   try {
     const area_id = Atomics.load(volume.control, ARMED_AREA);

@@ -33,7 +33,12 @@ export interface EngineOptions {
   store_threads?: number;
   /** A pino logger; default: silent. */
   logger?: import('pino').Logger;
-  /** Test hook: volume reads in this byte range of a volume fail with EIO. */
+  /**
+   * Test hooks (Engine.injectReadFault, Engine.holdNextWrite): volume reads
+   * of a byte range fail with EIO (shared/fault-words.ts); a volume write
+   * waits inside the write gate until released (shared/write-hold.ts).
+   * Off: the I/O path never looks at either.
+   */
   fault_injection?: boolean;
 }
 

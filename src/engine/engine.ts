@@ -17,7 +17,8 @@ import { UblksnapError } from '../shared/errors';
 import { validateParams, type Params } from '../shared/params';
 import { handleIsImage, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
 import { PAGE_BYTES } from '../shared/units';
-import { targetIsLive } from '../shared/volume-control';
+import { FROZEN, targetIsLive, WRITES_IN_FLIGHT } from '../shared/volume-control';
+import { armWriteHold, releaseWriteHold, waitWriteHeld } from '../shared/write-hold';
 import type { ActorNotice, ActorStats } from '../actors/messages';
 import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
 import { OPEN_TAGS_MAX, QUEUE_DEPTH_MAX, QUEUE_IO_BYTES_MAX } from '../shared/limits';
@@ -358,6 +359,35 @@ export class Engine implements EngineControl {
   clearReadFault(volume_ref: string): void {
     const faults = this.findVolume(volume_ref).faults;
     if (faults) disarmFault(faults);
+  }
+
+  /**
+   * Test hook: the next write to pass the volume's write gate stays inside
+   * it until releaseHeldWrite (shared/write-hold.ts; needs fault_injection).
+   */
+  holdNextWrite(volume_ref: string): void {
+    armWriteHold(this.writeHold(volume_ref));
+  }
+
+  /** Test hook: resolves once a write is held (false after timeout_ms). */
+  waitWriteHeld(volume_ref: string, timeout_ms: number): Promise<boolean> {
+    return waitWriteHeld(this.writeHold(volume_ref), timeout_ms);
+  }
+
+  releaseHeldWrite(volume_ref: string): void {
+    releaseWriteHold(this.writeHold(volume_ref));
+  }
+
+  /** Test hook: the volume's write gate as the actors see it (shared/volume-control.ts). */
+  writeGate(volume_ref: string): { frozen: boolean; writes_in_flight: number } {
+    const control = this.findVolume(volume_ref).control;
+    return { frozen: Atomics.load(control, FROZEN) === 1, writes_in_flight: Atomics.load(control, WRITES_IN_FLIGHT) };
+  }
+
+  private writeHold(volume_ref: string): Int32Array {
+    const hold = this.findVolume(volume_ref).write_hold;
+    assert(hold !== undefined, 'the engine was started without fault_injection');
+    return new Int32Array(hold);
   }
 
   // ── internals ───────────────────────────────────────────────────────────

@@ -11,6 +11,7 @@ import { createVolumeControl } from '../shared/volume-control';
 import type { VolumeDescriptor } from '../actors/messages';
 import type { VolumeInfo } from './api';
 import { createFaults } from '../shared/fault-words';
+import { createWriteHold } from '../shared/write-hold';
 import { Tracker } from './tracker';
 
 /** Volume names appear in export names (`NAME@ID`) and URIs. */
@@ -46,6 +47,8 @@ export class VolumeRecord {
   readonly control = createVolumeControl();
   readonly tracker: Tracker;
   readonly faults: SharedArrayBuffer | undefined;
+  /** Tests only: holds a write inside the gate (shared/write-hold.ts). */
+  readonly write_hold: SharedArrayBuffer | undefined;
 
   private constructor(
     readonly index: number,
@@ -61,6 +64,7 @@ export class VolumeRecord {
   ) {
     this.tracker = new Tracker(capacity_sectors, params);
     this.faults = fault_injection ? createFaults() : undefined;
+    this.write_hold = fault_injection ? createWriteHold() : undefined;
   }
 
   /** Opens and measures the volume at path; the caller checked name and path are free. */
@@ -113,6 +117,7 @@ export class VolumeRecord {
       cbt: this.tracker.map.buffer,
       control: this.control.buffer as SharedArrayBuffer,
       ...(this.faults ? { faults: this.faults } : {}),
+      ...(this.write_hold ? { write_hold: this.write_hold } : {}),
     };
   }
 

@@ -18,6 +18,8 @@ export interface VolumeDescriptor {
   control: SharedArrayBuffer;
   /** Fault injection for tests (fault-words.ts); undefined in production. */
   faults?: SharedArrayBuffer;
+  /** A hold on volume writes for tests (write-hold.ts); undefined in production. */
+  write_hold?: SharedArrayBuffer;
 }
 
 /** One volume's diff area in one snapshot. */

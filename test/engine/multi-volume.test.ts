@@ -6,7 +6,7 @@
 // block changed since the take whose changes_number was K iff its byte is
 // greater than K), frozen while the snapshot lives.
 // Method: stamped sectors with a SectorModel per volume and per image
-// (test/engine/load.ts); every acknowledged volume write also records the
+// (test/lib/load.ts); every acknowledged volume write also records the
 // 64 KiB tracking blocks it covers. Five take/destroy cycles: writes with
 // the snapshot held (volumes, plus one image per cycle, in turn) and after
 // destroy (no snapshot); at each take the three maps are compared byte for
@@ -25,7 +25,8 @@ import { testSeed } from '../lib/workers';
 import {
   CLOSE_TIMEOUT_MS, KiB, MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, bounded, checkTarget, closeWithin, describe,
   liveCopy, makeTarget, prefill, runWriter, within, writeStamped, type Region, type Target,
-} from './load';
+} from '../lib/load';
+import { clientTarget, type BlockTarget } from '../lib/block-target';
 
 /** Three sizes, none a whole number of 64 KiB chunks; the last one is not even whole 4 KiB. */
 const VOLUME_SPECS = [
@@ -76,18 +77,18 @@ function touch(volume: TrackedVolume, first_lba: number, sector_count: number): 
 }
 
 /** Random volume writes of about `sectors` sectors; every acknowledged one marks its blocks. */
-async function writeVolume(client: IoClient, volume: TrackedVolume, random: () => number, sectors: number): Promise<void> {
+async function writeVolume(volume: TrackedVolume, random: () => number, sectors: number): Promise<void> {
   const load = new WriteLoad();
   const region: Region = { target: volume.target, first_lba: 0, sector_count: volume.target.model.sector_count };
   load.onSubmit = (write) => touch(volume, write.first_lba, write.sector_count);
   await runWriter({
-    client, generator: volume.generator, regions: [region], random, depth: WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX,
+    generator: volume.generator, regions: [region], random, depth: WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX,
     load, stop: () => false, budget_sectors: sectors,
   });
   // The short last chunk and block: a write that ends exactly at the capacity.
   const tail = volume.target.model.sector_count - TAIL_SECTORS;
   touch(volume, tail, TAIL_SECTORS);
-  await writeStamped(client, volume.generator, volume.target, tail, TAIL_SECTORS, load);
+  await writeStamped(volume.generator, volume.target, tail, TAIL_SECTORS, load);
   assertNone(load.failures, `writes to ${volume.name}`);
 }
 
@@ -96,6 +97,12 @@ function readMap(volume: TrackedVolume): Uint8Array {
   const map = new Uint8Array(info.block_count);
   assert.is(fixture.engine.readCbtMap(volume.name, 0, map), info.block_count, `the whole map of ${volume.name} was copied`);
   return map;
+}
+
+/** An export of the fixture's engine through its client. */
+function exportTarget(client: IoClient, export_name: string): BlockTarget {
+  const resolved = fixture.engine.resolveExport(export_name);
+  return clientTarget(client, resolved.handle, export_name, resolved.size_bytes);
 }
 
 function firstMapDifference(found: Uint8Array, expected: Uint8Array): string | null {
@@ -112,14 +119,14 @@ test('three volumes in one snapshot: independent images, exact CBT maps, five cy
   const volumes: TrackedVolume[] = [];
   for (const [i, spec] of VOLUME_SPECS.entries()) {
     await engine.attach(fixture.file(`${spec.name}.img`, spec.bytes), { name: spec.name });
-    const target = makeTarget(spec.name, engine.resolveExport(spec.name).handle, new SectorModel(spec.bytes / SECTOR_BYTES));
+    const target = makeTarget(spec.name, exportTarget(client, spec.name), new SectorModel(spec.bytes / SECTOR_BYTES));
     const volume: TrackedVolume = {
       name: spec.name, bytes: spec.bytes, target, generator: new StampGenerator(seed >>> 0, 30 + i), touched: new Set(),
       map: new Uint8Array(Math.ceil(spec.bytes / CBT_BLOCK_BYTES)),
     };
     const load = new WriteLoad();
     load.onSubmit = (write) => touch(volume, write.first_lba, write.sector_count);
-    await within(prefill(client, volume.generator, target, load), STEP_TIMEOUT_MS, 'prefill');
+    await within(prefill(volume.generator, target, load), STEP_TIMEOUT_MS, 'prefill');
     assertNone(load.failures, 'prefill');
     const info = engine.cbtInfo(spec.name);
     assert.equal([info.block_size, info.block_count, info.device_capacity, info.changes_number],
@@ -157,34 +164,34 @@ test('three volumes in one snapshot: independent images, exact CBT maps, five cy
     assert.equal(chunks.map((c) => [c.volume, c.chunk_bytes, c.chunk_count]),
       volumes.map((v) => [v.name, CHUNK_BYTES, Math.ceil(v.bytes / CHUNK_BYTES)]), `chunk geometry (${where})`);
     // Images start as the volumes at the take; one of them gets written this cycle.
-    const images = volumes.map((v) => makeTarget(`${v.name}@${cycle}`, engine.resolveExport(`${v.name}@${id}`).handle, liveCopy(v.target.model)));
+    const images = volumes.map((v) => makeTarget(`${v.name}@${cycle}`, exportTarget(client, `${v.name}@${id}`), liveCopy(v.target.model)));
     const written_image = cycle % volumes.length;
     const image = images[written_image]!;
     const image_generator = new StampGenerator(seed >>> 0, 40 + cycle, { first_sequence: take_sequence });
     const image_load = new WriteLoad();
     const image_tail = image.model.sector_count - TAIL_SECTORS;
     await within(Promise.all([
-      ...volumes.map((v, i) => writeVolume(client, v, random, HELD_WRITE_SECTORS[i]!)),
+      ...volumes.map((v, i) => writeVolume(v, random, HELD_WRITE_SECTORS[i]!)),
       runWriter({
-        client, generator: image_generator, regions: [{ target: image, first_lba: 0, sector_count: image.model.sector_count }], random,
+        generator: image_generator, regions: [{ target: image, first_lba: 0, sector_count: image.model.sector_count }], random,
         depth: WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX, load: image_load, stop: () => false, budget_sectors: IMAGE_WRITE_SECTORS,
-      }).then(() => writeStamped(client, image_generator, image, image_tail, TAIL_SECTORS, image_load)),
+      }).then(() => writeStamped(image_generator, image, image_tail, TAIL_SECTORS, image_load)),
     ]), STEP_TIMEOUT_MS, `writes with the snapshot held (${where})`);
     assertNone(image_load.failures, `image writes (${where})`);
     for (const [i, v] of volumes.entries()) {
       const difference = firstMapDifference(readMap(v), maps_at_take[i]!);
       assert.is(difference, null, `the snapshot copy of ${v.name}'s map is frozen while writes go on (${where}): ${difference}`);
-      const report = await within(checkTarget(client, images[i]!.handle, images[i]!.model, { max_sequence: take_sequence }), STEP_TIMEOUT_MS, `check of image ${i}`);
+      const report = await within(checkTarget(images[i]!.io, images[i]!.model, { max_sequence: take_sequence }), STEP_TIMEOUT_MS, `check of image ${i}`);
       const role = i === written_image ? 'the image written this cycle' : 'an image nobody wrote';
       assert.ok(report.ok, describe(`${role}, ${v.name} (${where})`, report));
-      const volume_report = await within(checkTarget(client, v.target.handle, v.target.model), STEP_TIMEOUT_MS, `check of ${v.name}`);
+      const volume_report = await within(checkTarget(v.target.io, v.target.model), STEP_TIMEOUT_MS, `check of ${v.name}`);
       assert.ok(volume_report.ok, describe(`volume ${v.name} with the snapshot held (${where})`, volume_report));
     }
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
     // Writes without a snapshot are tracked too, for the next take.
-    await within(Promise.all(volumes.map((v, i) => writeVolume(client, v, random, UNHELD_WRITE_SECTORS[i]!))), STEP_TIMEOUT_MS, 'writes without a snapshot');
+    await within(Promise.all(volumes.map((v, i) => writeVolume(v, random, UNHELD_WRITE_SECTORS[i]!))), STEP_TIMEOUT_MS, 'writes without a snapshot');
     for (const v of volumes) {
-      const report = await within(checkTarget(client, v.target.handle, v.target.model), STEP_TIMEOUT_MS, `check of ${v.name}`);
+      const report = await within(checkTarget(v.target.io, v.target.model), STEP_TIMEOUT_MS, `check of ${v.name}`);
       assert.ok(report.ok, describe(`volume ${v.name} after destroy (${where})`, report));
     }
     console.log(`  cycle ${cycle}: wrote image of ${image.label}; blocks touched since take: ${volumes.map((v) => `${v.name} ${v.touched.size}/${v.map.length}`).join(', ')}`);

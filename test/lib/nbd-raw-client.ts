@@ -58,6 +58,8 @@ export class RawNbd {
   private buffered = 0;
   private waiter: (() => void) | null = null;
   private ended = false;
+  /** The default bound of read(); a client with requests that may wait long (a take, a destroy) raises it. */
+  read_timeout_ms = RAW_READ_TIMEOUT_MS;
   readonly closed: Promise<void>;
 
   private constructor(readonly socket: net.Socket) {
@@ -89,7 +91,7 @@ export class RawNbd {
   }
 
   /** Exactly n bytes, or an error when the connection ends first or the timeout passes. */
-  async read(n: number, timeout_ms = RAW_READ_TIMEOUT_MS): Promise<Buffer> {
+  async read(n: number, timeout_ms = this.read_timeout_ms): Promise<Buffer> {
     const deadline = Date.now() + timeout_ms;
     while (this.buffered < n) {
       if (this.ended) throw new Error(`connection closed with ${this.buffered} of ${n} bytes read`);
@@ -100,11 +102,26 @@ export class RawNbd {
         this.waiter = () => { clearTimeout(timer); resolve(); };
       });
     }
-    const all = Buffer.concat(this.received);
-    this.received.length = 0;
-    const out = all.subarray(0, n);
-    if (all.length > n) this.received.push(all.subarray(n));
+    if (n === 0) return Buffer.alloc(0);
     this.buffered -= n;
+    // Copy only the n bytes asked for: concatenating all that is buffered
+    // made a reply header cost as much as the replies queued behind it.
+    const first = this.received[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.received.shift();
+      else this.received[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let done = 0;
+    while (done < n) {
+      const piece = this.received[0]!;
+      const take = Math.min(piece.length, n - done);
+      piece.copy(out, done, 0, take);
+      done += take;
+      if (take === piece.length) this.received.shift();
+      else this.received[0] = piece.subarray(take);
+    }
     return out;
   }
 

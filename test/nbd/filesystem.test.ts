@@ -17,7 +17,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes, seededRandom } from '../lib/engine-fixture';
 import { FuseExport, Loop, Mounted, fuseExport, loopAttach, mount } from '../lib/nbd-block';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { run, runOk } from '../lib/nbd-tools';
 import { gate } from '../lib/system';
 import { testSeed } from '../lib/workers';
@@ -45,18 +45,13 @@ const FILESYSTEMS: Filesystem[] = [
   { name: 'xfs', mkfs: ['mkfs.xfs', ['-q', '-f']], image_ro: ['ro', 'norecovery', 'nouuid'], image_rw: ['nouuid'], check: ['xfs_repair', ['-n']] },
 ];
 
-let fixture: NbdFixture;
 /** Stacks still up, newest last: the after hook takes down whatever a failed test left. */
 const stacks: Stack[] = [];
-
-suite.before(async () => {
-  fixture = await startNbdFixture();
-  for (const filesystem of FILESYSTEMS) await fixture.attach(`vol-${filesystem.name}`, VOLUME_BYTES);
-});
-
-suite.after(async () => {
-  while (stacks.length > 0) await popStack(stacks.at(-1)!).catch((error: unknown) => console.error('teardown:', error));
-  await fixture?.close();
+const fixture = nbdFixtureHooks(suite, {
+  volumes: Object.fromEntries(FILESYSTEMS.map((filesystem) => [`vol-${filesystem.name}`, VOLUME_BYTES])),
+  async beforeClose() {
+    while (stacks.length > 0) await popStack(stacks.at(-1)!).catch((error: unknown) => console.error('teardown:', error));
+  },
 });
 
 interface Stack { fuse: FuseExport; loop: Loop; mounted: Mounted }

@@ -8,22 +8,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { gate } from '../lib/system';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { runOk } from '../lib/nbd-tools';
 
 const suite = gate(test, 'nbd/fio', { tools: ['fio'] });
 const VOLUME_BYTES = 64 * 1024 * 1024;
 
-let fixture: NbdFixture;
-
-suite.before(async () => {
-  fixture = await startNbdFixture();
-  await fixture.attach('vol', VOLUME_BYTES);
-});
-
-suite.after(async () => {
-  await fixture?.close();
-});
+const fixture = nbdFixtureHooks(suite, { volumes: { vol: VOLUME_BYTES } });
 
 async function fio(uri: string, name: string, extra: string[]): Promise<string> {
   return runOk('fio', [`--name=${name}`, '--ioengine=nbd', `--uri=${uri}`, '--verify=crc32c', '--do_verify=1',

@@ -17,7 +17,7 @@ import { runInNewContext } from 'node:vm';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes, seededRandom } from '../lib/engine-fixture';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { ChunkError, RawNbd, infoData } from '../lib/nbd-raw-client';
 import { eventually, openFdCount, openFdTargets, run } from '../lib/nbd-tools';
 import { findTool } from '../lib/system';
@@ -33,28 +33,25 @@ const HEAP_GROWTH_BYTES_MAX = 4 * 1024 * 1024;
 /** A client that never reads costs at most its queue's slots (64 MiB) and socket buffers, not what it asks for. */
 const DEAF_RSS_GROWTH_BYTES_MAX = 192 * 1024 * 1024;
 
-let fixture: NbdFixture;
 let fd_baseline = 0;
 let fd_targets_baseline: string[] = [];
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-test.before(async () => {
-  fixture = await startNbdFixture({ server: { handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS } });
-  await fixture.attach('vol', VOLUME_BYTES);
-  // Warm up: normal sessions at once on every cow actor, so lazily made
-  // things exist before the baseline (each actor's event loop reserves a
-  // descriptor for EMFILE handling with its first socket).
-  const cow_actors = fixture.engine.status().workers.cow;
-  await Promise.all(Array.from({ length: cow_actors }, (_, slot) => goodSession(slot)));
-  await settled();
-  fd_baseline = openFdCount();
-  fd_targets_baseline = openFdTargets();
-});
-
-test.after(async () => {
-  await fixture?.close();
+const fixture = nbdFixtureHooks(test, {
+  server: { handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS },
+  volumes: { vol: VOLUME_BYTES },
+  async ready(started) {
+    // Warm up: normal sessions at once on every cow actor, so lazily made
+    // things exist before the baseline (each actor's event loop reserves a
+    // descriptor for EMFILE handling with its first socket).
+    const cow_actors = started.engine.status().workers.cow;
+    await Promise.all(Array.from({ length: cow_actors }, (_, slot) => goodSession(slot)));
+    await settled();
+    fd_baseline = openFdCount();
+    fd_targets_baseline = openFdTargets();
+  },
 });
 
 /** Waits until the server holds no connection, the engine no queue, and no actor a session. */

@@ -12,7 +12,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { seededRandom } from '../lib/engine-fixture';
 import { fuseExport } from '../lib/nbd-block';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { run, runOk } from '../lib/nbd-tools';
 import { gate } from '../lib/system';
 import { testSeed } from '../lib/workers';
@@ -24,16 +24,7 @@ const suite = gate(test, 'nbd/incremental', {
 });
 const VOLUME_BYTES = 32 * 1024 * 1024;
 
-let fixture: NbdFixture;
-
-suite.before(async () => {
-  fixture = await startNbdFixture();
-  await fixture.attach('vol', VOLUME_BYTES);
-});
-
-suite.after(async () => {
-  await fixture?.close();
-});
+const fixture = nbdFixtureHooks(suite, { volumes: { vol: VOLUME_BYTES } });
 
 suite.test('full backup, then an incremental from the change context equals the new image', async () => {
   const seed = testSeed('incremental backup');

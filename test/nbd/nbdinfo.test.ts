@@ -11,7 +11,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { gate } from '../lib/system';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { run, runOk } from '../lib/nbd-tools';
 
 const suite = gate(test, 'nbd/nbdinfo', { tools: ['nbdinfo', 'qemu-io'] });
@@ -19,16 +19,7 @@ const VOLUME_BYTES = 16 * 1024 * 1024;
 const BLOCK = 64 * 1024;
 const MiB = 1024 * 1024;
 
-let fixture: NbdFixture;
-
-suite.before(async () => {
-  fixture = await startNbdFixture({ tcp: true });
-  await fixture.attach('vol', VOLUME_BYTES);
-});
-
-suite.after(async () => {
-  await fixture?.close();
-});
+const fixture = nbdFixtureHooks(suite, { tcp: true, volumes: { vol: VOLUME_BYTES } });
 
 interface ExportJson {
   'export-name': string;

@@ -17,22 +17,13 @@ import * as assert from 'uvu/assert';
 import { NbdFrontend } from '../../src/frontends/nbd/frontend';
 import { NbdServer } from '../../src/frontends/nbd/server';
 import { tcpUri, unixUri } from '../../src/frontends/nbd/uri';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { RawNbd, infoData } from '../lib/nbd-raw-client';
 import { eventually, run } from '../lib/nbd-tools';
 import { findTool } from '../lib/system';
 
 const VOLUME_BYTES = 8 * 1024 * 1024;
-let fixture: NbdFixture;
-
-test.before(async () => {
-  fixture = await startNbdFixture({ tcp: true });
-  await fixture.attach('vol', VOLUME_BYTES);
-});
-
-test.after(async () => {
-  await fixture?.close();
-});
+const fixture = nbdFixtureHooks(test, { tcp: true, volumes: { vol: VOLUME_BYTES } });
 
 test('options are validated with TypeErrors naming the option', () => {
   const engine = fixture.engine;

@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { NBD, RawNbd, infoData } from '../lib/nbd-raw-client';
 import { eventually, openFdCount } from '../lib/nbd-tools';
 import { randomBytes, seededRandom } from '../lib/engine-fixture';
@@ -23,22 +23,15 @@ const SETTLE_MS = 10_000;
 const OPT_GO = 7;
 
 const log_lines: { level: number; msg: string; connection?: number; bytes_direct?: number; bytes_written?: number }[] = [];
-let fixture: NbdFixture;
-
-test.before(async () => {
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') log_lines.push(JSON.parse(line) as typeof log_lines[number]);
-      done();
-    },
-  });
-  const logger = pino({ level: 'debug' }, sink);
-  fixture = await startNbdFixture({ engine: { logger, cow_workers: 2, image_workers: 2 }, server: { logger } });
-  await fixture.attach('vol', VOLUME_BYTES);
+const log_sink = new Writable({
+  write(chunk: Buffer, _encoding, done) {
+    for (const line of chunk.toString().split('\n')) if (line !== '') log_lines.push(JSON.parse(line) as typeof log_lines[number]);
+    done();
+  },
 });
-
-test.after(async () => {
-  await fixture?.close();
+const logger = pino({ level: 'debug' }, log_sink);
+const fixture = nbdFixtureHooks(test, {
+  engine: { logger, cow_workers: 2, image_workers: 2 }, server: { logger }, volumes: { vol: VOLUME_BYTES },
 });
 
 async function sessionsSettled(): Promise<boolean> {

@@ -13,7 +13,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes, seededRandom } from '../lib/engine-fixture';
-import { NbdFixture, startNbdFixture } from '../lib/nbd-fixture';
+import { nbdFixtureHooks } from '../lib/nbd-fixture';
 import { ChunkError, RawNbd, blockStatusOf } from '../lib/nbd-raw-client';
 import { testSeed } from '../lib/workers';
 
@@ -25,17 +25,10 @@ const READ = 0, WRITE = 1, FLUSH = 3, TRIM = 4, WRITE_ZEROES = 6, BLOCK_STATUS =
 const FUA = 1, NO_HOLE = 2, DF = 4, REQ_ONE = 8, FAST_ZERO = 16;
 const EIO = 5, EINVAL = 22, ENOSPC = 28, ENOTSUP = 95;
 
-let fixture: NbdFixture;
-let model: Buffer;
-
-test.before(async () => {
-  fixture = await startNbdFixture({ server: { max_io_bytes: SLOT_BYTES, queue_depth: DEPTH, max_request_bytes: MAX_REQUEST } });
-  await fixture.attach('vol', VOLUME_BYTES);
-  model = Buffer.alloc(VOLUME_BYTES);
-});
-
-test.after(async () => {
-  await fixture.close();
+/** What the volume holds: every test's writes, kept in step. */
+const model = Buffer.alloc(VOLUME_BYTES);
+const fixture = nbdFixtureHooks(test, {
+  server: { max_io_bytes: SLOT_BYTES, queue_depth: DEPTH, max_request_bytes: MAX_REQUEST }, volumes: { vol: VOLUME_BYTES },
 });
 
 async function simpleRead(client: RawNbd, handle: bigint, offset: number, length: number): Promise<Buffer> {

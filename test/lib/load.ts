@@ -1,13 +1,14 @@
-// Shared machinery of the engine load tests (isolation, unaligned,
-// destroy-load, multi-volume): stamped writers that keep many requests in
-// flight on their own IoClient, image readers that check every read they
-// get back, whole-target checks, and bounded waits. Not a test file itself
-// (the runner only runs *.test.js).
+// Shared machinery of the load tests (the frontend contract suite in
+// test/contract, test/engine/multi-volume): stamped writers that keep many
+// requests in flight on a block target, image readers that check every read
+// they get back, whole-target checks, and bounded waits. Every I/O goes
+// through a BlockTarget (block-target.ts), so the same load runs through
+// any frontend. Not a test file itself (the runner only runs *.test.js).
 //
-//   writer lanes ──write(stamps)──► IoClient ──► engine ──ack──► model.record
-//        │                                                  (exact per sector)
+//   writer lanes ──write(stamps)──► BlockTarget ──► frontend ──► engine ──ack──► model.record
+//        │                                                               (exact per sector)
 //        └─ in_flight set: what a take cuts through (marked uncertain)
-//   reader lanes ──read──► IoClient ──► engine ──► verify(buffer) against a frozen model
+//   reader lanes ──read──► BlockTarget ──► frontend ──► engine ──► verify(buffer) against a frozen model
 //
 // Design notes
 // - Exactness under concurrency: SectorModel demands, per sector, the last
@@ -16,8 +17,8 @@
 //   whose sectors is in flight on that target (Target.busy). Ranges of
 //   different writers still share chunks, and a volume and its image are
 //   separate targets (the engine keeps them apart; that is under test).
-// - Every write is one request (≤ the client's max_io_bytes) and one fill(),
-//   so it carries one stamp identity.
+// - Every write is one fill(), so it carries one stamp identity (a frontend
+//   may split it into several requests; all of them carry that identity).
 // - A write is in WriteLoad.in_flight from its fill until its completion, so
 //   a take can mark exactly the writes it cut through as uncertain.
 // - Lanes interleave by completion timing, so a seed reproduces the mix of
@@ -26,11 +27,11 @@
 import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/promises';
 import type { EngineControl } from '../../src/engine/api';
 import { assert } from '../../src/shared/assert';
-import type { IoClient } from '../../src/frontends/in-process/io-client';
+import type { BlockTarget } from './block-target';
 import {
   SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, formatReport,
   type Report, type StampExpectation, type StampIdentity,
-} from '../lib/stamp';
+} from './stamp';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -52,16 +53,16 @@ const CHECK_PIECE_BYTES = MiB;
 /** One thing writes go to: a volume or an image, with its model and its sectors in flight. */
 export interface Target {
   label: string;
-  /** The handle to use now (an image gets a new one at every take). */
-  handle: number;
+  /** Where its I/O goes (an image is opened anew at every take). */
+  io: BlockTarget;
   /** What the target must hold: the last acknowledged write per sector. */
   model: SectorModel;
   /** 1 per sector with a write in flight. */
   busy: Uint8Array;
 }
 
-export function makeTarget(label: string, handle: number, model: SectorModel): Target {
-  return { label, handle, model, busy: new Uint8Array(model.sector_count) };
+export function makeTarget(label: string, io: BlockTarget, model: SectorModel): Target {
+  return { label, io, model, busy: new Uint8Array(model.sector_count) };
 }
 
 /** A part of a target that a writer or reader works on. */
@@ -106,7 +107,7 @@ function isFree(busy: Uint8Array, first_lba: number, sector_count: number): bool
  * range becomes uncertain and the failure is noted in `load` (a volume write
  * must never fail; an image write may, once its snapshot is gone).
  */
-export async function writeStamped(client: IoClient, generator: StampGenerator, target: Target,
+export async function writeStamped(generator: StampGenerator, target: Target,
   first_lba: number, sector_count: number, load: WriteLoad): Promise<unknown> {
   assert(isFree(target.busy, first_lba, sector_count), `${target.label} LBA ${first_lba}+${sector_count} overlaps a write in flight`);
   target.busy.fill(1, first_lba, first_lba + sector_count);
@@ -116,7 +117,7 @@ export async function writeStamped(client: IoClient, generator: StampGenerator, 
   load.in_flight.add(write);
   load.onSubmit?.(write);
   try {
-    await client.write(target.handle, first_lba * SECTOR_BYTES, buffer);
+    await target.io.write(first_lba * SECTOR_BYTES, buffer);
     target.model.record(first_lba, sector_count, write.stamp);
     load.acknowledged_count += 1;
     load.sectors_acknowledged += sector_count;
@@ -132,13 +133,12 @@ export async function writeStamped(client: IoClient, generator: StampGenerator, 
 }
 
 export interface WriterOptions {
-  client: IoClient;
   generator: StampGenerator;
   regions: Region[];
   random: () => number;
   /** Requests this writer keeps in flight. */
   depth: number;
-  /** Longest run, in sectors (keep it within the client's max_io_bytes). */
+  /** Longest run, in sectors. */
   run_sectors_max: number;
   load: WriteLoad;
   /** Checked before every write; true ends the writer once its writes drained. */
@@ -149,7 +149,7 @@ export interface WriterOptions {
 
 /** Random runs, half of them 4 KiB-aligned, never over a sector in flight. */
 export async function runWriter(options: WriterOptions): Promise<void> {
-  const { client, generator, regions, random, depth, run_sectors_max, load, stop, budget_sectors } = options;
+  const { generator, regions, random, depth, run_sectors_max, load, stop, budget_sectors } = options;
   let submitted_sectors = 0;
   const budgetLeft = (): boolean => budget_sectors === undefined || submitted_sectors < budget_sectors;
   const lane = async (): Promise<void> => {
@@ -170,16 +170,15 @@ export async function runWriter(options: WriterOptions): Promise<void> {
         continue;
       }
       submitted_sectors += count;
-      await writeStamped(client, generator, region.target, first, count, load);
+      await writeStamped(generator, region.target, first, count, load);
     }
   };
   await Promise.all(Array.from({ length: depth }, lane));
 }
 
 export interface ReaderOptions {
-  client: IoClient;
-  /** The handle to read now. */
-  handle: () => number;
+  /** The target to read now. */
+  io: () => BlockTarget;
   first_lba: number;
   sector_count: number;
   random: () => number;
@@ -195,7 +194,7 @@ export interface ReaderOptions {
 
 /** Random reads of a range, each checked as soon as it returns. Returns the reads done. */
 export async function runReader(options: ReaderOptions): Promise<number> {
-  const { client, handle, first_lba, sector_count, random, depth, read_sectors_max, stop, verify, onError, failures } = options;
+  const { io, first_lba, sector_count, random, depth, read_sectors_max, stop, verify, onError, failures } = options;
   let reads = 0;
   const lane = async (): Promise<void> => {
     while (!stop()) {
@@ -203,7 +202,7 @@ export async function runReader(options: ReaderOptions): Promise<number> {
       const lba = first_lba + Math.floor(random() * (sector_count - count + 1));
       let buffer: Buffer;
       try {
-        buffer = await client.read(handle(), lba * SECTOR_BYTES, count * SECTOR_BYTES);
+        buffer = await io().read(lba * SECTOR_BYTES, count * SECTOR_BYTES);
       } catch (error) {
         if (!onError(error, lba, count)) return;
         continue;
@@ -226,21 +225,21 @@ export function verifyAgainst(model: SectorModel, expectation: StampExpectation,
 }
 
 /** Reads [offset, + length) bytes of a target in 1 MiB requests, all in flight at once. */
-export async function readWhole(client: IoClient, handle: number, offset_bytes: number, length_bytes: number): Promise<Buffer> {
+export async function readWhole(io: BlockTarget, offset_bytes: number, length_bytes: number): Promise<Buffer> {
   const buffer = Buffer.alloc(length_bytes);
   const pieces: Promise<void>[] = [];
   for (let done = 0; done < length_bytes; done += CHECK_PIECE_BYTES) {
     const piece = Math.min(CHECK_PIECE_BYTES, length_bytes - done);
-    pieces.push(client.read(handle, offset_bytes + done, piece).then((data) => { data.copy(buffer, done); }));
+    pieces.push(io.read(offset_bytes + done, piece).then((data) => { data.copy(buffer, done); }));
   }
   await Promise.all(pieces);
   return buffer;
 }
 
-/** Reads [first_lba, + sector_count) of a target through the engine and checks it against model. */
-export async function checkTarget(client: IoClient, handle: number, model: SectorModel,
+/** Reads [first_lba, + sector_count) of a target through its frontend and checks it against model. */
+export async function checkTarget(io: BlockTarget, model: SectorModel,
   expectation: StampExpectation = {}, first_lba = 0, sector_count = model.sector_count - first_lba): Promise<Report> {
-  const buffer = await readWhole(client, handle, first_lba * SECTOR_BYTES, sector_count * SECTOR_BYTES);
+  const buffer = await readWhole(io, first_lba * SECTOR_BYTES, sector_count * SECTOR_BYTES);
   return checkAgainst(buffer, first_lba, sector_count, model, expectation);
 }
 
@@ -254,11 +253,11 @@ export function firstDifferentSector(a: Uint8Array, b: Uint8Array): number {
 }
 
 /** Fills a whole target with stamps, 1 MiB per write, recording every piece in its model. */
-export async function prefill(client: IoClient, generator: StampGenerator, target: Target, load: WriteLoad): Promise<void> {
+export async function prefill(generator: StampGenerator, target: Target, load: WriteLoad): Promise<void> {
   const piece_sectors = MiB / SECTOR_BYTES;
   const writes: Promise<unknown>[] = [];
   for (let lba = 0; lba < target.model.sector_count; lba += piece_sectors) {
-    writes.push(writeStamped(client, generator, target, lba, Math.min(piece_sectors, target.model.sector_count - lba), load));
+    writes.push(writeStamped(generator, target, lba, Math.min(piece_sectors, target.model.sector_count - lba), load));
   }
   await Promise.all(writes);
 }

@@ -1,9 +1,10 @@
-// Goal: image and volume I/O that does not line up with chunks is exact
-// (ACCEPTANCE 8 and 11): a pattern read back equals what was written, and
+// Goal: image and volume I/O that does not line up with chunks is exact,
+// through every frontend (ACCEPTANCE 8 and 11): a pattern read back equals what was written, and
 // nothing next to it moved — on the image and on the volume, with chunks in
 // memory and again once they were stored, for 64 KiB and 256 KiB chunks,
 // including the short last chunk.
-// Method: the volume is filled with stamped sectors and snapshotted; a
+// Method: the volume is filled with stamped sectors (through the driver)
+// and snapshotted; a
 // SectorModel of the volume and a live copy of it for the image record
 // every acknowledged write. 8: a known pattern (stamps) at 0 on the volume
 // and at 126 KiB, 2174 KiB, 4222 KiB of the image (a 300 KiB pattern: it
@@ -18,16 +19,15 @@
 // after each phase every chosen chunk plus a block on each side is checked
 // on both targets, then the whole of both. Seeded (SEED=…).
 
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { IoClient } from '../../src/frontends/in-process/io-client';
-import { seededRandom, startFixture, type Fixture } from '../lib/engine-fixture';
+import { seededRandom } from '../lib/random';
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst } from '../lib/stamp';
 import { testSeed } from '../lib/workers';
 import {
-  CLOSE_TIMEOUT_MS, KiB, MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, bounded, checkTarget, closeWithin, describe,
-  liveCopy, makeTarget, prefill, waitStored, within, writeStamped, type Target,
-} from './load';
+  KiB, MiB, WriteLoad, assertNone, checkTarget, describe, liveCopy, makeTarget, prefill, waitStored, within, writeStamped,
+  type Target,
+} from '../lib/load';
+import { defineScenario, test, type Rig } from './harness';
 
 /** ACCEPTANCE 8's offsets, in bytes. */
 const LITERAL_OFFSETS_BYTES = [126 * KiB, 2174 * KiB, 4222 * KiB];
@@ -47,6 +47,8 @@ const BLOCK_BYTES = 4 * KiB;
 const STORE_WAIT_MS = 10_000;
 const STEP_TIMEOUT_MS = 20_000;
 const STORAGE_LIMIT_BYTES = 256 * MiB;
+/** Connections (or queues) per target: the patterns of one phase are written at once. */
+const CONNECTIONS = 2;
 
 interface Variant {
   label: string;
@@ -67,7 +69,7 @@ interface Pattern {
 }
 
 /** Writes a stamped pattern (one request) and records it once acknowledged; keeps the bytes. */
-async function writePattern(client: IoClient, generator: StampGenerator, target: Target, offset_bytes: number,
+async function writePattern(generator: StampGenerator, target: Target, offset_bytes: number,
   length_bytes: number): Promise<Pattern> {
   assert.is(offset_bytes % SECTOR_BYTES, 0, 'patterns are whole sectors');
   const first_lba = offset_bytes / SECTOR_BYTES;
@@ -75,63 +77,52 @@ async function writePattern(client: IoClient, generator: StampGenerator, target:
   const data = Buffer.alloc(length_bytes);
   generator.fill(data, first_lba, sector_count);
   const stamp = generator.lastStamp();
-  await client.write(target.handle, offset_bytes, data);
+  await target.io.write(offset_bytes, data);
   target.model.record(first_lba, sector_count, stamp);
   return { target, offset_bytes, data };
 }
 
 /** Checks [first_byte, end_byte) of a target (clamped to it) against its model. */
-async function checkWindow(client: IoClient, target: Target, first_byte: number, end_byte: number, what: string): Promise<void> {
+async function checkWindow(target: Target, first_byte: number, end_byte: number, what: string): Promise<void> {
   const first = Math.max(0, first_byte);
   const end = Math.min(target.model.sector_count * SECTOR_BYTES, end_byte);
-  const buffer = await client.read(target.handle, first, end - first);
+  const buffer = await target.io.read(first, end - first);
   const report = checkAgainst(buffer, first / SECTOR_BYTES, (end - first) / SECTOR_BYTES, target.model);
   assert.ok(report.ok, describe(what, report));
 }
 
-async function checkWhole(client: IoClient, targets: Target[], what: string): Promise<void> {
+async function checkWhole(targets: Target[], what: string): Promise<void> {
   for (const target of targets) {
-    const report = await within(checkTarget(client, target.handle, target.model), STEP_TIMEOUT_MS, `check of ${target.label}`);
+    const report = await within(checkTarget(target.io, target.model), STEP_TIMEOUT_MS, `check of ${target.label}`);
     assert.ok(report.ok, describe(`${what}: whole ${target.label}`, report));
   }
 }
 
 /** Attaches a volume of size_bytes filled with stamps, takes a snapshot; returns both targets. */
-async function stampedSnapshot(fixture: Fixture, name: string, size_bytes: number, seed: number,
+async function stampedSnapshot(rig: Rig, name: string, size_bytes: number, seed: number,
   chunk_bytes: number): Promise<{ id: string; volume: Target; image: Target }> {
-  const { engine, client, dir } = fixture;
-  await engine.attach(fixture.file(`${name}.img`, size_bytes), { name });
-  const volume = makeTarget(name, engine.resolveExport(name).handle, new SectorModel(size_bytes / SECTOR_BYTES));
+  const { engine } = rig;
+  await rig.attach(name, size_bytes);
+  const volume = makeTarget(name, await rig.openSpread(name, CONNECTIONS), new SectorModel(size_bytes / SECTOR_BYTES));
   const load = new WriteLoad();
-  await prefill(client, new StampGenerator(seed >>> 0, 1), volume, load);
+  await prefill(new StampGenerator(seed >>> 0, 1), volume, load);
   assertNone(load.failures, 'prefill');
-  const id = await engine.snapshotCreate({ volumes: [name], storage: `${dir}/${name}.diff`, limit_bytes: STORAGE_LIMIT_BYTES });
+  const id = await rig.create([name], STORAGE_LIMIT_BYTES);
   await within(engine.snapshotTake(id), STEP_TIMEOUT_MS, 'take');
   const chunks = engine.snapshotInfo(id).chunks[0]!;
   assert.is(chunks.chunk_bytes, chunk_bytes, 'the engine uses the chunk size under test');
   assert.is(chunks.chunk_count, Math.ceil(size_bytes / chunk_bytes));
-  const image = makeTarget(`${name}@image`, engine.resolveExport(`${name}@${id}`).handle, liveCopy(volume.model));
+  const image = makeTarget(`${name}@image`, await rig.openSpread(`${name}@${id}`, CONNECTIONS), liveCopy(volume.model));
   return { id, volume, image };
 }
 
 function defineVariant(variant: Variant): void {
   const { chunk_bytes } = variant;
-  const tests = suite(`unaligned, ${variant.label}`);
-  let fixture: Fixture;
-
-  tests.before(async () => {
-    fixture = await startFixture({ params: variant.params });
-  });
-
-  tests.after(async () => {
-    await closeWithin(async () => fixture?.close(), CLOSE_TIMEOUT_MS);
-  });
-
-  tests('ACCEPTANCE 8: patterns at 0 on the volume and across chunk boundaries of the image', bounded(TEST_TIMEOUT_MS, async () => {
-    const seed = testSeed(`unaligned patterns, ${variant.label}`);
-    const { engine, client } = fixture;
+  defineScenario(`ACCEPTANCE 8: patterns at 0 on the volume and across chunk boundaries of the image, ${variant.label}`, async (rig) => {
+    const seed = testSeed(`unaligned patterns, ${variant.label}, via ${rig.driver.name}`);
+    const { engine } = rig;
     const name = `pattern${chunk_bytes / KiB}`;
-    const { id, volume, image } = await stampedSnapshot(fixture, name, PATTERN_VOLUME_BYTES, seed, chunk_bytes);
+    const { id, volume, image } = await stampedSnapshot(rig, name, PATTERN_VOLUME_BYTES, seed, chunk_bytes);
     const generator = new StampGenerator(seed >>> 0, 7);
     const base_chunk = Math.ceil(BOUNDARY_BASE_BYTES / chunk_bytes);
     const last_chunk_start = Math.floor(PATTERN_VOLUME_BYTES / chunk_bytes) * chunk_bytes;
@@ -142,25 +133,25 @@ function defineVariant(variant: Variant): void {
     ];
     const end_bytes = 3 * SECTOR_BYTES;
     const writeAll = (): Promise<Pattern[]> => Promise.all([
-      writePattern(client, generator, volume, 0, LARGE_PATTERN_BYTES),
-      ...LITERAL_OFFSETS_BYTES.map((offset) => writePattern(client, generator, image, offset, LARGE_PATTERN_BYTES)),
-      ...small_offsets.map((offset) => writePattern(client, generator, image, offset, SMALL_PATTERN_BYTES)),
+      writePattern(generator, volume, 0, LARGE_PATTERN_BYTES),
+      ...LITERAL_OFFSETS_BYTES.map((offset) => writePattern(generator, image, offset, LARGE_PATTERN_BYTES)),
+      ...small_offsets.map((offset) => writePattern(generator, image, offset, SMALL_PATTERN_BYTES)),
       // The last sectors of the image: a write that ends exactly at the capacity.
-      writePattern(client, generator, image, PATTERN_VOLUME_BYTES - end_bytes, end_bytes),
+      writePattern(generator, image, PATTERN_VOLUME_BYTES - end_bytes, end_bytes),
     ]);
     const verify = async (patterns: Pattern[], when: string): Promise<void> => {
       for (const pattern of patterns) {
         const { target, offset_bytes, data } = pattern;
         const where = `${target.label} at ${offset_bytes / KiB} KiB, ${when} (seed ${seed})`;
-        const got = await client.read(target.handle, offset_bytes, data.length);
+        const got = await target.io.read(offset_bytes, data.length);
         assert.ok(got.equals(data), `pattern reads back equal: ${where}`);
         // The chunks the pattern touches and one more on each side, on both targets.
         const first_byte = Math.floor(offset_bytes / chunk_bytes) * chunk_bytes - chunk_bytes;
         const end_byte = Math.ceil((offset_bytes + data.length) / chunk_bytes) * chunk_bytes + chunk_bytes;
-        await checkWindow(client, image, first_byte, end_byte, `image around the pattern on ${where}`);
-        await checkWindow(client, volume, first_byte, end_byte, `volume around the pattern on ${where}`);
+        await checkWindow(image, first_byte, end_byte, `image around the pattern on ${where}`);
+        await checkWindow(volume, first_byte, end_byte, `volume around the pattern on ${where}`);
       }
-      await checkWhole(client, [image, volume], when);
+      await checkWhole([image, volume], when);
     };
     const first = await writeAll();
     await verify(first, 'chunks in memory');
@@ -172,17 +163,17 @@ function defineVariant(variant: Variant): void {
     await waitStored(engine, id, STORE_WAIT_MS);
     await verify(second, 'rewritten and stored again');
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
-    await checkWhole(client, [volume], 'after destroy');
-    await engine.detach(name);
-  }));
+    await checkWhole([volume], 'after destroy');
+    await image.io.close();
+  }, { engine: { params: variant.params } });
 
-  tests('ACCEPTANCE 11: first and last blocks of 128 random chunks, then straddles of their boundaries', bounded(TEST_TIMEOUT_MS, async () => {
-    const seed = testSeed(`unaligned boundary, ${variant.label}`);
+  defineScenario(`ACCEPTANCE 11: first and last blocks of 128 random chunks, then straddles of their boundaries, ${variant.label}`, async (rig) => {
+    const seed = testSeed(`unaligned boundary, ${variant.label}, via ${rig.driver.name}`);
     const random = seededRandom(seed);
-    const { engine, client } = fixture;
+    const { engine } = rig;
     const name = `boundary${chunk_bytes / KiB}`;
     const size_bytes = BOUNDARY_VOLUME_CHUNKS * chunk_bytes + SHORT_CHUNK_BYTES;
-    const { id, volume, image } = await stampedSnapshot(fixture, name, size_bytes, seed, chunk_bytes);
+    const { id, volume, image } = await stampedSnapshot(rig, name, size_bytes, seed, chunk_bytes);
     const last_chunk = BOUNDARY_VOLUME_CHUNKS;
     // 128 distinct chunks that have a next one; always the one before the short last chunk.
     const candidates = Array.from({ length: last_chunk - 1 }, (_, c) => c);
@@ -195,20 +186,20 @@ function defineVariant(variant: Variant): void {
     const load = new WriteLoad();
     const generator = new StampGenerator(seed >>> 0, 9);
     const blocks = (target: Target): Promise<unknown>[] => [...chosen, last_chunk].flatMap((c) => [
-      writeStamped(client, generator, target, (c * chunk_bytes) / SECTOR_BYTES, BLOCK_BYTES / SECTOR_BYTES, load),
-      writeStamped(client, generator, target, (chunkEnd(c) - BLOCK_BYTES) / SECTOR_BYTES, BLOCK_BYTES / SECTOR_BYTES, load),
+      writeStamped(generator, target, (c * chunk_bytes) / SECTOR_BYTES, BLOCK_BYTES / SECTOR_BYTES, load),
+      writeStamped(generator, target, (chunkEnd(c) - BLOCK_BYTES) / SECTOR_BYTES, BLOCK_BYTES / SECTOR_BYTES, load),
     ]);
     const straddles = (target: Target): Promise<unknown>[] => chosen.map((c) =>
-      writeStamped(client, generator, target, (chunkEnd(c) - BLOCK_BYTES) / SECTOR_BYTES, (2 * BLOCK_BYTES) / SECTOR_BYTES, load));
+      writeStamped(generator, target, (chunkEnd(c) - BLOCK_BYTES) / SECTOR_BYTES, (2 * BLOCK_BYTES) / SECTOR_BYTES, load));
     const verify = async (phase: string): Promise<void> => {
       assertNone(load.failures, `writes in phase ${phase} (seed ${seed})`);
       for (const c of chosen) {
         for (const target of [image, volume]) {
-          await checkWindow(client, target, c * chunk_bytes - BLOCK_BYTES, chunkEnd(c) + 2 * BLOCK_BYTES,
+          await checkWindow(target, c * chunk_bytes - BLOCK_BYTES, chunkEnd(c) + 2 * BLOCK_BYTES,
             `${target.label}, chunk ${c} and its neighbour blocks, after ${phase} (seed ${seed})`);
         }
       }
-      await checkWhole(client, [image, volume], `after ${phase} (seed ${seed})`);
+      await checkWhole([image, volume], `after ${phase} (seed ${seed})`);
     };
     await Promise.all(blocks(volume));
     await verify('first/last blocks on the volume');
@@ -221,11 +212,10 @@ function defineVariant(variant: Variant): void {
     await waitStored(engine, id, STORE_WAIT_MS);
     await verify('the store wrote every chunk out');
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
-    await checkWhole(client, [volume], `after destroy (seed ${seed})`);
-    await engine.detach(name);
-  }));
-
-  tests.run();
+    await checkWhole([volume], `after destroy (seed ${seed})`);
+    await image.io.close();
+  }, { engine: { params: variant.params } });
 }
 
 for (const variant of VARIANTS) defineVariant(variant);
+test.run();

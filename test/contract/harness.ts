@@ -1,0 +1,108 @@
+// The frame of every contract scenario: one uvu test per frontend driver,
+// named "<scenario> via <driver>", each on a fresh engine (scratch files in
+// /dev/shm, 64 KiB chunks, fault injection on for the test hooks) with the
+// driver's frontend on top, under a hard timeout, and a cleanup that
+// always runs (targets, frontend, engine, files).
+//
+// A scenario is a function of a Rig: the engine for control (attach, take,
+// destroy, events, test hooks) and open() for I/O through the frontend.
+
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { test } from 'uvu';
+
+export { test };
+import type { EngineOptions } from '../../src/engine/api';
+import { Engine } from '../../src/engine/engine';
+import { spreadTarget, type BlockTarget } from '../lib/block-target';
+import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
+import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
+import type { FrontendDriver } from './drivers/driver';
+import { DRIVERS } from './drivers';
+
+/** A scenario that runs longer than this through one driver hangs. */
+export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
+
+export interface Rig {
+  engine: Engine;
+  driver: FrontendDriver;
+  dir: string;
+  /** Creates a sparse file of size_bytes and attaches it as volume `name`. */
+  attach(name: string, size_bytes: number): Promise<void>;
+  /** Creates (does not take) a snapshot of volumes, its diff storage a file in the scratch dir. */
+  create(volumes: string[], limit_bytes: number): Promise<string>;
+  /** Opens an export through the driver (closed at the end of the test if still open). */
+  open(export_name: string): Promise<BlockTarget>;
+  /** `connections` targets on one export, spread (block-target.ts spreadTarget). */
+  openSpread(export_name: string, connections: number): Promise<BlockTarget>;
+}
+
+export interface ScenarioOptions {
+  engine?: EngineOptions;
+  timeout_ms?: number;
+}
+
+/** Registers the scenario once per driver and runs the file's tests. */
+export function runScenario(scenario: string, body: (rig: Rig) => Promise<void>, options: ScenarioOptions = {}): void {
+  defineScenario(scenario, body, options);
+  test.run();
+}
+
+/** Registers the scenario once per driver (a file with variants calls it per variant, then test.run()). */
+export function defineScenario(scenario: string, body: (rig: Rig) => Promise<void>, options: ScenarioOptions = {}): void {
+  for (const factory of DRIVERS) {
+    const name = `${scenario} via ${factory.name}`;
+    const why_not = factory.unavailable();
+    if (why_not !== null) {
+      console.log(`  skipping "${name}": ${why_not}`);
+      test.skip(name, () => undefined);
+      continue;
+    }
+    test(name, bounded(options.timeout_ms ?? SCENARIO_TIMEOUT_MS_DEFAULT, async () => {
+      const dir = mkdtempSync(path.join(SCRATCH_ROOT, 'ublksnap-contract-'));
+      let engine: Engine | undefined;
+      let driver: FrontendDriver | undefined;
+      let snapshots = 0;
+      try {
+        engine = await Engine.start({
+          logger: pino({ level: process.env.CONTRACT_TEST_LOG ?? 'silent' }),
+          fault_injection: true,
+          ...options.engine,
+          params: { ...SMALL_CHUNK_PARAMS, ...options.engine?.params },
+        });
+        const started = engine;
+        driver = await factory.start(engine, dir);
+        const opened = driver;
+        const rig: Rig = {
+          engine: started,
+          driver: opened,
+          dir,
+          async attach(volume_name, size_bytes) {
+            const file = path.join(dir, `${volume_name}.img`);
+            writeFileSync(file, '');
+            truncateSync(file, size_bytes);
+            await started.attach(file, { name: volume_name });
+          },
+          create(volumes, limit_bytes) {
+            snapshots += 1;
+            return started.snapshotCreate({ volumes, storage: path.join(dir, `diff-${snapshots}`), limit_bytes });
+          },
+          open: (export_name) => opened.open(export_name),
+          async openSpread(export_name, connections) {
+            const targets: BlockTarget[] = [];
+            for (let i = 0; i < connections; i += 1) targets.push(await opened.open(export_name));
+            return spreadTarget(targets);
+          },
+        };
+        await body(rig);
+      } finally {
+        await closeWithin(async () => {
+          await driver?.close();
+          await engine?.stop();
+        }, CLOSE_TIMEOUT_MS);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }));
+  }
+}
