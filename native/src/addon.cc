@@ -18,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitBlockDevice(env, exports);
   ublksnap::InitMemory(env, exports);
   ublksnap::InitThread(env, exports);
+  ublksnap::InitFreeze(env, exports);
   ublksnap::InitUblkControl(env, exports);
   ublksnap::InitUblkQueue(env, exports);
   return exports;

@@ -26,6 +26,9 @@ void InitMemory(Napi::Env env, Napi::Object exports);
 // thread.cc: setThreadNice, setIoFlusher.
 void InitThread(Napi::Env env, Napi::Object exports);
 
+// freeze.cc: freezeFilesystem, thawFilesystem (Promises).
+void InitFreeze(Napi::Env env, Napi::Object exports);
+
 // ublk-control.cc: the ublk control commands (Promises), ublk constants.
 void InitUblkControl(Napi::Env env, Napi::Object exports);
 

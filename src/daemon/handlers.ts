@@ -159,12 +159,20 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
 
     snapshot_take: async (params) => {
       const id = snapshotId(params.id);
-      await engine.snapshotTake(id);
+      const volumes = engine.snapshotInfo(id).volumes;
+      // Frontends make their devices consistent first (filesystems frozen) and undo it right after.
+      const undo: (() => Promise<void>)[] = [];
+      try {
+        for (const frontend of frontends) undo.push(await frontend.quiesceForTake(volumes));
+        await engine.snapshotTake(id);
+      } finally {
+        for (const thaw of undo.reverse()) await thaw();
+      }
       if (ublk_images.has(id)) {
         // The images exist from now on; a device that fails to start is
         // logged and the image stays reachable over NBD.
         const ublk = frontendOf(frontends, 'ublk');
-        for (const volume of engine.snapshotInfo(id).volumes) {
+        for (const volume of volumes) {
           await ublk.publish(`${volume}@${id}`).catch((error: unknown) => {
             logger.error({ snapshot: id, volume, err: (error as Error).message }, 'image device did not start');
           });

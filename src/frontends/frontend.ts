@@ -48,6 +48,14 @@ export interface Frontend {
   /** Stops accepting, ends client connections, closes its engine queues. */
   stop(): Promise<void>;
   status(): FrontendStatus;
+  /**
+   * Take is coming for these exports: make what this frontend serves of
+   * them consistent (ublk freezes the filesystems mounted on their
+   * devices). Resolves with the function that undoes it, called right
+   * after the take whether it succeeded or not. Bounded: a freeze that
+   * does not finish in time fails the take and is undone.
+   */
+  quiesceForTake(export_names: string[]): Promise<() => Promise<void>>;
   /** Throws (ENODEV, with the reason) when publish cannot work here: checked before anything changes. */
   assertAvailable(): void;
   /**

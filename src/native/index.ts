@@ -110,6 +110,8 @@ interface Binding {
   alignedOffset(buffer: ArrayBuffer | ArrayBufferView, alignment_bytes: number): number;
   bufferAddress(buffer: ArrayBuffer | ArrayBufferView): bigint;
   errnoName(errno: number): string;
+  freezeFilesystem(mount_point: string): Promise<void>;
+  thawFilesystem(mount_point: string): Promise<void>;
 }
 
 const binding = loadAddon<Binding>();
@@ -157,6 +159,15 @@ export const setThreadNice: (nice: number) => void = binding.setThreadNice;
 
 /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file; the caller closes it. */
 export const duplicateFd: (fd: number) => number = binding.duplicateFd;
+
+/**
+ * FIFREEZE on the filesystem mounted at mount_point, on the thread pool:
+ * it writes the dirty data back first. Rejects with EBUSY when it is frozen
+ * already, EOPNOTSUPP when the filesystem cannot freeze.
+ */
+export const freezeFilesystem: (mount_point: string) => Promise<void> = binding.freezeFilesystem;
+/** FITHAW: the filesystem takes writes again. Rejects with EINVAL when it was not frozen. */
+export const thawFilesystem: (mount_point: string) => Promise<void> = binding.thawFilesystem;
 
 /**
  * Opens a volume so that no one else writes it behind our back; the claim

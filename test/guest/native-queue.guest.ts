@@ -179,7 +179,7 @@ async function stopDevice(served: Served): Promise<Record<string, number>> {
 function fioVerify(block: string): string {
   const output = run('fio', [
     '--name=v', `--filename=${block}`, '--rw=randwrite', '--bs=8k', '--iodepth=32', '--ioengine=io_uring',
-    '--direct=1', '--size=32M', '--verify=crc32c', '--do_verify=1', '--output-format=normal',
+    '--direct=1', '--size=32M', '--verify=crc32c', '--do_verify=1', '--verify_state_save=0', '--output-format=normal',
   ]);
   const errors = /err=\s*(\d+)/.exec(output);
   if (!errors || errors[1] !== '0') fail(`fio verify: ${output}`);

@@ -131,6 +131,8 @@ export interface DaemonOptions {
   env?: NodeJS.ProcessEnv;
   /** Default 'debug', so a failing test shows what the daemon did. */
   log_level?: string;
+  /** Default DAEMON_START_TIMEOUT_MS; a guest under emulation starts Node 6-8× slower. */
+  start_timeout_ms?: number;
 }
 
 export class TestDaemon {
@@ -184,7 +186,8 @@ export class TestDaemon {
         resolve({ code, signal });
       });
     });
-    const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+    const start_timeout_ms = options.start_timeout_ms ?? DAEMON_START_TIMEOUT_MS;
+    const deadline = Date.now() + start_timeout_ms;
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`daemon exited during start (code ${child.exitCode}, signal ${child.signalCode}):\n${this.logs}`);
@@ -199,7 +202,7 @@ export class TestDaemon {
         }
       } catch (error) {
         // ENOENT until the socket exists: keep polling until the deadline.
-        if (Date.now() > deadline) throw new Error(`daemon did not answer within ${DAEMON_START_TIMEOUT_MS} ms: ${(error as Error).message}\n${this.logs}`);
+        if (Date.now() > deadline) throw new Error(`daemon did not answer within ${start_timeout_ms} ms: ${(error as Error).message}\n${this.logs}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }

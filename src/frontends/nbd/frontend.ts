@@ -62,6 +62,12 @@ export class NbdFrontend {
     };
   }
 
+  /** Nothing to freeze here: an NBD client's filesystem lives on its own machine. */
+  async quiesceForTake(export_names: string[]): Promise<() => Promise<void>> {
+    void export_names;
+    return async () => undefined;
+  }
+
   /** Started means serving: nothing more to check. */
   assertAvailable(): void {}
 

@@ -59,7 +59,7 @@ export class UblkDevice {
     try {
       await ublkSetParams(info.dev_id, paramsOf(target, options.max_io_bytes), UBLK_CONTROL_TIMEOUT_MS);
       for (let queue_id = 0; queue_id < options.queue_count; queue_id += 1) {
-        const payload: UblkSessionPayload = { dev_id: info.dev_id, queue_id, flags: info.flags };
+        const payload: UblkSessionPayload = { dev_id: info.dev_id, queue_id, flags: info.flags, size_bytes: target.size_bytes };
         sessions.push(engine.hostSession({
           module: UBLK_SESSION_MODULE, frontend: 'ublk', target_handle: target.handle,
           queue_depth: options.queue_depth, max_io_bytes: options.max_io_bytes, payload,

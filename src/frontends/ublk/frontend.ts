@@ -6,12 +6,14 @@
 // Without ublk in the kernel the frontend still starts, says why once, and
 // refuses each publish with that reason (ENODEV): NBD keeps working.
 
+import { writeFileSync } from 'node:fs';
 import type { EngineControl } from '../../engine/api';
 import { UblksnapError } from '../../shared/errors';
 import {
   ublkControlAvailable, ublkGetFeatures, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
 } from '../../native/ublk';
 import type { Frontend, FrontendContext, FrontendStatus } from '../frontend';
+import { freezeMounted } from './freeze';
 import { findHolders } from './holders';
 import { UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
 
@@ -24,6 +26,8 @@ export const UBLK_QUEUE_COUNT = 1;
 export const UBLK_QUEUE_DEPTH = 64;
 /** The largest request the kernel sends us (max_sectors): larger ones it splits. */
 export const UBLK_MAX_IO_BYTES = 512 * 1024;
+/** The OOM killer never picks a process with this score. */
+const OOM_SCORE_ADJ_MIN = -1000;
 
 export class UblkFrontend implements Frontend {
   readonly kind = 'ublk' as const;
@@ -46,12 +50,26 @@ export class UblkFrontend implements Frontend {
       this.context.logger.warn({ reason: probe.reason }, 'ublk frontend unavailable: volumes and images are served over NBD only');
       return;
     }
+    this.protectFromOomKiller();
     const features = await ublkGetFeatures(UBLK_CONTROL_TIMEOUT_MS);
     // User recovery lets a restarted daemon take its devices back (and REISSUE
     // replays what the old one had not answered) where the kernel has it.
     const recovery = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
     this.flags = (features & recovery) === recovery ? recovery : 0n;
     this.context.logger.info({ features: `0x${features.toString(16)}`, flags: `0x${this.flags.toString(16)}` }, 'ublk frontend ready');
+  }
+
+  /**
+   * Killing the daemon to free memory would fail every device it serves,
+   * and with them the filesystems whose dirty pages are the memory.
+   */
+  private protectFromOomKiller(): void {
+    try {
+      writeFileSync('/proc/self/oom_score_adj', String(OOM_SCORE_ADJ_MIN));
+    } catch (error) {
+      // EACCES without CAP_SYS_RESOURCE: say so and go on.
+      this.context.logger.warn({ err: (error as Error).message }, 'could not lower the OOM score');
+    }
   }
 
   async stop(): Promise<void> {
@@ -66,6 +84,15 @@ export class UblkFrontend implements Frontend {
     if (this.unavailable !== null) details.reason = this.unavailable;
     for (const [name, device] of this.devices) details[name] = `${device.path} queues=${device.queue_count}`;
     return { kind: this.kind, listening: [...this.devices.values()].map((device) => device.path), connections: this.devices.size, details };
+  }
+
+  /** Freezes the filesystems mounted on these exports' devices (freeze.ts). */
+  quiesceForTake(export_names: string[]): Promise<() => Promise<void>> {
+    const devices = export_names.flatMap((name) => {
+      const device = this.devices.get(name);
+      return device === undefined ? [] : [device.path];
+    });
+    return freezeMounted(devices, this.context.logger);
   }
 
   assertAvailable(): void {

@@ -15,25 +15,32 @@ const PROCESSES_SCANNED_MAX = 100_000;
 
 /** One phrase per holder, e.g. "mounted on /mnt (ext4)", "pid 42 (fio)", "held by dm-0". */
 export function findHolders(device_path: string): string[] {
+  const mounts = mountsOf(device_path).map((mount) => `mounted on ${mount.mount_point} (${mount.fstype})`);
+  return [...mounts, ...stackedOver(device_path), ...openersOf(device_path)];
+}
+
+export interface MountOfDevice {
+  mount_point: string;
+  fstype: string;
+}
+
+/** The mounts of the filesystem on this device (bind mounts included), in this mount namespace. */
+export function mountsOf(device_path: string): MountOfDevice[] {
   let rdev: number;
   try {
     rdev = statSync(device_path).rdev;
   } catch {
-    // The node is gone already: nobody can hold it.
+    // The node is gone already: nothing can be mounted from it.
     return [];
   }
   const device_number = `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
-  return [...mountsOf(device_number), ...stackedOver(device_path), ...openersOf(device_path)];
-}
-
-function mountsOf(device_number: string): string[] {
-  const found: string[] = [];
+  const found: MountOfDevice[] = [];
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     // mountinfo: id parent major:minor root mount-point options … - fstype source …
     const fields = line.split(' ');
     if (fields[2] !== device_number) continue;
     const separator = fields.indexOf('-');
-    found.push(`mounted on ${unescapeMountPath(fields[4] ?? '?')} (${fields[separator + 1] ?? '?'})`);
+    found.push({ mount_point: unescapeMountPath(fields[4] ?? '?'), fstype: fields[separator + 1] ?? '?' });
   }
   return found;
 }

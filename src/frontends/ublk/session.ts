@@ -27,7 +27,7 @@ import { SECTOR_BYTES } from '../../shared/units';
 import {
   REQUEST_FLAGS, REQUEST_NR_SECTORS, REQUEST_OP, REQUEST_START_SECTOR_HIGH, REQUEST_START_SECTOR_LOW, REQUEST_TAG,
   REQUEST_WORDS, UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ,
-  UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES, UblkQueue,
+  UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES, UblkQueue, setIoFlusher,
 } from '../../native/ublk';
 
 /** This module's path, for engine.hostSession. */
@@ -37,17 +37,24 @@ export const UBLK_SESSION_MODULE = __filename;
 export interface UblkSessionPayload {
   dev_id: number;
   queue_id: number;
+  /** The export's size: requests past it are refused. */
+  size_bytes: number;
   /** The flags ADD_DEV granted (they pick the I/O command encoding). */
   flags: bigint;
 }
 
 const EIO = ERRNO_BY_CODE.EIO;
+const EINVAL = ERRNO_BY_CODE.EINVAL;
 const ENOTSUP = ERRNO_BY_CODE.ENOTSUP;
 const TWO_POW_32 = 2 ** 32;
 
 export function runSession(context: SessionContext, payload: UblkSessionPayload): RunningSession {
+  // Memory reclaim may write back through this very device: this thread
+  // must not wait for reclaim that waits for it (PF_MEMALLOC_NOIO).
+  if (!setIoFlusher()) context.logger.log('warn', { dev_id: payload.dev_id }, 'PR_SET_IO_FLUSHER refused: reclaim could deadlock on this device');
   const engine_queue = context.queue;
   const depth = engine_queue.depth;
+  const size_bytes = payload.size_bytes;
   const requests = new Int32Array(depth * REQUEST_WORDS);
   const slab = engine_queue.slab;
   const ublk = new UblkQueue({
@@ -101,8 +108,8 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
       const tag = requests[base + REQUEST_TAG]!;
       const ublk_op = requests[base + REQUEST_OP]!;
       const ublk_flags = requests[base + REQUEST_FLAGS]!;
-      const length_bytes = (requests[base + REQUEST_NR_SECTORS]! >>> 0) * SECTOR_BYTES;
-      const offset_bytes = ((requests[base + REQUEST_START_SECTOR_HIGH]! >>> 0) * TWO_POW_32 +
+      let length_bytes = (requests[base + REQUEST_NR_SECTORS]! >>> 0) * SECTOR_BYTES;
+      let offset_bytes = ((requests[base + REQUEST_START_SECTOR_HIGH]! >>> 0) * TWO_POW_32 +
         (requests[base + REQUEST_START_SECTOR_LOW]! >>> 0)) * SECTOR_BYTES;
       counters.requests! += 1;
       if (closing || !context.isLive()) {
@@ -126,7 +133,10 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
           if ((ublk_flags & UBLK_IO_F_FUA) !== 0) flags = IoFlags.FUA;
           break;
         case UBLK_IO_OP_FLUSH:
+          // A flush addresses no range: the kernel leaves its sector undefined (all ones seen).
           op = IoOp.FLUSH;
+          offset_bytes = 0;
+          length_bytes = 0;
           break;
         case UBLK_IO_OP_DISCARD:
           op = IoOp.DISCARD;
@@ -139,6 +149,12 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
         default:
           fail(tag, ENOTSUP);
           continue;
+      }
+      // The kernel keeps requests inside the device and max_sectors; a
+      // request outside them is refused here, never allowed to crash the actor.
+      if (offset_bytes + length_bytes > size_bytes || length_bytes > engine_queue.max_io_bytes) {
+        fail(tag, EINVAL);
+        continue;
       }
       in_flight += 1;
       engine_queue.submit(tag, op, context.target_handle, offset_bytes, length_bytes, flags);
