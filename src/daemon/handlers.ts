@@ -145,6 +145,8 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       const volumes = params.devices.map(deviceArgument);
       const storage = absolutePath(params.storage, 'difference storage');
       if (params.ublk) frontendOf(frontends, 'ublk').assertAvailable();
+      const names = volumes.map((volume) => engine.volume(volume).name);
+      for (const frontend of frontends) frontend.refuseStorageOn(storage, names);
       const id = await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes });
       if (params.ublk) ublk_images.add(id);
       return { id };

@@ -56,6 +56,12 @@ export interface Frontend {
    * does not finish in time fails the take and is undone.
    */
   quiesceForTake(export_names: string[]): Promise<() => Promise<void>>;
+  /**
+   * Throws (EINVAL, saying why) when a difference storage at storage_path
+   * would write into one of these exports through this frontend: a
+   * filesystem on a volume's own device, or any stack over it.
+   */
+  refuseStorageOn(storage_path: string, export_names: string[]): void;
   /** Throws (ENODEV, with the reason) when publish cannot work here: checked before anything changes. */
   assertAvailable(): void;
   /**

@@ -7,8 +7,10 @@
 // pre-take files; image writes never reach the volume; e2fsck is clean;
 // destroy and detach refuse while the devices are mounted and name the
 // mount; blkdiscard and blkdiscard -z leave zeros on the device and in the
-// backing file; the README's ublk recipe runs as written; a stopped daemon
-// leaves no device behind.
+// backing file; a storage on the volume's own filesystem is refused; a
+// forced detach under fio load ends fio with errors, without a hang; the
+// README's ublk recipe runs as written; a stopped daemon leaves no device
+// behind.
 // Method: a standalone program run in the guest (test/vm/guest-driver.sh):
 // a real daemon process (test/lib/daemon.ts) on a file in /dev/shm, the
 // real CLI for every step a user types, and fio, mkfs.ext4, mount,
@@ -16,7 +18,7 @@
 // ok/FAIL line; a failed step ends the program (exit 1) after cleanup.
 // By hand: test/vm/run-in-guest.sh -- node dist/test/guest/ublk-daemon.guest.js
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -33,6 +35,10 @@ const FILES = ['a.bin', 'b.bin', 'c.bin'];
 const FILE_BYTES = MIB;
 /** The discard checks: 8 MiB written, then the first half punched, the second zeroed. */
 const DISCARD_REGION_BYTES = 8 * MIB;
+/** Delete under load: fio would run this long, the delete comes after the pause, fio must end within the bound. */
+const LOAD_RUNTIME_S = 60;
+const LOAD_BEFORE_DELETE_MS = 3_000;
+const FIO_EXIT_AFTER_DELETE_MS = 30_000;
 
 let daemon: TestDaemon | undefined;
 const mounts: string[] = [];
@@ -156,6 +162,11 @@ async function main(): Promise<void> {
     }
   });
 
+  await step('a difference storage on the volume\'s own filesystem is refused', async () => {
+    await refused(['snapshot_create', '-d', volume_file, '-f', path.join(volume_mount, 'diff'), '-l', '64M'],
+      /lies on \/dev\/ublkb\d+, the device of volume vol\.img.*\(EINVAL\)/);
+  });
+
   let id = '';
   let image = '';
   await step('snapshot_create --ublk and take, with no user fsfreeze', async () => {
@@ -230,6 +241,21 @@ async function main(): Promise<void> {
       env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, UBLKSNAP_SOCKET: daemon!.socket },
     });
     expect(readFileSync(path.join(dir, 'backup', 'file.txt'), 'utf8') === 'hello\n', 'backup/file.txt holds the pre-take file');
+  });
+
+  await step('detach --force under fio load: fio ends with errors, no hang, the device is gone', async () => {
+    const load_file = sparseFile(daemon!.file('load.img'), SMALL_VOLUME_BYTES);
+    const load = (await cli(['attach', '-d', load_file, '--ublk'])).ublk!;
+    const fio = spawn('fio', ['--name=load', `--filename=${load}`, '--rw=randrw', '--bs=4k', '--iodepth=32', '--ioengine=io_uring',
+      '--direct=1', '--time_based', `--runtime=${LOAD_RUNTIME_S}`, '--output-format=terse'], { stdio: 'ignore' });
+    const fio_exit = new Promise<number | null>((resolve) => fio.on('exit', (code) => resolve(code)));
+    await new Promise((resolve) => setTimeout(resolve, LOAD_BEFORE_DELETE_MS));
+    await cli(['detach', '-d', load_file, '--force']);
+    const code = await Promise.race([fio_exit, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), FIO_EXIT_AFTER_DELETE_MS))]);
+    if (code === 'hung') fio.kill('SIGKILL');
+    expect(code !== 'hung', `fio did not end within ${FIO_EXIT_AFTER_DELETE_MS} ms of the delete`);
+    expect(code !== 0, 'fio saw no error although its device went away');
+    expect(!existsSync(load), `${load} still exists`);
   });
 
   await step('a stopped daemon leaves no ublk device behind', async () => {

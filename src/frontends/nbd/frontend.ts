@@ -68,6 +68,15 @@ export class NbdFrontend {
     return async () => undefined;
   }
 
+  /**
+   * Nothing to check: a filesystem over an NBD export is mounted through a
+   * kernel NBD client whose device this process cannot map back to an export.
+   */
+  refuseStorageOn(storage_path: string, export_names: string[]): void {
+    void storage_path;
+    void export_names;
+  }
+
   /** Started means serving: nothing more to check. */
   assertAvailable(): void {}
 

@@ -6,7 +6,7 @@
 // Without ublk in the kernel the frontend still starts, says why once, and
 // refuses each publish with that reason (ENODEV): NBD keeps working.
 
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import type { EngineControl } from '../../engine/api';
 import { UblksnapError } from '../../shared/errors';
 import {
@@ -15,6 +15,7 @@ import {
 import type { Frontend, FrontendContext, FrontendStatus } from '../frontend';
 import { freezeMounted } from './freeze';
 import { findHolders } from './holders';
+import { deviceNumber, devicesUnder } from './stack';
 import { UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
 
 /**
@@ -93,6 +94,20 @@ export class UblkFrontend implements Frontend {
       return device === undefined ? [] : [device.path];
     });
     return freezeMounted(devices, this.context.logger);
+  }
+
+  refuseStorageOn(storage_path: string, export_names: string[]): void {
+    const own = export_names.flatMap((name) => {
+      const device = this.devices.get(name);
+      return device === undefined ? [] : [{ name, device: device.path, number: deviceNumber(statSync(device.path).rdev) }];
+    });
+    if (own.length === 0) return;
+    const under = devicesUnder(storage_path);
+    const hit = own.find((candidate) => under.includes(candidate.number));
+    if (hit !== undefined) {
+      throw new UblksnapError('EINVAL', `the difference storage ${storage_path} lies on ${hit.device}, the device of volume ${hit.name}:`
+        + ' copy-on-write would write into the volume it saves; put it elsewhere');
+    }
   }
 
   assertAvailable(): void {

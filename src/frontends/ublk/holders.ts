@@ -9,6 +9,7 @@
 
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { deviceNumber } from './stack';
 
 /** Processes scanned for open descriptors at most: bounds the walk of /proc. */
 const PROCESSES_SCANNED_MAX = 100_000;
@@ -33,7 +34,7 @@ export function mountsOf(device_path: string): MountOfDevice[] {
     // The node is gone already: nothing can be mounted from it.
     return [];
   }
-  const device_number = `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
+  const device_number = deviceNumber(rdev);
   const found: MountOfDevice[] = [];
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     // mountinfo: id parent major:minor root mount-point options … - fstype source …
