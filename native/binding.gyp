@@ -11,6 +11,7 @@
         "src/blockdev.cc",
         "src/errors.cc",
         "src/files.cc",
+        "src/layout-test.cc",
         "src/memory.cc",
         "src/open.cc",
         "src/thread.cc"
