@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { RING_LAYOUT } from '../../src/shared/ring';
+import { RING_LAYOUT, ringBytes } from '../../src/shared/ring';
 import {
   COMPLETION_RECORD_LAYOUT, IO_FLAG_VALUES, IO_OP_VALUES, REQUEST_FIELD_MAX, REQUEST_RECORD_LAYOUT,
 } from '../../src/shared/request-record';
@@ -109,7 +109,7 @@ gated.test('the committed header compiles cleanly (-Wall -Wextra -Werror)', () =
 
 const BREAKAGES: [string, Record<string, unknown>, RegExp][] = [
   ['TAIL on HEAD\'s cache line', doctored('RING_LAYOUT', { TAIL: 8 }), /HEAD and TAIL on separate cache lines/],
-  ['a header word inside SEQUENCE', doctored('RING_LAYOUT', { RECORD_WORDS: 48 }), /ring header words fit before SEQUENCE/],
+  ['a header word inside SEQUENCE', doctored('RING_LAYOUT', { RECORD_WORDS: RING_LAYOUT.HEADER_WORDS }), /ring header words fit before SEQUENCE/],
   ['a capacity bound that is no power of two', doctored('RING_LAYOUT', { CAPACITY_MAX: 3 << 18 }), /positions compare/],
   ['two request words on one index', doctored('REQUEST_RECORD_LAYOUT', { SERIAL: 4 }), /request words are distinct/],
   ['a request word past the record', doctored('REQUEST_RECORD_LAYOUT', { LENGTH: 9 }), /request words are distinct/],
@@ -117,7 +117,7 @@ const BREAKAGES: [string, Record<string, unknown>, RegExp][] = [
   ['a flag outside the mask', doctored('IO_FLAG_VALUES', { MAY_UNMAP: 4 }), /FLAGS holds the IoFlags bits/],
   ['an OP bound that is no IoOp', doctored('REQUEST_FIELD_MAX', { OP: 5 }), /OP is an IoOp/],
   ['an offset bound whose high half overflows', doctored('REQUEST_FIELD_MAX', { OFFSET_BYTES: 2 ** 52 * 1.5 * 1024 }), /OFFSET_HIGH fits its word|safe integer/],
-  ['a ring size formula that differs from ringBytes', doctored('ringBytes', { value: (capacity: number, words: number) => (48 + capacity + capacity * words) * 4 + 64 }), /ringBytes\(/],
+  ['a ring size formula that differs from ringBytes', doctored('ringBytes', { value: (capacity: number, words: number) => ringBytes(capacity, words) + RING_LAYOUT.CACHE_LINE_BYTES }), /ringBytes\(/],
 ];
 
 for (const [what, layouts, complaint] of BREAKAGES) {
