@@ -5,13 +5,34 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkTable } from '../../src/shared/chunk-table';
 import { Ring } from '../../src/shared/ring';
 import { Slab } from '../../src/shared/slab';
+import { corruptSnapshot } from '../../src/shared/snapshot-control';
+import { NO_ROOM, StorageCounters } from '../../src/shared/storage-counters';
+import { enterWriteGate, FROZEN, leaveWriteGate } from '../../src/shared/volume-control';
 import { seededRandom } from '../lib/random';
 
 type Job =
   | { role: 'lock'; table: ChunkTable['buffers']; counter: SharedArrayBuffer; chunk_count: number; iterations: number; seed: number }
   | { role: 'produce'; ring: SharedArrayBuffer; producer: number; count: number; timeout_ms: number }
   | { role: 'consume'; ring: SharedArrayBuffer; done: SharedArrayBuffer; total: number; timeout_ms: number }
-  | { role: 'slab'; slab: Slab['buffers']; rounds: number; owners: SharedArrayBuffer; me: number };
+  | { role: 'slab'; slab: Slab['buffers']; rounds: number; owners: SharedArrayBuffer; me: number }
+  | { role: 'wait-word'; words: SharedArrayBuffer; index: number; until: number; ready: SharedArrayBuffer; timeout_ms: number }
+  | { role: 'wait-generation'; counters: SharedArrayBuffer; ready: SharedArrayBuffer; timeout_ms: number }
+  | { role: 'writer'; control: SharedArrayBuffer; inside: SharedArrayBuffer; stop: SharedArrayBuffer }
+  | { role: 'corrupt'; controls: SharedArrayBuffer[]; start: SharedArrayBuffer; winners: SharedArrayBuffer; me: number }
+  | { role: 'allocate'; counters: SharedArrayBuffer; sectors: number; start: SharedArrayBuffer };
+
+/** READY protocol of the waiting roles: the worker stores 1 just before it blocks. */
+function announceReady(ready: SharedArrayBuffer): void {
+  const word = new Int32Array(ready);
+  Atomics.store(word, 0, 1);
+  Atomics.notify(word, 0);
+}
+
+/** Spins until the main thread opens the start word, so that workers race from one moment. */
+function awaitStart(start: SharedArrayBuffer): void {
+  const word = new Int32Array(start);
+  while (Atomics.load(word, 0) === 0) Atomics.wait(word, 0, 0, 50);
+}
 
 
 const job = workerData as Job;
@@ -72,6 +93,82 @@ switch (job.role) {
       slab.release(slot);
     }
     parentPort!.postMessage('done');
+    break;
+  }
+  case 'wait-word': {
+    // Blocks on words[index] until it reads `until`; reports how each wait
+    // ended ('ok' = notified, 'not-equal' = changed before we slept,
+    // 'timed-out' = nobody notified).
+    const words = new Int32Array(job.words);
+    const outcomes: string[] = [];
+    for (;;) {
+      const value = Atomics.load(words, job.index);
+      if (value === job.until) break;
+      announceReady(job.ready);
+      const outcome = Atomics.wait(words, job.index, value, job.timeout_ms);
+      outcomes.push(outcome);
+      if (outcome === 'timed-out') break;
+    }
+    parentPort!.postMessage(outcomes);
+    break;
+  }
+  case 'wait-generation': {
+    const counters = new StorageCounters(job.counters);
+    const seen = counters.generation;
+    announceReady(job.ready);
+    const started = Date.now();
+    counters.waitForChange(seen, job.timeout_ms);
+    parentPort!.postMessage({ waited_ms: Date.now() - started, seen, now: counters.generation });
+    break;
+  }
+  case 'writer': {
+    // Enters and leaves the write gate until told to stop; inside[0] counts
+    // writers past the gate, inside[1] counts entries seen while FROZEN was
+    // already 1 and the control side had found no writer in flight (a
+    // violation), inside[2] counts parked attempts, inside[3] started writers.
+    const control = new Int32Array(job.control);
+    const inside = new Int32Array(job.inside);
+    const stop = new Int32Array(job.stop);
+    let entries = 0;
+    Atomics.add(inside, 3, 1);
+    while (Atomics.load(stop, 0) === 0) {
+      if (!enterWriteGate(control)) {
+        Atomics.add(inside, 2, 1);
+        continue;
+      }
+      entries += 1;
+      Atomics.add(inside, 0, 1);
+      if (Atomics.load(control, FROZEN) === 1 && Atomics.load(stop, 1) === 1) Atomics.add(inside, 1, 1);
+      Atomics.sub(inside, 0, 1);
+      leaveWriteGate(control);
+    }
+    parentPort!.postMessage(entries);
+    break;
+  }
+  case 'corrupt': {
+    // One corruptSnapshot per round, racing the other workers; the winner
+    // of each round writes its id into winners[round] (0 = nobody yet).
+    const winners = new Int32Array(job.winners);
+    awaitStart(job.start);
+    job.controls.forEach((buffer, round) => {
+      if (corruptSnapshot(new Int32Array(buffer), job.me)) {
+        if (Atomics.compareExchange(winners, round, 0, job.me) !== 0) Atomics.store(winners, round, -1);
+      }
+    });
+    parentPort!.postMessage('done');
+    break;
+  }
+  case 'allocate': {
+    // Allocates `sectors` at a time until there is no room; reports the starts.
+    const counters = new StorageCounters(job.counters);
+    awaitStart(job.start);
+    const starts: number[] = [];
+    for (;;) {
+      const start = counters.allocate(job.sectors);
+      if (start === NO_ROOM) break;
+      starts.push(start);
+    }
+    parentPort!.postMessage(starts);
     break;
   }
 }
