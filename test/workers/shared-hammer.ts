@@ -18,7 +18,7 @@ type Job =
   | { role: 'wait-word'; words: SharedArrayBuffer; index: number; until: number; ready: SharedArrayBuffer; timeout_ms: number }
   | { role: 'wait-generation'; counters: SharedArrayBuffer; ready: SharedArrayBuffer; timeout_ms: number }
   | { role: 'writer'; control: SharedArrayBuffer; inside: SharedArrayBuffer; stop: SharedArrayBuffer }
-  | { role: 'corrupt'; controls: SharedArrayBuffer[]; start: SharedArrayBuffer; winners: SharedArrayBuffer; me: number }
+  | { role: 'corrupt'; controls: SharedArrayBuffer[]; arrived: SharedArrayBuffer; racers: number; winners: SharedArrayBuffer; me: number }
   | { role: 'allocate'; counters: SharedArrayBuffer; sectors: number; start: SharedArrayBuffer };
 
 /** READY protocol of the waiting roles: the worker stores 1 just before it blocks. */
@@ -27,6 +27,9 @@ function announceReady(ready: SharedArrayBuffer): void {
   Atomics.store(word, 0, 1);
   Atomics.notify(word, 0);
 }
+
+/** A barrier spins this often before it naps. */
+const BARRIER_SPINS_MAX = 10_000;
 
 /** Spins until the main thread opens the start word, so that workers race from one moment. */
 function awaitStart(start: SharedArrayBuffer): void {
@@ -146,15 +149,25 @@ switch (job.role) {
     break;
   }
   case 'corrupt': {
-    // One corruptSnapshot per round, racing the other workers; the winner
-    // of each round writes its id into winners[round] (0 = nobody yet).
+    // One corruptSnapshot per round, racing the other workers: every
+    // round starts at a barrier (arrived[round] counts the racers there;
+    // spin, then nap, so a descheduled racer costs little). The winner of
+    // each round writes its id into winners[round] (0 = nobody yet, -1 = two).
     const winners = new Int32Array(job.winners);
-    awaitStart(job.start);
-    job.controls.forEach((buffer, round) => {
-      if (corruptSnapshot(new Int32Array(buffer), job.me)) {
+    const arrived = new Int32Array(job.arrived);
+    const controls = job.controls.map((buffer) => new Int32Array(buffer));
+    for (let round = 0; round < controls.length; round += 1) {
+      Atomics.add(arrived, round, 1);
+      Atomics.notify(arrived, round);
+      for (let spin = 0; ; spin += 1) {
+        const here = Atomics.load(arrived, round);
+        if (here >= job.racers) break;
+        if (spin > BARRIER_SPINS_MAX) Atomics.wait(arrived, round, here, 1);
+      }
+      if (corruptSnapshot(controls[round]!, job.me)) {
         if (Atomics.compareExchange(winners, round, 0, job.me) !== 0) Atomics.store(winners, round, -1);
       }
-    });
+    }
     parentPort!.postMessage('done');
     break;
   }
