@@ -19,7 +19,7 @@ type Job =
   | { role: 'wait-generation'; counters: SharedArrayBuffer; ready: SharedArrayBuffer; timeout_ms: number }
   | { role: 'writer'; control: SharedArrayBuffer; inside: SharedArrayBuffer; stop: SharedArrayBuffer }
   | { role: 'corrupt'; controls: SharedArrayBuffer[]; arrived: SharedArrayBuffer; racers: number; winners: SharedArrayBuffer; me: number }
-  | { role: 'allocate'; counters: SharedArrayBuffer; sectors: number; start: SharedArrayBuffer };
+  | { role: 'allocate'; counters: SharedArrayBuffer; sectors: number; arrived: SharedArrayBuffer; racers: number };
 
 /** READY protocol of the waiting roles: the worker stores 1 just before it blocks. */
 function announceReady(ready: SharedArrayBuffer): void {
@@ -31,12 +31,16 @@ function announceReady(ready: SharedArrayBuffer): void {
 /** A barrier spins this often before it naps. */
 const BARRIER_SPINS_MAX = 10_000;
 
-/** Spins until the main thread opens the start word, so that workers race from one moment. */
-function awaitStart(start: SharedArrayBuffer): void {
-  const word = new Int32Array(start);
-  while (Atomics.load(word, 0) === 0) Atomics.wait(word, 0, 0, 50);
+/** Arrives at barrier word arrived[index] and returns once `racers` have arrived. */
+function meetAtBarrier(arrived: Int32Array, index: number, racers: number): void {
+  Atomics.add(arrived, index, 1);
+  Atomics.notify(arrived, index);
+  for (let spin = 0; ; spin += 1) {
+    const here = Atomics.load(arrived, index);
+    if (here >= racers) return;
+    if (spin > BARRIER_SPINS_MAX) Atomics.wait(arrived, index, here, 1);
+  }
 }
-
 
 const job = workerData as Job;
 switch (job.role) {
@@ -157,13 +161,7 @@ switch (job.role) {
     const arrived = new Int32Array(job.arrived);
     const controls = job.controls.map((buffer) => new Int32Array(buffer));
     for (let round = 0; round < controls.length; round += 1) {
-      Atomics.add(arrived, round, 1);
-      Atomics.notify(arrived, round);
-      for (let spin = 0; ; spin += 1) {
-        const here = Atomics.load(arrived, round);
-        if (here >= job.racers) break;
-        if (spin > BARRIER_SPINS_MAX) Atomics.wait(arrived, round, here, 1);
-      }
+      meetAtBarrier(arrived, round, job.racers);
       if (corruptSnapshot(controls[round]!, job.me)) {
         if (Atomics.compareExchange(winners, round, 0, job.me) !== 0) Atomics.store(winners, round, -1);
       }
@@ -174,7 +172,7 @@ switch (job.role) {
   case 'allocate': {
     // Allocates `sectors` at a time until there is no room; reports the starts.
     const counters = new StorageCounters(job.counters);
-    awaitStart(job.start);
+    meetAtBarrier(new Int32Array(job.arrived), 0, job.racers);
     const starts: number[] = [];
     for (;;) {
       const start = counters.allocate(job.sectors);
