@@ -12,6 +12,7 @@
         "src/errors.cc",
         "src/files.cc",
         "src/freeze.cc",
+        "src/layout-test.cc",
         "src/memory.cc",
         "src/open.cc",
         "src/thread.cc",

@@ -12,6 +12,7 @@
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  ublksnap::InitLayoutTest(env, exports);
   ublksnap::InitErrors(env, exports);
   ublksnap::InitFiles(env, exports);
   ublksnap::InitOpen(env, exports);

@@ -8,6 +8,9 @@
 
 namespace ublksnap {
 
+// layout-test.cc: ringPushForTest, ringPopForTest (the cross-language ring test).
+void InitLayoutTest(Napi::Env env, Napi::Object exports);
+
 // errors.cc: errnoName.
 void InitErrors(Napi::Env env, Napi::Object exports);
 

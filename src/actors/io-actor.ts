@@ -33,7 +33,7 @@ import { assert } from '../shared/assert';
 import { CbtMap } from '../shared/cbt-map';
 import { ERRNO_BY_CODE } from '../shared/errors';
 import { PARKED_CAPACITY } from '../shared/limits';
-import { CompletionWord, COMPLETION_WORDS, REQUEST_WORDS, RequestWord } from '../shared/request-record';
+import { COMPLETION_WORDS, packCompletion, REQUEST_WORDS, RequestWord } from '../shared/request-record';
 import { Ring } from '../shared/ring';
 import { Slab } from '../shared/slab';
 import { DiffArea } from '../cow/diff-area';
@@ -157,8 +157,7 @@ export class IoActor implements QueueHost {
 
   private pushCompletion(queue: RegisteredQueue, tag: number, errno: number): void {
     this.served += 1;
-    this.completion[CompletionWord.TAG] = tag;
-    this.completion[CompletionWord.ERRNO] = errno;
+    packCompletion(this.completion, tag, errno);
     queue.completions.pushCertain(this.completion, 0, false, 'completion (more requests than tags?)');
     if (!queue.wake_pending) {
       queue.wake_pending = true;

@@ -25,12 +25,14 @@
 //   - JS ↔ JS (main thread, actors, piscina tasks): these doorbells, Atomics
 //     on CONSUMER/PRODUCER_DOORBELL; either side may block in wait().
 //   - native or kernel → JS: an eventfd the JS thread's event loop polls
-//     (the addon creates it; a kernel block queue's io_uring signals one per batch
-//     of completions). JS never Atomics.wait()s for native work.
+//     (the addon creates it; a native queue's io_uring signals one per
+//     batch of completions). JS never Atomics.wait()s for native work.
 //   - JS → native: an eventfd the native side polls, written by the addon.
 // A native participant may still push and pop records of this ring with
-// C++ atomics on the same words (native/include/ublksnap-layout.h); only
-// the wake-up differs.
+// C++ atomics on the same words (native/include/ublksnap-layout.h, made
+// from RING_LAYOUT below by scripts/gen-layout-header.js); only the
+// wake-up differs. The native side never touches the four doorbell and
+// sleeper words.
 //
 // Layout (Int32 words; HEAD and TAIL on separate 64-byte lines so producers
 // and consumers do not bounce one cache line):
@@ -64,10 +66,42 @@ const CAPACITY = 36;
 const RECORD_WORDS = 37;
 const HEADER_WORDS = 48;
 const WORD_BYTES = Int32Array.BYTES_PER_ELEMENT;
+/** HEAD and TAIL live on different cache lines of this size. */
+const CACHE_LINE_BYTES = 64;
 
 /** Positions wrap at 2^32; the sign of (a - b) | 0 is right below 2^30. */
 export const RING_CAPACITY_MAX = 2 ** 20;
 export const RING_RECORD_WORDS_MAX = 64;
+
+/**
+ * The header words above as a runtime table, for code that reads the ring
+ * from outside this file: scripts/gen-layout-header.js writes them into the
+ * C++ header, and tests poke at positions. The hot path keeps using the
+ * module constants.
+ */
+export const RING_LAYOUT = Object.freeze({
+  HEAD,
+  TAIL,
+  CONSUMER_SLEEPERS,
+  CONSUMER_DOORBELL,
+  PRODUCER_SLEEPERS,
+  PRODUCER_DOORBELL,
+  CAPACITY,
+  RECORD_WORDS,
+  /** SEQUENCE[0] is this word; RECORDS follow the capacity sequence words. */
+  HEADER_WORDS,
+  WORD_BYTES,
+  CACHE_LINE_BYTES,
+  CAPACITY_MAX: RING_CAPACITY_MAX,
+  RECORD_WORDS_MAX: RING_RECORD_WORDS_MAX,
+});
+
+// Load-time checks of the drawing above.
+assert((TAIL - HEAD) * WORD_BYTES >= CACHE_LINE_BYTES && (CONSUMER_SLEEPERS - TAIL) * WORD_BYTES >= CACHE_LINE_BYTES,
+  'ring: HEAD, TAIL and the doorbells must sit on separate cache lines');
+assert(RECORD_WORDS < HEADER_WORDS, 'ring: the header words must fit before SEQUENCE');
+assert(isPowerOfTwo(RING_CAPACITY_MAX) && RING_CAPACITY_MAX < 2 ** 30,
+  'ring: positions compare by (a - b) | 0, exact only below 2^30 records');
 /** A bounded wait never sleeps longer than this before re-checking. */
 const WAIT_SLICE_MS = 50;
 /**

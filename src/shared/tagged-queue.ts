@@ -14,7 +14,7 @@
 import { alignedOffset } from '../native';
 import { assert, AssertionError } from './assert';
 import {
-  COMPLETION_WORDS, CompletionWord, handleSerial, handleVolume, REQUEST_WORDS, RequestWord, writeOffset,
+  COMPLETION_WORDS, CompletionWord, handleSerial, handleVolume, packRequest, REQUEST_WORDS,
 } from './request-record';
 import { Ring } from './ring';
 import { Slab } from './slab';
@@ -71,15 +71,10 @@ export abstract class TaggedQueue implements IoQueue {
       Number.isSafeInteger(length_bytes) && length_bytes >= 0 && length_bytes <= this.max_io_bytes &&
       Number.isSafeInteger(offset_bytes) && offset_bytes >= 0;
     if (!valid) this.rejectSubmission(tag, offset_bytes, length_bytes);
+    // The queue's own bounds are checked above; packRequest asserts what the record layout promises.
     const record = this.request;
-    record[RequestWord.TAG] = tag;
-    record[RequestWord.QUEUE] = this.queue_id;
-    record[RequestWord.OP] = op;
-    record[RequestWord.FLAGS] = flags;
-    record[RequestWord.VOLUME] = handleVolume(target_handle);
-    record[RequestWord.SERIAL] = handleSerial(target_handle);
-    writeOffset(record, offset_bytes);
-    record[RequestWord.LENGTH] = length_bytes;
+    packRequest(record, tag, this.queue_id, op, flags, handleVolume(target_handle), handleSerial(target_handle),
+      offset_bytes, length_bytes);
     this.busy[tag] = 1;
     this.in_flight_count += 1;
     this.dispatch(record, target_handle);

@@ -95,7 +95,13 @@ test('the printed commands work as printed', async () => {
 with_npx.test('npx ublksnap version, run in the checkout, reaches it too', async () => {
   const result = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
     // --no: never download a package named ublksnap; the checkout's own bin is the one wanted.
-    const npx = spawn('npx', ['--no', 'ublksnap', 'version'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // --ignore-scripts: the first `npx ublksnap` in a checkout installs the checkout into npx's
+    // cache (~/.npm/_npx/<hash of the path>), and that runs its install and prepare scripts in
+    // the checkout itself: `node-gyp rebuild` deletes native/build and rebuilds the addon, and
+    // tsc rewrites dist/, in the middle of the suite. That took most of this test's 60 s on a
+    // quiet machine and more under load; killed half-way, it left no addon for the files after
+    // it. The CLI is built already; this test only needs npx to find its bin.
+    const npx = spawn('npx', ['--ignore-scripts', '--no', 'ublksnap', 'version'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     npx.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); });

@@ -7,7 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Ring, ringBytes } from '../../src/shared/ring';
+import { Ring, RING_LAYOUT, ringBytes } from '../../src/shared/ring';
 import { runWorker } from '../lib/workers';
 
 test('full and empty edges, FIFO order, wrap-around of cells', () => {
@@ -35,10 +35,10 @@ test('32-bit position wrap keeps working', () => {
   const words = new Int32Array(ring.buffer);
   // Move HEAD, TAIL and every cell's turn to just below 2^31 - 1.
   const start = 2 ** 31 - 5;
-  words[0] = start; words[16] = start;
+  words[RING_LAYOUT.HEAD] = start; words[RING_LAYOUT.TAIL] = start;
   for (let cell = 0; cell < 8; cell += 1) {
     let p = start; while ((p & 7) !== cell) p += 1;
-    words[48 + cell] = p | 0;
+    words[RING_LAYOUT.HEADER_WORDS + cell] = p | 0;
   }
   const record = new Int32Array(1);
   for (let i = 0; i < 100; i += 1) {
@@ -67,16 +67,17 @@ test('a consumer preempted mid-pop: tryPush sees "full", pushCertain waits it ou
   const record = new Int32Array([1]);
   assert.ok(ring.tryPush(record) && ring.tryPush(record));
   const words = new Int32Array(ring.buffer);
-  words[0] = 1; // HEAD advanced past position 0, cell 0 not yet freed
+  words[RING_LAYOUT.HEAD] = 1; // HEAD advanced past position 0, cell 0 not yet freed
   assert.is(ring.count, 1, 'by the counters there is room');
   assert.is(ring.tryPush(record), false, 'but the cell is still taken');
   const finisher = new Worker(`
     const { workerData } = require('node:worker_threads');
-    const words = new Int32Array(workerData);
+    const { buffer, layout } = workerData;
+    const words = new Int32Array(buffer);
     setTimeout(() => {
-      Atomics.store(words, 48 + 0, 0 + 2);            // cell 0 free for position 2
-      Atomics.add(words, 35, 1); Atomics.notify(words, 35); // PRODUCER_DOORBELL
-    }, 100);`, { eval: true, workerData: ring.buffer });
+      Atomics.store(words, layout.HEADER_WORDS + 0, 0 + 2);   // cell 0 free for position 2
+      Atomics.add(words, layout.PRODUCER_DOORBELL, 1); Atomics.notify(words, layout.PRODUCER_DOORBELL);
+    }, 100);`, { eval: true, workerData: { buffer: ring.buffer, layout: RING_LAYOUT } });
   const started = Date.now();
   ring.pushCertain(record, 0, true, 'test');
   assert.ok(Date.now() - started >= 50, 'it waited for the consumer');
@@ -85,7 +86,7 @@ test('a consumer preempted mid-pop: tryPush sees "full", pushCertain waits it ou
 });
 
 test('sizes and bad shapes', () => {
-  assert.is(ringBytes(4, 2), (48 + 4 + 8) * 4);
+  assert.is(ringBytes(4, 2), (48 + 4 + 8) * 4, 'the drawing in ring.ts: SEQUENCE from word 48');
   assert.throws(() => Ring.create(3, 1), /power of two/);
   assert.throws(() => Ring.create(4, 0), /1\.\.64 words/);
   assert.throws(() => new Ring(new SharedArrayBuffer(64)), /not a ring/);
