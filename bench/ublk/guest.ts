@@ -35,6 +35,8 @@ const MINI_START_TIMEOUT_MS = 30_000;
 const FIO_GRACE_S = 60;
 /** A snapshot call (take reserves the first diff-storage step). */
 const CALL_TIMEOUT_MS = 60_000;
+/** UBLKSNAP_UBLK_STATS=1 (passed into the guest by the runner): the daemon logs requests per wake-up. */
+const STATS = process.env.UBLKSNAP_UBLK_STATS === '1';
 
 export const SYSTEMS = ['loop', 'ublksnap', 'ublksnap-snap', 'ublk-mini'] as const;
 export type SystemId = typeof SYSTEMS[number];
@@ -154,12 +156,22 @@ class Daemon {
     this.socket = path.join(dir, 'ctl.sock');
   }
 
-  async start(): Promise<void> {
+  /** Spawns the daemon; ready() waits until it answers. */
+  spawn(): void {
     const child = spawn(process.execPath, [CLI_PATH, 'daemon', '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'),
-      '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', STATS ? 'info' : 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
-    child.stdout?.on('data', (chunk: Buffer) => { this.logs += chunk.toString(); });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString();
+      this.logs += text;
+      // The session's wake-up statistics, next to the job they belong to.
+      if (STATS) for (const line of text.split('\n')) if (line.includes('ublk queue stats')) progress(`daemon: ${line}`);
+    });
     child.stderr?.on('data', (chunk: Buffer) => { this.logs += chunk.toString(); });
+  }
+
+  async ready(): Promise<void> {
+    const child = this.child!;
     const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
     for (;;) {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`daemon exited during start:\n${this.logs}`);
@@ -232,21 +244,26 @@ async function main(): Promise<void> {
   const backing = path.join(work, 'backing.img');
   const diff_dir = path.join(work, 'diff');
   mkdirSync(diff_dir);
+  let daemon: Daemon | undefined;
+  const needs_daemon = options.systems.some((s) => s === 'ublksnap' || s === 'ublksnap-snap');
+  const started = Date.now();
+  // The daemon starts slowly under TCG (node, its worker threads): while the file is written.
+  if (needs_daemon) {
+    daemon = new Daemon(work);
+    daemon.spawn();
+  }
   // Written fully: every tmpfs page exists before anyone measures.
   sh('dd', ['if=/dev/zero', `of=${backing}`, 'bs=1M', `count=${options.size_mib}`, 'status=none']);
+  progress(`backing file written in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const fio_version = sh('fio', ['--version']).trim();
   emit('setup', { kernel, fio: fio_version, nproc: Number(sh('nproc', []).trim()), options, loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
 
-  let daemon: Daemon | undefined;
   let ublk_device = '';
-  const needs_daemon = options.systems.some((s) => s === 'ublksnap' || s === 'ublksnap-snap');
   // Each snapshot is destroyed before the next; its storage may grow to the volume's size.
   const limit_bytes = (options.size_mib + 64) * MIB;
   try {
-    if (needs_daemon) {
-      daemon = new Daemon(work);
-      const started = Date.now();
-      await daemon.start();
+    if (daemon !== undefined) {
+      await daemon.ready();
       const attached = await daemon.ipc.call('attach', { path: backing, ublk: true }, CALL_TIMEOUT_MS);
       ublk_device = attached.ublk ?? '';
       if (!/^\/dev\/ublkb\d+$/.test(ublk_device)) throw new Error(`attach --ublk gave ${JSON.stringify(attached)}`);
