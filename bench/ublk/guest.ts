@@ -20,7 +20,7 @@
 //   node dist/bench/ublk/guest.js [--rounds=N] [--runtime=S] [--size-mib=N] [--mini=BINARY] [--systems=a,b]
 
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { IpcClient } from '../../src/ipc/client';
@@ -35,6 +35,8 @@ const MINI_START_TIMEOUT_MS = 30_000;
 const FIO_GRACE_S = 60;
 /** A snapshot call (take reserves the first diff-storage step). */
 const CALL_TIMEOUT_MS = 60_000;
+const ATTACH_ATTEMPTS = 3;
+const ATTACH_RETRY_MS = 15_000;
 /** UBLKSNAP_UBLK_STATS=1 (passed into the guest by the runner): the daemon logs requests per wake-up. */
 const STATS = process.env.UBLKSNAP_UBLK_STATS === '1';
 
@@ -117,6 +119,8 @@ interface FioFigures {
   bytes_per_second: number;
   runtime_ms: number;
   clat_mean_us: number;
+  /** fio's own CPU (user + system, the kernel's submission and completion work included), % of one CPU. */
+  fio_cpu_percent: number;
 }
 
 /**
@@ -141,6 +145,7 @@ function fio(device: string, job: JobSpec, options: Options, one_pass: boolean):
     bytes_per_second: side.bw_bytes,
     runtime_ms: side.runtime,
     clat_mean_us: (side.clat_ns?.mean ?? 0) / 1000,
+    fio_cpu_percent: Number(((json.jobs[0].usr_cpu ?? 0) + (json.jobs[0].sys_cpu ?? 0)).toFixed(1)),
   };
 }
 
@@ -158,7 +163,10 @@ class Daemon {
 
   /** Spawns the daemon; ready() waits until it answers. */
   spawn(): void {
-    const child = spawn(process.execPath, [CLI_PATH, 'daemon', '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'),
+    // UBLKSNAP_BENCH_CPU_PROF=DIR: one .cpuprofile per daemon thread (node dist/bench/profile-summary.js DIR).
+    const profile = process.env.UBLKSNAP_BENCH_CPU_PROF;
+    const node_args = profile === undefined || profile === '' ? [] : ['--cpu-prof', '--cpu-prof-interval=5000', `--cpu-prof-dir=${profile}`];
+    const child = spawn(process.execPath, [...node_args, CLI_PATH, 'daemon', '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'),
       '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', STATS ? 'info' : 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     child.stdout?.on('data', (chunk: Buffer) => {
@@ -187,6 +195,10 @@ class Daemon {
     }
   }
 
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   get ipc(): IpcClient {
     if (this.client === null) throw new Error('daemon not started');
     return this.client;
@@ -205,8 +217,37 @@ class Daemon {
   }
 }
 
+/** CPU seconds per thread name of a process (utime + stime, /proc/PID/task/TID/stat); {} once it is gone. */
+function threadCpu(pid: number | undefined): Record<string, number> {
+  const result: Record<string, number> = {};
+  if (pid === undefined) return result;
+  const ticks = 100;  // USER_HZ on Linux
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // Node's worker threads are all "node": the thread id tells them apart (the lowest is the main thread).
+      const name = task === String(pid) ? `${comm}:main` : `${comm}:${task}`;
+      result[name] = (Number(fields[11]) + Number(fields[12])) / ticks;
+    }
+  } catch {
+    // The process ended.
+  }
+  return result;
+}
+
+function cpuDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const delta: Record<string, number> = {};
+  for (const [name, seconds] of Object.entries(after)) {
+    const used = seconds - (before[name] ?? 0);
+    if (used >= 0.01) delta[name] = Number(used.toFixed(2));
+  }
+  return delta;
+}
+
 /** ublk-mini: prints "ublk-mini: /dev/ublkbN started" once it serves. */
-async function startMini(binary: string, backing: string): Promise<{ device: string; stop: () => Promise<string> }> {
+async function startMini(binary: string, backing: string): Promise<{ device: string; pid: number | undefined; stop: () => Promise<string> }> {
   const child = spawn(binary, [backing], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
@@ -224,6 +265,7 @@ async function startMini(binary: string, backing: string): Promise<{ device: str
   }
   return {
     device,
+    pid: child.pid,
     stop: async () => {
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
@@ -232,6 +274,23 @@ async function startMini(binary: string, backing: string): Promise<{ device: str
       return out.trim().split('\n').pop() ?? '';
     },
   };
+}
+
+/**
+ * attach --ublk; again after a pause when it fails: right after start, on a
+ * loaded host (or under --cpu-prof), the daemon's actors may still be
+ * starting and its 10 s control calls time out.
+ */
+async function attachWithRetries(daemon: Daemon, backing: string): Promise<{ ublk?: string }> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await daemon.ipc.call('attach', { path: backing, ublk: true }, CALL_TIMEOUT_MS);
+    } catch (error) {
+      if (attempt >= ATTACH_ATTEMPTS) throw error;
+      progress(`attach failed (${(error as Error).message}); again in ${ATTACH_RETRY_MS / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, ATTACH_RETRY_MS));
+    }
+  }
 }
 
 async function main(): Promise<void> {
@@ -264,7 +323,7 @@ async function main(): Promise<void> {
   try {
     if (daemon !== undefined) {
       await daemon.ready();
-      const attached = await daemon.ipc.call('attach', { path: backing, ublk: true }, CALL_TIMEOUT_MS);
+      const attached = await attachWithRetries(daemon, backing);
       ublk_device = attached.ublk ?? '';
       if (!/^\/dev\/ublkb\d+$/.test(ublk_device)) throw new Error(`attach --ublk gave ${JSON.stringify(attached)}`);
       progress(`daemon up, ${ublk_device} attached in ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -288,7 +347,8 @@ async function main(): Promise<void> {
           const sample: UblkSample = { system, job: job.id, round, value, ...figures };
           emit('sample', { ...sample, ...extra });
           const shown = job.unit === 'IOPS' ? `${(figures.iops / 1000).toFixed(1)}k IOPS` : `${(figures.bytes_per_second / MIB).toFixed(0)} MiB/s`;
-          progress(`round ${round} ${system} ${job.id}: ${shown}`);
+          const cpu = extra.server_cpu === undefined ? '' : `; server CPU s ${JSON.stringify(extra.server_cpu)}`;
+          progress(`round ${round} ${system} ${job.id}: ${shown} (fio ${figures.fio_cpu_percent}% CPU${cpu})`);
         };
         if (system === 'loop') {
           const device = sh('losetup', ['-f', '--show', '--direct-io=on', backing]).trim();
@@ -305,12 +365,20 @@ async function main(): Promise<void> {
           }
           const mini = await startMini(options.mini, backing);
           try {
-            for (const job of JOBS) record(job, fio(mini.device, job, options, false));
+            for (const job of JOBS) {
+            const before = threadCpu(mini.pid);
+            const figures = fio(mini.device, job, options, false);
+            record(job, figures, { server_cpu: cpuDelta(before, threadCpu(mini.pid)) });
+          }
           } finally {
             progress(`ublk-mini: ${await mini.stop()}`);
           }
         } else if (system === 'ublksnap') {
-          for (const job of JOBS) record(job, fio(ublk_device, job, options, false));
+          for (const job of JOBS) {
+            const before = threadCpu(daemon!.pid);
+            const figures = fio(ublk_device, job, options, false);
+            record(job, figures, { server_cpu: cpuDelta(before, threadCpu(daemon!.pid)) });
+          }
         } else {
           for (const job of JOBS) {
             const ipc = daemon!.ipc;
@@ -319,9 +387,11 @@ async function main(): Promise<void> {
             await ipc.call('snapshot_take', { id }, CALL_TIMEOUT_MS);
             const take_ms = Date.now() - before_take;
             // Sequential: one pass, so every write is a first touch of its chunk.
+            const before = threadCpu(daemon!.pid);
             const figures = fio(ublk_device, job, options, job.rw === 'write');
+            const server_cpu = cpuDelta(before, threadCpu(daemon!.pid));
             await ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
-            record(job, figures, { take_ms });
+            record(job, figures, { take_ms, server_cpu });
           }
         }
       }
