@@ -3,13 +3,16 @@
 // as JSON (and the NBD chart as SVG) to bench/results/ (ignored by git).
 //
 //   --quick              small image, fewer rounds: under 3 minutes
-//   --only=PART          micro | engine | nbd (default: all three)
+//   --only=PART          micro | engine | nbd | ublk (default: all four; ublk
+//                        prints SKIP when the ublk guest cannot boot)
 //   --rounds=N           NBD rounds (default 3, quick 2)
 //   --image-mib=N        NBD image size (default 1024, quick 128)
 //   --systems=ID,ID      NBD: only these systems (debugging)
 //   --profile[=DIR]      NBD: run ublksnap's servers under node --cpu-prof
 //                        (default DIR bench/results/profiles-STAMP)
 //   --no-take            NBD: skip the take-latency step
+//   --ublk-rounds=N      ublk: rounds in the guest (default 3, quick 2)
+//   --ublk-runtime=S     ublk: seconds per fio job (default 5, quick 3)
 //
 // Progress goes to stderr; stdout carries the report only.
 
@@ -19,8 +22,9 @@ import { parseArgs } from 'node:util';
 import { runEngineBench } from './engine';
 import { runMicro } from './micro';
 import { runNbdBench } from './nbd/suite';
+import { runUblkBench } from './ublk/suite';
 
-const PARTS = ['micro', 'engine', 'nbd'];
+const PARTS = ['micro', 'engine', 'nbd', 'ublk'];
 
 function positive(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;
@@ -39,6 +43,8 @@ async function main(): Promise<void> {
       systems: { type: 'string' },
       profile: { type: 'string' },
       'no-take': { type: 'boolean', default: false },
+      'ublk-rounds': { type: 'string' },
+      'ublk-runtime': { type: 'string' },
     },
     // `--profile` alone is allowed: parseArgs wants a value, so it is rewritten below.
     args: process.argv.slice(2).map((arg) => (arg === '--profile' ? '--profile=' : arg)),
@@ -82,6 +88,17 @@ async function main(): Promise<void> {
     if (profile_dir !== undefined) console.log(`profiles: ${path.relative(process.cwd(), profile_dir)} (node dist/bench/profile-summary.js DIR)`);
     results.nbd = nbd.json;
     goal_lines.push(...nbd.goal_lines);
+  }
+  if (only === undefined || only === 'ublk') {
+    const ublk = await runUblkBench({
+      quick,
+      rounds: positive(values['ublk-rounds'], 'ublk-rounds'),
+      runtime_s: positive(values['ublk-runtime'], 'ublk-runtime'),
+      log: (line) => console.error(line),
+    });
+    if (ublk.text !== '') console.log(`## ublk: ublksnap's block device vs the loop driver (TCG guest)\n\n${ublk.text}\n`);
+    results.ublk = ublk.json;
+    goal_lines.push(...ublk.goal_lines);
   }
   const file = path.join(dir, `bench-${stamp}.json`);
   writeFileSync(file, JSON.stringify(results, null, 2));

@@ -77,8 +77,29 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   let finish: (counters: SessionCounters) => void = () => undefined;
   const finished = new Promise<SessionCounters>((resolve) => { finish = resolve; });
 
+  // Opt-in wake-up statistics (UBLKSNAP_UBLK_STATS=1; the ublk bench's
+  // --ublk-stats): requests per wake-up and commits per io_uring_enter,
+  // logged at info once a second while requests arrive.
+  const stats = process.env.UBLKSNAP_UBLK_STATS === '1'
+    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now() }
+    : null;
+  const reportStats = (): void => {
+    if (stats === null || stats.wakeups === 0) return;
+    const now = Date.now();
+    context.logger.log('info', {
+      dev_id: payload.dev_id, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
+      requests_per_wakeup: Number((stats.requests / stats.wakeups).toFixed(2)), single_request_wakeups: stats.single,
+      submits: stats.submits, commits_per_submit: Number((stats.commits / Math.max(1, stats.submits)).toFixed(2)),
+    }, 'ublk queue stats');
+    Object.assign(stats, { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now });
+  };
+
   const submitCommits = (): void => {
     submit_scheduled = false;
+    if (stats !== null) {
+      stats.submits += 1;
+      stats.commits += ublk.stats().unsubmitted;
+    }
     ublk.submit();
     if (closing && in_flight === 0) closeNow();
   };
@@ -103,6 +124,12 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   });
 
   const serve = (count: number): void => {
+    if (stats !== null) {
+      stats.wakeups += 1;
+      stats.requests += count;
+      if (count === 1) stats.single += 1;
+      if (Date.now() - stats.since_ms >= 1000) reportStats();
+    }
     for (let i = 0; i < count; i += 1) {
       const base = i * REQUEST_WORDS;
       const tag = requests[base + REQUEST_TAG]!;
@@ -166,6 +193,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     if (closed) return;
     closing = true;
     closed = true;
+    reportStats();
     ublk.close();
     finish({ ...counters });
   }

@@ -1,0 +1,421 @@
+// The ublk bench inside the guest (run by ./suite.ts through
+// test/vm/run-in-guest.sh; one boot for everything): the same backing file
+// on the guest's /dev/shm served four ways, measured with fio, rounds
+// alternating the systems.
+//
+//   loop           the kernel loop driver, `losetup --direct-io=on FILE`
+//   ublksnap       a real daemon, `attach --ublk`: the volume's /dev/ublkbN, no snapshot
+//   ublksnap-snap  the same device with a snapshot being filled: a fresh
+//                  snapshot_create (diff storage: a directory on /dev/shm)
+//                  + take right before each job, destroy right after
+//   ublk-mini      ../shared/ublk/ublk-mini.c, compiled by the host (the floor)
+//
+// fio does the timing; this program only sets up, starts fio and reports.
+// Node starts 6-8× slower in the guest, so there is one node process (this
+// one) plus the daemon, and the daemon is driven over its socket, not by
+// CLI processes. Every sample goes to stdout as one line
+// `UBLKBENCH {json}`; progress goes to stderr.
+//
+// usage (in the guest, as root, from the checkout):
+//   node dist/bench/ublk/guest.js [--rounds=N] [--runtime=S] [--size-mib=N] [--mini=BINARY] [--systems=a,b]
+
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { IpcClient } from '../../src/ipc/client';
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+const CLI_PATH = path.join(REPO_ROOT, 'bin', 'ublksnap.js');
+const MIB = 1024 * 1024;
+/** Node and the daemon's workers start slowly under TCG. */
+const DAEMON_START_TIMEOUT_MS = 120_000;
+const MINI_START_TIMEOUT_MS = 30_000;
+/** fio gets its runtime plus this much before it is killed. */
+const FIO_GRACE_S = 60;
+/** A snapshot call (take reserves the first diff-storage step). */
+const CALL_TIMEOUT_MS = 60_000;
+const ATTACH_ATTEMPTS = 3;
+const ATTACH_RETRY_MS = 15_000;
+/** UBLKSNAP_UBLK_STATS=1 (passed into the guest by the runner): the daemon logs requests per wake-up. */
+const STATS = process.env.UBLKSNAP_UBLK_STATS === '1';
+
+export const SYSTEMS = ['loop', 'ublksnap', 'ublksnap-snap', 'ublk-mini'] as const;
+export type SystemId = typeof SYSTEMS[number];
+
+export interface JobSpec {
+  id: string;
+  rw: string;
+  bs: string;
+  /** I/Os per second (4 KiB) or bytes per second (1 MiB). */
+  unit: 'IOPS' | 'MiB/s';
+}
+
+export const JOBS: JobSpec[] = [
+  { id: 'randread-4k', rw: 'randread', bs: '4k', unit: 'IOPS' },
+  { id: 'randwrite-4k', rw: 'randwrite', bs: '4k', unit: 'IOPS' },
+  { id: 'seqwrite-1m', rw: 'write', bs: '1m', unit: 'MiB/s' },
+];
+
+/** One fio job on one system in one round. */
+export interface UblkSample {
+  system: SystemId;
+  job: string;
+  round: number;
+  /** IOPS for 4 KiB jobs, bytes/s for the 1 MiB job. */
+  value: number;
+  iops: number;
+  bytes_per_second: number;
+  runtime_ms: number;
+  /** Mean completion latency, µs. */
+  clat_mean_us: number;
+}
+
+interface Options {
+  rounds: number;
+  runtime_s: number;
+  size_mib: number;
+  mini: string | undefined;
+  systems: SystemId[];
+}
+
+function progress(message: string): void {
+  process.stderr.write(`[ublk-bench ${process.uptime().toFixed(1)}s] ${message}\n`);
+}
+
+function emit(kind: string, body: unknown): void {
+  process.stdout.write(`UBLKBENCH ${JSON.stringify({ kind, ...(body as object) })}\n`);
+}
+
+function sh(command: string, args: string[], timeout_ms = 120_000): string {
+  return execFileSync(command, args, { encoding: 'utf8', timeout: timeout_ms, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      runtime: { type: 'string', default: '5' },
+      'size-mib': { type: 'string', default: '512' },
+      mini: { type: 'string' },
+      systems: { type: 'string' },
+    },
+  });
+  const systems = (values.systems?.split(',') ?? [...SYSTEMS]) as SystemId[];
+  for (const system of systems) if (!SYSTEMS.includes(system)) throw new Error(`unknown system ${system}`);
+  return {
+    rounds: Number(values.rounds),
+    runtime_s: Number(values.runtime),
+    size_mib: Number(values['size-mib']),
+    mini: values.mini === undefined || values.mini === '' ? undefined : values.mini,
+    systems,
+  };
+}
+
+// ── fio ─────────────────────────────────────────────────────────────────
+
+interface FioFigures {
+  iops: number;
+  bytes_per_second: number;
+  runtime_ms: number;
+  clat_mean_us: number;
+  /** fio's own CPU (user + system, the kernel's submission and completion work included), % of one CPU. */
+  fio_cpu_percent: number;
+}
+
+/**
+ * One fio job, io_uring, O_DIRECT, QD32. `one_pass`: stop after writing
+ * the device once (or at the runtime), so that on a fresh snapshot every
+ * write of a sequential job is a first touch; else time-based.
+ */
+function fio(device: string, job: JobSpec, options: Options, one_pass: boolean): FioFigures {
+  const args = [
+    '--name=job', `--filename=${device}`, '--ioengine=io_uring', '--direct=1', `--rw=${job.rw}`, `--bs=${job.bs}`,
+    '--iodepth=32', `--runtime=${options.runtime_s}`, `--size=${options.size_mib}m`, '--output-format=json',
+    ...(one_pass ? [] : ['--time_based']),
+  ];
+  const result = spawnSync('fio', args, { encoding: 'utf8', timeout: (options.runtime_s + FIO_GRACE_S) * 1000, maxBuffer: 16 * MIB });
+  if (result.status !== 0) throw new Error(`fio ${job.id} on ${device}: status ${result.status} ${result.signal ?? ''}: ${result.stderr}`);
+  // fio may print warnings before the JSON.
+  const json = JSON.parse(result.stdout.slice(result.stdout.indexOf('{')));
+  const side = job.rw.includes('read') ? json.jobs[0].read : json.jobs[0].write;
+  if (json.jobs[0].error !== 0) throw new Error(`fio ${job.id} on ${device}: error ${json.jobs[0].error}`);
+  return {
+    iops: side.iops,
+    bytes_per_second: side.bw_bytes,
+    runtime_ms: side.runtime,
+    clat_mean_us: (side.clat_ns?.mean ?? 0) / 1000,
+    fio_cpu_percent: Number(((json.jobs[0].usr_cpu ?? 0) + (json.jobs[0].sys_cpu ?? 0)).toFixed(1)),
+  };
+}
+
+// ── the systems ─────────────────────────────────────────────────────────
+
+class Daemon {
+  private child: ChildProcess | null = null;
+  private client: IpcClient | null = null;
+  logs = '';
+  readonly socket: string;
+
+  constructor(private readonly dir: string) {
+    this.socket = path.join(dir, 'ctl.sock');
+  }
+
+  /** Spawns the daemon; ready() waits until it answers. */
+  spawn(): void {
+    // UBLKSNAP_BENCH_CPU_PROF=DIR: one .cpuprofile per daemon thread (node dist/bench/profile-summary.js DIR).
+    const profile = process.env.UBLKSNAP_BENCH_CPU_PROF;
+    const node_args = profile === undefined || profile === '' ? [] : ['--cpu-prof', '--cpu-prof-interval=5000', `--cpu-prof-dir=${profile}`];
+    const child = spawn(process.execPath, [...node_args, CLI_PATH, 'daemon', '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'),
+      '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', STATS ? 'info' : 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString();
+      this.logs += text;
+      // The session's wake-up statistics, next to the job they belong to.
+      if (STATS) for (const line of text.split('\n')) if (line.includes('ublk queue stats')) progress(`daemon: ${line}`);
+    });
+    child.stderr?.on('data', (chunk: Buffer) => { this.logs += chunk.toString(); });
+  }
+
+  async ready(): Promise<void> {
+    const child = this.child!;
+    const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`daemon exited during start:\n${this.logs}`);
+      try {
+        const client = await IpcClient.connect(this.socket);
+        await client.call('version', {});
+        this.client = client;
+        return;
+      } catch (error) {
+        if (Date.now() > deadline) throw new Error(`daemon did not answer: ${(error as Error).message}\n${this.logs}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get ipc(): IpcClient {
+    if (this.client === null) throw new Error('daemon not started');
+    return this.client;
+  }
+
+  async stop(): Promise<void> {
+    this.client?.close();
+    this.client = null;
+    const child = this.child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+/** CPU seconds per thread name of a process (utime + stime, /proc/PID/task/TID/stat); {} once it is gone. */
+function threadCpu(pid: number | undefined): Record<string, number> {
+  const result: Record<string, number> = {};
+  if (pid === undefined) return result;
+  const ticks = 100;  // USER_HZ on Linux
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // Node's worker threads are all "node": the thread id tells them apart (the lowest is the main thread).
+      const name = task === String(pid) ? `${comm}:main` : `${comm}:${task}`;
+      result[name] = (Number(fields[11]) + Number(fields[12])) / ticks;
+    }
+  } catch {
+    // The process ended.
+  }
+  return result;
+}
+
+function cpuDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const delta: Record<string, number> = {};
+  for (const [name, seconds] of Object.entries(after)) {
+    const used = seconds - (before[name] ?? 0);
+    if (used >= 0.01) delta[name] = Number(used.toFixed(2));
+  }
+  return delta;
+}
+
+/** ublk-mini: prints "ublk-mini: /dev/ublkbN started" once it serves. */
+async function startMini(binary: string, backing: string): Promise<{ device: string; pid: number | undefined; stop: () => Promise<string> }> {
+  const child = spawn(binary, [backing], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+  child.stderr.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const deadline = Date.now() + MINI_START_TIMEOUT_MS;
+  let device = '';
+  while (device === '') {
+    const match = /(\/dev\/ublkb\d+) started/.exec(out);
+    if (match !== null) device = match[1]!;
+    else if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`ublk-mini did not start: ${out}`);
+    } else await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    device,
+    pid: child.pid,
+    stop: async () => {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(timer);
+      return out.trim().split('\n').pop() ?? '';
+    },
+  };
+}
+
+/**
+ * attach --ublk; again after a pause when it fails: right after start, on a
+ * loaded host (or under --cpu-prof), the daemon's actors may still be
+ * starting and its 10 s control calls time out.
+ */
+async function attachWithRetries(daemon: Daemon, backing: string): Promise<{ ublk?: string }> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await daemon.ipc.call('attach', { path: backing, ublk: true }, CALL_TIMEOUT_MS);
+    } catch (error) {
+      if (attempt >= ATTACH_ATTEMPTS) throw error;
+      progress(`attach failed (${(error as Error).message}); again in ${ATTACH_RETRY_MS / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, ATTACH_RETRY_MS));
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  progress(`kernel ${kernel}, ${options.rounds} rounds × ${options.systems.join(', ')}, ${options.runtime_s} s per job, ${options.size_mib} MiB`);
+  sh('modprobe', ['loop']);
+  sh('modprobe', ['ublk_drv']);
+  const work = mkdtempSync('/dev/shm/ublk-bench-');
+  const backing = path.join(work, 'backing.img');
+  const diff_dir = path.join(work, 'diff');
+  mkdirSync(diff_dir);
+  let daemon: Daemon | undefined;
+  const needs_daemon = options.systems.some((s) => s === 'ublksnap' || s === 'ublksnap-snap');
+  const started = Date.now();
+  // The daemon starts slowly under TCG (node, its worker threads): while the file is written.
+  if (needs_daemon) {
+    daemon = new Daemon(work);
+    daemon.spawn();
+  }
+  // Written fully: every tmpfs page exists before anyone measures.
+  sh('dd', ['if=/dev/zero', `of=${backing}`, 'bs=1M', `count=${options.size_mib}`, 'status=none']);
+  progress(`backing file written in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const fio_version = sh('fio', ['--version']).trim();
+  emit('setup', { kernel, fio: fio_version, nproc: Number(sh('nproc', []).trim()), options, loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
+
+  let ublk_device = '';
+  // Each snapshot is destroyed before the next; its storage may grow to the volume's size.
+  const limit_bytes = (options.size_mib + 64) * MIB;
+  try {
+    if (daemon !== undefined) {
+      await daemon.ready();
+      const attached = await attachWithRetries(daemon, backing);
+      ublk_device = attached.ublk ?? '';
+      if (!/^\/dev\/ublkb\d+$/.test(ublk_device)) throw new Error(`attach --ublk gave ${JSON.stringify(attached)}`);
+      progress(`daemon up, ${ublk_device} attached in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      // Untimed warm-up: the daemon is JIT-compiled; a daemon in service is warm.
+      const warm: Options = { ...options, runtime_s: 2 };
+      for (const job of JOBS) fio(ublk_device, job, warm, false);
+      const { id } = await daemon.ipc.call('snapshot_create', { devices: [backing], storage: diff_dir, limit_bytes }, CALL_TIMEOUT_MS);
+      await daemon.ipc.call('snapshot_take', { id }, CALL_TIMEOUT_MS);
+      fio(ublk_device, JOBS[1]!, warm, false);
+      fio(ublk_device, JOBS[2]!, warm, true);
+      await daemon.ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
+      progress('warm-up done');
+    }
+
+    for (let round = 1; round <= options.rounds; round += 1) {
+      // Rotate the order by one each round: no system always follows the same neighbour.
+      const order = options.systems.map((_, i) => options.systems[(i + round - 1) % options.systems.length]!);
+      for (const system of order) {
+        const record = (job: JobSpec, figures: FioFigures, extra: Record<string, unknown> = {}): void => {
+          const value = job.unit === 'IOPS' ? figures.iops : figures.bytes_per_second;
+          const sample: UblkSample = { system, job: job.id, round, value, ...figures };
+          emit('sample', { ...sample, ...extra });
+          const shown = job.unit === 'IOPS' ? `${(figures.iops / 1000).toFixed(1)}k IOPS` : `${(figures.bytes_per_second / MIB).toFixed(0)} MiB/s`;
+          const cpu = extra.server_cpu === undefined ? '' : `; server CPU s ${JSON.stringify(extra.server_cpu)}`;
+          progress(`round ${round} ${system} ${job.id}: ${shown} (fio ${figures.fio_cpu_percent}% CPU${cpu})`);
+        };
+        if (system === 'loop') {
+          const device = sh('losetup', ['-f', '--show', '--direct-io=on', backing]).trim();
+          try {
+            const dio = readFileSync(`/sys/block/${path.basename(device)}/loop/dio`, 'utf8').trim();
+            for (const job of JOBS) record(job, fio(device, job, options, false), { dio });
+          } finally {
+            sh('losetup', ['-d', device]);
+          }
+        } else if (system === 'ublk-mini') {
+          if (options.mini === undefined || !existsSync(options.mini)) {
+            progress(`no ublk-mini row: ${options.mini ?? 'no binary given'} not visible in the guest`);
+            continue;
+          }
+          const mini = await startMini(options.mini, backing);
+          try {
+            for (const job of JOBS) {
+            const before = threadCpu(mini.pid);
+            const figures = fio(mini.device, job, options, false);
+            record(job, figures, { server_cpu: cpuDelta(before, threadCpu(mini.pid)) });
+          }
+          } finally {
+            progress(`ublk-mini: ${await mini.stop()}`);
+          }
+        } else if (system === 'ublksnap') {
+          for (const job of JOBS) {
+            const before = threadCpu(daemon!.pid);
+            const figures = fio(ublk_device, job, options, false);
+            record(job, figures, { server_cpu: cpuDelta(before, threadCpu(daemon!.pid)) });
+          }
+        } else {
+          for (const job of JOBS) {
+            const ipc = daemon!.ipc;
+            const { id } = await ipc.call('snapshot_create', { devices: [backing], storage: diff_dir, limit_bytes }, CALL_TIMEOUT_MS);
+            const before_take = Date.now();
+            await ipc.call('snapshot_take', { id }, CALL_TIMEOUT_MS);
+            const take_ms = Date.now() - before_take;
+            // Sequential: one pass, so every write is a first touch of its chunk.
+            const before = threadCpu(daemon!.pid);
+            const figures = fio(ublk_device, job, options, job.rw === 'write');
+            const server_cpu = cpuDelta(before, threadCpu(daemon!.pid));
+            await ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
+            record(job, figures, { take_ms, server_cpu });
+          }
+        }
+      }
+    }
+    emit('done', { loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
+  } catch (error) {
+    if (daemon !== undefined) progress(`daemon log tail:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);
+    throw error;
+  } finally {
+    if (daemon !== undefined) {
+      try {
+        if (ublk_device !== '') await daemon.ipc.call('detach', { device: backing, force: true }, CALL_TIMEOUT_MS);
+      } catch (error) {
+        progress(`detach: ${(error as Error).message}`);
+      }
+      await daemon.stop();
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    process.stderr.write(`ublk-bench: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  });
+}
