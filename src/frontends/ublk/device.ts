@@ -20,8 +20,11 @@ import {
 } from '../../native/ublk';
 import { UBLK_SESSION_MODULE, type UblkSessionPayload } from './session';
 
-/** A control command (ADD, SET_PARAMS, STOP, DEL) that takes longer is failed. */
-export const UBLK_CONTROL_TIMEOUT_MS = 10_000;
+/**
+ * A control command (ADD, SET_PARAMS, STOP, DEL) that takes longer is
+ * failed. Generous: under emulation and load, 10 s was seen to run out.
+ */
+export const UBLK_CONTROL_TIMEOUT_MS = 30_000;
 /** START_DEV waits for every tag and the partition-table read: slower under emulation. */
 export const UBLK_START_TIMEOUT_MS = 60_000;
 /** The physical block size we report: the page, which every backing store handles whole. */
