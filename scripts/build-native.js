@@ -10,6 +10,10 @@ const { spawnSync } = require('node:child_process');
 const { existsSync } = require('node:fs');
 const path = require('node:path');
 
+const { keepExistingBuildUnderNpx } = require('./npx-guard');
+
+if (keepExistingBuildUnderNpx(path.resolve(__dirname, '..', 'native', 'build', 'Release', 'ublksnap.node'), 'native addon')) process.exit(0);
+
 const nodePrefix = path.resolve(path.dirname(process.execPath), '..');
 const headers = path.join(nodePrefix, 'include', 'node', 'node_api.h');
 if (!existsSync(headers)) {
