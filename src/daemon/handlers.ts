@@ -112,6 +112,8 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         for (const name of [...images, volume.name]) await frontend.unpublish(name, { force: true });
       }
       await engine.detach(volume.name, { force });
+      // A forced detach destroyed the snapshot that held the volume.
+      if (volume.snapshot_id !== null) ublk_images.delete(volume.snapshot_id);
       return {};
     },
 
