@@ -111,8 +111,14 @@ export class IoActor implements QueueHost {
   // ── QueueHost: the queues of hosted sessions ───────────────────────────
 
   attach(descriptor: QueueDescriptor, wake: () => void): void {
+    this.register(descriptor, wake);
+  }
+
+  /** Maps the queue's ring and slab once; `wake` gets the mapped completion ring. */
+  private register(descriptor: QueueDescriptor, wake: (completions: Ring) => void): void {
+    const completions = new Ring(descriptor.completions);
     this.registry.queues[descriptor.queue_id] = {
-      completions: new Ring(descriptor.completions), buffers: new Slab(descriptor.slab), wake_pending: false, wake,
+      completions, buffers: new Slab(descriptor.slab), wake_pending: false, wake: () => wake(completions),
     };
   }
 
@@ -233,10 +239,7 @@ export class IoActor implements QueueHost {
       addArea: (area) => { registry.areas.set(area.area_id, new DiffArea(area, registry)); },
       forgetArea: (area_id) => { registry.areas.delete(area_id); },
       // The queue's consumer is another thread: its doorbell is the ring's (Atomics).
-      attachQueue: (queue) => {
-        const completions = new Ring(queue.completions);
-        this.attach(queue, () => completions.wakeConsumers());
-      },
+      attachQueue: (queue) => this.register(queue, (completions) => completions.wakeConsumers()),
       detachQueue: (queue_id) => this.detach(queue_id),
       hostSession: (session) => this.sessions.host(session),
       drainSession: (session_id) => this.sessions.drain(session_id),

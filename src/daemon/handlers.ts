@@ -109,7 +109,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       const images = volume.snapshot_id === null ? [] : [`${volume.name}@${volume.snapshot_id}`];
       if (!force) refuseIfHeld(frontends, [volume.name, ...images], `volume ${volume.name}`);
       for (const frontend of frontends) {
-        for (const name of [...images, volume.name]) await frontend.unpublish(name, { force: true });
+        for (const name of [...images, volume.name]) await frontend.unpublish(name);
       }
       await engine.detach(volume.name, { force });
       // A forced detach destroyed the snapshot that held the volume.
@@ -190,7 +190,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       const images = engine.snapshotInfo(id).volumes.map((volume) => `${volume}@${id}`);
       if (!params.force) refuseIfHeld(frontends, images, `snapshot ${id}`);
       for (const frontend of frontends) {
-        for (const image of images) await frontend.unpublish(image, { force: true });
+        for (const image of images) await frontend.unpublish(image);
       }
       ublk_images.delete(id);
       await engine.snapshotDestroy(id);

@@ -78,10 +78,10 @@ export interface Frontend {
    */
   holders(export_name: string): string[];
   /**
-   * The export is going away (detach, destroy): release what publish made.
-   * Refused (EBUSY, naming the holders) while held, unless force.
+   * The export is going away (detach, destroy): release what publish made,
+   * held or not. The daemon asks holders() first and refuses unless forced.
    */
-  unpublish(export_name: string, options?: { force?: boolean }): Promise<void>;
+  unpublish(export_name: string): Promise<void>;
 }
 
 export interface FrontendFactory {

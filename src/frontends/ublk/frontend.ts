@@ -141,11 +141,9 @@ export class UblkFrontend implements Frontend {
     return device === undefined ? [] : findHolders(device.path).map((holder) => `${device.path}: ${holder}`);
   }
 
-  async unpublish(export_name: string, options: { force?: boolean } = {}): Promise<void> {
+  async unpublish(export_name: string): Promise<void> {
     const device = this.devices.get(export_name);
     if (device === undefined) return;
-    const holders = options.force === true ? [] : this.holders(export_name);
-    if (holders.length > 0) throw new UblksnapError('EBUSY', `${export_name} is in use (${holders.join('; ')}): unmount or close it, or force`);
     this.devices.delete(export_name);
     await device.stop();
     this.context.logger.info({ export: export_name, device: device.path }, 'ublk device deleted');
