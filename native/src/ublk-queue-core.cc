@@ -219,6 +219,14 @@ int QueueCore::Submit() {
   return total;
 }
 
+bool QueueCore::KernelHoldsAny() const {
+  if (states_ == nullptr) return false;
+  for (uint32_t tag = 0; tag < config_.queue_depth; ++tag) {
+    if (states_[tag] == kKernel) return true;
+  }
+  return false;
+}
+
 void QueueCore::Close() {
   if (event_fd_ >= 0) {
     if (ring_.fd() >= 0) ring_.Register(IORING_UNREGISTER_EVENTFD, nullptr, 0);
@@ -226,8 +234,12 @@ void QueueCore::Close() {
     event_fd_ = -1;
   }
   // The registered file holds a reference to /dev/ublkcN: drop it, then the
-  // ring, the descriptor mapping and the fd, so DEL_DEV can finish.
-  if (ring_.fd() >= 0) ring_.Register(IORING_UNREGISTER_FILES, nullptr, 0);
+  // ring, the descriptor mapping and the fd, so DEL_DEV can finish. But
+  // unregistering waits until no command uses the file: with FETCHes still
+  // held by the kernel (a hand-over to the next daemon: no STOP_DEV aborted
+  // them) it would wait forever. Closing the ring cancels those, and the
+  // ring's teardown drops the file after them.
+  if (ring_.fd() >= 0 && !KernelHoldsAny()) ring_.Register(IORING_UNREGISTER_FILES, nullptr, 0);
   ring_.Close();
   if (descriptors_ != nullptr) munmap(const_cast<uapi::IoDesc*>(descriptors_), descriptor_map_bytes_);
   descriptors_ = nullptr;

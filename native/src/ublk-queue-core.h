@@ -98,6 +98,8 @@ class QueueCore {
   QueueError MapDescriptors();
   QueueError SetupRing();
   QueueError FetchAll();
+  // True while any tag's FETCH or COMMIT_AND_FETCH is still with the kernel.
+  bool KernelHoldsAny() const;
   void PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result);
   uint8_t* SlotAddress(uint32_t tag) const { return config_.slots + tag * config_.slot_bytes; }
 

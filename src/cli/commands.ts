@@ -202,7 +202,9 @@ export function statusLines(status: DaemonStatus): string {
     }
   }
   for (const queue of status.queues) lines.push(keyValueInline({ queue: queue.queue_id, depth: queue.depth, in_flight: queue.in_flight }));
-  for (const session of status.sessions) lines.push(keyValueInline({ nbd_session: session.session_id, depth: session.depth, actor: session.actor }));
+  for (const session of status.sessions) {
+    lines.push(keyValueInline({ session: session.session_id, frontend: session.frontend, depth: session.depth, actor: session.actor }));
+  }
   lines.push(keyValueInline({ workers: 'threads', cow: status.workers.cow, image: status.workers.image, store: status.workers.store }));
   if (status.frontends.length === 0) lines.push(keyValueInline({ frontend: 'none' }));
   for (const frontend of status.frontends) {
@@ -411,6 +413,32 @@ export const COMMANDS: readonly Command[] = [
     run: async (context) => {
       const status = await call(context, 'status', {});
       context.stdout.write(context.json ? jsonLine(status) : statusLines(status));
+    },
+  },
+  {
+    name: 'shutdown',
+    summary: 'Stop the daemon; with --restart, leave the volumes\' ublk devices for the next daemon.',
+    usage: '[--restart]',
+    options: [{ name: 'restart', type: 'boolean', help: 'a planned restart: volume devices stay (their I/O waits) until the next daemon takes them back' }],
+    details: 'Returns once the daemon has begun to stop. Without --restart every ublk device is deleted, as on SIGTERM.\n'
+      + 'With --restart, start the daemon again on the same state dir: it takes each volume device back\n'
+      + '(same /dev/ublkbN; mounted filesystems never see an error). Image devices are deleted either way.',
+    run: async (context) => {
+      await call(context, 'shutdown', context.values.restart === true ? { restart: true } : {});
+      printEmpty(context);
+    },
+  },
+  {
+    name: 'cleanup',
+    summary: 'Delete ublk devices left behind by a daemon whose state is gone (their server process ended).',
+    usage: '[--dry-run]',
+    options: [{ name: 'dry-run', type: 'boolean', help: 'only list what would be deleted' }],
+    details: 'Deletes every ublk device that this daemon does not serve and whose server process is gone;\n'
+      + 'devices served by a live process (another daemon, another ublk server) are never touched.\n'
+      + 'Prints one leftover= line per device (with -j: leftovers=[…]).',
+    run: async (context) => {
+      const result = await call(context, 'cleanup', context.values['dry-run'] === true ? { dry_run: true } : {});
+      context.stdout.write(context.json ? jsonLine(result) : result.leftovers.map((leftover) => `leftover=${leftover}\n`).join(''));
     },
   },
 ];

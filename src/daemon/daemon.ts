@@ -1,15 +1,16 @@
 // The daemon: the engine, its frontends and the control socket, started in
 // an order that fails fast and stopped in the reverse order.
 //
-//   start                                   stop (SIGTERM / SIGINT)
+//   start                                   stop (SIGTERM / SIGINT, `ublksnap shutdown`)
 //   1 state dir + runtime dir (0700)        1 control socket: refuse new requests,
 //   2 pid file (refuse a live daemon)         end long-polls, drain, close, unlink
 //   3 socket path (refuse a live socket,    2 event pumps
-//     remove a stale one)                   3 frontends (no I/O in flight after)
-//   4 engine                                4 engine.stop(): destroys snapshots,
-//   5 volumes from the config                 flushes, joins workers, closes files
-//   6 frontends                             5 pid file
-//   7 control socket listens
+//     remove a stale one)                   3 frontends (no I/O in flight after;
+//   4 engine                                  restarting: ublk hands its volume
+//   5 volumes from the config                 devices over to the next daemon)
+//   6 frontends, then what each kept from   4 engine.stop(): destroys snapshots,
+//     the last daemon (afterRestore)          flushes, joins workers, closes files
+//   7 control socket listens                5 pid file
 //
 // A failure during start undoes the steps already done and is thrown as a
 // UblksnapError with the reason; main.ts prints it and exits non-zero.
@@ -23,7 +24,7 @@ import { IpcServer, claimSocketPath } from '../ipc/server';
 import type { DaemonConfig } from './config';
 import { startEngine as defaultStartEngine, type StartEngine } from './engine-factory';
 import { EventHub } from './events';
-import type { Frontend, FrontendFactory } from '../frontends/frontend';
+import type { Frontend, FrontendFactory, FrontendStopOptions } from '../frontends/frontend';
 import { BUILTIN_FRONTENDS } from './frontends';
 import { createHandlers } from './handlers';
 import { NBD_SOCKET_FILE_NAME, PID_FILE_NAME, ensurePrivateDir, packageVersion } from './paths';
@@ -36,7 +37,15 @@ export interface DaemonOptions {
   startEngine?: StartEngine;
   /** Default: the frontends built in (frontends.ts). */
   frontends?: readonly FrontendFactory[];
+  /**
+   * A client asked the daemon to stop (`ublksnap shutdown`). Default: stop
+   * at once; main.ts routes it through its bounded shutdown, as a signal.
+   */
+  onStopRequest?: (daemon: Daemon, reason: string, options: DaemonStopOptions) => void;
 }
+
+/** restarting: a daemon comes back on this state dir; frontends hand over what they can. */
+export type DaemonStopOptions = FrontendStopOptions;
 
 export class Daemon {
   private stopping: Promise<boolean> | null = null;
@@ -82,6 +91,8 @@ export class Daemon {
         frontends.push(frontend);
         undo.push(() => frontend.stop());
       }
+      // Every volume is attached: frontends take back what the last daemon left for them.
+      for (const frontend of frontends) await frontend.afterRestore();
       if (!frontends.some((frontend) => frontend.kind === 'nbd') && (config.nbd_socket !== null || config.nbd_listen !== null)) {
         logger.warn('this build has no NBD frontend: --nbd-socket / --nbd-listen are ignored');
       }
@@ -96,6 +107,11 @@ export class Daemon {
         handlers: createHandlers({
           engine, events, frontends, logger,
           daemonStatus: () => (daemon as Daemon).statusOfDaemon(),
+          requestStop: (reason, stop_options) => {
+            const running = daemon as Daemon;
+            if (options.onStopRequest) options.onStopRequest(running, reason, stop_options);
+            else void running.stop(reason, stop_options);
+          },
         }),
       });
       undo.push(() => ipc.stop());
@@ -127,13 +143,13 @@ export class Daemon {
    * Stops everything in order. Idempotent: every caller gets the same
    * promise. Resolves true when every step succeeded.
    */
-  stop(reason: string): Promise<boolean> {
-    this.stopping ??= this.stopSteps(reason);
+  stop(reason: string, options: DaemonStopOptions = {}): Promise<boolean> {
+    this.stopping ??= this.stopSteps(reason, options);
     return this.stopping;
   }
 
-  private async stopSteps(reason: string): Promise<boolean> {
-    this.logger.info({ reason }, 'daemon stopping');
+  private async stopSteps(reason: string, options: DaemonStopOptions): Promise<boolean> {
+    this.logger.info({ reason, restarting: options.restarting === true }, 'daemon stopping');
     let clean = true;
     const step = async (name: string, run: () => Promise<void> | void): Promise<void> => {
       try {
@@ -145,7 +161,7 @@ export class Daemon {
     };
     await step('control socket', () => this.ipc.stop());
     await step('events', () => this.events.stop());
-    for (const frontend of [...this.frontends].reverse()) await step(`frontend ${frontend.kind}`, () => frontend.stop());
+    for (const frontend of [...this.frontends].reverse()) await step(`frontend ${frontend.kind}`, () => frontend.stop(options));
     await step('engine', () => this.engine.stop());
     await step('pid file', () => releasePidFile(this.pid_file));
     this.logger.info({ clean }, 'daemon stopped');

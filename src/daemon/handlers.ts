@@ -13,7 +13,7 @@ import {
 import type { HandlerTable } from '../ipc/server';
 import { UblksnapError } from '../shared/errors';
 import type { EventHub } from './events';
-import type { Frontend, FrontendKind } from '../frontends/frontend';
+import type { Frontend, FrontendKind, FrontendStopOptions } from '../frontends/frontend';
 import { packageVersion } from './paths';
 
 export interface HandlerContext {
@@ -22,6 +22,8 @@ export interface HandlerContext {
   frontends: readonly Frontend[];
   logger: Logger;
   daemonStatus(): DaemonStatus['daemon'];
+  /** Begins the daemon's stop once the reply is on its way (the stop drains this very request). */
+  requestStop(reason: string, options: FrontendStopOptions): void;
 }
 
 /** The daemon's cwd is not the client's: a relative path would mean something else here. */
@@ -217,6 +219,20 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         return info.image_export && frontend ? frontend.addressOf(info.image_export) ?? '' : '';
       };
       return { snapshot_id: info.snapshot_id, error_code: info.error_code, image: address('ublk'), nbd: address('nbd') };
+    },
+
+    shutdown: (params) => {
+      const restarting = params.restart ?? false;
+      logger.info({ restarting }, 'shutdown requested over the control socket');
+      setImmediate(() => context.requestStop(restarting ? 'shutdown --restart' : 'shutdown', { restarting }));
+      return {};
+    },
+
+    cleanup: async (params) => {
+      const leftovers: string[] = [];
+      for (const frontend of frontends) leftovers.push(...await frontend.cleanLeftovers(params.dry_run ?? false));
+      if (leftovers.length > 0 && params.dry_run !== true) logger.warn({ leftovers }, 'deleted what an earlier daemon left behind');
+      return { leftovers };
     },
   };
 }

@@ -1,7 +1,8 @@
 // `ublksnap daemon [options]`: parse the options, start the daemon, run until
 // a signal, stop cleanly, exit.
 //
-//   exit 0   stopped on SIGTERM / SIGINT / SIGHUP, every shutdown step clean
+//   exit 0   stopped on SIGTERM / SIGINT / SIGHUP or `ublksnap shutdown`,
+//            every shutdown step clean
 //   exit 1   could not start (the reason is one line on stderr), or a
 //            shutdown step failed, or a second signal forced the exit
 //   exit 2   bad options or config (one line on stderr)
@@ -10,7 +11,7 @@
 import type { Logger } from 'pino';
 import { UblksnapError } from '../shared/errors';
 import { DAEMON_USAGE, parseDaemonFlags, resolveConfig, type DaemonConfig } from './config';
-import { Daemon, type DaemonOptions } from './daemon';
+import { Daemon, type DaemonOptions, type DaemonStopOptions } from './daemon';
 import { createLogger } from './logger';
 
 /** A shutdown that takes longer than this is forced (files removed, exit 1). */
@@ -41,8 +42,15 @@ export interface ServeOptions extends Partial<Pick<DaemonOptions, 'startEngine' 
 export async function serve(config: DaemonConfig, options: ServeOptions = {}): Promise<number> {
   const logger = createLogger(options.pretty !== undefined ? { level: config.log_level, pretty: options.pretty } : { level: config.log_level });
   let daemon: Daemon;
+  // Requests to stop may come over the control socket once it listens.
+  let stop_request: (reason: string, stop_options: DaemonStopOptions) => void = () => undefined;
   try {
-    daemon = await Daemon.start({ config, logger, ...(options.startEngine ? { startEngine: options.startEngine } : {}), ...(options.frontends ? { frontends: options.frontends } : {}) });
+    daemon = await Daemon.start({
+      config, logger,
+      ...(options.startEngine ? { startEngine: options.startEngine } : {}),
+      ...(options.frontends ? { frontends: options.frontends } : {}),
+      onStopRequest: (_daemon, reason, stop_options) => stop_request(reason, stop_options),
+    });
   } catch (error) {
     if (!(error instanceof UblksnapError)) logger.error({ err: error }, 'daemon failed to start');
     process.stderr.write(`${errorLine(error)}\n`);
@@ -63,20 +71,26 @@ export async function serve(config: DaemonConfig, options: ServeOptions = {}): P
     forceExit('unhandled rejection', EXIT_BUG);
   });
 
-  const stopped = new Promise<number>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (daemon.is_stopping) {
-        forceExit(`second ${signal} during shutdown`, EXIT_FAILURE);
-      }
-      const timer = setTimeout(() => forceExit(`shutdown took longer than ${STOP_TIMEOUT_MS} ms`, EXIT_FAILURE), STOP_TIMEOUT_MS);
-      timer.unref();
-      void daemon.stop(signal).then((clean) => {
-        clearTimeout(timer);
-        resolve(clean ? EXIT_OK : EXIT_FAILURE);
-      });
-    };
-    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
-  });
+  let exit: (code: number) => void = () => undefined;
+  const stopped = new Promise<number>((resolve) => { exit = resolve; });
+  /** Every stop, by signal or by `ublksnap shutdown`, is bounded the same way. */
+  const beginStop = (reason: string, stop_options: DaemonStopOptions = {}): void => {
+    const timer = setTimeout(() => forceExit(`shutdown took longer than ${STOP_TIMEOUT_MS} ms`, EXIT_FAILURE), STOP_TIMEOUT_MS);
+    timer.unref();
+    void daemon.stop(reason, stop_options).then((clean) => {
+      clearTimeout(timer);
+      exit(clean ? EXIT_OK : EXIT_FAILURE);
+    });
+  };
+  stop_request = (reason, stop_options) => {
+    if (!daemon.is_stopping) beginStop(reason, stop_options);
+  };
+  for (const signal of STOP_SIGNALS) {
+    process.on(signal, () => {
+      if (daemon.is_stopping) forceExit(`second ${signal} during shutdown`, EXIT_FAILURE);
+      beginStop(signal);
+    });
+  }
   options.onStarted?.(daemon, logger);
   return stopped;
 }

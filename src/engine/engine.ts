@@ -86,6 +86,12 @@ export class Engine implements EngineControl {
     let engine: Engine | undefined;
     const pools = new ActorPools(counts, (notice) => engine?.onNotice(notice), logger);
     engine = new Engine(pools, params, logger, options.fault_injection === true);
+    try {
+      await pools.ready();
+    } catch (error) {
+      await pools.stop().catch(() => undefined);
+      throw error;
+    }
     logger.info({ workers: counts }, 'engine started');
     return engine;
   }

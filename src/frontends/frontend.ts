@@ -9,7 +9,8 @@
 //   attach --nbd:  engine.attach ─► frontend.publish('NAME') ─► 'nbd+unix:///NAME?socket=…'
 //   snapshot_info: frontend.addressOf('NAME@ID')  (no side effect)
 //   detach:        frontend.unpublish('NAME')
-//   daemon stop:   frontend.stop() ─► engine.stop()
+//   daemon start:  … volumes attached ─► frontend.afterRestore()  (what the last daemon left)
+//   daemon stop:   frontend.stop({ restarting }) ─► engine.stop()
 
 import type { Logger } from 'pino';
 import type { EngineControl } from '../engine/api';
@@ -45,8 +46,24 @@ export interface Frontend {
   readonly kind: FrontendKind;
   /** Binds its sockets / devices. Throws UblksnapError (ENODEV when the kernel lacks ublk). */
   start(): Promise<void>;
-  /** Stops accepting, ends client connections, closes its engine queues. */
-  stop(): Promise<void>;
+  /**
+   * Stops accepting, ends client connections, closes its engine queues.
+   * restarting: a daemon will come back on the same state dir (a planned
+   * restart): keep what clients hold where the frontend can hand it over
+   * (ublk leaves its volume devices for the next daemon to take back).
+   */
+  stop(options?: FrontendStopOptions): Promise<void>;
+  /**
+   * The daemon has attached every volume it will at start: take back what
+   * an earlier daemon left for these exports, and let go of the rest.
+   */
+  afterRestore(): Promise<void>;
+  /**
+   * What an earlier daemon left behind that nothing serves now (a ublk
+   * device whose server is gone), one phrase each: deleted, or only listed
+   * when dry_run.
+   */
+  cleanLeftovers(dry_run: boolean): Promise<string[]>;
   status(): FrontendStatus;
   /**
    * Take is coming for these exports: make what this frontend serves of
@@ -82,6 +99,10 @@ export interface Frontend {
    * held or not. The daemon asks holders() first and refuses unless forced.
    */
   unpublish(export_name: string): Promise<void>;
+}
+
+export interface FrontendStopOptions {
+  restarting?: boolean;
 }
 
 export interface FrontendFactory {

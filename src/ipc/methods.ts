@@ -79,6 +79,11 @@ export const METHODS = {
   },
   snapshot_collect: { summary: 'the ids of every snapshot', params: object({}) },
   snapshot_info: { summary: 'the snapshot state of a volume', params: object({ device }) },
+  shutdown: {
+    summary: 'stop the daemon (restart: hand the volumes\' devices over to the next daemon)',
+    params: object({ restart: optional(boolean()) }),
+  },
+  cleanup: { summary: 'delete what an earlier daemon left behind', params: object({ dry_run: optional(boolean()) }) },
 } as const;
 
 export type MethodName = keyof typeof METHODS;
@@ -174,6 +179,9 @@ export interface ResultMap {
   snapshot_waitevent: WaitEventResult;
   snapshot_collect: { ids: string[] };
   snapshot_info: SnapshotInfoResult;
+  shutdown: Empty;
+  /** One phrase per thing found: deleted, or what would be with dry_run. */
+  cleanup: { leftovers: string[] };
 }
 
 export type ResultOf<M extends MethodName> = ResultMap[M];

@@ -228,9 +228,15 @@ export class TestDaemon {
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (!this.child || !this.exit_promise) throw new Error('daemon not started');
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    return this.exited(signal);
+  }
+
+  /** Waits for the exit the daemon is making by itself (`ublksnap shutdown`), or after `cause`. */
+  async exited(cause = 'shutdown'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (!this.exit_promise) throw new Error('daemon not started');
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`daemon did not exit within ${DAEMON_STOP_TIMEOUT_MS} ms after ${signal}\n${this.logs}`)), DAEMON_STOP_TIMEOUT_MS);
+      timer = setTimeout(() => reject(new Error(`daemon did not exit within ${DAEMON_STOP_TIMEOUT_MS} ms after ${cause}\n${this.logs}`)), DAEMON_STOP_TIMEOUT_MS);
     });
     try {
       return await Promise.race([this.exit_promise, timeout]);

@@ -45,8 +45,18 @@ export class NbdFrontend {
     return this.server.start();
   }
 
+  /** NBD clients reconnect by themselves: a restart hands nothing over. */
   stop(): Promise<void> {
     return this.server.stop();
+  }
+
+  /** Every export is served from the start: nothing is left from an earlier daemon. */
+  afterRestore(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  cleanLeftovers(): Promise<string[]> {
+    return Promise.resolve([]);
   }
 
   status(): NbdFrontendStatus {

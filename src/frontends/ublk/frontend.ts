@@ -5,18 +5,29 @@
 //
 // Without ublk in the kernel the frontend still starts, says why once, and
 // refuses each publish with that reason (ENODEV): NBD keeps working.
+//
+// Restarts (user recovery): every device has a record in the state dir
+// (device-records.ts). At start the frontend looks at what the records name:
+// a device still there is kept for its export, and taken back — same
+// /dev/ublkbN, its holders' queued I/O replayed — when the export comes back
+// (publish, or afterRestore once the daemon has attached its volumes). An
+// image device is deleted at once (snapshots do not outlive a daemon), and
+// so is a device whose export did not come back: its holders get EIO rather
+// than I/O that waits forever.
 
 import { statSync, writeFileSync } from 'node:fs';
 import type { EngineControl } from '../../engine/api';
 import { UblksnapError } from '../../shared/errors';
 import {
-  ublkControlAvailable, ublkGetFeatures, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
+  ublkControlAvailable, ublkGetDeviceInfo, ublkGetFeatures, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
 } from '../../native/ublk';
-import type { Frontend, FrontendContext, FrontendStatus } from '../frontend';
+import type { Frontend, FrontendContext, FrontendStatus, FrontendStopOptions } from '../frontend';
+import { DeviceRecords, type UblkDeviceRecord } from './device-records';
 import { freezeMounted } from './freeze';
 import { findHolders } from './holders';
+import { findLeftovers, processAlive } from './leftovers';
 import { deviceNumber, devicesUnder } from './stack';
-import { UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
+import { deleteDevice, UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
 
 /**
  * One queue: the kernel spreads requests over queues by submitting CPU, and
@@ -35,10 +46,15 @@ export class UblkFrontend implements Frontend {
   private readonly devices = new Map<string, UblkDevice>();
   /** Publishes in progress, so a second publish of the same export waits for the first. */
   private readonly pending = new Map<string, Promise<UblkDevice>>();
+  /** Devices an earlier daemon served, by export, waiting to be taken back. */
+  private readonly kept = new Map<string, UblkDeviceRecord>();
+  private readonly records: DeviceRecords;
   private unavailable: string | null = null;
   private flags = 0n;
 
-  constructor(private readonly context: FrontendContext) {}
+  constructor(private readonly context: FrontendContext) {
+    this.records = new DeviceRecords(context.state_dir);
+  }
 
   private get engine(): EngineControl {
     return this.context.engine;
@@ -58,6 +74,59 @@ export class UblkFrontend implements Frontend {
     const recovery = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
     this.flags = (features & recovery) === recovery ? recovery : 0n;
     this.context.logger.info({ features: `0x${features.toString(16)}`, flags: `0x${this.flags.toString(16)}` }, 'ublk frontend ready');
+    await this.takeStock();
+  }
+
+  /** Sorts what the records of an earlier daemon name: gone, to delete, or to take back. */
+  private async takeStock(): Promise<void> {
+    const { records, bad } = this.records.load();
+    for (const { file, reason } of bad) this.context.logger.error({ file, reason }, 'unreadable ublk device record left in place');
+    for (const record of records) {
+      const log = this.context.logger.child({ dev_id: record.dev_id, export: record.export_name });
+      let state: string;
+      try {
+        const info = await ublkGetDeviceInfo(record.dev_id, UBLK_CONTROL_TIMEOUT_MS);
+        if (info.server_pid !== process.pid && info.server_pid !== record.server_pid && processAlive(info.server_pid)) {
+          log.warn({ server_pid: info.server_pid }, 'ublk device of a record is served by another process: left alone');
+          continue;
+        }
+        state = `state ${info.state}`;
+      } catch (error) {
+        // ENODEV: deleted meanwhile (or a reboot): the record is all that is left.
+        log.info({ err: (error as Error).message }, 'ublk device of a record is gone: record removed');
+        this.records.remove(record.dev_id);
+        continue;
+      }
+      if (record.kind === 'image') {
+        log.warn('deleting the ublk device of a snapshot image: snapshots do not outlive the daemon, its holders get EIO');
+        await this.deleteLeftDevice(record);
+        continue;
+      }
+      log.info({ state }, 'ublk device kept for its volume: taken back when the volume is attached');
+      this.kept.set(record.export_name, record);
+    }
+  }
+
+  async afterRestore(): Promise<void> {
+    const exports = new Set(this.engine.exportNames());
+    for (const [export_name, record] of [...this.kept]) {
+      if (exports.has(export_name)) {
+        await this.publish(export_name).catch((error: unknown) => {
+          this.context.logger.error({ export: export_name, err: (error as Error).message }, 'could not serve the volume as a ublk device again');
+        });
+        continue;
+      }
+      this.kept.delete(export_name);
+      this.context.logger.warn({ export: export_name, dev_id: record.dev_id },
+        'the volume of a ublk device did not come back: deleting the device, its holders get EIO');
+      await this.deleteLeftDevice(record);
+    }
+  }
+
+  private async deleteLeftDevice(record: UblkDeviceRecord): Promise<void> {
+    await deleteDevice(record.dev_id, this.records).catch((error: unknown) => {
+      this.context.logger.error({ dev_id: record.dev_id, err: (error as Error).message }, 'could not delete a ublk device left behind');
+    });
   }
 
   /**
@@ -73,11 +142,23 @@ export class UblkFrontend implements Frontend {
     }
   }
 
-  async stop(): Promise<void> {
+  /** Deletes every device, or (restarting) hands the volumes' devices over to the next daemon. */
+  async stop(options: FrontendStopOptions = {}): Promise<void> {
     await Promise.allSettled([...this.pending.values()]);
     const devices = [...this.devices.values()];
     this.devices.clear();
-    await Promise.allSettled(devices.map((device) => device.stop()));
+    await Promise.allSettled(devices.map((device) => {
+      if (options.restarting !== true || device.kind === 'image') return device.stop();
+      this.context.logger.info({ export: device.export_name, device: device.path }, 'ublk device handed over: it waits for the next daemon');
+      return device.handOver();
+    }));
+  }
+
+  cleanLeftovers(dry_run: boolean): Promise<string[]> {
+    this.assertAvailable();
+    const served = new Set([...this.devices.values()].map((device) => device.dev_id));
+    for (const record of this.kept.values()) served.add(record.dev_id);
+    return findLeftovers(served, this.records, dry_run);
   }
 
   status(): FrontendStatus {
@@ -118,9 +199,7 @@ export class UblkFrontend implements Frontend {
     this.assertAvailable();
     const existing = this.devices.get(export_name) ?? await this.pending.get(export_name);
     if (existing !== undefined) return existing.path;
-    const creating = UblkDevice.create(this.engine, export_name, {
-      queue_count: UBLK_QUEUE_COUNT, queue_depth: UBLK_QUEUE_DEPTH, max_io_bytes: UBLK_MAX_IO_BYTES, flags: this.flags,
-    });
+    const creating = this.takeBackOrCreate(export_name);
     this.pending.set(export_name, creating);
     try {
       const device = await creating;
@@ -130,6 +209,25 @@ export class UblkFrontend implements Frontend {
     } finally {
       this.pending.delete(export_name);
     }
+  }
+
+  /** The device an earlier daemon left for this export, else a new one. */
+  private async takeBackOrCreate(export_name: string): Promise<UblkDevice> {
+    const options = { queue_count: UBLK_QUEUE_COUNT, queue_depth: UBLK_QUEUE_DEPTH, max_io_bytes: UBLK_MAX_IO_BYTES, flags: this.flags };
+    const record = this.kept.get(export_name);
+    if (record !== undefined) {
+      this.kept.delete(export_name);
+      try {
+        const device = await UblkDevice.recover(this.engine, record, options, this.records);
+        this.context.logger.info({ export: export_name, device: device.path }, 'ublk device taken back from the previous daemon');
+        return device;
+      } catch (error) {
+        this.context.logger.error({ export: export_name, dev_id: record.dev_id, err: (error as Error).message },
+          'could not take the ublk device back: deleting it (its holders get EIO) and making a new one');
+        await this.deleteLeftDevice(record);
+      }
+    }
+    return UblkDevice.create(this.engine, export_name, options, this.records);
   }
 
   addressOf(export_name: string): string | null {

@@ -20,6 +20,12 @@
 // Results: READ and WRITE commit exactly their byte count, everything else
 // 0; failures commit −errno from the shared error table's block answers,
 // never −EAGAIN (the kernel would fail the request, not retry it).
+//
+// Ending: close() answers new requests with EIO (the device is going away);
+// drain() hands the queue back for the next daemon (user recovery): what
+// the engine holds is answered, new requests are left uncommitted — the
+// kernel requeues them when the queue's io_uring goes and reissues them to
+// the next server (UBLK_F_USER_RECOVERY_REISSUE).
 
 import { IoFlags, IoOp, type RunningSession, type SessionContext, type SessionCounters } from '../../engine/api';
 import { blockErrnoOf, ERRNO_BY_CODE } from '../../shared/errors';
@@ -73,6 +79,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   let in_flight = 0;
   let submit_scheduled = false;
   let closing = false;
+  let handing_back = false;
   let closed = false;
   let finish: (counters: SessionCounters) => void = () => undefined;
   const finished = new Promise<SessionCounters>((resolve) => { finish = resolve; });
@@ -138,6 +145,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
       let length_bytes = (requests[base + REQUEST_NR_SECTORS]! >>> 0) * SECTOR_BYTES;
       let offset_bytes = ((requests[base + REQUEST_START_SECTOR_HIGH]! >>> 0) * TWO_POW_32 +
         (requests[base + REQUEST_START_SECTOR_LOW]! >>> 0)) * SECTOR_BYTES;
+      if (handing_back) continue;
       counters.requests! += 1;
       if (closing || !context.isLive()) {
         // A detached volume or a destroyed image: its holders get EIO, never stale data.
@@ -203,6 +211,11 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     if (in_flight === 0 && !submit_scheduled) closeNow();
   };
 
+  const handBack = (): void => {
+    handing_back = true;
+    end();
+  };
+
   ublk.start(serve);
-  return { finished, drain: end, close: end };
+  return { finished, drain: handBack, close: end };
 }
