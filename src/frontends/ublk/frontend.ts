@@ -155,7 +155,8 @@ export class UblkFrontend implements Frontend {
   }
 
   cleanLeftovers(dry_run: boolean): Promise<string[]> {
-    this.assertAvailable();
+    // Without ublk in the kernel no device can have been left behind.
+    if (this.unavailable !== null) return Promise.resolve([]);
     const served = new Set([...this.devices.values()].map((device) => device.dev_id));
     for (const record of this.kept.values()) served.add(record.dev_id);
     return findLeftovers(served, this.records, dry_run);
