@@ -15,7 +15,8 @@
 // so is a device whose export did not come back: its holders get EIO rather
 // than I/O that waits forever.
 
-import { statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { EngineControl } from '../../engine/api';
 import { UblksnapError } from '../../shared/errors';
 import {
@@ -165,7 +166,9 @@ export class UblkFrontend implements Frontend {
   status(): FrontendStatus {
     const details: Record<string, string | number | boolean> = { available: this.unavailable === null };
     if (this.unavailable !== null) details.reason = this.unavailable;
-    for (const [name, device] of this.devices) details[name] = `${device.path} queues=${device.queue_count}`;
+    for (const [name, device] of this.devices) {
+      details[name] = `${device.path} queues=${device.queue_count} in_flight=${inFlight(device.path)}`;
+    }
     return { kind: this.kind, listening: [...this.devices.values()].map((device) => device.path), connections: this.devices.size, details };
   }
 
@@ -246,6 +249,19 @@ export class UblkFrontend implements Frontend {
     this.devices.delete(export_name);
     await device.stop();
     this.context.logger.info({ export: export_name, device: device.path }, 'ublk device deleted');
+  }
+}
+
+/**
+ * Requests the block layer has issued to the device and not completed
+ * (reads + writes, /sys/block/<dev>/inflight): what its queue holds now.
+ */
+function inFlight(device_path: string): string {
+  try {
+    const [reads, writes] = readFileSync(`/sys/block/${path.basename(device_path)}/inflight`, 'utf8').trim().split(/\s+/).map(Number);
+    return String((reads ?? 0) + (writes ?? 0));
+  } catch {
+    return 'unknown';
   }
 }
 
