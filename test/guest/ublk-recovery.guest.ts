@@ -130,9 +130,14 @@ async function restart(how: 'SIGKILL' | 'shutdown --restart', while_down: () => 
 /** What the daemon serves as ublk devices now. */
 async function servedDevices(): Promise<string[]> {
   const status = JSON.parse(await daemon!.ok(['status', '-j'], { timeout_ms: CLI_TIMEOUT_MS })) as {
-    frontends: { kind: string; listening: string[] }[];
+    frontends: { kind: string; listening: string[]; details?: Record<string, unknown> }[];
   };
-  return status.frontends.find((frontend) => frontend.kind === 'ublk')?.listening ?? [];
+  const ublk = status.frontends.find((frontend) => frontend.kind === 'ublk');
+  for (const device of ublk?.listening ?? []) {
+    const line = Object.values(ublk?.details ?? {}).find((value) => typeof value === 'string' && value.startsWith(`${device} `));
+    expect(typeof line === 'string' && /queues=1 in_flight=\d+$/.test(line), `status of ${device}: ${String(line)}`);
+  }
+  return ublk?.listening ?? [];
 }
 
 async function main(): Promise<void> {
