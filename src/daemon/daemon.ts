@@ -6,11 +6,16 @@
 //   2 pid file (refuse a live daemon)         end long-polls, drain, close, unlink
 //   3 socket path (refuse a live socket,    2 event pumps
 //     remove a stale one)                   3 frontends (no I/O in flight after)
-//   4 engine                                4 engine.stop(): destroys snapshots,
-//   5 volumes from the config                 flushes, joins workers, closes files
-//   6 frontends                             5 pid file
-//   7 control socket listens
+//   4 record of attached volumes read       4 every volume's CBT map copied
+//   5 engine                                5 engine.stop(): destroys snapshots,
+//   6 volumes from the config                 flushes, joins workers, closes files
+//   7 frontends                             6 CBT maps saved with the clean mark
+//   8 recorded volumes re-attached and        (only when 3-5 all succeeded)
+//     re-published; a failure is logged     7 pid file
+//     and shown by status, the rest come up
+//   9 control socket listens
 //
+// Volumes and change tracking across restarts: volume-persistence.ts.
 // A failure during start undoes the steps already done and is thrown as a
 // UblksnapError with the reason; main.ts prints it and exits non-zero.
 
@@ -25,9 +30,10 @@ import { startEngine as defaultStartEngine, type StartEngine } from './engine-fa
 import { EventHub } from './events';
 import type { Frontend, FrontendFactory } from '../frontends/frontend';
 import { BUILTIN_FRONTENDS } from './frontends';
-import { createHandlers } from './handlers';
+import { createHandlers, frontendOf } from './handlers';
 import { NBD_SOCKET_FILE_NAME, PID_FILE_NAME, ensurePrivateDir, packageVersion } from './paths';
 import { claimPidFile, releasePidFile } from './pid-file';
+import { VolumePersistence, type SavedVolume } from './volume-persistence';
 
 export interface DaemonOptions {
   config: DaemonConfig;
@@ -49,6 +55,7 @@ export class Daemon {
     private readonly events: EventHub,
     private readonly frontends: Frontend[],
     private readonly ipc: IpcServer<typeof METHODS>,
+    private readonly persistence: VolumePersistence,
     readonly pid_file: string,
   ) {}
 
@@ -63,11 +70,15 @@ export class Daemon {
       undo.push(() => releasePidFile(pid_file));
       // Before the engine: a second daemon on a live socket fails in milliseconds.
       await claimSocketPath(config.socket, logger);
+      const persistence = new VolumePersistence(config.state_dir, logger.child({ component: 'state' }));
+      persistence.open();
 
       const engine = await (options.startEngine ?? defaultStartEngine)({ params: config.params, logger: logger.child({ component: 'engine' }) });
       undo.push(() => engine.stop());
-      // The engine logs each attach.
-      for (const volume of config.volumes) await engine.attach(volume.path, volume.name !== undefined ? { name: volume.name } : {});
+      // The engine logs each attach; a config volume that fails fails the start, as it always did.
+      for (const volume of config.volumes) {
+        await persistence.attach(engine, volume.path, { ...(volume.name !== undefined ? { name: volume.name } : {}), expect_saved: true });
+      }
 
       const frontends: Frontend[] = [];
       for (const factory of options.frontends ?? BUILTIN_FRONTENDS) {
@@ -86,6 +97,8 @@ export class Daemon {
         logger.warn('this build has no NBD frontend: --nbd-socket / --nbd-listen are ignored');
       }
 
+      await restoreRecordedVolumes(engine, frontends, persistence);
+
       const events = new EventHub(engine, logger.child({ component: 'events' }));
       undo.push(() => events.stop());
       let daemon: Daemon | null = null;
@@ -94,13 +107,13 @@ export class Daemon {
         methods: METHODS,
         logger: logger.child({ component: 'ipc' }),
         handlers: createHandlers({
-          engine, events, frontends, logger,
+          engine, events, frontends, logger, persistence,
           daemonStatus: () => (daemon as Daemon).statusOfDaemon(),
         }),
       });
       undo.push(() => ipc.stop());
       await ipc.listen();
-      daemon = new Daemon(config, logger, engine, events, frontends, ipc, pid_file);
+      daemon = new Daemon(config, logger, engine, events, frontends, ipc, persistence, pid_file);
       logger.info({
         version: packageVersion(), socket: config.socket, state_dir: config.state_dir, config_file: config.config_file,
         frontends: frontends.map((frontend) => frontend.kind),
@@ -135,18 +148,32 @@ export class Daemon {
   private async stopSteps(reason: string): Promise<boolean> {
     this.logger.info({ reason }, 'daemon stopping');
     let clean = true;
-    const step = async (name: string, run: () => Promise<void> | void): Promise<void> => {
+    const step = async (name: string, run: () => Promise<void> | void): Promise<boolean> => {
       try {
         await run();
+        return true;
       } catch (error) {
         clean = false;
         this.logger.error({ err: error, step: name }, 'shutdown step failed');
+        return false;
       }
     };
     await step('control socket', () => this.ipc.stop());
     await step('events', () => this.events.stop());
-    for (const frontend of [...this.frontends].reverse()) await step(`frontend ${frontend.kind}`, () => frontend.stop());
-    await step('engine', () => this.engine.stop());
+    let io_ended = true;
+    for (const frontend of [...this.frontends].reverse()) io_ended = await step(`frontend ${frontend.kind}`, () => frontend.stop()) && io_ended;
+    // A frontend that did not stop may still write: its maps are not final, so none is saved.
+    let saved: SavedVolume[] | null = null;
+    if (io_ended) await step('copy change tracking', () => { saved = this.persistence.exportAll(this.engine); });
+    const engine_stopped = await step('engine', () => this.engine.stop());
+    const to_save = saved as SavedVolume[] | null;
+    if (to_save !== null && engine_stopped) {
+      await step('save change tracking', () => {
+        if (!this.persistence.saveClean(to_save)) throw new Error('some change tracking was not saved');
+      });
+    } else {
+      this.logger.warn('change tracking not saved (the stop was not clean): the next start begins new generations');
+    }
     await step('pid file', () => releasePidFile(this.pid_file));
     this.logger.info({ clean }, 'daemon stopped');
     return clean;
@@ -187,5 +214,31 @@ export class Daemon {
       ipc_requests_in_flight: this.ipc.requests_in_flight,
       stopping: this.stopping !== null,
     };
+  }
+}
+
+/**
+ * Attaches the volumes recorded by earlier attaches and publishes each on
+ * the frontends it had. A failure is logged and kept for status; the next
+ * volume is tried regardless, and the record stays until a detach.
+ */
+async function restoreRecordedVolumes(engine: EngineControl, frontends: readonly Frontend[], persistence: VolumePersistence): Promise<void> {
+  for (const recorded of persistence.toRestore(engine)) {
+    try {
+      await persistence.attach(engine, recorded.path, { name: recorded.name, expect_saved: true });
+    } catch (error) {
+      persistence.noteRestoreError(recorded, error);
+      continue;
+    }
+    for (const kind of recorded.frontends) {
+      try {
+        const frontend = frontendOf(frontends, kind);
+        frontend.assertAvailable();
+        await frontend.publish(recorded.name);
+      } catch (error) {
+        // The volume stays attached (and on NBD): only this frontend is missing.
+        persistence.noteRestoreError(recorded, error);
+      }
+    }
   }
 }
