@@ -15,8 +15,8 @@ import type { Params } from '../shared/params';
 
 /** The reason of a generation started by a plain attach. */
 export const FIRST_ATTACH_REASON = 'first attach';
-/** switchForTake reset the map: change numbers go to 255 at most. */
-const WRAP_REASON = 'change numbers wrapped (255 takes)';
+/** switchForTake reset the map: a map byte holds change numbers up to 255. */
+const WRAP_REASON = 'change numbers wrapped (a generation holds at most 255 takes)';
 
 /** Where a tracker's first map comes from (EngineControl.attach). */
 export interface TrackerStart {

@@ -124,7 +124,10 @@ test('clean restart: the volume comes back with its name and export, CBT generat
 test('SIGKILL: a new generation whose reason says the stop was unclean; the volume still comes back', async () => {
   const { daemon } = await daemonWithHistory('persist-kill');
   try {
+    // A clean restart first: a clean map is on disk, and the running daemon must have marked it in use.
+    await restarted(daemon, 'SIGTERM');
     const before = await cbtinfo(daemon, 'vol');
+    assert.is(before.changes_number, '1');
     await restarted(daemon, 'SIGKILL');
     const after = await cbtinfo(daemon, 'vol');
     assert.is.not(after.generation_id, before.generation_id);
