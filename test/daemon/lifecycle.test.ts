@@ -2,7 +2,8 @@
 // socket, a pid file, refusal of a second daemon (live socket, or a state
 // dir in use), recovery from a crash (stale socket and pid file), clean
 // exit 0 on SIGTERM and SIGINT even under load, leaving no socket, pid
-// file, temporary file or difference-storage file behind; bad options and
+// file, temporary file or difference-storage file behind (the saved state of
+// the volumes excepted: test/daemon/persist.test.ts); bad options and
 // configs fail with one line and exit 2.
 // Method: spawned `ublksnap daemon` processes in scratch dirs; load from
 // CLI processes and raw IPC clients running while the signal lands; the
