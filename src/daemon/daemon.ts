@@ -77,7 +77,8 @@ export class Daemon {
       undo.push(() => engine.stop());
       // The engine logs each attach; a config volume that fails fails the start, as it always did.
       for (const volume of config.volumes) {
-        await persistence.attach(engine, volume.path, { ...(volume.name !== undefined ? { name: volume.name } : {}), expect_saved: true });
+        // Not expect_saved: a config volume may be new to this state dir (its first start says "first attach").
+        await persistence.attach(engine, volume.path, { ...(volume.name !== undefined ? { name: volume.name } : {}), expect_saved: false });
       }
 
       const frontends: Frontend[] = [];
