@@ -26,6 +26,14 @@ import type {
 
 /** A worker that does not answer a control call within this is broken. */
 export const CONTROL_CALL_TIMEOUT_MS = 10_000;
+/**
+ * A worker's boot (a Node isolate loading the actor's modules) is not a
+ * control call: under emulation and load it took over 15 s (a TCG guest,
+ * four I/O actors starting at once), which a first attach right after
+ * start — a config volume, a volume re-attached at restart — then paid
+ * inside its 10 s.
+ */
+export const ACTOR_START_TIMEOUT_MS = 120_000;
 
 interface IoActor {
   kind: 'cow' | 'image';
@@ -64,6 +72,11 @@ export class ActorPools {
       image: this.io_actors.filter((a) => a.kind === 'image').length,
       store: this.store_pool.threads.length,
     };
+  }
+
+  /** Resolves once every I/O actor answers (its modules loaded), within ACTOR_START_TIMEOUT_MS. */
+  async started(): Promise<void> {
+    await Promise.all(this.io_actors.map((actor) => withTimeout(actor.control.stats(), `${actor.kind} actor start`, ACTOR_START_TIMEOUT_MS)));
   }
 
   /** Runs one control call on every I/O actor and waits for all of them. */
@@ -134,10 +147,10 @@ function actorFile(name: string): string {
   return path.join(__dirname, '..', 'actors', name);
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+function withTimeout<T>(promise: Promise<T>, what: string, timeout_ms = CONTROL_CALL_TIMEOUT_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${CONTROL_CALL_TIMEOUT_MS} ms`)), CONTROL_CALL_TIMEOUT_MS);
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${timeout_ms} ms`)), timeout_ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

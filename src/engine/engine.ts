@@ -109,6 +109,13 @@ export class Engine implements EngineControl {
     const logger = options.logger ?? pino({ level: 'silent' });
     let engine: Engine | undefined;
     const pools = new ActorPools(counts, (notice) => engine?.onNotice(notice), logger);
+    // Control calls after start (attach first of all) then measure the call, not the workers' boot.
+    try {
+      await pools.started();
+    } catch (error) {
+      await pools.stop();
+      throw new UblksnapError('EIO', `the engine's workers did not start: ${(error as Error).message}`);
+    }
     engine = new Engine(pools, params, logger, options.fault_injection === true);
     logger.info({ workers: counts }, 'engine started');
     return engine;
