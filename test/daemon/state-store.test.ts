@@ -198,4 +198,22 @@ test('evidence: the first field that moved names the reason; equal evidence is n
   assert.match(evidenceDiffers(EVIDENCE, { kind: 'block', boot_id: 'b', rdev: '7:0', sectors_written: '0', size_sectors: '8' }) as string, /was a file at the clean stop and is a block now/);
 });
 
+test('README: every generation reason the code can give is in the Restarts table', () => {
+  const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+  const table = readme.slice(readme.indexOf('| `generation_reason` | meaning |'));
+  const block = { kind: 'block' as const, boot_id: 'b', rdev: '7:0', sectors_written: '0', size_sectors: '8' };
+  const reasons = [
+    ...(['dev', 'ino', 'size', 'mtime_ns', 'ctime_ns'] as const).map((field) => evidenceDiffers(EVIDENCE, { ...EVIDENCE, [field]: 'x' })),
+    ...(['boot_id', 'rdev', 'size_sectors', 'sectors_written'] as const).map((field) => evidenceDiffers(block, { ...block, [field]: 'x' })),
+    new Tracker(CAPACITY_SECTORS, DEFAULT_PARAMS).info().generation_reason,
+    new Tracker(CAPACITY_SECTORS * 2, DEFAULT_PARAMS, { state: mapWithHistory().exportState(), state_reason: 'first attach' }).info().generation_reason,
+    'unclean stop', 'state missing', 'the volume could not be attached', 'saved change tracking unreadable', 'change numbers wrapped',
+  ];
+  for (const reason of reasons) {
+    // The table names the phrase; the part in parentheses varies (fields, sizes, errors).
+    const phrase = (reason as string).replace(/ \(.*$/, '');
+    assert.ok(table.includes(`\`${phrase}`), `README's Restarts table lacks ${JSON.stringify(phrase)}`);
+  }
+});
+
 test.run();

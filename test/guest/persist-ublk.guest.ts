@@ -116,13 +116,13 @@ async function main(): Promise<void> {
     expect(next[3 * MIB / BLOCK_BYTES] === 2, `the write after take 1 is marked ${next[3 * MIB / BLOCK_BYTES]}, not 2`);
   });
 
-  await step('detach forgets it: the next start has no volume and no device', async () => {
+  // Detach forgetting the record across a restart is checked on the host (test/daemon/persist.test.ts):
+  // one more restart here would cost two minutes of the guest program's budget.
+  await step('detach removes the device', async () => {
     await cli(['detach', '-d', 'vol']);
-    const exit = await daemon!.stop('SIGTERM');
-    expect(exit.code === 0, `daemon exit ${JSON.stringify(exit)}`);
-    await daemon!.start({ log_level: 'info', start_timeout_ms: DAEMON_START_TIMEOUT_MS });
-    const status = JSON.parse(await cli(['status', '-j'])) as { volumes: unknown[]; restore_errors: unknown[] };
-    expect(status.volumes.length === 0 && status.restore_errors.length === 0, JSON.stringify({ volumes: status.volumes, errors: status.restore_errors }));
+    expect(!existsSync(device), `${device} is still there after detach`);
+    const record = JSON.parse(readFileSync(`${daemon!.state_dir}/volumes.json`, 'utf8')) as { volumes: unknown[] };
+    expect(record.volumes.length === 0, `volumes.json still records ${JSON.stringify(record.volumes)}`);
   });
 
   await disposeDaemon(daemon);
