@@ -7,7 +7,8 @@
 // the daemon was down, a block device written meanwhile, a bad state file)
 // the volume starts a new generation and cbtinfo / status say why. A
 // recorded volume that cannot come back is reported and the others still
-// come up; detach removes the record.
+// come up (a frontend that is missing now is reported, the volume stays);
+// detach removes the record. Config volumes keep their tracking the same way.
 // Method: real `ublksnap daemon` processes restarted in the same scratch
 // dir; writes through the NBD export with qemu-io; the volume file changed
 // between runs with touch, dd and truncate; a loop device for the block
@@ -21,7 +22,7 @@ import { HAS_NBD, TestDaemon, disposeDaemon, hardTimeout, keyValues, scratchDir,
 import { runOk } from '../lib/nbd-tools';
 import { makeLoopDevice, missingPrerequisites } from '../lib/system';
 
-hardTimeout(280_000, 'daemon/persist');
+hardTimeout(295_000, 'daemon/persist');
 
 const MiB = 1 << 20;
 const VOLUME_BYTES = 8 * MiB;
@@ -267,6 +268,43 @@ test('a damaged state file: one clear log line, a new generation, the daemon sta
     assert.equal(state.volumes, []);
     assert.match(state.restore_errors[0]?.error as string, /volumes\.json is unreadable \(.*\); moved to \S+volumes\.json\.corrupt/);
     assert.ok(statSync(path.join(daemon.state_dir, 'volumes.json.corrupt')).isFile());
+  } finally {
+    await disposeDaemon(daemon);
+  }
+});
+
+test('config volumes keep their change tracking too; a recorded frontend that cannot come back is reported, the volume stays', async () => {
+  const dir = scratchDir('persist-config');
+  const daemon = new TestDaemon(dir);
+  const from_config = sparseFile(daemon.file('conf.img'), VOLUME_BYTES);
+  const recorded = sparseFile(daemon.file('rec.img'), VOLUME_BYTES);
+  writeFileSync(daemon.file('config.json'), JSON.stringify({ volumes: [{ path: from_config, name: 'conf' }] }));
+  const args = ['--config', daemon.file('config.json')];
+  try {
+    await daemon.start({ args });
+    const first = await cbtinfo(daemon, 'conf');
+    assert.is(first.generation_reason, 'first attach', 'a config volume new to the state dir');
+    await takeAndDrop(daemon, 'conf');
+    const before = await cbtinfo(daemon, 'conf');
+    assert.is((await daemon.stop('SIGTERM')).code, 0);
+
+    // A record as an earlier daemon with ublk would have left it.
+    writeFileSync(path.join(daemon.state_dir, 'volumes.json'), JSON.stringify({
+      format: 'ublksnap-volumes', version: 1, volumes: [{ path: recorded, name: 'rec', frontends: ['nbd', 'ublk'] }],
+    }));
+    await daemon.start({ args });
+    assert.equal(await cbtinfo(daemon, 'conf'), before, 'the config volume continued its generation');
+    const state = await status(daemon) as Awaited<ReturnType<typeof status>> & { frontends: { kind: string; details?: { available?: boolean } }[] };
+    assert.equal(state.volumes.map((v) => v.name).sort(), ['conf', 'rec'], 'the recorded volume is attached');
+    assert.is((await cbtinfo(daemon, 'rec')).generation_reason, 'state missing: no change tracking was saved for this volume');
+    const ublk_available = state.frontends.some((frontend) => frontend.kind === 'ublk' && frontend.details?.available === true);
+    if (ublk_available) {
+      assert.equal(state.restore_errors, []);
+    } else {
+      assert.is(state.restore_errors.length, 1);
+      assert.is(state.restore_errors[0]?.name, 'rec');
+      assert.is(state.restore_errors[0]?.code, 'ENODEV', 'the frontend that is missing here');
+    }
   } finally {
     await disposeDaemon(daemon);
   }
