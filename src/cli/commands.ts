@@ -184,7 +184,12 @@ export function statusLines(status: DaemonStatus): string {
       volume: volume.name, path: volume.path, kind: volume.kind, capacity_sectors: volume.capacity_sectors,
       size: formatBytes(sectorsToBytes(volume.capacity_sectors)), snapshot: volume.snapshot_id,
       cbt_block_size: volume.cbt.block_size, cbt_changes_number: volume.cbt.changes_number,
+      cbt_generation_id: volume.cbt.generation_id, cbt_generation_reason: volume.cbt.generation_reason,
     }));
+  }
+  // Older daemons send no restore_errors.
+  for (const failed of status.restore_errors ?? []) {
+    lines.push(keyValueInline({ restore_error: failed.name || failed.path, path: failed.path, frontends: failed.frontends, code: failed.code, error: failed.error }));
   }
   for (const snapshot of status.snapshots) {
     const storage = snapshot.storage;
@@ -237,7 +242,8 @@ export const COMMANDS: readonly Command[] = [
       { name: 'nbd', type: 'boolean', help: 'print the NBD URI of the volume export' },
       { name: 'ublk', type: 'boolean', help: 'serve the volume as /dev/ublkbN and print it' },
     ],
-    details: 'Prints: name=, and nbd= / ublk= when asked for.',
+    details: 'Prints: name=, and nbd= / ublk= when asked for.\n' +
+      'The daemon records the volume (path, name, frontends) in its state dir and attaches it again when it restarts.',
     run: async (context) => {
       const params: ParamsOf<'attach'> = { path: pathArgument(required(context, 'device', '-d'), '-d') };
       if (typeof context.values.name === 'string') params.name = context.values.name;
@@ -255,7 +261,8 @@ export const COMMANDS: readonly Command[] = [
     summary: 'Release a volume (refused while a snapshot holds it, unless --force).',
     usage: '-d PATH|NAME [--force]',
     options: [DEVICE, { name: 'force', type: 'boolean', help: 'destroy the snapshot that holds the volume first' }],
-    details: 'Prints nothing.',
+    details: 'Prints nothing. Also removes the record kept for restarts, and that of a recorded volume that could not be\n' +
+      'restored (status shows restore_error= lines for those).',
     run: async (context) => {
       await call(context, 'detach', { device: deviceArgument(required(context, 'device', '-d')), force: context.values.force === true });
       printEmpty(context);
@@ -266,12 +273,14 @@ export const COMMANDS: readonly Command[] = [
     summary: 'Get change tracker information.',
     usage: '-d PATH|NAME',
     options: [DEVICE],
-    details: 'Prints: block_size= (bytes), device_capacity= (sectors), block_count=, generation_id=, changes_number=',
+    details: 'Prints: block_size= (bytes), device_capacity= (sectors), block_count=, generation_id=, changes_number=,\n' +
+      'generation_reason= (why this generation began: first attach, unclean stop, file modified while the daemon was down, …;\n' +
+      'a clean daemon restart keeps the generation and its map)',
     run: async (context) => {
       const info = await call(context, 'cbtinfo', { device: deviceArgument(required(context, 'device', '-d')) });
       print(context, {
         block_size: info.block_size, device_capacity: info.device_capacity, block_count: info.block_count,
-        generation_id: info.generation_id, changes_number: info.changes_number,
+        generation_id: info.generation_id, changes_number: info.changes_number, generation_reason: info.generation_reason,
       });
     },
   },
@@ -409,7 +418,8 @@ export const COMMANDS: readonly Command[] = [
     summary: 'Show the daemon: volumes, snapshots with diff-storage fill and limit, queues, frontends.',
     usage: '',
     options: [],
-    details: 'Prints daemon key=value lines, then one line per volume, snapshot, diff area, queue and frontend.',
+    details: 'Prints daemon key=value lines, then one line per volume (with cbt_generation_reason=), recorded volume\n' +
+      'not restored at start (restore_error=), snapshot, diff area, queue and frontend.',
     run: async (context) => {
       const status = await call(context, 'status', {});
       context.stdout.write(context.json ? jsonLine(status) : statusLines(status));

@@ -5,7 +5,7 @@
 //
 //   flag               config key      environment            default
 //   --config FILE      (n/a)           UBLKSNAP_CONFIG        none
-//   --state-dir DIR    state_dir       UBLKSNAP_STATE_DIR     the runtime dir (paths.ts)
+//   --state-dir DIR    state_dir       UBLKSNAP_STATE_DIR     /var/lib/ublksnap, ~/.local/state/ublksnap (paths.ts)
 //   --socket PATH      socket          UBLKSNAP_SOCKET        <runtime dir>/ublksnap.sock
 //   --nbd-socket PATH  nbd_socket      UBLKSNAP_NBD_SOCKET    <runtime dir>/nbd.sock (when NBD exists)
 //   --nbd-listen H:P   nbd_listen      UBLKSNAP_NBD_LISTEN    none (no TCP)
@@ -25,7 +25,7 @@ import { parseParamAssignment, validateParams, type Params } from '../shared/par
 import type { ListenAddress } from '../frontends/frontend';
 import { PATH_LENGTH_MAX, VOLUME_NAME_LENGTH_MAX, VOLUME_NAME_PATTERN } from '../ipc/methods';
 import { array, object, oneOf, optional, string, validate } from '../ipc/schema';
-import { defaultRuntimeDir, defaultSocketPath } from './paths';
+import { defaultSocketPath, defaultStateDir } from './paths';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -71,13 +71,21 @@ Runs the ublksnap daemon in the foreground until SIGTERM or SIGINT.
 Options:
   --config FILE        JSON config file (keys: state_dir, socket, nbd_socket,
                        nbd_listen, log_level, params, volumes)
-  --state-dir DIR      state directory (pid file)          [${defaultRuntimeDir()}]
+  --state-dir DIR      state directory: pid file, the record of attached
+                       volumes and their saved change tracking, kept
+                       across restarts and reboots  [${defaultStateDir()}]
   --socket PATH        control socket                      [${defaultSocketPath()}]
   --nbd-socket PATH    NBD Unix socket (when the NBD frontend is built in)
   --nbd-listen H:PORT  NBD TCP listener, e.g. 127.0.0.1:10809
   --log-level LEVEL    ${LOG_LEVELS.join(', ')}  [${LOG_LEVEL_DEFAULT}]
   --param NAME=VALUE   a DESIGN §7 parameter; repeatable
   -h, --help           this help
+
+Restarts: volumes attached over IPC are attached again at start (after the
+config's volumes); a clean stop (SIGTERM, SIGINT) saves each volume's change
+tracking, so the next incremental backup stays incremental. After a crash,
+or when the volume changed while the daemon was down, a new generation
+begins and cbtinfo's generation_reason says why.
 
 Precedence: flags, then the config file, then UBLKSNAP_* environment
 variables (UBLKSNAP_CONFIG, UBLKSNAP_STATE_DIR, UBLKSNAP_SOCKET,
@@ -245,7 +253,7 @@ export function resolveConfig(flags: DaemonFlags, env: NodeJS.ProcessEnv = proce
   });
 
   return {
-    state_dir: state_dir ? checkPath(state_dir.value, state_dir.source, state_dir.base) : defaultRuntimeDir(env),
+    state_dir: state_dir ? checkPath(state_dir.value, state_dir.source, state_dir.base) : defaultStateDir(env),
     socket: socket ? checkPath(socket.value, socket.source, socket.base) : defaultSocketPath(env),
     nbd_socket: nbd_socket ? checkPath(nbd_socket.value, nbd_socket.source, nbd_socket.base) : null,
     nbd_listen: nbd_listen ? parseListenAddress(nbd_listen.value, nbd_listen.source) : null,

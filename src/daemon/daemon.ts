@@ -6,12 +6,18 @@
 //   2 pid file (refuse a live daemon)         end long-polls, drain, close, unlink
 //   3 socket path (refuse a live socket,    2 event pumps
 //     remove a stale one)                   3 frontends (no I/O in flight after;
-//   4 engine                                  restarting: ublk hands its volume
-//   5 volumes from the config                 devices over to the next daemon)
-//   6 frontends, then what each kept from   4 engine.stop(): destroys snapshots,
-//     the last daemon (afterRestore)          flushes, joins workers, closes files
-//   7 control socket listens                5 pid file
+//   4 record of attached volumes read         restarting: ublk hands its volume
+//   5 engine                                  devices over to the next daemon)
+//   6 volumes from the config               4 every volume's CBT map copied
+//   7 frontends                             5 engine.stop(): destroys snapshots,
+//   8 recorded volumes re-attached and        flushes, joins workers, closes files
+//     re-published; a failure is logged     6 CBT maps saved with the clean mark
+//     and shown by status, the rest come up   (only when 3-5 all succeeded)
+//   9 frontends take back, or let go of,    7 pid file
+//     what the last daemon left (afterRestore)
+//  10 control socket listens
 //
+// Volumes and change tracking across restarts: volume-persistence.ts.
 // A failure during start undoes the steps already done and is thrown as a
 // UblksnapError with the reason; main.ts prints it and exits non-zero.
 
@@ -26,9 +32,10 @@ import { startEngine as defaultStartEngine, type StartEngine } from './engine-fa
 import { EventHub } from './events';
 import type { Frontend, FrontendFactory, FrontendStopOptions } from '../frontends/frontend';
 import { BUILTIN_FRONTENDS } from './frontends';
-import { createHandlers } from './handlers';
+import { createHandlers, frontendOf } from './handlers';
 import { NBD_SOCKET_FILE_NAME, PID_FILE_NAME, ensurePrivateDir, packageVersion } from './paths';
 import { claimPidFile, releasePidFile } from './pid-file';
+import { VolumePersistence, type SavedVolume } from './volume-persistence';
 
 export interface DaemonOptions {
   config: DaemonConfig;
@@ -58,6 +65,7 @@ export class Daemon {
     private readonly events: EventHub,
     private readonly frontends: Frontend[],
     private readonly ipc: IpcServer<typeof METHODS>,
+    private readonly persistence: VolumePersistence,
     readonly pid_file: string,
   ) {}
 
@@ -72,11 +80,16 @@ export class Daemon {
       undo.push(() => releasePidFile(pid_file));
       // Before the engine: a second daemon on a live socket fails in milliseconds.
       await claimSocketPath(config.socket, logger);
+      const persistence = new VolumePersistence(config.state_dir, logger.child({ component: 'state' }));
+      persistence.open();
 
       const engine = await (options.startEngine ?? defaultStartEngine)({ params: config.params, logger: logger.child({ component: 'engine' }) });
       undo.push(() => engine.stop());
-      // The engine logs each attach.
-      for (const volume of config.volumes) await engine.attach(volume.path, volume.name !== undefined ? { name: volume.name } : {});
+      // The engine logs each attach; a config volume that fails fails the start, as it always did.
+      for (const volume of config.volumes) {
+        // Not expect_saved: a config volume may be new to this state dir (its first start says "first attach").
+        await persistence.attach(engine, volume.path, { ...(volume.name !== undefined ? { name: volume.name } : {}), expect_saved: false });
+      }
 
       const frontends: Frontend[] = [];
       for (const factory of options.frontends ?? BUILTIN_FRONTENDS) {
@@ -91,11 +104,13 @@ export class Daemon {
         frontends.push(frontend);
         undo.push(() => frontend.stop());
       }
-      // Every volume is attached: frontends take back what the last daemon left for them.
-      for (const frontend of frontends) await frontend.afterRestore();
       if (!frontends.some((frontend) => frontend.kind === 'nbd') && (config.nbd_socket !== null || config.nbd_listen !== null)) {
         logger.warn('this build has no NBD frontend: --nbd-socket / --nbd-listen are ignored');
       }
+
+      await restoreRecordedVolumes(engine, frontends, persistence);
+      // Every volume is attached: frontends take back what the last daemon left for them.
+      for (const frontend of frontends) await frontend.afterRestore();
 
       const events = new EventHub(engine, logger.child({ component: 'events' }));
       undo.push(() => events.stop());
@@ -105,7 +120,7 @@ export class Daemon {
         methods: METHODS,
         logger: logger.child({ component: 'ipc' }),
         handlers: createHandlers({
-          engine, events, frontends, logger,
+          engine, events, frontends, logger, persistence,
           daemonStatus: () => (daemon as Daemon).statusOfDaemon(),
           requestStop: (reason, stop_options) => {
             const running = daemon as Daemon;
@@ -116,7 +131,7 @@ export class Daemon {
       });
       undo.push(() => ipc.stop());
       await ipc.listen();
-      daemon = new Daemon(config, logger, engine, events, frontends, ipc, pid_file);
+      daemon = new Daemon(config, logger, engine, events, frontends, ipc, persistence, pid_file);
       logger.info({
         version: packageVersion(), socket: config.socket, state_dir: config.state_dir, config_file: config.config_file,
         frontends: frontends.map((frontend) => frontend.kind),
@@ -151,18 +166,32 @@ export class Daemon {
   private async stopSteps(reason: string, options: DaemonStopOptions): Promise<boolean> {
     this.logger.info({ reason, restarting: options.restarting === true }, 'daemon stopping');
     let clean = true;
-    const step = async (name: string, run: () => Promise<void> | void): Promise<void> => {
+    const step = async (name: string, run: () => Promise<void> | void): Promise<boolean> => {
       try {
         await run();
+        return true;
       } catch (error) {
         clean = false;
         this.logger.error({ err: error, step: name }, 'shutdown step failed');
+        return false;
       }
     };
     await step('control socket', () => this.ipc.stop());
     await step('events', () => this.events.stop());
-    for (const frontend of [...this.frontends].reverse()) await step(`frontend ${frontend.kind}`, () => frontend.stop(options));
-    await step('engine', () => this.engine.stop());
+    let io_ended = true;
+    for (const frontend of [...this.frontends].reverse()) io_ended = await step(`frontend ${frontend.kind}`, () => frontend.stop(options)) && io_ended;
+    // A frontend that did not stop may still write: its maps are not final, so none is saved.
+    let saved: SavedVolume[] | null = null;
+    if (io_ended) await step('copy change tracking', () => { saved = this.persistence.exportAll(this.engine); });
+    const engine_stopped = await step('engine', () => this.engine.stop());
+    const to_save = saved as SavedVolume[] | null;
+    if (to_save !== null && engine_stopped) {
+      await step('save change tracking', () => {
+        if (!this.persistence.saveClean(to_save)) throw new Error('some change tracking was not saved');
+      });
+    } else {
+      this.logger.warn('change tracking not saved (the stop was not clean): the next start begins new generations');
+    }
     await step('pid file', () => releasePidFile(this.pid_file));
     this.logger.info({ clean }, 'daemon stopped');
     return clean;
@@ -203,5 +232,31 @@ export class Daemon {
       ipc_requests_in_flight: this.ipc.requests_in_flight,
       stopping: this.stopping !== null,
     };
+  }
+}
+
+/**
+ * Attaches the volumes recorded by earlier attaches and publishes each on
+ * the frontends it had. A failure is logged and kept for status; the next
+ * volume is tried regardless, and the record stays until a detach.
+ */
+async function restoreRecordedVolumes(engine: EngineControl, frontends: readonly Frontend[], persistence: VolumePersistence): Promise<void> {
+  for (const recorded of persistence.toRestore(engine)) {
+    try {
+      await persistence.attach(engine, recorded.path, { name: recorded.name, expect_saved: true });
+    } catch (error) {
+      persistence.noteRestoreError(recorded, error);
+      continue;
+    }
+    for (const kind of recorded.frontends) {
+      try {
+        const frontend = frontendOf(frontends, kind);
+        frontend.assertAvailable();
+        await frontend.publish(recorded.name);
+      } catch (error) {
+        // The volume stays attached (and on NBD): only this frontend is missing.
+        persistence.noteRestoreError(recorded, error);
+      }
+    }
   }
 }

@@ -15,12 +15,14 @@ import { UblksnapError } from '../shared/errors';
 import type { EventHub } from './events';
 import type { Frontend, FrontendKind, FrontendStopOptions } from '../frontends/frontend';
 import { packageVersion } from './paths';
+import type { VolumePersistence } from './volume-persistence';
 
 export interface HandlerContext {
   engine: EngineControl;
   events: EventHub;
   frontends: readonly Frontend[];
   logger: Logger;
+  persistence: VolumePersistence;
   daemonStatus(): DaemonStatus['daemon'];
   /** Begins the daemon's stop once the reply is on its way (the stop drains this very request). */
   requestStop(reason: string, options: FrontendStopOptions): void;
@@ -42,7 +44,7 @@ function snapshotId(value: string): string {
   return value.toLowerCase();
 }
 
-function frontendOf(frontends: readonly Frontend[], kind: FrontendKind): Frontend {
+export function frontendOf(frontends: readonly Frontend[], kind: FrontendKind): Frontend {
   const frontend = frontends.find((candidate) => candidate.kind === kind);
   if (!frontend) {
     throw new UblksnapError('ENODEV', kind === 'nbd'
@@ -59,7 +61,7 @@ function refuseIfHeld(frontends: readonly Frontend[], export_names: string[], wh
 }
 
 export function createHandlers(context: HandlerContext): HandlerTable<typeof METHODS> {
-  const { engine, events, frontends, logger } = context;
+  const { engine, events, frontends, logger, persistence } = context;
   /** Snapshots whose images become ublk devices at take (snapshot_create --ublk). */
   const ublk_images = new Set<string>();
 
@@ -76,6 +78,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         sessions: engine_status.sessions,
         workers: engine_status.workers,
         frontends: frontends.map((frontend) => frontend.status()),
+        restore_errors: persistence.restoreErrors(),
       };
     },
 
@@ -86,9 +89,9 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       if (params.nbd) wanted.push(frontendOf(frontends, 'nbd'));
       if (params.ublk) wanted.push(frontendOf(frontends, 'ublk'));
       for (const frontend of wanted) frontend.assertAvailable();
-      const options: { name?: string } = {};
-      if (params.name !== undefined) options.name = params.name;
-      const volume = await engine.attach(volume_path, options);
+      const volume = await persistence.attach(engine, volume_path, {
+        ...(params.name !== undefined ? { name: params.name } : {}), expect_saved: false,
+      });
       const result: { name: string; path: string; capacity_sectors: number; nbd?: string; ublk?: string } = {
         name: volume.name, path: volume.path, capacity_sectors: volume.capacity_sectors,
       };
@@ -96,13 +99,24 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         for (const frontend of wanted) result[frontend.kind] = await frontend.publish(volume.name);
       } catch (error) {
         await engine.detach(volume.name, { force: true });
+        persistence.forget(volume.path);
         throw error;
       }
+      persistence.recordAttached({ path: volume.path, name: volume.name, frontends: wanted.map((frontend) => frontend.kind) });
       return result;
     },
 
     detach: async (params) => {
-      const volume = engine.volume(deviceArgument(params.device));
+      const device = deviceArgument(params.device);
+      const attached = engine.volumes().find((candidate) => candidate.path === device || candidate.name === device);
+      const recorded = persistence.attached.find(device);
+      if (attached === undefined && recorded !== undefined) {
+        // Recorded but not attached (its restore failed): the record is all there is to remove.
+        persistence.forget(recorded.path);
+        logger.info({ volume: recorded.name, path: recorded.path }, 'record of an unrestored volume removed');
+        return {};
+      }
+      const volume = engine.volume(device);
       // Refused before the frontends let go of it (the engine would refuse too, but later).
       if (!params.force && volume.snapshot_id !== null) {
         throw new UblksnapError('EBUSY', `volume ${volume.name} is in snapshot ${volume.snapshot_id}: destroy it first, or detach with force`);
@@ -114,6 +128,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
         for (const name of [...images, volume.name]) await frontend.unpublish(name);
       }
       await engine.detach(volume.name, { force });
+      persistence.forget(volume.path);
       // A forced detach destroyed the snapshot that held the volume.
       if (volume.snapshot_id !== null) ublk_images.delete(volume.snapshot_id);
       return {};

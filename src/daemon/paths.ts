@@ -6,7 +6,14 @@
 //                /run/ublksnap               (root)
 //                /tmp/ublksnap-$UID          (anyone else)
 //   socket       <runtime dir>/ublksnap.sock (unless --socket / UBLKSNAP_SOCKET)
-//   state dir    <runtime dir>               (unless --state-dir): pid file
+//   state dir    /var/lib/ublksnap           (root)
+//                $XDG_STATE_HOME/ublksnap    (anyone else; default ~/.local/state)
+//                (unless --state-dir): pid file, volumes.json, cbt/
+//
+// The state dir outlives a reboot on purpose: it holds the record of
+// attached volumes and their saved change tracking (volume-persistence.ts),
+// which the runtime dir, a tmpfs, would lose. With no usable home the
+// runtime dir is the fallback, and a reboot then forgets the volumes.
 //
 // The control socket stays in the runtime dir even when --state-dir moves
 // the state elsewhere (npm start keeps its state in the checkout), so the
@@ -34,6 +41,17 @@ export function defaultRuntimeDir(env: NodeJS.ProcessEnv = process.env, uid = cu
   if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'ublksnap');
   if (uid === 0) return '/run/ublksnap';
   return `/tmp/ublksnap-${uid}`;
+}
+
+/** The persistent state dir (see the top of this file). */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env, uid = currentUid()): string {
+  if (uid === 0) return '/var/lib/ublksnap';
+  // The XDG spec says to ignore relative paths here too.
+  const xdg = env.XDG_STATE_HOME;
+  if (xdg && path.isAbsolute(xdg)) return path.join(xdg, 'ublksnap');
+  const home = env.HOME;
+  if (home && path.isAbsolute(home) && home !== '/') return path.join(home, '.local', 'state', 'ublksnap');
+  return defaultRuntimeDir(env, uid);
 }
 
 export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env, uid = currentUid()): string {

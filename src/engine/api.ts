@@ -10,7 +10,7 @@
 // Sizes: bytes in the I/O interface (offset_bytes, length_bytes), sectors
 // in the CBT interface, as upstream blksnap.
 
-import type { CbtInfo } from '../shared/cbt-map';
+import type { CbtInfo, CbtState } from '../shared/cbt-map';
 import type { Params } from '../shared/params';
 import type { StorageSnapshot } from '../shared/storage-counters';
 import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
@@ -18,6 +18,7 @@ import type { IoQueue } from '../shared/io-queue';
 
 export { IoFlags, IoOp } from '../shared/request-record';
 export type { IoQueue } from '../shared/io-queue';
+export type { CbtInfo, CbtState } from '../shared/cbt-map';
 export type {
   ActorLogLevel, LogFields, RunningSession, SessionContext, SessionCounters, SessionDescriptor, SessionLogger, SessionModule,
 } from '../actors/session-contract';
@@ -139,6 +140,27 @@ export interface VolumeSnapshotInfo {
   image_export: string | null;
 }
 
+/** A volume's change tracking as a daemon saves it across a restart (exportCbt). */
+export interface SavedCbt {
+  state: CbtState;
+  /** Why its generation began. */
+  generation_reason: string;
+}
+
+export interface AttachOptions {
+  /** Default: the file name of the path, made safe. */
+  name?: string;
+  /**
+   * Continue this saved change tracking. Used when it fits the volume as it
+   * is now (same size and tracking geometry, consistent); otherwise a new
+   * generation starts and cbtInfo's generation_reason says what did not fit.
+   * The caller vouches that nothing wrote the volume since it was saved.
+   */
+  cbt?: SavedCbt;
+  /** Why a new generation begins when no cbt is restored (default 'first attach'). */
+  new_generation_reason?: string;
+}
+
 /**
  * The control interface of the engine. Every method validates its
  * arguments and throws UblksnapError (errors.ts) with a code:
@@ -147,7 +169,7 @@ export interface VolumeSnapshotInfo {
  * `volume` arguments accept the attached path or the volume name.
  */
 export interface EngineControl {
-  attach(path: string, options?: { name?: string }): Promise<VolumeInfo>;
+  attach(path: string, options?: AttachOptions): Promise<VolumeInfo>;
   /** Refused (EBUSY) while in a snapshot unless force, which destroys that snapshot. */
   detach(volume: string, options?: { force?: boolean }): Promise<void>;
   volumes(): VolumeInfo[];
@@ -157,6 +179,12 @@ export interface EngineControl {
   /** Copies the snapshot copy of the map from first_block into target; returns bytes copied. */
   readCbtMap(volume: string, first_block: number, target: Uint8Array): number;
   markDirty(volume: string, ranges: CbtRange[]): void;
+  /**
+   * A copy of the volume's change tracking, to restore at a later attach.
+   * Take it only when nothing writes the volume (frontends stopped), or a
+   * completed write may be missing from it.
+   */
+  exportCbt(volume: string): SavedCbt;
 
   snapshotCreate(options: SnapshotCreateOptions): Promise<string>;
   snapshotAdd(id: string, volume: string): Promise<void>;

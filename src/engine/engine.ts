@@ -24,13 +24,14 @@ import type { SessionCounters, SessionDescriptor } from '../actors/session-contr
 import { OPEN_TAGS_MAX, QUEUE_DEPTH_MAX, QUEUE_IO_BYTES_MAX } from '../shared/limits';
 import { ActorPools } from './actor-pools';
 import type {
-  CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, HostedSession, IoQueue, SnapshotCreateOptions,
-  SnapshotEvent, SnapshotInfo, VolumeInfo, VolumeSnapshotInfo,
+  AttachOptions, CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, HostedSession, IoQueue, SnapshotCreateOptions,
+  SavedCbt, SnapshotEvent, SnapshotInfo, VolumeInfo, VolumeSnapshotInfo,
 } from './api';
 import { DiffStorage } from './diff-storage';
 import { armFault, disarmFault } from '../shared/fault-words';
 import { EngineIoQueue } from './io-queue';
 import { Snapshot } from './snapshot';
+import type { TrackerStart } from './tracker';
 import { defaultVolumeName, validateVolumeName, VolumeRecord } from './volume';
 
 /**
@@ -51,7 +52,30 @@ export const STORE_IDLE_FLUSH_MS = 200;
 export const EVENT_WAIT_MAX_MS = 3_600_000;
 /** Destroyed snapshots keep their last events for late waiters, this many at most. */
 const RETIRED_SNAPSHOTS_MAX = 256;
+/** A generation reason is a phrase for a log line and a `cbtinfo` field, not a document. */
+export const GENERATION_REASON_LENGTH_MAX = 512;
 const SNAPSHOT_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** The tracker's start from attach's options, checked at this boundary. */
+function trackerStart(options: AttachOptions): TrackerStart {
+  const start: TrackerStart = {};
+  const reason = (value: unknown, what: string): string => {
+    if (typeof value !== 'string' || value.length === 0 || value.length > GENERATION_REASON_LENGTH_MAX) {
+      throw new UblksnapError('EINVAL', `${what} must be a string of 1-${GENERATION_REASON_LENGTH_MAX} characters`);
+    }
+    return value;
+  };
+  if (options.new_generation_reason !== undefined) start.new_generation_reason = reason(options.new_generation_reason, 'new_generation_reason');
+  if (options.cbt !== undefined) {
+    const { state, generation_reason } = options.cbt;
+    if (typeof state !== 'object' || state === null || !(state.active instanceof Uint8Array) || !(state.snapshot instanceof Uint8Array)) {
+      throw new UblksnapError('EINVAL', 'cbt.state must be a CbtState with active and snapshot byte arrays');
+    }
+    start.state = state;
+    start.state_reason = reason(generation_reason, 'cbt.generation_reason');
+  }
+  return start;
+}
 
 export class Engine implements EngineControl {
   private readonly volumes_by_index: (VolumeRecord | undefined)[] = [];
@@ -85,20 +109,21 @@ export class Engine implements EngineControl {
     const logger = options.logger ?? pino({ level: 'silent' });
     let engine: Engine | undefined;
     const pools = new ActorPools(counts, (notice) => engine?.onNotice(notice), logger);
-    engine = new Engine(pools, params, logger, options.fault_injection === true);
+    // Control calls after start (attach first of all) then measure the call, not the workers' boot.
     try {
-      await pools.ready();
+      await pools.started();
     } catch (error) {
-      await pools.stop().catch(() => undefined);
-      throw error;
+      await pools.stop();
+      throw new UblksnapError('EIO', `the engine's workers did not start: ${(error as Error).message}`);
     }
+    engine = new Engine(pools, params, logger, options.fault_injection === true);
     logger.info({ workers: counts }, 'engine started');
     return engine;
   }
 
   // ── volumes ─────────────────────────────────────────────────────────────
 
-  async attach(volume_path: string, options: { name?: string } = {}): Promise<VolumeInfo> {
+  async attach(volume_path: string, options: AttachOptions = {}): Promise<VolumeInfo> {
     this.assertRunning();
     if (typeof volume_path !== 'string' || volume_path.length === 0) throw new UblksnapError('EINVAL', 'attach needs the path of a file or block device');
     const resolved = path.resolve(volume_path);
@@ -110,7 +135,7 @@ export class Engine implements EngineControl {
     let index = this.volumes_by_index.findIndex((v) => v === undefined);
     if (index < 0) index = this.volumes_by_index.length;
     if (index >= VOLUME_INDEX_LIMIT) throw new UblksnapError('EBUSY', `at most ${VOLUME_INDEX_LIMIT} volumes may be attached`);
-    const volume = VolumeRecord.open(index, name, resolved, this.params, this.fault_injection);
+    const volume = VolumeRecord.open(index, name, resolved, this.params, this.fault_injection, trackerStart(options));
     this.volumes_by_index[index] = volume;
     try {
       await this.pools.broadcast((actor) => actor.attachVolume(volume.descriptor));
@@ -119,7 +144,12 @@ export class Engine implements EngineControl {
       volume.close();
       throw error;
     }
-    this.logger.info({ volume: name, path: resolved, capacity_sectors: volume.capacity_sectors }, 'volume attached');
+    const cbt = volume.tracker.info();
+    this.logger.info({
+      volume: name, path: resolved, capacity_sectors: volume.capacity_sectors,
+      cbt_generation_id: cbt.generation_id, cbt_changes_number: cbt.changes_number, cbt_generation_reason: cbt.generation_reason,
+      cbt_restored: options.cbt !== undefined && volume.tracker.map.generation_id === options.cbt.state.generation_id,
+    }, 'volume attached');
     return volume.describe();
   }
 
@@ -161,6 +191,11 @@ export class Engine implements EngineControl {
     }
     if (!(target instanceof Uint8Array)) throw new UblksnapError('EINVAL', 'readCbtMap needs a Uint8Array to fill');
     return map.readSnapshot(first_block, target);
+  }
+
+  exportCbt(volume_ref: string): SavedCbt {
+    const { state, generation_reason } = this.findVolume(volume_ref).tracker.exportState();
+    return { state, generation_reason };
   }
 
   markDirty(volume_ref: string, ranges: CbtRange[]): void {

@@ -12,7 +12,7 @@ import type { VolumeDescriptor } from '../actors/messages';
 import type { VolumeInfo } from './api';
 import { createFaults } from '../shared/fault-words';
 import { createWriteHold } from '../shared/write-hold';
-import { Tracker } from './tracker';
+import { Tracker, type TrackerStart } from './tracker';
 
 /** Volume names appear in export names (`NAME@ID`) and URIs. */
 const VOLUME_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -61,14 +61,16 @@ export class VolumeRecord {
     readonly min_io_bytes: number,
     params: Params,
     fault_injection: boolean,
+    tracker_start: TrackerStart,
   ) {
-    this.tracker = new Tracker(capacity_sectors, params);
+    this.tracker = new Tracker(capacity_sectors, params, tracker_start);
     this.faults = fault_injection ? createFaults() : undefined;
     this.write_hold = fault_injection ? createWriteHold() : undefined;
   }
 
   /** Opens and measures the volume at path; the caller checked name and path are free. */
-  static open(index: number, name: string, volume_path: string, params: Params, fault_injection: boolean): VolumeRecord {
+  static open(index: number, name: string, volume_path: string, params: Params, fault_injection: boolean,
+    tracker_start: TrackerStart = {}): VolumeRecord {
     const stats = statSync(volume_path, { throwIfNoEntry: false });
     if (stats === undefined) throw new UblksnapError('ENOENT', `volume ${volume_path} does not exist`);
     if (!stats.isFile() && !stats.isBlockDevice()) {
@@ -93,7 +95,7 @@ export class VolumeRecord {
       }
       const capacity_sectors = Math.floor(size_bytes / SECTOR_BYTES);
       if (capacity_sectors < 1) throw new UblksnapError('EINVAL', `volume ${volume_path} is smaller than one sector`);
-      return new VolumeRecord(index, name, volume_path, fd, info, capacity_sectors, logical_block_bytes, min_io_bytes, params, fault_injection);
+      return new VolumeRecord(index, name, volume_path, fd, info, capacity_sectors, logical_block_bytes, min_io_bytes, params, fault_injection, tracker_start);
     } catch (error) {
       closeSync(fd);
       throw fromSystemError(error, `volume ${volume_path}`);

@@ -160,6 +160,12 @@ export interface DaemonStatus {
   sessions: EngineStatus['sessions'];
   workers: EngineStatus['workers'];
   frontends: FrontendStatus[];
+  /**
+   * Recorded volumes that did not come back whole at start (not attached,
+   * or a frontend missing), and a record of volumes that could not be read.
+   * An entry stays until the volume is attached or detached.
+   */
+  restore_errors: { path: string; name: string; frontends: string[]; code: string; error: string }[];
 }
 
 export type Empty = Record<string, never>;

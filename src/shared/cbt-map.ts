@@ -52,7 +52,30 @@ export interface CbtInfo {
   generation_id: string;
   /** The number of the last take: blocks with SNAPSHOT byte > K changed since take K. */
   changes_number: number;
+  /**
+   * Why this generation began (the tracker fills it in; the map itself
+   * does not know). Added after upstream's fields.
+   */
+  generation_reason?: string;
 }
+
+/**
+ * Everything a map holds, as plain values: what a daemon writes at a clean
+ * stop and hands back at the next attach (CbtMap.exportState / restore).
+ */
+export interface CbtState {
+  block_shift: number;
+  block_count: number;
+  capacity_sectors: number;
+  generation_id: string;
+  active_number: number;
+  changes_number: number;
+  /** block_count bytes each. */
+  active: Uint8Array;
+  snapshot: Uint8Array;
+}
+
+const GENERATION_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export class CbtMap {
   readonly block_count: number;
@@ -72,6 +95,29 @@ export class CbtMap {
     new Float64Array(buffer, 0, 8)[CAPACITY_FLOAT] = capacity_sectors;
     const map = new CbtMap(buffer);
     map.newGeneration();
+    return map;
+  }
+
+  /**
+   * A map holding state, which must describe a map of exactly this
+   * geometry and be internally consistent (the numbering rules above);
+   * otherwise a string saying what does not fit, and no map.
+   */
+  static restore(state: CbtState, capacity_sectors: number, geometry: Geometry): CbtMap | string {
+    if (state.capacity_sectors !== capacity_sectors) {
+      return `size changed (${state.capacity_sectors} sectors when saved, ${capacity_sectors} now)`;
+    }
+    if (state.block_shift !== geometry.shift || state.block_count !== geometry.count) {
+      return `tracking block size changed (2^${state.block_shift} bytes when saved, 2^${geometry.shift} now)`;
+    }
+    const problem = inconsistency(state);
+    if (problem !== null) return `saved map is inconsistent (${problem})`;
+    const map = CbtMap.create(capacity_sectors, geometry);
+    map.generation.set(Buffer.from(state.generation_id.replace(/-/g, ''), 'hex'));
+    map.active.set(state.active);
+    map.frozen.set(state.snapshot);
+    Atomics.store(map.header, PREVIOUS_NUMBER, state.changes_number);
+    Atomics.store(map.header, ACTIVE_NUMBER, state.active_number);
     return map;
   }
 
@@ -159,6 +205,24 @@ export class CbtMap {
     };
   }
 
+  /**
+   * A copy of the whole state. Call only while no writer can mark this
+   * map (the daemon: after its frontends stopped), or the copy may miss a
+   * write that completed.
+   */
+  exportState(): CbtState {
+    return {
+      block_shift: this.block_shift,
+      block_count: this.block_count,
+      capacity_sectors: this.capacity_sectors,
+      generation_id: this.generation_id,
+      active_number: this.active_number,
+      changes_number: this.changes_number,
+      active: Uint8Array.from(this.active),
+      snapshot: Uint8Array.from(this.frozen),
+    };
+  }
+
   blockOf(sector: number): number {
     return Math.floor(sector / pow2(this.sector_shift_of_block));
   }
@@ -166,4 +230,22 @@ export class CbtMap {
   private newGeneration(): void {
     this.generation.set(Buffer.from(randomUUID().replace(/-/g, ''), 'hex'));
   }
+}
+
+/**
+ * Why state cannot be a map's, or null. The numbering rules: previous is
+ * active - 1 (0 before the first take); no ACTIVE byte is above the active
+ * number and no SNAPSHOT byte above previous, since nothing marks higher.
+ */
+function inconsistency(state: CbtState): string | null {
+  const { active_number, changes_number, block_count } = state;
+  if (!GENERATION_ID_PATTERN.test(state.generation_id)) return 'generation id is not a UUID';
+  if (!Number.isInteger(active_number) || active_number < 0 || active_number >= CBT_NUMBER_LIMIT) return `active number ${active_number}`;
+  if (changes_number !== Math.max(active_number - 1, 0)) return `changes number ${changes_number} with active number ${active_number}`;
+  if (state.active.length !== block_count || state.snapshot.length !== block_count) return 'map length is not the block count';
+  for (let block = 0; block < block_count; block += 1) {
+    if (state.active[block]! > active_number) return `block ${block} is marked ${state.active[block]} in the active copy, past ${active_number}`;
+    if (state.snapshot[block]! > changes_number) return `block ${block} is marked ${state.snapshot[block]} in the snapshot copy, past ${changes_number}`;
+  }
+  return null;
 }

@@ -65,9 +65,10 @@ test('attach --nbd: nbd= the export URI when the NBD frontend is built in, else 
   assert.equal(volumes, ['v1.img', 'two']);
 });
 
-test('cbtinfo: the five upstream keys, text and JSON agree', async () => {
+test('cbtinfo: the five upstream keys in order, then generation_reason; text and JSON agree', async () => {
   const text = keyValues(await daemon.ok(['cbtinfo', '-d', 'v1.img']));
-  assert.equal(Object.keys(text), ['block_size', 'device_capacity', 'block_count', 'generation_id', 'changes_number']);
+  assert.equal(Object.keys(text), ['block_size', 'device_capacity', 'block_count', 'generation_id', 'changes_number', 'generation_reason']);
+  assert.is(text.generation_reason, 'first attach');
   assert.is(text.block_size, '65536');
   assert.is(text.device_capacity, String((16 * MiB) / 512));
   assert.is(text.block_count, '256');

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseDaemonFlags, parseListenAddress, resolveConfig } from '../../src/daemon/config';
-import { clientSocketPath, defaultRuntimeDir, defaultSocketPath } from '../../src/daemon/paths';
+import { clientSocketPath, defaultRuntimeDir, defaultSocketPath, defaultStateDir } from '../../src/daemon/paths';
 import { DEFAULT_PARAMS } from '../../src/shared/params';
 import { removeScratchDir, scratchDir } from '../lib/daemon';
 
@@ -37,11 +37,18 @@ test('defaults: runtime dir from XDG_RUNTIME_DIR, /run as root, /tmp otherwise; 
   assert.is(clientSocketPath('/s/flag.sock', { ...env, UBLKSNAP_SOCKET: '/s/env.sock' }), '/s/flag.sock');
   const config = resolveConfig(parseDaemonFlags([]), env, dir);
   assert.is(config.socket, clientSocketPath(undefined, env), 'daemon and CLI agree with no flag and no variable');
-  assert.is(config.state_dir, '/run/user/7/ublksnap');
+  assert.is(config.state_dir, defaultStateDir(env), 'the persistent state dir, not the runtime dir');
   assert.is(config.log_level, 'info');
   assert.equal(config.params, DEFAULT_PARAMS);
   assert.is(config.nbd_socket, null);
   assert.is(config.nbd_listen, null);
+});
+
+test('default state dir: persistent (/var/lib as root, XDG_STATE_HOME or ~/.local/state otherwise)', () => {
+  assert.is(defaultStateDir({ XDG_STATE_HOME: '/home/u/.state', HOME: '/home/u' }, 0), '/var/lib/ublksnap');
+  assert.is(defaultStateDir({ XDG_STATE_HOME: '/home/u/.state', HOME: '/home/u' }, 1000), '/home/u/.state/ublksnap');
+  assert.is(defaultStateDir({ XDG_STATE_HOME: 'relative', HOME: '/home/u' }, 1000), '/home/u/.local/state/ublksnap', 'a relative XDG_STATE_HOME is ignored');
+  assert.is(defaultStateDir({ XDG_RUNTIME_DIR: '/run/user/1000' }, 1000), '/run/user/1000/ublksnap', 'no home: the runtime dir');
 });
 
 test('precedence: flags beat the config file beat the environment', () => {

@@ -11,13 +11,15 @@
 // geometry it was started with, which must still match for the kernel's
 // parameters (no SET_PARAMS in recovery) to stay true.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { removeFileDurably, writeFileDurably } from '../../shared/durable-file';
+import { readStateFile, removeFileDurably, writeFileDurably } from '../../shared/state-file';
 
 export const DEVICE_RECORDS_DIR_NAME = 'ublk-devices';
 const RECORD_VERSION = 1;
 const RECORD_FILE = /^(\d+)\.json$/;
+/** A record is a few hundred bytes: a file much larger is not one. */
+const RECORD_BYTES_MAX = 64 * 1024;
 
 export interface UblkDeviceRecord {
   dev_id: number;
@@ -51,11 +53,11 @@ export class DeviceRecords {
 
   save(record: UblkDeviceRecord): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    writeFileDurably(this.fileOf(record.dev_id), `${JSON.stringify({ version: RECORD_VERSION, ...record }, null, 2)}\n`);
+    writeFileDurably(this.fileOf(record.dev_id), [Buffer.from(`${JSON.stringify({ version: RECORD_VERSION, ...record }, null, 2)}\n`)]);
   }
 
   remove(dev_id: number): void {
-    if (existsSync(this.fileOf(dev_id))) removeFileDurably(this.fileOf(dev_id));
+    removeFileDurably(this.fileOf(dev_id));
   }
 
   /** Every readable record, and the files that are not (left in place for the user to look at). */
@@ -68,7 +70,8 @@ export class DeviceRecords {
       if (match === null) continue;
       const file = path.join(this.dir, entry);
       try {
-        records.push(parseRecord(readFileSync(file, 'utf8'), Number(match[1])));
+        const text = readStateFile(file, RECORD_BYTES_MAX);
+        if (text !== null) records.push(parseRecord(text.toString('utf8'), Number(match[1])));
       } catch (error) {
         bad.push({ file, reason: (error as Error).message });
       }
