@@ -70,7 +70,7 @@ async function cleanup(): Promise<void> {
   }
   if (daemon && !daemon.running) {
     // A killed daemon leaves quiesced devices: a fresh one on the same state takes them back and deletes them at stop.
-    await daemon.start({ log_level: 'info', start_timeout_ms: DAEMON_START_TIMEOUT_MS, args: restart_args }).catch(() => undefined);
+    await daemon.start({ log_level: 'info', start_timeout_ms: DAEMON_START_TIMEOUT_MS }).catch(() => undefined);
   }
   if (daemon?.running) await daemon.ok(['cleanup'], { timeout_ms: CLI_TIMEOUT_MS }).catch(() => undefined);
   await disposeDaemon(daemon);
@@ -112,9 +112,6 @@ function md5(file: string): string {
   return createHash('md5').update(readFileSync(file)).digest('hex');
 }
 
-/** The volumes the next daemon attaches (until volumes persist by themselves). */
-let restart_args: string[] = [];
-
 async function restart(how: 'SIGKILL' | 'shutdown --restart', while_down: () => void = () => undefined): Promise<void> {
   if (how === 'SIGKILL') {
     await daemon!.stop('SIGKILL');
@@ -124,7 +121,7 @@ async function restart(how: 'SIGKILL' | 'shutdown --restart', while_down: () => 
     expect(exit.code === 0, `the daemon exited ${exit.code} (signal ${exit.signal}) after shutdown --restart`);
   }
   while_down();
-  await daemon!.start({ log_level: 'info', start_timeout_ms: DAEMON_START_TIMEOUT_MS, args: restart_args });
+  await daemon!.start({ log_level: 'info', start_timeout_ms: DAEMON_START_TIMEOUT_MS });
 }
 
 /** What the daemon serves as ublk devices now. */
@@ -147,9 +144,6 @@ async function main(): Promise<void> {
   const fio_file = sparseFile(daemon.file('fio.img'), VOLUME_BYTES);
   const fs_file = sparseFile(daemon.file('fs.img'), VOLUME_BYTES);
   const orphan_file = sparseFile(daemon.file('orphan.img'), VOLUME_BYTES);
-  const config = daemon.file('volumes.json');
-  writeFileSync(config, JSON.stringify({ volumes: [{ path: fio_file, name: 'fio' }, { path: fs_file, name: 'fs' }, { path: orphan_file, name: 'orphan' }] }));
-  restart_args = ['--config', config];
   const point = path.join('/dev/shm', 'ublksnap-recovery-mnt');
   let fio_device = '';
   let fs_device = '';
@@ -194,7 +188,9 @@ async function main(): Promise<void> {
   };
 
   await step('SIGKILL under fio and a file write: the same devices come back, fio verifies, the write completes', async () => {
-    // The orphan volume's device loses its record: as if its daemon's state were gone.
+    // The orphan volume's device loses its record, as if its daemon's state
+    // were gone: the next daemon re-attaches the volume (its own record) and
+    // serves it on a new device, and the old one is left for cleanup.
     await underLoad('SIGKILL', () => rmSync(path.join(daemon!.state_dir, 'ublk-devices', `${orphan_device.replace('/dev/ublkb', '')}.json`)));
   });
 
