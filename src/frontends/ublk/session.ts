@@ -22,7 +22,7 @@
 // never −EAGAIN (the kernel would fail the request, not retry it).
 
 import { IoFlags, IoOp, type RunningSession, type SessionContext, type SessionCounters } from '../../engine/api';
-import { blockErrnoOf, ERRNO_BY_CODE } from '../../shared/errors';
+import { blockErrnoOf, ERRNO_BY_CODE, UblksnapError } from '../../shared/errors';
 import { SECTOR_BYTES } from '../../shared/units';
 import {
   REQUEST_FLAGS, REQUEST_NR_SECTORS, REQUEST_OP, REQUEST_START_SECTOR_HIGH, REQUEST_START_SECTOR_LOW, REQUEST_TAG,
@@ -43,12 +43,31 @@ export interface UblkSessionPayload {
   flags: bigint;
 }
 
+/**
+ * Which thread owns a queue's io_uring: 'actor' — this I/O actor's event
+ * loop; 'thread' — a native queue thread beside it (ublk-queue-thread.h).
+ */
+export type UblkHosting = 'actor' | 'thread';
+export const UBLK_HOSTINGS: readonly UblkHosting[] = ['actor', 'thread'];
+export const UBLK_HOSTING_DEFAULT: UblkHosting = 'actor';
+/** The switch, read in the actor (workers copy the daemon's environment at start). */
+export const UBLK_HOSTING_ENV = 'UBLKSNAP_UBLK_HOSTING';
+
+/** The hosting the environment asks for; unset or empty gives the default. */
+export function ublkHostingFrom(env: NodeJS.ProcessEnv): UblkHosting {
+  const value = env[UBLK_HOSTING_ENV];
+  if (value === undefined || value === '') return UBLK_HOSTING_DEFAULT;
+  if ((UBLK_HOSTINGS as readonly string[]).includes(value)) return value as UblkHosting;
+  throw new UblksnapError('EINVAL', `${UBLK_HOSTING_ENV}=${value}: expected one of ${UBLK_HOSTINGS.join(', ')}`);
+}
+
 const EIO = ERRNO_BY_CODE.EIO;
 const EINVAL = ERRNO_BY_CODE.EINVAL;
 const ENOTSUP = ERRNO_BY_CODE.ENOTSUP;
 const TWO_POW_32 = 2 ** 32;
 
 export function runSession(context: SessionContext, payload: UblkSessionPayload): RunningSession {
+  const hosting = ublkHostingFrom(process.env);
   // Memory reclaim may write back through this very device: this thread
   // must not wait for reclaim that waits for it (PF_MEMALLOC_NOIO).
   if (!setIoFlusher()) context.logger.log('warn', { dev_id: payload.dev_id }, 'PR_SET_IO_FLUSHER refused: reclaim could deadlock on this device');
@@ -66,6 +85,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     buffer_offset_bytes: slab.data_offset,
     requests,
     flags: payload.flags,
+    native_thread: hosting === 'thread',
   });
   /** Per tag: what a success commits (the byte count for READ and WRITE, else 0). */
   const success_result = new Int32Array(depth);
@@ -81,17 +101,18 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   // --ublk-stats): requests per wake-up and commits per io_uring_enter,
   // logged at info once a second while requests arrive.
   const stats = process.env.UBLKSNAP_UBLK_STATS === '1'
-    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now() }
+    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0 }
     : null;
   const reportStats = (): void => {
     if (stats === null || stats.wakeups === 0) return;
     const now = Date.now();
+    const queue_stats = ublk.stats();
     context.logger.log('info', {
-      dev_id: payload.dev_id, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
+      dev_id: payload.dev_id, hosting, thread_wakeups: queue_stats.wakeups - stats.thread_wakeups_before, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
       requests_per_wakeup: Number((stats.requests / stats.wakeups).toFixed(2)), single_request_wakeups: stats.single,
       submits: stats.submits, commits_per_submit: Number((stats.commits / Math.max(1, stats.submits)).toFixed(2)),
     }, 'ublk queue stats');
-    Object.assign(stats, { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now });
+    Object.assign(stats, { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups });
   };
 
   const submitCommits = (): void => {
