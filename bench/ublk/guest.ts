@@ -198,6 +198,17 @@ class Daemon {
     child.stderr?.on('data', (chunk: Buffer) => { this.logs += chunk.toString(); });
   }
 
+  /**
+   * A fresh control connection: the daemon closes one idle for 2 minutes
+   * (src/ipc/server.ts IDLE_TIMEOUT_MS), and a daemon waits stopped while
+   * the others run.
+   */
+  async reconnect(): Promise<void> {
+    this.client?.close();
+    this.client = null;
+    await this.ready();
+  }
+
   async ready(): Promise<void> {
     if (this.client !== null) return;
     const child = this.child!;
@@ -395,6 +406,7 @@ async function main(): Promise<void> {
   const activate = async (current: Served | undefined): Promise<void> => {
     for (const other of served.values()) if (other !== current) other.daemon.pause();
     await current?.daemon.resume();
+    await current?.daemon.reconnect();
   };
   try {
     // The daemons start together; then one at a time attaches and warms up, the others stopped.
@@ -473,6 +485,7 @@ async function main(): Promise<void> {
     for (const one of served.values()) {
       await one.daemon.resume();
       try {
+        await one.daemon.reconnect();
         if (one.device !== '') await one.daemon.ipc.call('detach', { device: one.backing, force: true }, CALL_TIMEOUT_MS);
       } catch (error) {
         progress(`detach (${one.daemon.hosting}): ${(error as Error).message}`);
