@@ -51,9 +51,9 @@ const BATCH_MAX = 64;
  * it (a request: the ring's doorbell; a thaw: the engine's wakeAll; stop:
  * wakeAll; a deferred completion or a session's request: the event loop).
  * Each timed-out Atomics.waitAsync costs V8's delayed-task thread, a
- * platform worker and this thread a wake-up; at 50 ms the six idle actors
- * of a daemon that serves one ublk device took a large share of the ublk
- * guest's two vCPUs (bench/README.md "Where ublk stands").
+ * platform worker and this thread a wake-up; at 50 ms the idle actors of
+ * a daemon serving one block device took a large share of the two vCPUs
+ * of the benchmark's emulated guest (bench/README.md).
  */
 const IDLE_WAIT_MS = 1000;
 /**
