@@ -5,13 +5,42 @@
 //          ─► onRequests: per record, queue.submit(tag, …)  (the engine's handler runs at once)
 //          ─► completion (microtask) ─► commit(tag, result) ─► one io_uring_enter per batch
 //
-// Why here and not on a native thread of its own: the actor already owns
-// the request handler (copy-before-write, CBT, the volume write); serving
-// the ublk queue in the same thread costs no hand-off and no second
-// wake-up per request, as hosted NBD sessions showed. The queue's io_uring
-// is created by this thread, so this thread is the queue's daemon task: the
-// kernel delivers requests to it as task work, which runs while the event
-// loop sleeps in epoll, and only it commits (native/src/ublk-queue.cc).
+// Hosting: where the queue's io_uring lives (UBLKSNAP_UBLK_HOSTING, read
+// here in the actor; workers copy the daemon's environment at start):
+//
+//   actor (default)  this thread: the io_uring is created here, so this
+//                    thread is the queue's daemon task; the kernel delivers
+//                    requests as task work, which runs while the event loop
+//                    sleeps in epoll, and only this thread commits
+//                    (native/src/ublk-queue.cc).
+//   thread           a native queue thread owns the io_uring (FETCH, COMMIT)
+//                    and passes requests and commits over two SPSC rings,
+//                    each with an eventfd doorbell: one this loop polls, one
+//                    read by a READ in the thread's own io_uring, so its
+//                    io_uring_enter wakes on a request or a commit
+//                    (native/src/ublk-queue-thread.h). This file's code is
+//                    the same for both.
+//
+// Why actor stays the default (issue 11, measured 2026-12-02 with
+// `UBLKSNAP_UBLK_STATS=1 npm run bench -- --only=ublk`, both hostings side
+// by side in one guest boot, 3 rounds, host load 11-17; medians of the
+// per-round ratios thread ÷ actor, no snapshot):
+//
+//   run   4 KiB randread   4 KiB randwrite   1 MiB seq write
+//   1     1.31×            0.45×             1.03×
+//   2     0.54×            1.25×             2.47×
+//
+// No direction holds from one run to the next: the difference is inside
+// the noise. The per-thread CPU says why it cannot be large: this actor
+// thread spends the same ~3-3.7 CPU-s per 5 s job either way (0.6-1.5 ms
+// per 4 KiB request against ublk-mini's 0.12-0.23 ms in the same runs) —
+// the JavaScript per-request path (record, handler, readSync/writeSync,
+// completion, commit) is the cost, and the native thread removes only the
+// kernel's copies and the io_uring_enter from it while adding its own
+// 0.9-1.5 CPU-s, an eventfd write each way per batch and a third runnable
+// thread on a two-vCPU guest. Without a gain, one thread fewer wins.
+// The variant stays behind the switch for machines with more cores, where
+// the copies running beside the JavaScript may pay off (not measured).
 //
 // Buffers: tag t's kernel buffer is slot t of the session queue's slab, so
 // the kernel copies a write's data straight into the slot the engine reads,
