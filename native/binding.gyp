@@ -20,6 +20,7 @@
         "src/ublk-control-cmd.cc",
         "src/ublk-queue.cc",
         "src/ublk-queue-core.cc",
+        "src/ublk-queue-thread.cc",
         "src/ublk-ring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -1,14 +1,23 @@
 // The ublk bench inside the guest (run by ./suite.ts through
 // test/vm/run-in-guest.sh; one boot for everything): the same backing file
-// on the guest's /dev/shm served four ways, measured with fio, rounds
+// on the guest's /dev/shm served several ways, measured with fio, rounds
 // alternating the systems.
 //
 //   loop           the kernel loop driver, `losetup --direct-io=on FILE`
-//   ublksnap       a real daemon, `attach --ublk`: the volume's /dev/ublkbN, no snapshot
+//   ublksnap       a real daemon, `attach --ublk`: the volume's /dev/ublkbN, no
+//                  snapshot; its queue hosted in the I/O actor (UBLKSNAP_UBLK_HOSTING=actor)
 //   ublksnap-snap  the same device with a snapshot being filled: a fresh
 //                  snapshot_create (diff storage: a directory on /dev/shm)
 //                  + take right before each job, destroy right after
+//   ublksnap-thread, ublksnap-thread-snap
+//                  the same two on a second daemon whose queue runs on a
+//                  native queue thread (UBLKSNAP_UBLK_HOSTING=thread), over a
+//                  copy of the backing file (a volume is opened exclusively)
 //   ublk-mini      ../shared/ublk/ublk-mini.c, compiled by the host (the floor)
+//
+// Only the system being measured runs: the daemons not in use are stopped
+// with SIGSTOP (their idle actors would otherwise take guest CPU from the
+// system under test), and continued with SIGCONT for their own jobs.
 //
 // fio does the timing; this program only sets up, starts fio and reports.
 // Node starts 6-8× slower in the guest, so there is one node process (this
@@ -40,8 +49,18 @@ const ATTACH_RETRY_MS = 15_000;
 /** UBLKSNAP_UBLK_STATS=1 (passed into the guest by the runner): the daemon logs requests per wake-up. */
 const STATS = process.env.UBLKSNAP_UBLK_STATS === '1';
 
-export const SYSTEMS = ['loop', 'ublksnap', 'ublksnap-snap', 'ublk-mini'] as const;
+export const SYSTEMS = ['loop', 'ublksnap', 'ublksnap-snap', 'ublk-mini', 'ublksnap-thread', 'ublksnap-thread-snap'] as const;
 export type SystemId = typeof SYSTEMS[number];
+export type Hosting = 'actor' | 'thread';
+/** The daemon systems: which queue hosting each runs, and whether it fills a snapshot. */
+export const DAEMON_SYSTEMS: Partial<Record<SystemId, { hosting: Hosting; snapshot: boolean }>> = {
+  ublksnap: { hosting: 'actor', snapshot: false },
+  'ublksnap-snap': { hosting: 'actor', snapshot: true },
+  'ublksnap-thread': { hosting: 'thread', snapshot: false },
+  'ublksnap-thread-snap': { hosting: 'thread', snapshot: true },
+};
+/** After SIGCONT, the daemon's threads get this long to settle before fio starts. */
+const RESUME_SETTLE_MS = 300;
 
 export interface JobSpec {
   id: string;
@@ -157,7 +176,7 @@ class Daemon {
   logs = '';
   readonly socket: string;
 
-  constructor(private readonly dir: string) {
+  constructor(private readonly dir: string, readonly hosting: Hosting) {
     this.socket = path.join(dir, 'ctl.sock');
   }
 
@@ -167,7 +186,8 @@ class Daemon {
     const profile = process.env.UBLKSNAP_BENCH_CPU_PROF;
     const node_args = profile === undefined || profile === '' ? [] : ['--cpu-prof', '--cpu-prof-interval=5000', `--cpu-prof-dir=${profile}`];
     const child = spawn(process.execPath, [...node_args, CLI_PATH, 'daemon', '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'),
-      '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', STATS ? 'info' : 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', STATS ? 'info' : 'warn'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UBLKSNAP_UBLK_HOSTING: this.hosting } });
     this.child = child;
     child.stdout?.on('data', (chunk: Buffer) => {
       const text = chunk.toString();
@@ -178,7 +198,19 @@ class Daemon {
     child.stderr?.on('data', (chunk: Buffer) => { this.logs += chunk.toString(); });
   }
 
+  /**
+   * A fresh control connection: the daemon closes one idle for 2 minutes
+   * (src/ipc/server.ts IDLE_TIMEOUT_MS), and a daemon waits stopped while
+   * the others run.
+   */
+  async reconnect(): Promise<void> {
+    this.client?.close();
+    this.client = null;
+    await this.ready();
+  }
+
   async ready(): Promise<void> {
+    if (this.client !== null) return;
     const child = this.child!;
     const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
     for (;;) {
@@ -197,6 +229,21 @@ class Daemon {
 
   get pid(): number | undefined {
     return this.child?.pid;
+  }
+
+  /** SIGSTOP / SIGCONT: a daemon not under test takes no CPU. */
+  pause(): void {
+    this.signal('SIGSTOP');
+  }
+
+  async resume(): Promise<void> {
+    if (this.signal('SIGCONT')) await new Promise((resolve) => setTimeout(resolve, RESUME_SETTLE_MS));
+  }
+
+  private signal(signal: NodeJS.Signals): boolean {
+    const child = this.child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return false;
+    return child.kill(signal);
   }
 
   get ipc(): IpcClient {
@@ -293,6 +340,35 @@ async function attachWithRetries(daemon: Daemon, backing: string): Promise<{ ubl
   }
 }
 
+/** A daemon of one hosting with its own copy of the backing file, attached. */
+interface Served {
+  daemon: Daemon;
+  backing: string;
+  diff_dir: string;
+  device: string;
+}
+
+/** Starts the daemon, attaches its backing file and warms it up; leaves it paused. */
+async function attachAndWarm(served: Served, options: Options, limit_bytes: number, started: number): Promise<void> {
+  const { daemon } = served;
+  await daemon.resume();
+  await daemon.ready();
+  const attached = await attachWithRetries(daemon, served.backing);
+  served.device = attached.ublk ?? '';
+  if (!/^\/dev\/ublkb\d+$/.test(served.device)) throw new Error(`attach --ublk gave ${JSON.stringify(attached)}`);
+  progress(`daemon (${daemon.hosting}) up, ${served.device} attached in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  // Untimed warm-up: the daemon is JIT-compiled; a daemon in service is warm.
+  const warm: Options = { ...options, runtime_s: 2 };
+  for (const job of JOBS) fio(served.device, job, warm, false);
+  const { id } = await daemon.ipc.call('snapshot_create', { devices: [served.backing], storage: served.diff_dir, limit_bytes }, CALL_TIMEOUT_MS);
+  await daemon.ipc.call('snapshot_take', { id }, CALL_TIMEOUT_MS);
+  fio(served.device, JOBS[1]!, warm, false);
+  fio(served.device, JOBS[2]!, warm, true);
+  await daemon.ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
+  progress(`warm-up (${daemon.hosting}) done`);
+  daemon.pause();
+}
+
 async function main(): Promise<void> {
   const options = parseOptions();
   const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
@@ -301,42 +377,42 @@ async function main(): Promise<void> {
   sh('modprobe', ['ublk_drv']);
   const work = mkdtempSync('/dev/shm/ublk-bench-');
   const backing = path.join(work, 'backing.img');
-  const diff_dir = path.join(work, 'diff');
-  mkdirSync(diff_dir);
-  let daemon: Daemon | undefined;
-  const needs_daemon = options.systems.some((s) => s === 'ublksnap' || s === 'ublksnap-snap');
+  const hostings = [...new Set(options.systems.flatMap((s) => DAEMON_SYSTEMS[s]?.hosting ?? []))];
+  const served = new Map<Hosting, Served>();
   const started = Date.now();
-  // The daemon starts slowly under TCG (node, its worker threads): while the file is written.
-  if (needs_daemon) {
-    daemon = new Daemon(work);
+  // The daemons start slowly under TCG (node, its worker threads): while the files are written.
+  for (const hosting of hostings) {
+    const dir = path.join(work, hosting);
+    mkdirSync(dir);
+    const diff_dir = path.join(dir, 'diff');
+    mkdirSync(diff_dir);
+    // The first daemon serves the file loop and ublk-mini use; another gets a copy.
+    const file = served.size === 0 ? backing : path.join(dir, 'backing.img');
+    const daemon = new Daemon(dir, hosting);
     daemon.spawn();
+    served.set(hosting, { daemon, backing: file, diff_dir, device: '' });
   }
   // Written fully: every tmpfs page exists before anyone measures.
-  sh('dd', ['if=/dev/zero', `of=${backing}`, 'bs=1M', `count=${options.size_mib}`, 'status=none']);
-  progress(`backing file written in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  for (const file of new Set([backing, ...[...served.values()].map((s) => s.backing)])) {
+    sh('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M', `count=${options.size_mib}`, 'status=none']);
+  }
+  progress(`backing file(s) written in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const fio_version = sh('fio', ['--version']).trim();
-  emit('setup', { kernel, fio: fio_version, nproc: Number(sh('nproc', []).trim()), options, loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
+  emit('setup', { kernel, fio: fio_version, nproc: Number(sh('nproc', []).trim()), options, hostings, loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
 
-  let ublk_device = '';
   // Each snapshot is destroyed before the next; its storage may grow to the volume's size.
   const limit_bytes = (options.size_mib + 64) * MIB;
+  /** Continues `current` (if any) and stops every other daemon. */
+  const activate = async (current: Served | undefined): Promise<void> => {
+    for (const other of served.values()) if (other !== current) other.daemon.pause();
+    await current?.daemon.resume();
+    await current?.daemon.reconnect();
+  };
   try {
-    if (daemon !== undefined) {
-      await daemon.ready();
-      const attached = await attachWithRetries(daemon, backing);
-      ublk_device = attached.ublk ?? '';
-      if (!/^\/dev\/ublkb\d+$/.test(ublk_device)) throw new Error(`attach --ublk gave ${JSON.stringify(attached)}`);
-      progress(`daemon up, ${ublk_device} attached in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      // Untimed warm-up: the daemon is JIT-compiled; a daemon in service is warm.
-      const warm: Options = { ...options, runtime_s: 2 };
-      for (const job of JOBS) fio(ublk_device, job, warm, false);
-      const { id } = await daemon.ipc.call('snapshot_create', { devices: [backing], storage: diff_dir, limit_bytes }, CALL_TIMEOUT_MS);
-      await daemon.ipc.call('snapshot_take', { id }, CALL_TIMEOUT_MS);
-      fio(ublk_device, JOBS[1]!, warm, false);
-      fio(ublk_device, JOBS[2]!, warm, true);
-      await daemon.ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
-      progress('warm-up done');
-    }
+    // The daemons start together; then one at a time attaches and warms up, the others stopped.
+    await Promise.all([...served.values()].map((one) => one.daemon.ready()));
+    for (const one of served.values()) one.daemon.pause();
+    for (const one of served.values()) await attachAndWarm(one, options, limit_bytes, started);
 
     for (let round = 1; round <= options.rounds; round += 1) {
       // Rotate the order by one each round: no system always follows the same neighbour.
@@ -350,6 +426,9 @@ async function main(): Promise<void> {
           const cpu = extra.server_cpu === undefined ? '' : `; server CPU s ${JSON.stringify(extra.server_cpu)}`;
           progress(`round ${round} ${system} ${job.id}: ${shown} (fio ${figures.fio_cpu_percent}% CPU${cpu})`);
         };
+        const daemon_system = DAEMON_SYSTEMS[system];
+        const one = daemon_system === undefined ? undefined : served.get(daemon_system.hosting)!;
+        await activate(one);
         if (system === 'loop') {
           const device = sh('losetup', ['-f', '--show', '--direct-io=on', backing]).trim();
           try {
@@ -366,48 +445,52 @@ async function main(): Promise<void> {
           const mini = await startMini(options.mini, backing);
           try {
             for (const job of JOBS) {
-            const before = threadCpu(mini.pid);
-            const figures = fio(mini.device, job, options, false);
-            record(job, figures, { server_cpu: cpuDelta(before, threadCpu(mini.pid)) });
-          }
+              const before = threadCpu(mini.pid);
+              const figures = fio(mini.device, job, options, false);
+              record(job, figures, { server_cpu: cpuDelta(before, threadCpu(mini.pid)) });
+            }
           } finally {
             progress(`ublk-mini: ${await mini.stop()}`);
           }
-        } else if (system === 'ublksnap') {
+        } else if (!daemon_system!.snapshot) {
+          const { daemon, device } = one!;
           for (const job of JOBS) {
-            const before = threadCpu(daemon!.pid);
-            const figures = fio(ublk_device, job, options, false);
-            record(job, figures, { server_cpu: cpuDelta(before, threadCpu(daemon!.pid)) });
+            const before = threadCpu(daemon.pid);
+            const figures = fio(device, job, options, false);
+            record(job, figures, { hosting: daemon.hosting, server_cpu: cpuDelta(before, threadCpu(daemon.pid)) });
           }
         } else {
+          const { daemon, device, backing: file, diff_dir } = one!;
           for (const job of JOBS) {
-            const ipc = daemon!.ipc;
-            const { id } = await ipc.call('snapshot_create', { devices: [backing], storage: diff_dir, limit_bytes }, CALL_TIMEOUT_MS);
+            const ipc = daemon.ipc;
+            const { id } = await ipc.call('snapshot_create', { devices: [file], storage: diff_dir, limit_bytes }, CALL_TIMEOUT_MS);
             const before_take = Date.now();
             await ipc.call('snapshot_take', { id }, CALL_TIMEOUT_MS);
             const take_ms = Date.now() - before_take;
             // Sequential: one pass, so every write is a first touch of its chunk.
-            const before = threadCpu(daemon!.pid);
-            const figures = fio(ublk_device, job, options, job.rw === 'write');
-            const server_cpu = cpuDelta(before, threadCpu(daemon!.pid));
+            const before = threadCpu(daemon.pid);
+            const figures = fio(device, job, options, job.rw === 'write');
+            const server_cpu = cpuDelta(before, threadCpu(daemon.pid));
             await ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
-            record(job, figures, { take_ms, server_cpu });
+            record(job, figures, { hosting: daemon.hosting, take_ms, server_cpu });
           }
         }
       }
     }
     emit('done', { loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
   } catch (error) {
-    if (daemon !== undefined) progress(`daemon log tail:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);
+    for (const one of served.values()) progress(`daemon (${one.daemon.hosting}) log tail:\n${one.daemon.logs.split('\n').slice(-30).join('\n')}`);
     throw error;
   } finally {
-    if (daemon !== undefined) {
+    for (const one of served.values()) {
+      await one.daemon.resume();
       try {
-        if (ublk_device !== '') await daemon.ipc.call('detach', { device: backing, force: true }, CALL_TIMEOUT_MS);
+        await one.daemon.reconnect();
+        if (one.device !== '') await one.daemon.ipc.call('detach', { device: one.backing, force: true }, CALL_TIMEOUT_MS);
       } catch (error) {
-        progress(`detach: ${(error as Error).message}`);
+        progress(`detach (${one.daemon.hosting}): ${(error as Error).message}`);
       }
-      await daemon.stop();
+      await one.daemon.stop();
     }
     rmSync(work, { recursive: true, force: true });
   }

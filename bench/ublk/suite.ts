@@ -17,6 +17,7 @@ import path from 'node:path';
 import { median, table } from '../lib';
 import { verdictLine, verdicts, type Comparison, type GoalVerdict, type Sample } from '../nbd/goals';
 import { comparisonTable } from '../nbd/report';
+import { UBLK_HOSTING_DEFAULT } from '../../src/frontends/ublk/session';
 import { JOBS, SYSTEMS, type SystemId, type UblkSample } from './guest';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -26,10 +27,13 @@ const GUEST_PROGRAM = path.join(REPO_ROOT, 'dist', 'bench', 'ublk', 'guest.js');
 export const UBLK_MINI_SOURCE = process.env.UBLKSNAP_UBLK_MINI_SOURCE ?? path.resolve(REPO_ROOT, '..', 'shared', 'ublk', 'ublk-mini.c');
 /** Setup is a no-op once the kernel is cached; on an empty cache about 40 s. */
 const SETUP_TIMEOUT_MS = 300_000;
-/** The whole guest run; the part normally takes 4-6 minutes. */
-const GUEST_TIMEOUT_S = 720;
-/** The guest's memory: the backing file and a snapshot's diff storage both live on its /dev/shm (half of it). */
-const GUEST_MEM_MIB = 3072;
+/** The whole guest run; the part normally takes 7-10 minutes (two daemons). */
+const GUEST_TIMEOUT_S = 1500;
+/**
+ * The guest's memory: two copies of the backing file (one per daemon) and
+ * a snapshot's diff storage all live on its /dev/shm (half of it).
+ */
+const GUEST_MEM_MIB = 4096;
 const MIB = 1024 * 1024;
 /** Runner statuses that mean "no guest", not "the bench failed". */
 const INFRASTRUCTURE_STATUS: Record<number, string> = {
@@ -38,10 +42,16 @@ const INFRASTRUCTURE_STATUS: Record<number, string> = {
 
 export const SYSTEM_LABELS: Record<SystemId, string> = {
   loop: 'loop (--direct-io=on)',
-  ublksnap: 'ublksnap',
-  'ublksnap-snap': 'ublksnap + snapshot',
+  ublksnap: 'ublksnap (actor)',
+  'ublksnap-snap': 'ublksnap (actor) + snapshot',
   'ublk-mini': 'ublk-mini (C floor)',
+  'ublksnap-thread': 'ublksnap (thread)',
+  'ublksnap-thread-snap': 'ublksnap (thread) + snapshot',
 };
+
+/** The rows of the hosting the daemon uses by default: the goals are about them. */
+export const DEFAULT_PLAIN: SystemId = UBLK_HOSTING_DEFAULT === 'thread' ? 'ublksnap-thread' : 'ublksnap';
+export const DEFAULT_SNAP: SystemId = UBLK_HOSTING_DEFAULT === 'thread' ? 'ublksnap-thread-snap' : 'ublksnap-snap';
 
 const JOB_LABELS: Record<string, string> = {
   'randread-4k': '4 KiB randread QD32',
@@ -155,14 +165,14 @@ export function ublkComparisons(with_mini: boolean): Comparison[] {
   for (const job of JOBS) {
     comparisons.push({
       goal: 'ublk: no snapshot ≥ 0.8× loop', label: JOB_LABELS[job.id]!, target: 0.8,
-      numerator: { system: 'ublksnap', workload: job.id }, denominator: { system: 'loop', workload: job.id },
+      numerator: { system: DEFAULT_PLAIN, workload: job.id }, denominator: { system: 'loop', workload: job.id },
     });
   }
   if (with_mini) {
     for (const job of JOBS) {
       comparisons.push({
         goal: 'ublk: no snapshot ≥ the minimal C server', label: JOB_LABELS[job.id]!, target: 1,
-        numerator: { system: 'ublksnap', workload: job.id }, denominator: { system: 'ublk-mini', workload: job.id },
+        numerator: { system: DEFAULT_PLAIN, workload: job.id }, denominator: { system: 'ublk-mini', workload: job.id },
       });
     }
   }
@@ -206,14 +216,20 @@ export async function runUblkBench(options: UblkBenchOptions): Promise<UblkBench
     }
     const goal_samples: Sample[] = samples.map((s) => ({ system: s.system, workload: s.job, round: s.round, value: s.value, server_cpu_seconds: 0 }));
     const results: GoalVerdict[] = verdicts(goal_samples, ublkComparisons(mini.binary !== undefined));
-    const snap_vs_plain = JOBS.map((job) => `${JOB_LABELS[job.id]} ${ratioOf(samples, 'ublksnap-snap', 'ublksnap', job.id).toFixed(2)}×`);
+    const snap_vs_plain = JOBS.map((job) => `${JOB_LABELS[job.id]} ${ratioOf(samples, DEFAULT_SNAP, DEFAULT_PLAIN, job.id).toFixed(2)}×`);
+    // The hosting comparison (issue 11): the native queue thread ÷ the actor-hosted queue, same round.
+    const has_both = systems.includes('ublksnap') && systems.includes('ublksnap-thread');
+    const thread_vs_actor = !has_both ? [] : JOBS.map((job) => `${JOB_LABELS[job.id]} ${ratioOf(samples, 'ublksnap-thread', 'ublksnap', job.id).toFixed(2)}×`
+      + (systems.includes('ublksnap-thread-snap') && systems.includes('ublksnap-snap')
+        ? ` (snapshot ${ratioOf(samples, 'ublksnap-thread-snap', 'ublksnap-snap', job.id).toFixed(2)}×)` : ''));
     const guest = setup_record as { kernel?: string; loadavg?: string } | undefined;
     const text = [
       throughputTable(samples, systems, rounds),
       '',
       comparisonTable(results),
       '',
-      `snapshot ÷ no snapshot (same round, median): ${snap_vs_plain.join(', ')}`,
+      `snapshot ÷ no snapshot (${UBLK_HOSTING_DEFAULT} hosting, same round, median): ${snap_vs_plain.join(', ')}`,
+      ...(has_both ? [`thread ÷ actor hosting (same round, median): ${thread_vs_actor.join(', ')}; default: ${UBLK_HOSTING_DEFAULT}`] : []),
       `guest kernel ${guest?.kernel ?? '?'}, ${runtime_s} s per job, ${size_mib} MiB backing file on the guest's /dev/shm; `
         + `host load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}; the part took ${elapsed_s.toFixed(0)} s. TCG emulation: ratios only.`,
     ].join('\n');

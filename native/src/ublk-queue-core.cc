@@ -23,6 +23,11 @@ constexpr int kSubmitBusyRetries = 8;
 constexpr unsigned kRingEntriesPerTag = 2;
 // The only file of the ring: /dev/ublkcN as fixed file 0.
 constexpr int kCharDeviceFixedIndex = 0;
+// user_data of the doorbell READ: above every tag (tags are < 2^16).
+constexpr uint64_t kDoorbellUserData = uint64_t{1} << 32;
+// Flags a kernel may lack (COOP_TASKRUN 5.19, SINGLE_ISSUER 6.0,
+// DEFER_TASKRUN 6.1): without them the ring still works, with more IPIs.
+constexpr uint32_t kOptionalSetupFlags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
 
 size_t RoundUp(size_t value, size_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
@@ -84,16 +89,23 @@ QueueError QueueCore::MapDescriptors() {
 }
 
 QueueError QueueCore::SetupRing() {
-  // Plain setup on purpose: no SQPOLL (commands must come from this task),
-  // no DEFER_TASKRUN or COOP_TASKRUN (task work must interrupt this thread
-  // while it sleeps in libuv's epoll_wait, not wait for an io_uring_enter).
-  int error = ring_.Setup(PowerOfTwoAtLeast(kRingEntriesPerTag * config_.queue_depth), 0);
+  // Never SQPOLL (commands must come from this task). An event-loop host
+  // asks for no flags: task work must interrupt its thread while it sleeps
+  // in libuv's epoll_wait, not wait for an io_uring_enter.
+  // The ring holds a FETCH or COMMIT per tag, room for a second batch, and the doorbell.
+  const unsigned entries = PowerOfTwoAtLeast(kRingEntriesPerTag * config_.queue_depth + 1);
+  int error = ring_.Setup(entries, config_.ring_setup_flags);
+  if (error == EINVAL && (config_.ring_setup_flags & kOptionalSetupFlags) != 0) {
+    error = ring_.Setup(entries, config_.ring_setup_flags & ~kOptionalSetupFlags);  // an older kernel
+  }
   if (error != 0) return Error(error, "io_uring_setup", "queue ring");
   int files[1] = {char_fd_};
   int registered = ring_.Register(IORING_REGISTER_FILES, files, 1);
   if (registered < 0) return Error(-registered, "io_uring_register", "FILES");
+  if (!config_.completion_eventfd) return QueueError();
   event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) return Error(errno, "eventfd", "queue");
+  if (!config_.completion_eventfd) return QueueError();
   registered = ring_.Register(IORING_REGISTER_EVENTFD, &event_fd_, 1);
   if (registered < 0) return Error(-registered, "io_uring_register", "EVENTFD");
   return QueueError();
@@ -144,9 +156,14 @@ void QueueCore::DrainEventFd() {
 void QueueCore::Harvest() {
   if (!is_open()) return;
   for (const io_uring_cqe* cqe = ring_.PeekCqe(); cqe != nullptr; cqe = ring_.PeekCqe()) {
-    uint32_t tag = static_cast<uint32_t>(cqe->user_data);
+    uint64_t user_data = cqe->user_data;
+    uint32_t tag = static_cast<uint32_t>(user_data);
     int32_t result = cqe->res;
     ring_.CqAdvance();
+    if (user_data == kDoorbellUserData) {
+      doorbell_rang_ = true;  // its result (8 or -errno) does not matter: the caller looks at its own state
+      continue;
+    }
     if (tag >= config_.queue_depth || states_[tag] != kKernel) continue;  // not ours: ignore
     if (result == uapi::kIoResOk) {
       states_[tag] = kReady;
@@ -225,6 +242,28 @@ bool QueueCore::KernelHoldsAny() const {
     if (states_[tag] == kKernel) return true;
   }
   return false;
+}
+
+int QueueCore::SubmitAndWait() {
+  if (!is_open()) return -EBADF;
+  unsigned pending = ring_.Unsubmitted();
+  int submitted = ring_.Enter(pending, 1, IORING_ENTER_GETEVENTS);
+  // EBUSY/EAGAIN: completions back up or no memory; the caller harvests and calls again.
+  return submitted;
+}
+
+bool QueueCore::ArmDoorbell(int fd, uint64_t* counter) {
+  if (!is_open() || ring_.sq_entries() - ring_.Unsubmitted() == 0) return false;
+  io_uring_sqe* sqe = ring_.NextSqe();
+  if (sqe == nullptr) return false;
+  sqe->opcode = IORING_OP_READ;
+  sqe->fd = fd;
+  sqe->addr = reinterpret_cast<uintptr_t>(counter);
+  sqe->len = sizeof *counter;
+  sqe->off = 0;
+  sqe->user_data = kDoorbellUserData;
+  ring_.Publish();
+  return true;
 }
 
 void QueueCore::Close() {

@@ -41,6 +41,13 @@ struct QueueConfig {
   uint8_t* slots = nullptr;      // slot 0; slot t at slots + t * slot_bytes
   int32_t* records = nullptr;    // queue_depth * kRequestWords words
   bool ioctl_opcodes = true;     // UBLK_U_IO_* rather than the legacy numbers
+  // IORING_SETUP_* flags of the queue ring. An event-loop host needs 0 (task
+  // work must interrupt epoll_wait); a thread that sleeps in io_uring_enter
+  // can take COOP_TASKRUN | SINGLE_ISSUER | DEFER_TASKRUN (fewer IPIs).
+  uint32_t ring_setup_flags = 0;
+  // Register an eventfd the kernel signals on every completion (event_fd()):
+  // only a host that polls it from an event loop needs one.
+  bool completion_eventfd = true;
 };
 
 struct QueueError {
@@ -56,6 +63,7 @@ struct QueueStats {
   uint32_t aborted = 0;     // tags ended by UBLK_IO_RES_ABORT
   uint32_t failed = 0;      // tags ended by another error CQE
   int32_t last_error = 0;   // the errno of the last such CQE
+  uint64_t wakeups = 0;     // a queue thread's returns from io_uring_enter (0 on an event loop)
 };
 
 enum class CommitStatus { kOk, kBadTag, kNotOwned, kClosed, kNoSqe };
@@ -87,6 +95,20 @@ class QueueCore {
   CommitStatus Commit(uint32_t tag, int32_t result);
   // Submits every queued SQE; returns the count or -errno.
   int Submit();
+  // Submits every queued SQE and sleeps in the same io_uring_enter until at
+  // least one completion is there (the native queue thread's only wait).
+  // Returns the count submitted or -errno (EINTR: a signal, just call again).
+  int SubmitAndWait();
+  // Queues an 8-byte READ of `fd` (an eventfd) into `counter`: its
+  // completion wakes SubmitAndWait. Harvest notes it (TakeDoorbell); the
+  // caller re-arms it after each. Returns false when the SQ is full.
+  bool ArmDoorbell(int fd, uint64_t* counter);
+  // True once per doorbell completion seen by Harvest since the last call.
+  bool TakeDoorbell() {
+    bool rang = doorbell_rang_;
+    doorbell_rang_ = false;
+    return rang;
+  }
   unsigned Unsubmitted() const { return is_open() ? ring_.Unsubmitted() : 0; }
 
   QueueStats stats() const { return stats_; }
@@ -112,6 +134,7 @@ class QueueCore {
   std::unique_ptr<TagState[]> states_;
   std::unique_ptr<uint16_t[]> ready_;   // tags harvested, not yet reported
   uint32_t ready_count_ = 0;
+  bool doorbell_rang_ = false;
   QueueStats stats_;
 };
 

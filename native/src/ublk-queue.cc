@@ -1,6 +1,13 @@
-// UblkQueue: a ublk queue served by the JavaScript thread that made it.
+// UblkQueue: a ublk queue served to the JavaScript thread that made it,
+// hosted one of two ways (the `native_thread` option):
 //
-// Why in the thread's own event loop and not a native thread: the engine's
+// - on that thread's event loop (default): the JS thread owns the io_uring.
+// - on a native queue thread (ublk-queue-thread.h): the thread owns the
+//   io_uring and hands requests and commits over two SPSC rings with an
+//   eventfd doorbell each way; the JS side below is the same, only Receive
+//   and Submit differ. src/frontends/ublk/session.ts says which is faster.
+//
+// The event-loop host: the engine's
 // I/O actors are worker threads; serving the queue from the actor that does
 // the backing I/O needs no hand-off at all. The kernel delivers requests as
 // io_uring task work to this thread; with a plain ring that work interrupts
@@ -19,6 +26,7 @@
 #include "errors.h"
 #include "ublk-control-cmd.h"
 #include "ublk-queue-core.h"
+#include "ublk-queue-thread.h"
 
 namespace ublksnap {
 namespace {
@@ -87,7 +95,16 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   void ReleaseCallback();
   void Shutdown();
 
-  QueueCore core_;
+  bool is_open() const { return thread_host_ ? thread_host_->is_open() : core_.is_open(); }
+  int event_fd() const { return thread_host_ ? thread_host_->event_fd() : core_.event_fd(); }
+  unsigned Unsubmitted() const { return thread_host_ ? thread_host_->Unsubmitted() : core_.Unsubmitted(); }
+  QueueStats CoreStats() const { return thread_host_ ? thread_host_->stats() : core_.stats(); }
+  // One wake-up's requests, as records from index 0.
+  uint32_t Receive();
+
+  QueueCore core_;                            // the event-loop host
+  std::unique_ptr<QueueThread> thread_host_;  // or the native-thread host
+  uint32_t queue_depth_ = 0;
   Napi::ObjectReference buffer_ref_;     // keeps the slots' memory alive
   Napi::ObjectReference requests_ref_;   // keeps the records' memory alive
   Napi::FunctionReference on_requests_;
@@ -100,8 +117,18 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
 UblkQueue::UblkQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<UblkQueue>(info) {
   Napi::Env env = info.Env();
   QueueConfig config;
+  bool native_thread = false;
   if (!ReadConfig(info, &config)) return;
-  QueueError error = core_.Open(config);
+  Napi::Object options = info[0].As<Napi::Object>();
+  if (!ReadBoolOption(env, options, "native_thread", kConstructorSignature, &native_thread)) return;
+  queue_depth_ = config.queue_depth;
+  QueueError error;
+  if (native_thread) {
+    thread_host_ = std::make_unique<QueueThread>();
+    error = thread_host_->Open(config);
+  } else {
+    error = core_.Open(config);
+  }
   if (error.error != 0) {
     ErrnoErrorWithMessage(env, error.error, error.syscall.c_str(), error.message).ThrowAsJavaScriptException();
     return;
@@ -119,7 +146,7 @@ bool UblkQueue::ReadConfig(const Napi::CallbackInfo& info, QueueConfig* config) 
   if (!CheckArgCount(info, 1, 1, s) || !ReadObject(info, 0, s, "options", &options) ||
       !ReadOptions(info, 0, s,
                    {"dev_id", "queue_id", "queue_depth", "slot_bytes", "buffer", "buffer_offset_bytes", "requests",
-                    "flags"},
+                    "flags", "native_thread"},
                    &options)) {
     return false;
   }
@@ -186,7 +213,7 @@ Napi::Value UblkQueue::Start(const Napi::CallbackInfo& info) {
     ThrowTypeError(env, std::string(kStartSignature) + ": onRequests must be a function");
     return env.Undefined();
   }
-  if (!core_.is_open() || poll_ != nullptr) {
+  if (!is_open() || poll_ != nullptr) {
     ThrowTypeError(env, std::string(kStartSignature) + (poll_ != nullptr ? ": already started" : ": queue is closed"));
     return env.Undefined();
   }
@@ -196,7 +223,7 @@ Napi::Value UblkQueue::Start(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   poll_ = new uv_poll_t;
-  int error = uv_poll_init(loop, poll_, core_.event_fd());
+  int error = uv_poll_init(loop, poll_, event_fd());
   if (error != 0) {
     delete poll_;  // a failed init leaves nothing for libuv to close
     poll_ = nullptr;
@@ -227,11 +254,16 @@ void UblkQueue::OnPoll(uv_poll_t* handle, int status, int events) {
   if (self != nullptr) self->OnReadable();
 }
 
-void UblkQueue::OnReadable() {
+uint32_t UblkQueue::Receive() {
+  if (thread_host_) return thread_host_->Receive();
   core_.DrainEventFd();  // before reaping: a CQE posted after this signals again
   core_.Harvest();
   if (core_.Unsubmitted() > 0) core_.Submit();  // commits a busy submit left behind
-  uint32_t count = core_.Report();
+  return core_.Report();
+}
+
+void UblkQueue::OnReadable() {
+  uint32_t count = Receive();
   if (count == 0) return;
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
@@ -239,7 +271,7 @@ void UblkQueue::OnReadable() {
   on_requests_.MakeCallback(Value(), {Napi::Number::New(env, count)}, *async_context_);
   in_callback_ = false;
   // close() inside the callback left these for now: they were in use.
-  if (!core_.is_open()) ReleaseCallback();
+  if (!is_open()) ReleaseCallback();
   if (env.IsExceptionPending()) {
     // An exception from the callback belongs to the process, as from any event.
     Napi::Error error = env.GetAndClearPendingException();
@@ -255,13 +287,16 @@ Napi::Value UblkQueue::Commit(const Napi::CallbackInfo& info) {
   }
   double tag = info[0].As<Napi::Number>().DoubleValue();
   double result = info[1].As<Napi::Number>().DoubleValue();
-  bool tag_ok = tag >= 0 && tag < core_.queue_depth() && tag == static_cast<double>(static_cast<int64_t>(tag));
+  bool tag_ok = tag >= 0 && tag < queue_depth_ && tag == static_cast<double>(static_cast<int64_t>(tag));
   bool result_ok = result >= -kErrnoMax && result <= INT32_MAX && result == static_cast<double>(static_cast<int64_t>(result));
   if (!tag_ok || !result_ok) {
     ThrowTypeError(env, std::string(kCommitSignature) + ": tag must be in [0, queue_depth), result in [-4095, 2^31-1]");
     return env.Undefined();
   }
-  switch (core_.Commit(static_cast<uint32_t>(tag), static_cast<int32_t>(result))) {
+  uint32_t tag_index = static_cast<uint32_t>(tag);
+  int32_t result_value = static_cast<int32_t>(result);
+  CommitStatus status = thread_host_ ? thread_host_->Commit(tag_index, result_value) : core_.Commit(tag_index, result_value);
+  switch (status) {
     case CommitStatus::kOk: break;
     case CommitStatus::kBadTag: ThrowTypeError(env, std::string(kCommitSignature) + ": tag out of range"); break;
     case CommitStatus::kNotOwned:
@@ -276,7 +311,7 @@ Napi::Value UblkQueue::Commit(const Napi::CallbackInfo& info) {
 
 Napi::Value UblkQueue::Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int submitted = core_.Submit();
+  int submitted = thread_host_ ? thread_host_->Submit() : core_.Submit();
   if (submitted < 0) {
     ThrowErrno(env, -submitted, "io_uring_enter");
     return env.Undefined();
@@ -286,7 +321,7 @@ Napi::Value UblkQueue::Submit(const Napi::CallbackInfo& info) {
 
 Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  QueueStats stats = core_.stats();
+  QueueStats stats = CoreStats();
   Napi::Object result = Napi::Object::New(env);
   result.Set("in_flight", Napi::Number::New(env, stats.in_flight));
   result.Set("delivered", Napi::Number::New(env, static_cast<double>(stats.delivered)));
@@ -294,7 +329,9 @@ Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   result.Set("aborted", Napi::Number::New(env, stats.aborted));
   result.Set("failed", Napi::Number::New(env, stats.failed));
   result.Set("last_error", Napi::Number::New(env, stats.last_error));
-  result.Set("unsubmitted", Napi::Number::New(env, core_.Unsubmitted()));
+  result.Set("unsubmitted", Napi::Number::New(env, Unsubmitted()));
+  result.Set("wakeups", Napi::Number::New(env, static_cast<double>(stats.wakeups)));
+  result.Set("native_thread", Napi::Boolean::New(env, thread_host_ != nullptr));
   return result;
 }
 
@@ -319,6 +356,8 @@ void UblkQueue::ReleaseCallback() {
 void UblkQueue::Shutdown() {
   // uv_close stops watching the eventfd at once, so it may be closed next.
   StopPoll();
+  // The queue thread is joined here: it ends the ring it made.
+  if (thread_host_) thread_host_->Close();
   core_.Close();
   if (!buffer_ref_.IsEmpty()) buffer_ref_.Reset();
   if (!requests_ref_.IsEmpty()) requests_ref_.Reset();

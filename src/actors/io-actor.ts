@@ -45,8 +45,17 @@ import { SessionHost } from './session-host';
 
 /** Requests handled before the loop yields to control messages. */
 const BATCH_MAX = 64;
-/** An idle actor re-checks its parked requests and stop flag this often. */
-const IDLE_WAIT_MS = 50;
+/**
+ * The longest an idle actor sleeps before re-checking its parked requests
+ * and stop flag. Only a safety net: every event that needs the loop wakes
+ * it (a request: the ring's doorbell; a thaw: the engine's wakeAll; stop:
+ * wakeAll; a deferred completion or a session's request: the event loop).
+ * Each timed-out Atomics.waitAsync costs V8's delayed-task thread, a
+ * platform worker and this thread a wake-up; at 50 ms the idle actors of
+ * a daemon serving one block device took a large share of the two vCPUs
+ * of the benchmark's emulated guest (bench/README.md).
+ */
+const IDLE_WAIT_MS = 1000;
 /**
  * Before it goes to sleep on the event loop, an idle actor blocks this long
  * in a synchronous Atomics.wait: a wake-up then costs a futex wake, where

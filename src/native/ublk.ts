@@ -113,6 +113,12 @@ export interface UblkQueueOptions {
   requests: Int32Array;
   /** The device's flags (ADD_DEV's answer): picks the I/O opcode encoding. */
   flags?: bigint;
+  /**
+   * Host the queue's io_uring on a native thread of its own instead of this
+   * thread's event loop (native/src/ublk-queue-thread.h). The JavaScript
+   * side is the same either way: onRequests on this thread, commit, submit.
+   */
+  native_thread?: boolean;
 }
 
 export interface UblkQueueStats {
@@ -126,8 +132,11 @@ export interface UblkQueueStats {
   failed: number;
   /** errno of the last such completion, 0 if none. */
   last_error: number;
-  /** SQEs queued and not yet taken by the kernel. */
+  /** SQEs queued and not yet taken by the kernel (native thread: commits not yet signalled by submit()). */
   unsubmitted: number;
+  /** Native thread only: its returns from io_uring_enter (0 on the event loop). */
+  wakeups: number;
+  native_thread: boolean;
 }
 
 /** The native class; the exported UblkQueue wraps only its constructor. */

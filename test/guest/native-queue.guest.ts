@@ -16,7 +16,9 @@
 // prints "SERVING /dev/ublkbN" and serves until SIGTERM (for benchmarks).
 //
 // Usage (host): run-in-guest.sh 'timeout 600 node dist/test/guest/native-queue.guest.js [--serve]'
-// Knobs: BACKING_MB (64), QUEUE_DEPTH (32), BACKING_FILE (/dev/shm/ublk-native.img).
+// Knobs: BACKING_MB (64), QUEUE_DEPTH (32), BACKING_FILE (/dev/shm/ublk-native.img),
+// UBLK_NATIVE_THREAD=1 (the queue's io_uring on a native thread: the
+// variant native-queue-thread.guest.ts runs).
 
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -30,6 +32,7 @@ const BACKING_BYTES = Number(process.env.BACKING_MB ?? 64) * MIB;
 const QUEUE_DEPTH = Number(process.env.QUEUE_DEPTH ?? 32);
 const SLOT_BYTES = 256 * 1024;
 const BACKING_FILE = process.env.BACKING_FILE ?? '/dev/shm/ublk-native.img';
+const NATIVE_THREAD = process.env.UBLK_NATIVE_THREAD === '1';
 const CONTROL_TIMEOUT_MS = 30_000;
 /** START_DEV reads the partition table through our queue: slow under TCG. */
 const START_TIMEOUT_MS = 60_000;
@@ -145,6 +148,7 @@ async function startDevice(): Promise<Served> {
   const data: ServeData = {
     dev_id: info.dev_id, queue_id: 0, queue_depth: info.queue_depth, slot_bytes: SLOT_BYTES,
     buffer: new SharedArrayBuffer(info.queue_depth * SLOT_BYTES), backing_file: BACKING_FILE, flags: info.flags,
+    native_thread: NATIVE_THREAD,
   };
   const worker = new Worker(__filename, { workerData: data });
   let resolveStats: (stats: Record<string, number>) => void = () => undefined;
@@ -255,7 +259,11 @@ async function main(): Promise<void> {
   const stats = await stopDevice(served);
   if (stats.in_flight !== 0 || stats.aborted !== QUEUE_DEPTH) fail(`queue stats after stop: ${JSON.stringify(stats)}`);
   if (stats.misuse_checks !== 3) fail(`double commit / bad tag / bad result not all TypeErrors: ${stats.misuse_checks}`);
-  log(`PASS: ${stats.delivered} requests served, ${stats.batches} batches (mean ${(stats.delivered / stats.batches).toFixed(1)}), all ${QUEUE_DEPTH} tags aborted at stop, double commit refused`);
+  // The queue ran where it was asked to: a native thread wakes in io_uring_enter, an event loop never does.
+  if (stats.native_thread !== (NATIVE_THREAD ? 1 : 0) || (stats.wakeups! > 0) !== NATIVE_THREAD) {
+    fail(`hosting: asked native_thread=${NATIVE_THREAD}, stats ${JSON.stringify(stats)}`);
+  }
+  log(`PASS (${NATIVE_THREAD ? 'native queue thread' : 'event loop'}): ${stats.delivered} requests served, ${stats.batches} batches (mean ${(stats.delivered / stats.batches).toFixed(1)}), all ${QUEUE_DEPTH} tags aborted at stop, double commit refused`);
 }
 
 if (isMainThread) {

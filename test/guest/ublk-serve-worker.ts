@@ -19,6 +19,8 @@ export interface ServeData {
   buffer: SharedArrayBuffer;
   backing_file: string;
   flags: bigint;
+  /** Host the queue's io_uring on a native thread (UblkQueueOptions.native_thread). */
+  native_thread: boolean;
 }
 
 const SECTOR_BYTES = 512;
@@ -89,7 +91,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
   const requests = new Int32Array(data.queue_depth * ublk.REQUEST_WORDS);
   const queue = new ublk.UblkQueue({
     dev_id: data.dev_id, queue_id: data.queue_id, queue_depth: data.queue_depth, slot_bytes: data.slot_bytes,
-    buffer: data.buffer, buffer_offset_bytes: 0, requests, flags: data.flags,
+    buffer: data.buffer, buffer_offset_bytes: 0, requests, flags: data.flags, native_thread: data.native_thread,
   });
   const slots = Array.from({ length: data.queue_depth },
     (_, tag) => new Uint8Array(data.buffer, tag * data.slot_bytes, data.slot_bytes));
@@ -123,7 +125,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
       setTimeout(() => closeWhenAborted(deadline), ABORT_POLL_MS);
       return;
     }
-    const stats = { ...before, batches, misuse_checks: misuse_checks ?? 0 };
+    const stats = { ...before, native_thread: before.native_thread ? 1 : 0, batches, misuse_checks: misuse_checks ?? 0 };
     queue.close();
     queue.close();  // idempotent
     closeSync(fd);

@@ -85,6 +85,16 @@ absent('UblkQueue fails to open /dev/ublkcN with ENOENT', () => {
   assert.match(error.message ?? '', '/dev/ublkc0');
 });
 
+absent('UblkQueue on a native thread reports the same ENOENT (the thread opens, fails, is joined)', () => {
+  if (!ublk_absent) return;
+  const options = { ...goodQueueOptions(), native_thread: true };
+  const error = thrownBy(() => new ublk.UblkQueue(options as unknown as ublk.UblkQueueOptions)) as
+    { code?: string; syscall?: string; message?: string };
+  assert.is(error.code, 'ENOENT');
+  assert.is(error.syscall, 'open');
+  assert.match(error.message ?? '', '/dev/ublkc0');
+});
+
 absent.run();
 
 const bad = suite('bad arguments are TypeErrors');
@@ -155,6 +165,7 @@ bad('new UblkQueue', () => {
     ['requests too short', { ...goodQueueOptions(), requests: new Int32Array(DEPTH) }],
     ['requests a Uint32Array', { ...goodQueueOptions(), requests: new Uint32Array(DEPTH * ublk.REQUEST_WORDS) }],
     ['flags a number', { ...goodQueueOptions(), flags: 64 }],
+    ['native_thread a string', { ...goodQueueOptions(), native_thread: 'yes' }],
   ];
   for (const [label, options] of cases) expectTypeError('UblkQueue', make, [options], label);
   // node-addon-api refuses it with its own wording, before our code runs.

@@ -5,13 +5,42 @@
 //          ─► onRequests: per record, queue.submit(tag, …)  (the engine's handler runs at once)
 //          ─► completion (microtask) ─► commit(tag, result) ─► one io_uring_enter per batch
 //
-// Why here and not on a native thread of its own: the actor already owns
-// the request handler (copy-before-write, CBT, the volume write); serving
-// the ublk queue in the same thread costs no hand-off and no second
-// wake-up per request, as hosted NBD sessions showed. The queue's io_uring
-// is created by this thread, so this thread is the queue's daemon task: the
-// kernel delivers requests to it as task work, which runs while the event
-// loop sleeps in epoll, and only it commits (native/src/ublk-queue.cc).
+// Hosting: where the queue's io_uring lives (UBLKSNAP_UBLK_HOSTING, read
+// here in the actor; workers copy the daemon's environment at start):
+//
+//   actor (default)  this thread: the io_uring is created here, so this
+//                    thread is the queue's daemon task; the kernel delivers
+//                    requests as task work, which runs while the event loop
+//                    sleeps in epoll, and only this thread commits
+//                    (native/src/ublk-queue.cc).
+//   thread           a native queue thread owns the io_uring (FETCH, COMMIT)
+//                    and passes requests and commits over two SPSC rings,
+//                    each with an eventfd doorbell: one this loop polls, one
+//                    read by a READ in the thread's own io_uring, so its
+//                    io_uring_enter wakes on a request or a commit
+//                    (native/src/ublk-queue-thread.h). This file's code is
+//                    the same for both.
+//
+// Why actor stays the default (issue 11, measured 2026-12-02 with
+// `UBLKSNAP_UBLK_STATS=1 npm run bench -- --only=ublk`, both hostings side
+// by side in one guest boot, 3 rounds, host load 11-17; medians of the
+// per-round ratios thread ÷ actor, no snapshot):
+//
+//   run   4 KiB randread   4 KiB randwrite   1 MiB seq write
+//   1     1.31×            0.45×             1.03×
+//   2     0.54×            1.25×             2.47×
+//
+// No direction holds from one run to the next: the difference is inside
+// the noise. The per-thread CPU says why it cannot be large: this actor
+// thread spends the same ~3-3.7 CPU-s per 5 s job either way (0.6-1.5 ms
+// per 4 KiB request against ublk-mini's 0.12-0.23 ms in the same runs) —
+// the JavaScript per-request path (record, handler, readSync/writeSync,
+// completion, commit) is the cost, and the native thread removes only the
+// kernel's copies and the io_uring_enter from it while adding its own
+// 0.9-1.5 CPU-s, an eventfd write each way per batch and a third runnable
+// thread on a two-vCPU guest. Without a gain, one thread fewer wins.
+// The variant stays behind the switch for machines with more cores, where
+// the copies running beside the JavaScript may pay off (not measured).
 //
 // Buffers: tag t's kernel buffer is slot t of the session queue's slab, so
 // the kernel copies a write's data straight into the slot the engine reads,
@@ -28,7 +57,7 @@
 // the next server (UBLK_F_USER_RECOVERY_REISSUE).
 
 import { IoFlags, IoOp, type RunningSession, type SessionContext, type SessionCounters } from '../../engine/api';
-import { blockErrnoOf, ERRNO_BY_CODE } from '../../shared/errors';
+import { blockErrnoOf, ERRNO_BY_CODE, UblksnapError } from '../../shared/errors';
 import { SECTOR_BYTES } from '../../shared/units';
 import {
   REQUEST_FLAGS, REQUEST_NR_SECTORS, REQUEST_OP, REQUEST_START_SECTOR_HIGH, REQUEST_START_SECTOR_LOW, REQUEST_TAG,
@@ -49,12 +78,31 @@ export interface UblkSessionPayload {
   flags: bigint;
 }
 
+/**
+ * Which thread owns a queue's io_uring: 'actor' — this I/O actor's event
+ * loop; 'thread' — a native queue thread beside it (ublk-queue-thread.h).
+ */
+export type UblkHosting = 'actor' | 'thread';
+export const UBLK_HOSTINGS: readonly UblkHosting[] = ['actor', 'thread'];
+export const UBLK_HOSTING_DEFAULT: UblkHosting = 'actor';
+/** The switch, read in the actor (workers copy the daemon's environment at start). */
+export const UBLK_HOSTING_ENV = 'UBLKSNAP_UBLK_HOSTING';
+
+/** The hosting the environment asks for; unset or empty gives the default. */
+export function ublkHostingFrom(env: NodeJS.ProcessEnv): UblkHosting {
+  const value = env[UBLK_HOSTING_ENV];
+  if (value === undefined || value === '') return UBLK_HOSTING_DEFAULT;
+  if ((UBLK_HOSTINGS as readonly string[]).includes(value)) return value as UblkHosting;
+  throw new UblksnapError('EINVAL', `${UBLK_HOSTING_ENV}=${value}: expected one of ${UBLK_HOSTINGS.join(', ')}`);
+}
+
 const EIO = ERRNO_BY_CODE.EIO;
 const EINVAL = ERRNO_BY_CODE.EINVAL;
 const ENOTSUP = ERRNO_BY_CODE.ENOTSUP;
 const TWO_POW_32 = 2 ** 32;
 
 export function runSession(context: SessionContext, payload: UblkSessionPayload): RunningSession {
+  const hosting = ublkHostingFrom(process.env);
   // Memory reclaim may write back through this very device: this thread
   // must not wait for reclaim that waits for it (PF_MEMALLOC_NOIO).
   if (!setIoFlusher()) context.logger.log('warn', { dev_id: payload.dev_id }, 'PR_SET_IO_FLUSHER refused: reclaim could deadlock on this device');
@@ -72,6 +120,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     buffer_offset_bytes: slab.data_offset,
     requests,
     flags: payload.flags,
+    native_thread: hosting === 'thread',
   });
   /** Per tag: what a success commits (the byte count for READ and WRITE, else 0). */
   const success_result = new Int32Array(depth);
@@ -88,17 +137,18 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   // --ublk-stats): requests per wake-up and commits per io_uring_enter,
   // logged at info once a second while requests arrive.
   const stats = process.env.UBLKSNAP_UBLK_STATS === '1'
-    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now() }
+    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0 }
     : null;
   const reportStats = (): void => {
     if (stats === null || stats.wakeups === 0) return;
     const now = Date.now();
+    const queue_stats = ublk.stats();
     context.logger.log('info', {
-      dev_id: payload.dev_id, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
+      dev_id: payload.dev_id, hosting, thread_wakeups: queue_stats.wakeups - stats.thread_wakeups_before, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
       requests_per_wakeup: Number((stats.requests / stats.wakeups).toFixed(2)), single_request_wakeups: stats.single,
       submits: stats.submits, commits_per_submit: Number((stats.commits / Math.max(1, stats.submits)).toFixed(2)),
     }, 'ublk queue stats');
-    Object.assign(stats, { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now });
+    Object.assign(stats, { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups });
   };
 
   const submitCommits = (): void => {
