@@ -1,0 +1,107 @@
+// Copies extents of an NBD export into a sparse file at the same offsets,
+// hashing each checksum piece: the data path of `ublksnap backup`.
+//
+//   NBD export ──READ × depth──► piece buffers ──sha256──► digests[piece]
+//                                       └──non-zero runs──► file (pwrite)
+//
+// Design notes
+// - Pieces are the manifest's checksum pieces (extents cut at segment
+//   boundaries, ≤ COPY_PIECE_BYTES), read with up to COPY_DEPTH in flight so
+//   the server's I/O actors stay busy; replies complete in any order and
+//   each lands at its own offset, so order does not matter.
+// - Zeros are not written: the file was truncated to the volume's size,
+//   its holes read as zeros, and the backup stays as sparse as the volume.
+// - A rate limit (bytes per second) delays issuing, not completing: a slow
+//   backup leaves the volume's users more of the disk.
+// - Abort (Ctrl-C) stops issuing, waits for what is in flight, and throws
+//   ECANCELED; the caller leaves the data file without a manifest.
+
+import { createHash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { UblksnapError } from '../shared/errors';
+import { MiB } from '../shared/units';
+import type { Extent } from './manifest';
+import { segmentPieces } from './manifest';
+import type { NbdReadClient } from './nbd-client';
+import { dataRuns } from './zero-runs';
+
+/** The checksum segment and the largest READ: 1 MiB, the server's I/O buffer size per tag. */
+export const COPY_PIECE_BYTES = 1 * MiB;
+/** READs in flight: enough to keep two I/O actors and the socket busy; 8 × 1 MiB of memory. */
+export const COPY_DEPTH = 8;
+/** How often the rate limiter looks again when it holds a read back. */
+const RATE_POLL_MS = 20;
+
+export interface CopyOptions {
+  readonly source: NbdReadClient;
+  readonly file: FileHandle;
+  /** Its name, for messages. */
+  readonly file_name: string;
+  readonly extents: readonly Extent[];
+  readonly signal?: AbortSignal;
+  /** Bytes per second; 0 or absent: as fast as the image reads. */
+  readonly rate_bytes_per_s?: number;
+  /** Called after each piece with the bytes done so far. */
+  readonly onProgress?: (done_bytes: number) => void;
+}
+
+export interface CopyResult {
+  readonly digests: string[];
+  readonly copied_bytes: number;
+  /** Bytes written to the file (the rest were zeros, left as holes). */
+  readonly written_bytes: number;
+}
+
+export function interrupted(): UblksnapError {
+  return new UblksnapError('ECANCELED', 'interrupted');
+}
+
+export async function copyExtents(options: CopyOptions): Promise<CopyResult> {
+  const pieces = segmentPieces(options.extents, COPY_PIECE_BYTES);
+  const digests: string[] = new Array<string>(pieces.length);
+  const started_ms = Date.now();
+  const rate = options.rate_bytes_per_s ?? 0;
+  let issued_bytes = 0;
+  let done_bytes = 0;
+  let written_bytes = 0;
+  let next_index = 0;
+  let first_error: unknown = null;
+
+  async function copyPiece(index: number): Promise<void> {
+    const [offset, length_bytes] = pieces[index] as Extent;
+    const data = await options.source.read(offset, length_bytes);
+    digests[index] = createHash('sha256').update(data).digest('hex');
+    for (const [start, end] of dataRuns(data)) {
+      try {
+        await options.file.write(data, start, end - start, offset + start);
+      } catch (error) {
+        throw new UblksnapError((error as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : 'EIO',
+          `cannot write ${options.file_name} at ${offset + start}: ${(error as Error).message}`);
+      }
+      written_bytes += end - start;
+    }
+    done_bytes += length_bytes;
+    options.onProgress?.(done_bytes);
+  }
+
+  async function worker(): Promise<void> {
+    while (next_index < pieces.length && first_error === null) {
+      if (options.signal?.aborted) throw interrupted();
+      if (rate > 0 && issued_bytes > (rate * (Date.now() - started_ms)) / 1000) {
+        await new Promise((resolve) => setTimeout(resolve, RATE_POLL_MS));
+        continue;
+      }
+      const index = next_index++;
+      issued_bytes += (pieces[index] as Extent)[1];
+      await copyPiece(index);
+    }
+  }
+
+  const workers = Array.from({ length: Math.min(COPY_DEPTH, Math.max(1, pieces.length)) }, () => worker().catch((error: unknown) => {
+    first_error ??= error;
+  }));
+  await Promise.all(workers);
+  if (first_error !== null) throw first_error;
+  if (options.signal?.aborted) throw interrupted();
+  return { digests, copied_bytes: done_bytes, written_bytes };
+}
