@@ -22,7 +22,7 @@ import { CBT_PIECE_BYTES_MAX, type SnapshotInfoResult } from '../ipc/methods';
 import { dataFileName, ensureFolder, nextSeq, readVolumeBackups, seqText, volumeFolder, writeManifest } from './backup-dir';
 import { resolveChain } from './chain';
 import { changedExtents, extentBytes } from './changed-extents';
-import { COPY_PIECE_BYTES, copyExtents, interrupted } from './image-copier';
+import { COPY_CONNECTIONS, COPY_PIECE_BYTES, copyExtents, interrupted } from './image-copier';
 import { MANIFEST_FORMAT, MANIFEST_FORMAT_VERSION, type Extent, type Manifest } from './manifest';
 import { NbdReadClient } from './nbd-client';
 import { parseNbdUri } from './nbd-uri';
@@ -175,15 +175,17 @@ async function copyVolume(client: IpcClient, options: BackupOptions, plan: Volum
   ensureFolder(folder);
   const data_file = dataFileName(seq, kind);
   const file_path = path.join(folder, data_file);
-  const source = await NbdReadClient.open(parseNbdUri(info.nbd));
+  const sources: NbdReadClient[] = [];
   let file;
   try {
-    if (source.size_bytes !== plan.size_bytes) throw new UblksnapError('EIO', `${info.nbd}: ${source.size_bytes} bytes, the volume has ${plan.size_bytes}`);
+    for (let at = 0; at < COPY_CONNECTIONS; at += 1) sources.push(await NbdReadClient.open(parseNbdUri(info.nbd)));
+    const size_bytes = (sources[0] as NbdReadClient).size_bytes;
+    if (size_bytes !== plan.size_bytes) throw new UblksnapError('EIO', `${info.nbd}: ${size_bytes} bytes, the volume has ${plan.size_bytes}`);
     // 'wx': a sequence number is never reused, so an existing file is someone else's.
     file = await open(file_path, 'wx', 0o644);
     await file.truncate(plan.size_bytes);
     const result = await copyExtents({
-      source, file, file_name: file_path, extents: plan.extents, signal: options.signal,
+      sources, file, file_name: file_path, extents: plan.extents, signal: options.signal,
       rate_bytes_per_s: options.rate_bytes_per_s, onProgress: progress,
     });
     await file.datasync();
@@ -194,7 +196,7 @@ async function copyVolume(client: IpcClient, options: BackupOptions, plan: Volum
     throw broken ?? error;
   } finally {
     await file?.close();
-    source.close();
+    for (const source of sources) source.close();
   }
 }
 

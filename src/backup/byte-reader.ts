@@ -38,13 +38,35 @@ export class ByteReader {
     waiter?.();
   }
 
-  /** Exactly length_bytes, or the connection's end error. */
-  async read(length_bytes: number): Promise<Buffer> {
+  private async waitFor(length_bytes: number): Promise<void> {
     while (this.queued_bytes < length_bytes) {
       if (this.end_error) throw this.end_error;
       assert(this.waiter === null, 'ByteReader: one reader at a time');
       await new Promise<void>((resolve) => { this.waiter = resolve; });
     }
+  }
+
+  /**
+   * Exactly length_bytes into out at offset: the data of a READ goes
+   * straight into the request's buffer, one copy from the socket's chunks.
+   */
+  async readInto(out: Buffer, offset: number, length_bytes: number): Promise<void> {
+    let done_bytes = 0;
+    while (done_bytes < length_bytes) {
+      await this.waitFor(1);
+      const piece = this.queued[0] as Buffer;
+      const take_bytes = Math.min(piece.length, length_bytes - done_bytes);
+      piece.copy(out, offset + done_bytes, 0, take_bytes);
+      done_bytes += take_bytes;
+      this.queued_bytes -= take_bytes;
+      if (take_bytes === piece.length) this.queued.shift();
+      else this.queued[0] = piece.subarray(take_bytes);
+    }
+  }
+
+  /** Exactly length_bytes, or the connection's end error. */
+  async read(length_bytes: number): Promise<Buffer> {
+    await this.waitFor(length_bytes);
     this.queued_bytes -= length_bytes;
     const first = this.queued[0];
     if (first !== undefined && first.length >= length_bytes) {

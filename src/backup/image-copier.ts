@@ -1,7 +1,7 @@
 // Copies extents of an NBD export into a sparse file at the same offsets,
 // hashing each checksum piece: the data path of `ublksnap backup`.
 //
-//   NBD export ──READ × depth──► piece buffers ──sha256──► digests[piece]
+//   NBD export ──READ × depth, over COPY_CONNECTIONS──► piece buffers ──sha256──► digests[piece]
 //                                       └──non-zero runs──► file (pwrite)
 //
 // Design notes
@@ -27,13 +27,20 @@ import { dataRuns } from './zero-runs';
 
 /** The checksum segment and the largest READ: 1 MiB, the server's I/O buffer size per tag. */
 export const COPY_PIECE_BYTES = 1 * MiB;
-/** READs in flight: enough to keep two I/O actors and the socket busy; 8 × 1 MiB of memory. */
+/** READs in flight over all connections: enough to keep the server's I/O actors and the sockets busy; 8 × 1 MiB of memory. */
 export const COPY_DEPTH = 8;
+/**
+ * Connections to the image export: the daemon serves each connection in one
+ * I/O actor (one thread), so two connections use both actors it starts at
+ * least (docs/nbd.md "Threads"); the export offers multi-conn.
+ */
+export const COPY_CONNECTIONS = 2;
 /** How often the rate limiter looks again when it holds a read back. */
 const RATE_POLL_MS = 20;
 
 export interface CopyOptions {
-  readonly source: NbdReadClient;
+  /** One or more connections to the same export; reads are spread over them. */
+  readonly sources: readonly NbdReadClient[];
   readonly file: FileHandle;
   /** Its name, for messages. */
   readonly file_name: string;
@@ -67,9 +74,9 @@ export async function copyExtents(options: CopyOptions): Promise<CopyResult> {
   let next_index = 0;
   let first_error: unknown = null;
 
-  async function copyPiece(index: number): Promise<void> {
+  async function copyPiece(index: number, source: NbdReadClient): Promise<void> {
     const [offset, length_bytes] = pieces[index] as Extent;
-    const data = await options.source.read(offset, length_bytes);
+    const data = await source.read(offset, length_bytes);
     digests[index] = createHash('sha256').update(data).digest('hex');
     for (const [start, end] of dataRuns(data)) {
       try {
@@ -84,7 +91,7 @@ export async function copyExtents(options: CopyOptions): Promise<CopyResult> {
     options.onProgress?.(done_bytes);
   }
 
-  async function worker(): Promise<void> {
+  async function worker(source: NbdReadClient): Promise<void> {
     while (next_index < pieces.length && first_error === null) {
       if (options.signal?.aborted) throw interrupted();
       if (rate > 0 && issued_bytes > (rate * (Date.now() - started_ms)) / 1000) {
@@ -93,11 +100,11 @@ export async function copyExtents(options: CopyOptions): Promise<CopyResult> {
       }
       const index = next_index++;
       issued_bytes += (pieces[index] as Extent)[1];
-      await copyPiece(index);
+      await copyPiece(index, source);
     }
   }
 
-  const workers = Array.from({ length: Math.min(COPY_DEPTH, Math.max(1, pieces.length)) }, () => worker().catch((error: unknown) => {
+  const workers = Array.from({ length: Math.min(COPY_DEPTH, Math.max(1, pieces.length)) }, (_, at) => worker(options.sources[at % options.sources.length] as NbdReadClient).catch((error: unknown) => {
     first_error ??= error;
   }));
   await Promise.all(workers);

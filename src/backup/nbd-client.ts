@@ -166,7 +166,7 @@ export class NbdReadClient {
     const handle = readU64(rest, 4);
     const pending = this.take(handle);
     if (error !== 0) pending.error = readError(this.target, pending, error, '');
-    else (await this.reader.read(pending.data.length)).copy(pending.data);
+    else await this.reader.readInto(pending.data, 0, pending.data.length);
     this.finish(handle, pending);
   }
 
@@ -180,17 +180,19 @@ export class NbdReadClient {
     if (type !== REPLY_TYPE_OFFSET_DATA && length_bytes > CONTROL_CHUNK_BYTES_MAX) {
       throw new UblksnapError('EIO', `${this.target.uri}: a reply chunk of type ${type} with ${length_bytes} bytes`);
     }
+    if (type === REPLY_TYPE_OFFSET_DATA) {
+      if (length_bytes < OFFSET_DATA_PREFIX_BYTES) throw new UblksnapError('EIO', `${this.target.uri}: a data chunk of ${length_bytes} bytes`);
+      const at = readU64(await this.reader.read(OFFSET_DATA_PREFIX_BYTES), 0) - pending.offset;
+      const data_bytes = length_bytes - OFFSET_DATA_PREFIX_BYTES;
+      if (at < 0 || at + data_bytes > pending.data.length) throw new UblksnapError('EIO', `${this.target.uri}: data outside the request`);
+      await this.reader.readInto(pending.data, at, data_bytes);
+      if ((flags & REPLY_FLAG_DONE) !== 0) this.finish(handle, pending);
+      return;
+    }
     const payload = length_bytes > 0 ? await this.reader.read(length_bytes) : Buffer.alloc(0);
     switch (type) {
       case REPLY_TYPE_NONE:
         break;
-      case REPLY_TYPE_OFFSET_DATA: {
-        const at = readU64(payload, 0) - pending.offset;
-        const data = payload.subarray(OFFSET_DATA_PREFIX_BYTES);
-        if (at < 0 || at + data.length > pending.data.length) throw new UblksnapError('EIO', `${this.target.uri}: data outside the request`);
-        data.copy(pending.data, at);
-        break;
-      }
       case REPLY_TYPE_OFFSET_HOLE: {
         const at = readU64(payload, 0) - pending.offset;
         const hole_bytes = payload.readUInt32BE(8);
