@@ -105,15 +105,20 @@ export class NbdReadClient {
     return this.pending.size;
   }
 
-  /** Reads length_bytes at offset; resolves with a fresh buffer holding them. */
-  read(offset: number, length_bytes: number): Promise<Buffer> {
+  /**
+   * Reads length_bytes at offset into `into` (reused by the caller: a fresh
+   * 1 MiB buffer per read costs its page faults every time), or into a
+   * fresh buffer; resolves with the buffer holding exactly the bytes read.
+   */
+  read(offset: number, length_bytes: number, into?: Buffer): Promise<Buffer> {
     if (this.loop_error) return Promise.reject(this.loop_error);
     if (offset < 0 || length_bytes <= 0 || offset + length_bytes > this.size_bytes) {
       return Promise.reject(new UblksnapError('ERANGE', `${this.target.uri}: read ${offset}+${length_bytes} outside the export (${this.size_bytes} bytes)`));
     }
     const handle = this.next_handle++;
     return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(handle, { offset, data: Buffer.allocUnsafe(length_bytes), error: null, resolve, reject });
+      const data = into !== undefined && into.length >= length_bytes ? into.subarray(0, length_bytes) : Buffer.allocUnsafe(length_bytes);
+      this.pending.set(handle, { offset, data, error: null, resolve, reject });
       this.socket.write(requestHeader(CMD_READ, handle, offset, length_bytes));
     });
   }
