@@ -4,9 +4,9 @@
 // A file target is created (or truncated) and given the volume's size, and
 // only non-zero data is written: the result is as sparse as the backup. A
 // block device keeps whatever it held, so every byte is written, zeros too;
-// it must be at least the volume's size.
+// it must be at least the volume's size, and not in use (mounted, held).
 
-import { closeSync, fdatasyncSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fdatasyncSync, ftruncateSync, openSync, statSync, writeSync } from 'node:fs';
 import { UblksnapError, fromSystemError } from '../shared/errors';
 import { readVolumeBackups } from './backup-dir';
 import { ChainReader, resolveChain } from './chain';
@@ -63,7 +63,9 @@ export function runRestore(options: RestoreOptions): RestoreSummary {
   let fd = -1;
   try {
     try {
-      fd = openSync(options.target, is_block ? 'r+' : 'w', 0o644);
+      // A block device is opened O_EXCL: the kernel refuses (EBUSY) one that is mounted or held by
+      // another exclusive opener (a daemon serving it), which a restore must never overwrite.
+      fd = is_block ? openSync(options.target, constants.O_RDWR | constants.O_EXCL) : openSync(options.target, 'w', 0o644);
     } catch (error) {
       throw fromSystemError(error, `cannot open ${options.target}`);
     }

@@ -142,6 +142,15 @@ suite.test('every point of both volumes restores byte for byte, into files and o
     const out = keyValues(await cliOk(daemon, ['restore', '--dir', backups, '-d', 'b', '--to', loop.device]));
     assert.is(out.target_kind, 'block');
     assert.is(out.point, String(INCREMENTALS + 1));
+    // A device in use (here held by the daemon as a volume) is refused, never overwritten.
+    await cliOk(daemon, ['attach', '-d', loop.device, '--name', 'held']);
+    try {
+      const refused = await cli(daemon, ['restore', '--dir', backups, '-d', 'b', '--to', loop.device]);
+      assert.is(refused.code, 1);
+      assert.match(refused.stderr, /^ublksnap: restore: cannot open \/dev\/loop\d+.*\(EBUSY\)\n$/);
+    } finally {
+      await cliOk(daemon, ['detach', '-d', 'held']);
+    }
   } finally {
     loop.detach();
   }
