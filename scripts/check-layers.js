@@ -9,8 +9,10 @@
 //   layer 3  src/engine               control plane (main thread)
 //   layer 4  src/frontends            peers: in-process, nbd, ublk
 //   layer 5  src/ipc                  JSON-RPC protocol, server, client
-//   layer 6  src/daemon               the daemon
-//   layer 7  src/cli                  the command line
+//   layer 6  src/backup               backup, restore, verify: an NBD and IPC client
+//                                     of the daemon (never its internals)
+//   layer 7  src/daemon               the daemon
+//   layer 8  src/cli                  the command line
 //
 // The core (shared, cow, actors, engine) names no frontend, not even in a
 // comment: a frontend is a module that plugs in, never a branch there.
@@ -21,7 +23,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 
-const LAYER_BY_FOLDER = { shared: 0, native: 0, cow: 1, actors: 2, engine: 3, frontends: 4, ipc: 5, daemon: 6, cli: 7 };
+const LAYER_BY_FOLDER = { shared: 0, native: 0, cow: 1, actors: 2, engine: 3, frontends: 4, ipc: 5, backup: 6, daemon: 7, cli: 8 };
 /** Names no file of the core (shared, cow, actors, engine) may contain, even in a comment. */
 const FRONTEND_NAMES = /\b(nbd|ublk|transmission)\b/i;
 /** The core: everything below the frontends but the addon's face, which speaks for the kernel's drivers. */

@@ -9,8 +9,10 @@ import { IpcClient, WAIT_MARGIN_MS, callOnce } from '../ipc/client';
 import {
   WAIT_EVENT_TIMEOUT_MS_MAX, type DaemonStatus, type MethodName, type ParamsOf, type ResultOf, type WaitEventResult,
 } from '../ipc/methods';
-import type { OptionSpec, ParsedValues } from './args';
+import type { OptionSpec } from './args';
+import type { Command, CommandContext } from './command';
 import { Progress, formatBytes, jsonLine, keyValueInline, keyValueLines, type Row } from './output';
+import { BACKUP_COMMANDS } from './backup-commands';
 import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapshotId, pathArgument } from './values';
 
 /** readcbtmap asks for the map in pieces of this many bytes (one per tracking block). */
@@ -21,25 +23,7 @@ export const WATCH_POLL_MS = 10_000;
 const MAP_FILE_MODE = 0o644;
 const STDOUT_FD = 1;
 
-export interface CommandContext {
-  readonly command: string;
-  readonly values: ParsedValues;
-  readonly json: boolean;
-  readonly socket_path: string;
-  readonly stdout: NodeJS.WritableStream;
-  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
-}
-
-export interface Command {
-  readonly name: string;
-  readonly summary: string;
-  /** The options part of the usage line. */
-  readonly usage: string;
-  readonly options: readonly OptionSpec[];
-  /** Printed after the options in --help: output keys, examples. */
-  readonly details: string;
-  run(context: CommandContext): Promise<void>;
-}
+export type { Command, CommandContext };
 
 function call<M extends MethodName>(context: CommandContext, method: M, params: ParamsOf<M>, timeout_ms?: number): Promise<ResultOf<M>> {
   return callOnce(context.socket_path, method, params, timeout_ms);
@@ -220,7 +204,7 @@ export function statusLines(status: DaemonStatus): string {
 
 // ── the table ────────────────────────────────────────────────────────────
 
-export const COMMANDS: readonly Command[] = [
+const BASIC_COMMANDS: readonly Command[] = [
   {
     name: 'version',
     summary: 'Print the daemon version.',
@@ -452,3 +436,6 @@ export const COMMANDS: readonly Command[] = [
     },
   },
 ];
+
+/** Every command of the CLI: upstream's, then the backup commands built on them. */
+export const COMMANDS: readonly Command[] = [...BASIC_COMMANDS, ...BACKUP_COMMANDS];

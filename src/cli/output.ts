@@ -72,3 +72,44 @@ export class Progress {
     this.drawn = false;
   }
 }
+
+/** A rate is shown once this much time has passed: before, it is noise. */
+const RATE_WARMUP_MS = 500;
+
+function formatDuration(seconds: number): string {
+  const whole = Math.max(0, Math.round(seconds));
+  const minutes = Math.floor(whole / 60);
+  const hours = Math.floor(minutes / 60);
+  const pad = (value: number): string => String(value).padStart(2, '0');
+  return hours > 0 ? `${hours}:${pad(minutes % 60)}:${pad(whole % 60)}` : `${minutes}:${pad(whole % 60)}`;
+}
+
+/** Progress of a copy: percent, bytes, rate and ETA on one self-overwriting stderr line (terminals only). */
+export class TransferProgress {
+  private readonly started_ms = Date.now();
+  private last_draw_ms = 0;
+  private drawn = false;
+
+  constructor(private readonly label: string, private readonly stream: NodeJS.WritableStream, private readonly enabled: boolean) {}
+
+  update(done_bytes: number, total_bytes: number): void {
+    if (!this.enabled) return;
+    const now_ms = Date.now();
+    if (now_ms - this.last_draw_ms < PROGRESS_INTERVAL_MS && done_bytes < total_bytes) return;
+    this.last_draw_ms = now_ms;
+    const elapsed_ms = now_ms - this.started_ms;
+    const percent = total_bytes > 0 ? Math.floor((100 * done_bytes) / total_bytes) : 100;
+    let tail = '';
+    if (elapsed_ms >= RATE_WARMUP_MS && done_bytes > 0) {
+      const rate = (done_bytes * 1000) / elapsed_ms;
+      tail = `, ${formatBytes(Math.round(rate))}/s, ETA ${formatDuration((total_bytes - done_bytes) / rate)}`;
+    }
+    this.stream.write(`\r${this.label}: ${String(percent).padStart(3)}% (${formatBytes(done_bytes)} of ${formatBytes(total_bytes)}${tail})\u001b[K`);
+    this.drawn = true;
+  }
+
+  finish(): void {
+    if (this.drawn) this.stream.write('\r\u001b[K');
+    this.drawn = false;
+  }
+}

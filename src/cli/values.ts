@@ -78,3 +78,9 @@ export function pathArgument(text: string, option: string, cwd = process.cwd()):
   if (text.length === 0) invalid(`${option}: must not be empty`);
   return path.resolve(cwd, text);
 }
+
+/** An NBD URI (nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME), checked at the boundary. */
+export function parseNbdExportUri(text: string, option: string): string {
+  if (!/^nbd(\+unix)?:\/\//.test(text)) invalid(`${option}: expected an NBD URI such as nbd+unix:///vol%40ID?socket=/run/ublksnap/nbd.sock, got ${JSON.stringify(text)}`);
+  return text;
+}

@@ -34,6 +34,7 @@ export type ErrorCode =
   | 'ESHUTDOWN'  // the engine or daemon is stopping
   | 'ETIMEDOUT'  // a bounded wait ran out
   | 'EALREADY'   // added twice, taken twice
+  | 'ECANCELED'  // the user interrupted a long command (Ctrl-C)
   | 'EDQUOT';    // a disk quota ran out
 
 interface ErrorRow {
@@ -63,6 +64,7 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorRow>> = {
   ESHUTDOWN: { errno: 108, block: 'ESHUTDOWN' },
   ETIMEDOUT: { errno: 110, block: 'EIO' },
   EALREADY: { errno: 114, block: 'EIO' },
+  ECANCELED: { errno: 125, block: 'EIO' },
   EDQUOT: { errno: 122, block: 'ENOSPC' },        // a full disk, whatever the cause
 };
 

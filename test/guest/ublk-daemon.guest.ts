@@ -23,6 +23,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { CLI_PATH, REPO_ROOT, disposeDaemon, keyValues, sparseFile, startDaemon, type TestDaemon } from '../lib/daemon';
+import { recipe } from '../lib/recipes';
+
+/** The README's recipe this program runs in the guest (marked `<!-- recipe: ublk-mounted-backup guest -->`). */
+const UBLK_RECIPE = 'ublk-mounted-backup';
 
 const MIB = 1024 * 1024;
 const VOLUME_BYTES = 256 * MIB;
@@ -107,12 +111,9 @@ async function refused(args: string[], pattern: RegExp): Promise<void> {
   expect(pattern.test(result.stderr), `ublksnap ${args.join(' ')}: ${result.stderr.trim()} (wanted ${pattern})`);
 }
 
-/** The shell lines between the README's ublk-recipe markers. */
+/** The README's recipe `ublk-mounted-backup` (test/lib/recipes.ts), as written. */
 function readmeRecipe(): string {
-  const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
-  const match = /<!-- ublk-recipe -->\n```sh\n([\s\S]*?)```\n<!-- \/ublk-recipe -->/.exec(readme);
-  if (match === null) throw new Error('README.md has no ublk-recipe block');
-  return match[1]!;
+  return recipe(REPO_ROOT, UBLK_RECIPE).script;
 }
 
 function ublkDevices(): string[] {

@@ -1,11 +1,13 @@
-// Goal: the backup recipe of docs/nbd.md works as written: a full copy of
-// the image with nbdcopy, writes, a second take, and an incremental that
-// copies only the extents `nbdinfo --map=ublksnap:changed-since:K` reports
-// (dd from the image exposed by nbdfuse) yields exactly the second image;
-// and it copies far less than the whole volume.
-// Method: the doc's shell steps run as separate tools (the CLI's cbtinfo
-// and snapshot commands are the engine calls they map to); qemu-img
-// compare checks the result against the image export.
+// Goal: the NBD tools make a correct incremental backup from the change
+// context: a full copy of the image with nbdcopy, scattered writes, a
+// second take, and an incremental that copies only the extents `nbdinfo
+// --map=ublksnap:changed-since:K` reports (dd from the image exposed by
+// nbdfuse) yields exactly the second image, copying far less than the
+// whole volume. (docs/nbd.md's recipe itself, as written, runs in
+// test/docs/recipes.test.ts; this file checks the method on the in-process
+// engine with many random writes.)
+// Method: the same steps as separate tools against the engine's NBD
+// server; qemu-img compare checks the result against the image export.
 
 import { readFile, stat } from 'node:fs/promises';
 import { test } from 'uvu';
