@@ -19,7 +19,14 @@ import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
 import type { FrontendDriver } from './drivers/driver';
-import { DRIVERS } from './drivers';
+import { DRIVER_SELECTION_ENV, selectedDrivers } from './drivers';
+
+/**
+ * Printed when a scenario ends: the prefix, `pass` or `fail`, the
+ * milliseconds it took (set-up and clean-up included), and its name. The
+ * guest program (test/guest/contract-ublk.guest.ts) reads these.
+ */
+export const SCENARIO_RESULT_PREFIX = 'contract-scenario ';
 
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
@@ -51,11 +58,19 @@ export function runScenario(scenario: string, body: (rig: Rig) => Promise<void>,
 
 /** Registers the scenario once per driver (a file with variants calls it per variant, then test.run()). */
 export function defineScenario(scenario: string, body: (rig: Rig) => Promise<void>, options: ScenarioOptions = {}): void {
-  for (const factory of DRIVERS) {
+  const selection = selectedDrivers();
+  for (const factory of selection.drivers) {
     const name = `${scenario} via ${factory.name}`;
     const why_not = factory.unavailable();
     if (why_not !== null) {
-      console.log(`  skipping "${name}": ${why_not}`);
+      const must_run = selection.required ? `it was asked for by name (${DRIVER_SELECTION_ENV})`
+        : process.env.CI && why_not.covered_by === null ? 'CI must not skip it' : null;
+      if (must_run !== null) {
+        test(name, () => { throw new Error(`${name} cannot run here (${why_not.reason}), but ${must_run}`); });
+        continue;
+      }
+      const elsewhere = why_not.covered_by === null ? '' : `; ${why_not.covered_by}`;
+      console.log(`  skipping "${name}": ${why_not.reason}${elsewhere}`);
       test.skip(name, () => undefined);
       continue;
     }
@@ -64,6 +79,8 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
       let engine: Engine | undefined;
       let driver: FrontendDriver | undefined;
       let snapshots = 0;
+      const started_ms = Date.now();
+      let verdict = 'fail';
       try {
         engine = await Engine.start({
           logger: pino({ level: process.env.CONTRACT_TEST_LOG ?? 'silent' }),
@@ -96,12 +113,14 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           },
         };
         await body(rig);
+        verdict = 'pass';
       } finally {
         await closeWithin(async () => {
           await driver?.close();
           await engine?.stop();
         }, CLOSE_TIMEOUT_MS);
         rmSync(dir, { recursive: true, force: true });
+        console.log(`${SCENARIO_RESULT_PREFIX}${verdict} ${Date.now() - started_ms} ${name}`);
       }
     }));
   }
