@@ -19,14 +19,8 @@ import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
 import type { FrontendDriver } from './drivers/driver';
-import { DRIVER_SELECTION_ENV, selectedDrivers } from './drivers';
-
-/**
- * Printed when a scenario ends: the prefix, `pass` or `fail`, the
- * milliseconds it took (set-up and clean-up included), and its name. The
- * guest program (test/guest/contract-ublk.guest.ts) reads these.
- */
-export const SCENARIO_RESULT_PREFIX = 'contract-scenario ';
+import { DRIVER_SELECTION_ENV, SCENARIO_RESULT_PREFIX } from './report-lines';
+import { selectedDrivers } from './drivers';
 
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;

@@ -4,6 +4,7 @@
 // and makes an unavailable one a failure rather than a skip; the ublk guest
 // program uses it to run the scenarios through ublk alone.
 
+import { DRIVER_SELECTION_ENV } from '../report-lines';
 import type { DriverFactory } from './driver';
 import { inProcessDriver } from './in-process';
 import { nbdDriver } from './nbd';
@@ -11,7 +12,7 @@ import { ublkDriver } from './ublk';
 
 export const DRIVERS: readonly DriverFactory[] = [inProcessDriver, nbdDriver, ublkDriver];
 
-export const DRIVER_SELECTION_ENV = 'UBLKSNAP_CONTRACT_DRIVERS';
+export { DRIVER_SELECTION_ENV };
 
 export interface DriverSelection {
   drivers: readonly DriverFactory[];

@@ -38,6 +38,7 @@ import { UblkFrontend } from '../../../src/frontends/ublk/frontend';
 import { DIRECT_IO_ALIGNMENT_BYTES, alignedOffset, blockDeviceInfo, openExclusive } from '../../../src/native';
 import { ublkControlAvailable } from '../../../src/native/ublk';
 import { BlockIoError, ERRNO, type BlockTarget } from '../../lib/block-target';
+import { UBLK_DRIVER_STATS_PREFIX, type UblkDriverStats } from '../report-lines';
 import type { DriverFactory, FrontendDriver, Unavailability } from './driver';
 import type { UblkIoOp, UblkIoReply, UblkIoRequest, UblkIoWorkerData } from './ublk-io-worker';
 
@@ -57,21 +58,6 @@ const ROOT_UID = 0;
 const UBLK_CONTROL_PATH = '/dev/ublk-control';
 /** The guest program that runs every scenario through this driver where ublk exists (compiled next to us). */
 const GUEST_PROGRAM = path.resolve(__dirname, '../../guest/contract-ublk.guest.js');
-/** The line the driver prints at close, followed by its counters as JSON. */
-export const UBLK_DRIVER_STATS_PREFIX = 'ublk-driver-stats ';
-
-export interface UblkDriverStats {
-  /** Devices published and opened with O_DIRECT (one per export opened). */
-  devices_opened: number;
-  reads: number;
-  writes: number;
-  flushes: number;
-  /** Requests that failed (any errno). */
-  failed: number;
-  bytes_read: number;
-  bytes_written: number;
-}
-
 /** One I/O thread: a worker and the bounce buffer it shares with us. */
 interface IoThread {
   worker: Worker;
