@@ -4,7 +4,7 @@
 // through the kernel's block layer and ublk_drv to the engine and back, and
 // no page cache hides what the engine did.
 //
-//   BlockTarget.read/write ──► I/O threads (ublk-io-worker.ts): pread/pwrite on
+//   BlockTarget.read/write ──► an I/O slot: pread/pwrite on libuv's pool, on
 //     /dev/ublkbN (O_DIRECT, aligned bounce) ──► block layer ──► ublk_drv ──►
 //     queue session in an I/O actor ──► engine
 //
@@ -13,9 +13,12 @@
 //   target closes; every target of an export shares the one descriptor, which
 //   is opened exclusively (O_EXCL): nothing else on the machine writes it.
 // - O_DIRECT wants buffers aligned to the device's DMA alignment and offsets
-//   and lengths in whole logical blocks: data goes through each I/O thread's
-//   page-aligned bounce buffer, and an unaligned range is refused with EINVAL
-//   before it reaches the kernel (the scenarios keep their I/O in sectors).
+//   and lengths in whole logical blocks: data goes through each I/O slot's
+//   page-aligned bounce buffer, and an unaligned range is refused with
+//   EINVAL before it reaches the kernel (the scenarios keep their I/O in
+//   sectors).
+// - The I/O runs on libuv's pool, which the engine's actors share: see
+//   UV_THREADPOOL_SIZE_MIN for why the driver needs a bigger pool.
 // - Errors come back as the errno of pread/pwrite/fdatasync: EIO from the
 //   engine (overflow, a destroyed image), ENODEV if the device went away.
 // - open() resolves the export first: a destroyed image no longer opens, as
@@ -29,10 +32,10 @@
 //   harness then skips honestly, even in CI, because the guest suite runs it.
 
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, read, write } from 'node:fs';
+import { constants as os_constants } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import { UblkFrontend } from '../../../src/frontends/ublk/frontend';
 import { DIRECT_IO_ALIGNMENT_BYTES, alignedOffset, blockDeviceInfo, openExclusive } from '../../../src/native';
@@ -40,16 +43,26 @@ import { ublkControlAvailable } from '../../../src/native/ublk';
 import { BlockIoError, ERRNO, type BlockTarget } from '../../lib/block-target';
 import { UBLK_DRIVER_STATS_PREFIX, type UblkDriverStats } from '../report-lines';
 import type { DriverFactory, FrontendDriver, Unavailability } from './driver';
-import type { UblkIoOp, UblkIoReply, UblkIoRequest, UblkIoWorkerData } from './ublk-io-worker';
 
 /**
- * I/O threads per driver: the requests in flight in the kernel at once (more
- * wait their turn here). take-quiesce needs 3 (one write held in the engine,
- * two parked at the frozen gate); each costs a thread and its bounce buffer.
+ * Requests the driver has in the kernel at once (more wait their turn here).
+ * take-quiesce needs 3: one write held inside the engine, two parked at the
+ * frozen gate. Each costs a libuv pool thread blocked in the kernel and a
+ * bounce buffer of REQUEST_BYTES_MAX.
  */
-const IO_THREAD_COUNT = 8;
+const IO_SLOT_COUNT = 8;
+/**
+ * libuv's pool threads the process must have. A pread on /dev/ublkbN blocks
+ * its pool thread until the engine answers, and the engine's actors use the
+ * same process-wide pool for their deferred writes: with libuv's default of
+ * 4, our requests could hold every thread while the engine write that would
+ * end them waits in the pool's queue (a deadlock). With this many, at most
+ * IO_SLOT_COUNT of them are ours, never all.
+ */
+const UV_THREADPOOL_SIZE_MIN = 4 * IO_SLOT_COUNT;
 /** The largest single pread/pwrite: a larger request is split (the kernel splits at 512 KiB anyway). */
 const REQUEST_BYTES_MAX = 1 << 20;
+
 /** The device node appears with START_DEV (devtmpfs); past this something is wrong. */
 const DEVICE_NODE_WAIT_MS = 10_000;
 const DEVICE_NODE_POLL_MS = 20;
@@ -58,78 +71,61 @@ const ROOT_UID = 0;
 const UBLK_CONTROL_PATH = '/dev/ublk-control';
 /** The guest program that runs every scenario through this driver where ublk exists (compiled next to us). */
 const GUEST_PROGRAM = path.resolve(__dirname, '../../guest/contract-ublk.guest.js');
-/** One I/O thread: a worker and the bounce buffer it shares with us. */
-interface IoThread {
-  worker: Worker;
+/** One request's place: its page-aligned bounce buffer, where O_DIRECT data goes in and out. */
+interface IoSlot {
   view: Uint8Array;
-  settle: ((reply: UblkIoReply) => void) | null;
 }
 
-/** A fixed set of I/O threads, each serving one request at a time; requests wait for a free one in order. */
-class IoThreads {
-  private readonly idle: IoThread[] = [];
-  private readonly waiting: ((thread: IoThread) => void)[] = [];
-  private next_id = 1;
-  private broken: Error | null = null;
+/**
+ * IO_SLOT_COUNT slots, each carrying one request at a time on libuv's pool
+ * (fs.read/fs.write/fs.fdatasync); requests wait for a free slot in order.
+ */
+class IoSlots {
+  private readonly idle: IoSlot[] = [];
+  private readonly waiting: ((slot: IoSlot) => void)[] = [];
 
-  private constructor(private readonly threads: IoThread[]) {
-    this.idle.push(...threads);
-  }
-
-  static start(count: number): IoThreads {
-    const threads: IoThread[] = [];
+  constructor(count: number) {
     for (let i = 0; i < count; i += 1) {
-      const bounce = new SharedArrayBuffer(REQUEST_BYTES_MAX + DIRECT_IO_ALIGNMENT_BYTES);
-      const aligned_offset_bytes = alignedOffset(bounce, DIRECT_IO_ALIGNMENT_BYTES);
-      const data: UblkIoWorkerData = { bounce, aligned_offset_bytes, aligned_length_bytes: REQUEST_BYTES_MAX };
-      const worker = new Worker(path.join(__dirname, 'ublk-io-worker.js'), { workerData: data });
-      threads.push({ worker, view: new Uint8Array(bounce, aligned_offset_bytes, REQUEST_BYTES_MAX), settle: null });
+      const bounce = new ArrayBuffer(REQUEST_BYTES_MAX + DIRECT_IO_ALIGNMENT_BYTES);
+      this.idle.push({ view: new Uint8Array(bounce, alignedOffset(bounce, DIRECT_IO_ALIGNMENT_BYTES), REQUEST_BYTES_MAX) });
     }
-    const set = new IoThreads(threads);
-    for (const thread of threads) {
-      thread.worker.on('message', (reply: UblkIoReply) => {
-        const settle = thread.settle;
-        thread.settle = null;
-        settle?.(reply);
-      });
-      // A thread that dies fails its request and every later one: the driver is broken, loudly.
-      const die = (error: Error): void => {
-        set.broken ??= error;
-        thread.settle?.({ id: 0, errno: ERRNO.EIO, bytes: 0, message: `I/O thread died: ${error.message}` });
-        thread.settle = null;
-      };
-      thread.worker.on('error', die);
-      thread.worker.on('exit', (code) => die(new Error(`I/O thread exited with code ${code}`)));
-    }
-    return set;
   }
 
-  /** Runs one request (length_bytes ≤ REQUEST_BYTES_MAX) on a free thread; a read's data comes back in a new Buffer. */
-  async run(op: UblkIoOp, fd: number, offset_bytes: number, length_bytes: number, data?: Uint8Array): Promise<{ reply: UblkIoReply; data: Buffer | null }> {
-    if (this.broken !== null) throw this.broken;
-    const thread = this.idle.pop() ?? await new Promise<IoThread>((resolve) => this.waiting.push(resolve));
+  /**
+   * Runs one request (length_bytes ≤ REQUEST_BYTES_MAX) in a free slot:
+   * resolves with the bytes moved and, for a read, the data in a new Buffer;
+   * rejects with the system call's error.
+   */
+  async run(op: IoOp, fd: number, offset_bytes: number, length_bytes: number, data?: Uint8Array): Promise<{ bytes: number; data: Buffer | null }> {
+    const slot = this.idle.pop() ?? await new Promise<IoSlot>((resolve) => this.waiting.push(resolve));
     try {
-      if (data !== undefined) thread.view.set(data);
-      const request: UblkIoRequest = { id: this.next_id++, op, fd, offset_bytes, length_bytes };
-      const reply = await new Promise<UblkIoReply>((resolve) => {
-        thread.settle = resolve;
-        thread.worker.postMessage(request);
+      if (op === 'flush') {
+        await new Promise<void>((resolve, reject) => fdatasync(fd, (error) => (error ? reject(error) : resolve())));
+        return { bytes: 0, data: null };
+      }
+      if (data !== undefined) slot.view.set(data);
+      const bytes = await new Promise<number>((resolve, reject) => {
+        const done = (error: NodeJS.ErrnoException | null, moved: number): void => (error ? reject(error) : resolve(moved));
+        if (op === 'read') read(fd, slot.view, 0, length_bytes, offset_bytes, done);
+        else write(fd, slot.view, 0, length_bytes, offset_bytes, done);
       });
-      const out = op === 'read' && reply.errno === 0 ? Buffer.from(thread.view.subarray(0, reply.bytes)) : null;
-      return { reply, data: out };
+      return { bytes, data: op === 'read' ? Buffer.from(slot.view.subarray(0, bytes)) : null };
     } finally {
       const next = this.waiting.shift();
-      if (next !== undefined) next(thread);
-      else this.idle.push(thread);
+      if (next !== undefined) next(slot);
+      else this.idle.push(slot);
     }
   }
+}
 
-  async stop(): Promise<void> {
-    await Promise.all(this.threads.map((thread) => {
-      thread.worker.removeAllListeners('exit');
-      return thread.worker.terminate();
-    }));
-  }
+type IoOp = 'read' | 'write' | 'flush';
+
+/** The positive errno of a failed fs call (Node's own errors carry it negative, with the code). */
+function errnoOf(error: unknown): number {
+  const code = (error as NodeJS.ErrnoException).code;
+  const by_code = code === undefined ? undefined : (os_constants.errno as Record<string, number>)[code];
+  if (by_code !== undefined) return by_code;
+  throw error;
 }
 
 /** A published export's device, opened once and shared by its targets. */
@@ -154,7 +150,7 @@ function checkAligned(device: OpenDevice, offset_bytes: number, length_bytes: nu
 class UblkTarget implements BlockTarget {
   private closed = false;
 
-  constructor(private readonly device: OpenDevice, private readonly threads: IoThreads,
+  constructor(private readonly device: OpenDevice, private readonly slots: IoSlots,
     private readonly stats: UblkDriverStats, private readonly release: (device: OpenDevice) => Promise<void>) {}
 
   get export_name(): string {
@@ -200,25 +196,27 @@ class UblkTarget implements BlockTarget {
     await Promise.all(jobs);
   }
 
-  private async request(op: UblkIoOp, offset_bytes: number, length_bytes: number, data?: Uint8Array): Promise<Buffer | null> {
+  private async request(op: IoOp, offset_bytes: number, length_bytes: number, data?: Uint8Array): Promise<Buffer | null> {
     const what = op === 'flush' ? 'fdatasync' : `${op} of ${length_bytes} bytes at ${offset_bytes}`;
     if (this.closed) throw new BlockIoError(ERRNO.EINVAL, `${this.device.path} (${this.export_name}): ${what} on a closed target`);
     if (op === 'read') this.stats.reads += 1;
     else if (op === 'write') this.stats.writes += 1;
     else this.stats.flushes += 1;
-    const { reply, data: read } = await this.threads.run(op, this.device.fd, offset_bytes, length_bytes, data);
-    if (reply.errno !== 0) {
+    let done: { bytes: number; data: Buffer | null };
+    try {
+      done = await this.slots.run(op, this.device.fd, offset_bytes, length_bytes, data);
+    } catch (error) {
       this.stats.failed += 1;
-      throw new BlockIoError(reply.errno, `${this.device.path} (${this.export_name}): ${what} (${reply.message})`);
+      throw new BlockIoError(errnoOf(error), `${this.device.path} (${this.export_name}): ${what} (${(error as Error).message})`);
     }
-    if (op !== 'flush' && reply.bytes !== length_bytes) {
+    if (op !== 'flush' && done.bytes !== length_bytes) {
       // A short transfer on a block device means the range ran past its end: an error, never partial data.
       this.stats.failed += 1;
-      throw new BlockIoError(ERRNO.EIO, `${this.device.path} (${this.export_name}): ${what} moved ${reply.bytes} bytes`);
+      throw new BlockIoError(ERRNO.EIO, `${this.device.path} (${this.export_name}): ${what} moved ${done.bytes} bytes`);
     }
     if (op === 'read') this.stats.bytes_read += length_bytes;
     else if (op === 'write') this.stats.bytes_written += length_bytes;
-    return read;
+    return done.data;
   }
 }
 
@@ -247,7 +245,12 @@ function probeUblk(): string | null {
     spawnSync('modprobe', ['-q', 'ublk_drv'], { stdio: 'ignore', timeout: MODPROBE_TIMEOUT_MS });
   }
   const probe = ublkControlAvailable();
-  return probe.available ? null : probe.reason;
+  if (!probe.available) return probe.reason;
+  // libuv reads this when its pool first starts, after the scenarios are
+  // defined (no pool work happens while modules load and tests register):
+  // set it now, unless the caller chose; start() refuses a smaller pool.
+  process.env.UV_THREADPOOL_SIZE ??= String(UV_THREADPOOL_SIZE_MIN);
+  return null;
 }
 
 export const ublkDriver: DriverFactory = {
@@ -268,7 +271,11 @@ export const ublkDriver: DriverFactory = {
     });
     await frontend.start();
     frontend.assertAvailable();
-    const threads = IoThreads.start(IO_THREAD_COUNT);
+    const pool_size = Number(process.env.UV_THREADPOOL_SIZE);
+    if (!(pool_size >= UV_THREADPOOL_SIZE_MIN)) {
+      throw new Error(`UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE}: the ublk driver needs at least ${UV_THREADPOOL_SIZE_MIN} (see UV_THREADPOOL_SIZE_MIN)`);
+    }
+    const slots = new IoSlots(IO_SLOT_COUNT);
     const stats: UblkDriverStats = { devices_opened: 0, reads: 0, writes: 0, flushes: 0, failed: 0, bytes_read: 0, bytes_written: 0 };
     const devices = new Map<string, Promise<OpenDevice>>();
 
@@ -311,7 +318,7 @@ export const ublkDriver: DriverFactory = {
         }
         const device = await opening;
         device.targets += 1;
-        return new UblkTarget(device, threads, stats, release);
+        return new UblkTarget(device, slots, stats, release);
       },
       async close(): Promise<void> {
         try {
@@ -323,7 +330,6 @@ export const ublkDriver: DriverFactory = {
           }
           await frontend.stop();
         } finally {
-          await threads.stop();
           console.log(`${UBLK_DRIVER_STATS_PREFIX}${JSON.stringify(stats)}`);
         }
       },
