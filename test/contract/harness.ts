@@ -9,6 +9,7 @@
 
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { test } from 'uvu';
 
@@ -18,12 +19,37 @@ import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
+import { scaledTimeout } from '../lib/slow-machine';
 import type { FrontendDriver } from './drivers/driver';
 import { DRIVER_SELECTION_ENV, SCENARIO_RESULT_PREFIX } from './report-lines';
 import { selectedDrivers } from './drivers';
 
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
+
+/**
+ * How long the engine's actors may take to load and answer a first call.
+ * Engine.start() does not wait for them, and the first control call
+ * (attach) fails after the engine's 10 s (CONTROL_CALL_TIMEOUT_MS): in the
+ * ublk guest, under TCG on a loaded machine, loading an actor's modules
+ * took longer than that. Scaled like every hang bound (slow-machine.ts).
+ */
+const ACTORS_ANSWER_TIMEOUT_MS = 60_000;
+const ACTORS_ANSWER_RETRY_MS = 100;
+
+/** Waits until every actor answers a stats call: an actor still loading answers late, not never. */
+async function actorsAnswer(engine: Engine): Promise<void> {
+  const deadline = Date.now() + scaledTimeout(ACTORS_ANSWER_TIMEOUT_MS);
+  for (;;) {
+    try {
+      await engine.actorStats();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`the engine's actors did not answer within ${scaledTimeout(ACTORS_ANSWER_TIMEOUT_MS)} ms: ${(error as Error).message}`);
+      await sleep(ACTORS_ANSWER_RETRY_MS);
+    }
+  }
+}
 
 export interface Rig {
   engine: Engine;
@@ -83,6 +109,7 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           params: { ...SMALL_CHUNK_PARAMS, ...options.engine?.params },
         });
         const started = engine;
+        await actorsAnswer(started);
         driver = await factory.start(engine, dir);
         const opened = driver;
         const rig: Rig = {
