@@ -100,6 +100,8 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
       let driver: FrontendDriver | undefined;
       let snapshots = 0;
       const started_ms = Date.now();
+      let body_started_ms = started_ms;
+      let body_ended_ms = started_ms;
       let verdict = 'fail';
       try {
         engine = await Engine.start({
@@ -133,15 +135,19 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
             return spreadTarget(targets);
           },
         };
+        body_started_ms = Date.now();
         await body(rig);
         verdict = 'pass';
       } finally {
+        body_ended_ms = Math.max(body_started_ms, Date.now());
         await closeWithin(async () => {
           await driver?.close();
           await engine?.stop();
         }, CLOSE_TIMEOUT_MS);
         rmSync(dir, { recursive: true, force: true });
-        console.log(`${SCENARIO_RESULT_PREFIX}${verdict} ${Date.now() - started_ms} ${name}`);
+        const ended_ms = Date.now();
+        console.log(`  set-up ${body_started_ms - started_ms} ms, scenario ${body_ended_ms - body_started_ms} ms, clean-up ${ended_ms - body_ended_ms} ms`);
+        console.log(`${SCENARIO_RESULT_PREFIX}${verdict} ${ended_ms - started_ms} ${name}`);
       }
     }));
   }

@@ -26,4 +26,7 @@ export interface UblkDriverStats {
   failed: number;
   bytes_read: number;
   bytes_written: number;
+  /** Time spent creating and opening devices, and deleting them (ADD_DEV … START_DEV, STOP_DEV … DEL_DEV). */
+  publish_ms: number;
+  unpublish_ms: number;
 }

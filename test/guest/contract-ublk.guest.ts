@@ -105,7 +105,13 @@ function judge(run: Run): UblkDriverStats[] {
   const all_stats: UblkDriverStats[] = [];
   let stats: UblkDriverStats | undefined;
   let scenarios = 0;
+  let phases = '';
   for (const line of run.output.split('\n')) {
+    const phase_line = /^\s+(set-up \d+ ms, scenario \d+ ms, clean-up \d+ ms)$/.exec(line);
+    if (phase_line) {
+      phases = `: ${phase_line[1]}`;
+      continue;
+    }
     if (line.startsWith(UBLK_DRIVER_STATS_PREFIX)) {
       stats = JSON.parse(line.slice(UBLK_DRIVER_STATS_PREFIX.length)) as UblkDriverStats;
       all_stats.push(stats);
@@ -117,11 +123,13 @@ function judge(run: Run): UblkDriverStats[] {
     const name = rest.join(' ');
     scenarios += 1;
     const through = stats === undefined ? 'no driver counters'
-      : `${stats.devices_opened} devices, ${stats.reads} reads, ${stats.writes} writes, ${stats.flushes} flushes, ${stats.failed} failed`;
-    report(verdict === 'pass', `${name} (${(Number(ms) / 1000).toFixed(1)} s; ${through})`);
+      : `${stats.devices_opened} devices (${(stats.publish_ms / 1000).toFixed(1)} s to create, ${(stats.unpublish_ms / 1000).toFixed(1)} s to delete), `
+        + `${stats.reads} reads, ${stats.writes} writes, ${stats.flushes} flushes, ${stats.failed} failed`;
+    report(verdict === 'pass', `${name} (${(Number(ms) / 1000).toFixed(1)} s${phases}; ${through})`);
     const used = stats !== undefined && stats.devices_opened > 0 && stats.reads > 0 && stats.writes > 0;
     if (!used) report(false, `${name} went through /dev/ublkbN: ${through}`);
     stats = undefined;
+    phases = '';
   }
   const total = uvuNumber(run.output, 'Total');
   const passed = uvuNumber(run.output, 'Passed');

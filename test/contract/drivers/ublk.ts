@@ -276,11 +276,12 @@ export const ublkDriver: DriverFactory = {
       throw new Error(`UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE}: the ublk driver needs at least ${UV_THREADPOOL_SIZE_MIN} (see UV_THREADPOOL_SIZE_MIN)`);
     }
     const slots = new IoSlots(IO_SLOT_COUNT);
-    const stats: UblkDriverStats = { devices_opened: 0, reads: 0, writes: 0, flushes: 0, failed: 0, bytes_read: 0, bytes_written: 0 };
+    const stats: UblkDriverStats = { devices_opened: 0, reads: 0, writes: 0, flushes: 0, failed: 0, bytes_read: 0, bytes_written: 0, publish_ms: 0, unpublish_ms: 0 };
     const devices = new Map<string, Promise<OpenDevice>>();
 
     const publish = async (export_name: string): Promise<OpenDevice> => {
       const resolved = engine.resolveExport(export_name);
+      const started_ms = Date.now();
       const device_path = await frontend.publish(export_name);
       try {
         await waitForNode(device_path);
@@ -291,6 +292,7 @@ export const ublkDriver: DriverFactory = {
           throw new Error(`${device_path} has ${info.size_bytes} bytes, export ${export_name} ${resolved.size_bytes}: not its device`);
         }
         stats.devices_opened += 1;
+        stats.publish_ms += Date.now() - started_ms;
         return { export_name, path: device_path, fd, logical_block_bytes: info.logical_block_bytes, size_bytes: info.size_bytes, targets: 0 };
       } catch (error) {
         await frontend.unpublish(export_name);
@@ -302,7 +304,9 @@ export const ublkDriver: DriverFactory = {
       if (device.targets > 0) return;
       devices.delete(device.export_name);
       closeSync(device.fd);
+      const started_ms = Date.now();
       await frontend.unpublish(device.export_name);
+      stats.unpublish_ms += Date.now() - started_ms;
     };
 
     return {
