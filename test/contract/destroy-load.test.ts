@@ -37,9 +37,10 @@ const VOLUME_BYTES = sized(16 * MiB, 4 * MiB);
 const VOLUME_SECTORS = VOLUME_BYTES / SECTOR_BYTES;
 const HALF_SECTORS = VOLUME_SECTORS / 2;
 const DESTROY_ROUNDS = sized(3, 2);
-const LOAD_BEFORE_DESTROY_MS_MIN = 150;
-const LOAD_BEFORE_DESTROY_MS_SPREAD = 450;
-const LOAD_AFTER_DESTROY_MS = 300;
+/** Load before destroy: long enough for image requests to complete first (in the guest, seconds under TCG). */
+const LOAD_BEFORE_DESTROY_MS_MIN = sized(150, 2000);
+const LOAD_BEFORE_DESTROY_MS_SPREAD = sized(450, 1000);
+const LOAD_AFTER_DESTROY_MS = sized(300, 1000);
 /** Destroy waits for image I/O and writes to drain (10 s each at most in the engine): past this it hangs. */
 const DESTROY_TIMEOUT_MS = 25_000;
 const STEP_TIMEOUT_MS = 20_000;
