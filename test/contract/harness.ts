@@ -21,8 +21,8 @@ import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
 import { scaledTimeout } from '../lib/slow-machine';
 import type { FrontendDriver } from './drivers/driver';
-import { DRIVER_SELECTION_ENV, SCENARIO_RESULT_PREFIX } from './report-lines';
-import { selectedDrivers } from './drivers';
+import { SCENARIO_RESULT_PREFIX } from './report-lines';
+import { selectedDrivers, unavailableOutcome } from './drivers';
 
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
@@ -83,15 +83,13 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
     const name = `${scenario} via ${factory.name}`;
     const why_not = factory.unavailable();
     if (why_not !== null) {
-      const must_run = selection.required ? `it was asked for by name (${DRIVER_SELECTION_ENV})`
-        : process.env.CI && why_not.covered_by === null ? 'CI must not skip it' : null;
-      if (must_run !== null) {
-        test(name, () => { throw new Error(`${name} cannot run here (${why_not.reason}), but ${must_run}`); });
-        continue;
+      const outcome = unavailableOutcome(name, why_not, selection.required, Boolean(process.env.CI));
+      if ('fail' in outcome) {
+        test(name, () => { throw new Error(outcome.fail); });
+      } else {
+        console.log(`  ${outcome.skip}`);
+        test.skip(name, () => undefined);
       }
-      const elsewhere = why_not.covered_by === null ? '' : `; ${why_not.covered_by}`;
-      console.log(`  skipping "${name}": ${why_not.reason}${elsewhere}`);
-      test.skip(name, () => undefined);
       continue;
     }
     test(name, bounded(options.timeout_ms ?? SCENARIO_TIMEOUT_MS_DEFAULT, async () => {

@@ -5,7 +5,7 @@
 // program uses it to run the scenarios through ublk alone.
 
 import { DRIVER_SELECTION_ENV } from '../report-lines';
-import type { DriverFactory } from './driver';
+import type { DriverFactory, Unavailability } from './driver';
 import { inProcessDriver } from './in-process';
 import { nbdDriver } from './nbd';
 import { ublkDriver } from './ublk';
@@ -33,4 +33,18 @@ export function selectedDrivers(env: NodeJS.ProcessEnv = process.env): DriverSel
     return found;
   });
   return { drivers, required: true };
+}
+
+/**
+ * What to do with a scenario whose driver cannot run here: skip it (with
+ * the line to print), or fail it (with the error). It fails when the driver
+ * was asked for by name, or in CI when nothing else runs its scenarios.
+ */
+export function unavailableOutcome(scenario_name: string, why_not: Unavailability, required: boolean,
+  ci: boolean): { skip: string } | { fail: string } {
+  const must_run = required ? `it was asked for by name (${DRIVER_SELECTION_ENV})`
+    : ci && why_not.covered_by === null ? 'CI must not skip it' : null;
+  if (must_run !== null) return { fail: `${scenario_name} cannot run here (${why_not.reason}), but ${must_run}` };
+  const elsewhere = why_not.covered_by === null ? '' : `; ${why_not.covered_by}`;
+  return { skip: `skipping "${scenario_name}": ${why_not.reason}${elsewhere}` };
 }

@@ -69,8 +69,9 @@ const DEVICE_NODE_POLL_MS = 20;
 const MODPROBE_TIMEOUT_MS = 30_000;
 const ROOT_UID = 0;
 const UBLK_CONTROL_PATH = '/dev/ublk-control';
-/** The guest program that runs every scenario through this driver where ublk exists (compiled next to us). */
-const GUEST_PROGRAM = path.resolve(__dirname, '../../guest/contract-ublk.guest.js');
+/** The guest programs that run the scenarios through this driver where ublk exists (compiled beside us). */
+export const GUEST_PROGRAMS = ['contract-ublk.guest.js', 'contract-ublk-patterns.guest.js']
+  .map((name) => path.resolve(__dirname, '../../guest', name));
 /** One request's place: its page-aligned bounce buffer, where O_DIRECT data goes in and out. */
 interface IoSlot {
   view: Uint8Array;
@@ -253,16 +254,24 @@ function probeUblk(): string | null {
   return null;
 }
 
+/**
+ * Why the driver cannot run, and where its scenarios run instead: honest
+ * only while every guest program exists (the guest suite runs them, and
+ * does not skip in CI); otherwise nowhere, so CI fails rather than skips.
+ */
+export function ublkUnavailability(reason: string, guest_programs: string[]): Unavailability {
+  const covered = guest_programs.every((program) => existsSync(program));
+  return {
+    reason,
+    covered_by: covered ? `the ublk guest runs these scenarios (${guest_programs.map((p) => path.basename(p, '.js')).join(', ')}; node dist/test/run.js guest-suite)` : null,
+  };
+}
+
 export const ublkDriver: DriverFactory = {
   name: 'ublk',
   unavailable(): Unavailability | null {
     const reason = whyNoUblk();
-    if (reason === null) return null;
-    // Honest only while the guest program exists: the guest suite runs it (and does not skip in CI).
-    const covered_by = existsSync(GUEST_PROGRAM)
-      ? `test/guest/contract-ublk.guest.ts runs these scenarios in the ublk guest (node dist/test/run.js guest-suite)`
-      : null;
-    return { reason, covered_by };
+    return reason === null ? null : ublkUnavailability(reason, GUEST_PROGRAMS);
   },
   async start(engine, scratch_dir): Promise<FrontendDriver> {
     const frontend = new UblkFrontend({
