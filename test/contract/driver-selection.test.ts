@@ -76,7 +76,7 @@ test('on this machine: the ublk driver runs where /dev/ublk-control is, else say
   assert.ok(why_not !== null, 'no ublk here: the driver says so');
   assert.ok(why_not.reason.length > 0);
   for (const program of GUEST_PROGRAMS) assert.ok(existsSync(program), `${program} is compiled`);
-  assert.ok(why_not.covered_by?.includes('contract-ublk.guest') && why_not.covered_by.includes('contract-ublk-patterns.guest'),
+  assert.ok(why_not.covered_by?.includes('contract-ublk.guest') && why_not.covered_by.includes('contract-ublk-errors.guest') && why_not.covered_by.includes('contract-ublk-patterns.guest'),
     String(why_not.covered_by));
 });
 

@@ -19,7 +19,7 @@ import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
-import { scaledTimeout } from '../lib/slow-machine';
+import { scaledTimeout, sized } from '../lib/slow-machine';
 import type { FrontendDriver } from './drivers/driver';
 import { SCENARIO_RESULT_PREFIX } from './report-lines';
 import { selectedDrivers, unavailableOutcome } from './drivers';
@@ -36,6 +36,13 @@ export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
  */
 const ACTORS_ANSWER_TIMEOUT_MS = 60_000;
 const ACTORS_ANSWER_RETRY_MS = 100;
+/**
+ * The guest size (slow-machine.ts) starts one actor of each kind instead of
+ * the default two: each actor loads the engine's modules again, 10-20 s
+ * apiece under TCG on a loaded machine, and the engine starts once per
+ * scenario. Sessions of a frontend are served whole by one actor either way.
+ */
+const GUEST_WORKERS = sized({}, { cow_workers: 1, image_workers: 1 });
 
 /** Waits until every actor answers a stats call: an actor still loading answers late, not never. */
 async function actorsAnswer(engine: Engine): Promise<void> {
@@ -105,6 +112,7 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
         engine = await Engine.start({
           logger: pino({ level: process.env.CONTRACT_TEST_LOG ?? 'silent' }),
           fault_injection: true,
+          ...GUEST_WORKERS,
           ...options.engine,
           params: { ...SMALL_CHUNK_PARAMS, ...options.engine?.params },
         });

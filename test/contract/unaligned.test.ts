@@ -169,7 +169,7 @@ function defineVariant(variant: Variant): void {
     await image.io.close();
   }, { engine: { params: variant.params } });
 
-  defineScenario(`ACCEPTANCE 11: first and last blocks of 128 random chunks, then straddles of their boundaries, ${variant.label}`, async (rig) => {
+  defineScenario(`ACCEPTANCE 11: first and last blocks of ${BOUNDARY_CHUNK_COUNT} random chunks, then straddles of their boundaries, ${variant.label}`, async (rig) => {
     const seed = testSeed(`unaligned boundary, ${variant.label}, via ${rig.driver.name}`);
     const random = seededRandom(seed);
     const { engine } = rig;

@@ -1,5 +1,5 @@
-// Goal and method: those of contract-ublk.guest.ts, for the other half of
-// the frontend contract suite through ublk: unaligned and boundary writes
+// Goal and method: those of contract-ublk.guest.ts, for the frontend
+// contract scenarios about data placement, through ublk: unaligned and boundary writes
 // on the volume and the image (ACCEPTANCE 8 and 11), and image writes that
 // never reach the volume. A program of its own so that each half gets the
 // guest suite's 420 s per program (test/vm/guest-suite.test.ts).

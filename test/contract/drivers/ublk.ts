@@ -70,7 +70,7 @@ const MODPROBE_TIMEOUT_MS = 30_000;
 const ROOT_UID = 0;
 const UBLK_CONTROL_PATH = '/dev/ublk-control';
 /** The guest programs that run the scenarios through this driver where ublk exists (compiled beside us). */
-export const GUEST_PROGRAMS = ['contract-ublk.guest.js', 'contract-ublk-patterns.guest.js']
+export const GUEST_PROGRAMS = ['contract-ublk.guest.js', 'contract-ublk-errors.guest.js', 'contract-ublk-patterns.guest.js']
   .map((name) => path.resolve(__dirname, '../../guest', name));
 /** One request's place: its page-aligned bounce buffer, where O_DIRECT data goes in and out. */
 interface IoSlot {
