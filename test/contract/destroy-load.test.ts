@@ -24,6 +24,7 @@ import * as assert from 'uvu/assert';
 import { ERRNO, errnoOf, type BlockTarget } from '../lib/block-target';
 import { seededRandom } from '../lib/random';
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, checkSectors, formatReport } from '../lib/stamp';
+import { sized } from '../lib/slow-machine';
 import { testSeed } from '../lib/workers';
 import {
   MiB, TEST_TIMEOUT_MS, WriteLoad, assertNone, checkTarget, describe, liveCopy, makeTarget, prefill, runWriter, within,
@@ -31,13 +32,15 @@ import {
 } from '../lib/load';
 import { runScenario, type Rig } from './harness';
 
-const VOLUME_BYTES = 16 * MiB;
+/** Sizes: sized(full, guest), slow-machine.ts. */
+const VOLUME_BYTES = sized(16 * MiB, 4 * MiB);
 const VOLUME_SECTORS = VOLUME_BYTES / SECTOR_BYTES;
 const HALF_SECTORS = VOLUME_SECTORS / 2;
-const DESTROY_ROUNDS = 3;
-const LOAD_BEFORE_DESTROY_MS_MIN = 150;
-const LOAD_BEFORE_DESTROY_MS_SPREAD = 450;
-const LOAD_AFTER_DESTROY_MS = 300;
+const DESTROY_ROUNDS = sized(3, 2);
+/** Load before destroy: long enough for image requests to complete first (in the guest, seconds under TCG). */
+const LOAD_BEFORE_DESTROY_MS_MIN = sized(150, 2000);
+const LOAD_BEFORE_DESTROY_MS_SPREAD = sized(450, 1000);
+const LOAD_AFTER_DESTROY_MS = sized(300, 1000);
 /** Destroy waits for image I/O and writes to drain (10 s each at most in the engine): past this it hangs. */
 const DESTROY_TIMEOUT_MS = 25_000;
 const STEP_TIMEOUT_MS = 20_000;
@@ -194,7 +197,7 @@ async function destroyUnderLoad(rig: Rig): Promise<void> {
   const load = new WriteLoad();
   await runWriter({
     generator: volume_generators[0]!, regions: [{ target: volume, first_lba: 0, sector_count: VOLUME_SECTORS }],
-    random, depth: VOLUME_WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX, load, stop: () => false, budget_sectors: 4 * MiB / SECTOR_BYTES,
+    random, depth: VOLUME_WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX, load, stop: () => false, budget_sectors: sized(4 * MiB, MiB) / SECTOR_BYTES,
   });
   assertNone(load.failures, 'volume writes on the new snapshot');
   const image = await rig.open(`busy@${id}`);

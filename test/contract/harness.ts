@@ -9,6 +9,7 @@
 
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { test } from 'uvu';
 
@@ -18,11 +19,44 @@ import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
+import { scaledTimeout, sized } from '../lib/slow-machine';
 import type { FrontendDriver } from './drivers/driver';
-import { DRIVERS } from './drivers';
+import { SCENARIO_RESULT_PREFIX } from './report-lines';
+import { selectedDrivers, unavailableOutcome } from './drivers';
 
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
+
+/**
+ * How long the engine's actors may take to load and answer a first call.
+ * Engine.start() does not wait for them, and the first control call
+ * (attach) fails after the engine's 10 s (CONTROL_CALL_TIMEOUT_MS): in the
+ * ublk guest, under TCG on a loaded machine, loading an actor's modules
+ * took longer than that. Scaled like every hang bound (slow-machine.ts).
+ */
+const ACTORS_ANSWER_TIMEOUT_MS = 60_000;
+const ACTORS_ANSWER_RETRY_MS = 100;
+/**
+ * The guest size (slow-machine.ts) starts one actor of each kind instead of
+ * the default two: each actor loads the engine's modules again, 10-20 s
+ * apiece under TCG on a loaded machine, and the engine starts once per
+ * scenario. Sessions of a frontend are served whole by one actor either way.
+ */
+const GUEST_WORKERS = sized({}, { cow_workers: 1, image_workers: 1 });
+
+/** Waits until every actor answers a stats call: an actor still loading answers late, not never. */
+async function actorsAnswer(engine: Engine): Promise<void> {
+  const deadline = Date.now() + scaledTimeout(ACTORS_ANSWER_TIMEOUT_MS);
+  for (;;) {
+    try {
+      await engine.actorStats();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`the engine's actors did not answer within ${scaledTimeout(ACTORS_ANSWER_TIMEOUT_MS)} ms: ${(error as Error).message}`);
+      await sleep(ACTORS_ANSWER_RETRY_MS);
+    }
+  }
+}
 
 export interface Rig {
   engine: Engine;
@@ -51,12 +85,18 @@ export function runScenario(scenario: string, body: (rig: Rig) => Promise<void>,
 
 /** Registers the scenario once per driver (a file with variants calls it per variant, then test.run()). */
 export function defineScenario(scenario: string, body: (rig: Rig) => Promise<void>, options: ScenarioOptions = {}): void {
-  for (const factory of DRIVERS) {
+  const selection = selectedDrivers();
+  for (const factory of selection.drivers) {
     const name = `${scenario} via ${factory.name}`;
     const why_not = factory.unavailable();
     if (why_not !== null) {
-      console.log(`  skipping "${name}": ${why_not}`);
-      test.skip(name, () => undefined);
+      const outcome = unavailableOutcome(name, why_not, selection.required, Boolean(process.env.CI));
+      if ('fail' in outcome) {
+        test(name, () => { throw new Error(outcome.fail); });
+      } else {
+        console.log(`  ${outcome.skip}`);
+        test.skip(name, () => undefined);
+      }
       continue;
     }
     test(name, bounded(options.timeout_ms ?? SCENARIO_TIMEOUT_MS_DEFAULT, async () => {
@@ -64,14 +104,20 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
       let engine: Engine | undefined;
       let driver: FrontendDriver | undefined;
       let snapshots = 0;
+      const started_ms = Date.now();
+      let body_started_ms = started_ms;
+      let body_ended_ms = started_ms;
+      let verdict = 'fail';
       try {
         engine = await Engine.start({
           logger: pino({ level: process.env.CONTRACT_TEST_LOG ?? 'silent' }),
           fault_injection: true,
+          ...GUEST_WORKERS,
           ...options.engine,
           params: { ...SMALL_CHUNK_PARAMS, ...options.engine?.params },
         });
         const started = engine;
+        await actorsAnswer(started);
         driver = await factory.start(engine, dir);
         const opened = driver;
         const rig: Rig = {
@@ -95,13 +141,19 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
             return spreadTarget(targets);
           },
         };
+        body_started_ms = Date.now();
         await body(rig);
+        verdict = 'pass';
       } finally {
+        body_ended_ms = Math.max(body_started_ms, Date.now());
         await closeWithin(async () => {
           await driver?.close();
           await engine?.stop();
         }, CLOSE_TIMEOUT_MS);
         rmSync(dir, { recursive: true, force: true });
+        const ended_ms = Date.now();
+        console.log(`  set-up ${body_started_ms - started_ms} ms, scenario ${body_ended_ms - body_started_ms} ms, clean-up ${ended_ms - body_ended_ms} ms`);
+        console.log(`${SCENARIO_RESULT_PREFIX}${verdict} ${ended_ms - started_ms} ${name}`);
       }
     }));
   }

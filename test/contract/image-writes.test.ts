@@ -16,6 +16,7 @@
 import * as assert from 'uvu/assert';
 import { seededRandom } from '../lib/random';
 import { SECTOR_BYTES, SectorModel, StampGenerator } from '../lib/stamp';
+import { sized } from '../lib/slow-machine';
 import { testSeed } from '../lib/workers';
 import {
   MiB, WriteLoad, assertNone, checkTarget, describe, liveCopy, makeTarget, prefill, runWriter, waitStored, within,
@@ -24,9 +25,10 @@ import {
 import { runScenario, type Rig } from './harness';
 
 /** ACCEPTANCE 7: 10 MiB each way, three times, in runs of 1-32 blocks of 4 KiB. */
-const ITERATIONS = 3;
-const WRITE_BYTES = 10 * MiB;
-const VOLUME_BYTES = 32 * MiB;
+const ITERATIONS = sized(3, 1);
+const WRITE_BYTES = sized(10, 3) * MiB;
+/** The image writes [0, 3/4), the volume [1/4, 1): half of it sees both. */
+const VOLUME_BYTES = sized(32, 8) * MiB;
 const RUN_SECTORS_MAX = 32 * 8;
 const WRITER_DEPTH = 16;
 const CONNECTIONS = 2;
@@ -49,7 +51,7 @@ async function imageWrites(rig: Rig): Promise<void> {
   const { engine } = rig;
   const volume = await attachStamped(rig, 'both', VOLUME_BYTES, seed);
   const volume_generator = new StampGenerator(seed >>> 0, 20);
-  const mib = MiB / SECTOR_BYTES;
+  const quarter_sectors = VOLUME_BYTES / SECTOR_BYTES / 4;
   for (let iteration = 0; iteration < ITERATIONS; iteration += 1) {
     const id = await rig.create(['both'], STORAGE_LIMIT_BYTES);
     await within(engine.snapshotTake(id), STEP_TIMEOUT_MS, 'take');
@@ -60,15 +62,15 @@ async function imageWrites(rig: Rig): Promise<void> {
     const image_load = new WriteLoad();
     const volume_load = new WriteLoad();
     const started = Date.now();
-    // The image gets [0, 24 MiB), the volume [8, 32 MiB): 16 MiB of chunks see both.
+    // The image gets [0, 3/4), the volume [1/4, 1) (24 and 8-32 MiB at full size): half of the chunks see both.
     await within(Promise.all([
       runWriter({
-        generator: image_generator, regions: [{ target: image, first_lba: 0, sector_count: 24 * mib }], random,
+        generator: image_generator, regions: [{ target: image, first_lba: 0, sector_count: 3 * quarter_sectors }], random,
         depth: WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX, load: image_load, stop: () => false,
         budget_sectors: WRITE_BYTES / SECTOR_BYTES,
       }),
       runWriter({
-        generator: volume_generator, regions: [{ target: volume, first_lba: 8 * mib, sector_count: 24 * mib }], random,
+        generator: volume_generator, regions: [{ target: volume, first_lba: quarter_sectors, sector_count: 3 * quarter_sectors }], random,
         depth: WRITER_DEPTH, run_sectors_max: RUN_SECTORS_MAX, load: volume_load, stop: () => false,
         budget_sectors: WRITE_BYTES / SECTOR_BYTES,
       }),

@@ -17,22 +17,24 @@ import type { SnapshotEvent } from '../../src/engine/api';
 import { ERRNO, errnoOf } from '../lib/block-target';
 import { seededRandom } from '../lib/random';
 import { SECTOR_BYTES, SectorModel, StampGenerator } from '../lib/stamp';
+import { sized } from '../lib/slow-machine';
 import { testSeed } from '../lib/workers';
 import {
   MiB, WriteLoad, assertNone, checkTarget, describe, makeTarget, prefill, runWriter, within, writeStamped,
 } from '../lib/load';
 import { runScenario, type Rig } from './harness';
 
-const VOLUME_BYTES = 24 * MiB;
+/** Sizes: sized(full, guest), slow-machine.ts; the guest's keeps the ratios. */
+const VOLUME_BYTES = sized(24 * MiB, 8 * MiB);
 const VOLUME_SECTORS = VOLUME_BYTES / SECTOR_BYTES;
 /** The diff storage may hold 2 MiB of chunks: a twelfth of the volume. */
-const STORAGE_LIMIT_BYTES = 2 * MiB;
+const STORAGE_LIMIT_BYTES = sized(2 * MiB, MiB);
 const CONNECTIONS = 3;
 const WRITER_COUNT = 2;
 const WRITER_DEPTH = 8;
 const RUN_SECTORS_MAX = 256;
 /** Random writes per writer before the full pass. */
-const RANDOM_BUDGET_SECTORS = 4 * MiB / SECTOR_BYTES;
+const RANDOM_BUDGET_SECTORS = sized(4 * MiB, MiB) / SECTOR_BYTES;
 /** The full pass: one write per this many sectors, over every chunk. */
 const PASS_SECTORS = 2048;
 /** The events must come within this once the storage overflowed. */

@@ -23,6 +23,7 @@ import * as assert from 'uvu/assert';
 import { SECTOR_BYTES, SectorModel, StampGenerator, type StampIdentity } from '../lib/stamp';
 import type { BlockTarget } from '../lib/block-target';
 import { KiB, MiB, checkTarget, describe, within } from '../lib/load';
+import { scaledTimeout } from '../lib/slow-machine';
 import { testSeed } from '../lib/workers';
 import { runScenario, type Rig } from './harness';
 
@@ -65,9 +66,10 @@ function watch(promise: Promise<unknown>): Watched {
 }
 
 async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + STATE_TIMEOUT_MS;
+  const timeout_ms = scaledTimeout(STATE_TIMEOUT_MS);
+  const deadline = Date.now() + timeout_ms;
   while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${STATE_TIMEOUT_MS} ms`);
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeout_ms} ms`);
     await sleep(POLL_MS);
   }
 }
@@ -130,7 +132,7 @@ async function heldTake(rig: Rig, seed: number, generator: StampGenerator, io_a:
   image_model: SectorModel, volume_model: SectorModel): Promise<void> {
   const { engine } = rig;
   const a = submitStamped(io_a, generator, A);
-  assert.ok(await engine.waitWriteHeld('vol', STATE_TIMEOUT_MS), 'write A is held inside the gate');
+  assert.ok(await engine.waitWriteHeld('vol', scaledTimeout(STATE_TIMEOUT_MS)), 'write A is held inside the gate');
   assert.is(engine.writeGate('vol').writes_in_flight, 1, 'A counts as a write in flight');
   assert.not.ok(a.done.settled, 'A is not acknowledged while held');
 

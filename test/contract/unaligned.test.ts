@@ -22,6 +22,7 @@
 import * as assert from 'uvu/assert';
 import { seededRandom } from '../lib/random';
 import { SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst } from '../lib/stamp';
+import { sized } from '../lib/slow-machine';
 import { testSeed } from '../lib/workers';
 import {
   KiB, MiB, WriteLoad, assertNone, checkTarget, describe, liveCopy, makeTarget, prefill, waitStored, within, writeStamped,
@@ -38,10 +39,11 @@ const BEFORE_BOUNDARY_BYTES = 2 * KiB;
 /** Boundaries for small patterns: these chunk numbers past BOUNDARY_BASE_BYTES (1, 17, 33 as upstream). */
 const BOUNDARY_CHUNKS = [1, 17, 33];
 const BOUNDARY_BASE_BYTES = 5 * MiB;
-const PATTERN_VOLUME_BYTES = 16 * MiB + 12 * KiB;
+/** Sizes: sized(full, guest), slow-machine.ts; the guest's still holds every pattern offset (the last at about 7 MiB). */
+const PATTERN_VOLUME_BYTES = sized(16, 8) * MiB + 12 * KiB;
 /** The boundary scenario: 128 chunks of 160 (+ a short last one). */
-const BOUNDARY_CHUNK_COUNT = 128;
-const BOUNDARY_VOLUME_CHUNKS = 160;
+const BOUNDARY_CHUNK_COUNT = sized(128, 32);
+const BOUNDARY_VOLUME_CHUNKS = sized(160, 48);
 const SHORT_CHUNK_BYTES = 12 * KiB;
 const BLOCK_BYTES = 4 * KiB;
 const STORE_WAIT_MS = 10_000;
@@ -167,7 +169,7 @@ function defineVariant(variant: Variant): void {
     await image.io.close();
   }, { engine: { params: variant.params } });
 
-  defineScenario(`ACCEPTANCE 11: first and last blocks of 128 random chunks, then straddles of their boundaries, ${variant.label}`, async (rig) => {
+  defineScenario(`ACCEPTANCE 11: first and last blocks of ${BOUNDARY_CHUNK_COUNT} random chunks, then straddles of their boundaries, ${variant.label}`, async (rig) => {
     const seed = testSeed(`unaligned boundary, ${variant.label}, via ${rig.driver.name}`);
     const random = seededRandom(seed);
     const { engine } = rig;
@@ -217,5 +219,6 @@ function defineVariant(variant: Variant): void {
   }, { engine: { params: variant.params } });
 }
 
-for (const variant of VARIANTS) defineVariant(variant);
+// The guest (slow-machine.ts) runs the 64 KiB variant only: the checks are the same, the chunk size a parameter.
+for (const variant of sized(VARIANTS, VARIANTS.slice(0, 1))) defineVariant(variant);
 test.run();

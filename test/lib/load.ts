@@ -28,6 +28,7 @@ import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/prom
 import type { EngineControl } from '../../src/engine/api';
 import { assert } from '../../src/shared/assert';
 import type { BlockTarget } from './block-target';
+import { scaledTimeout } from './slow-machine';
 import {
   SECTOR_BYTES, SectorModel, StampGenerator, checkAgainst, formatReport,
   type Report, type StampExpectation, type StampIdentity,
@@ -273,8 +274,9 @@ export function liveCopy(model: SectorModel): SectorModel {
   return copy;
 }
 
-/** Fails with a clear message when `promise` does not settle within timeout_ms: a hang is a failure. */
-export async function within<T>(promise: Promise<T>, timeout_ms: number, what: string): Promise<T> {
+/** Fails with a clear message when `promise` does not settle within the timeout (scaled: slow-machine.ts): a hang is a failure. */
+export async function within<T>(promise: Promise<T>, unscaled_timeout_ms: number, what: string): Promise<T> {
+  const timeout_ms = scaledTimeout(unscaled_timeout_ms);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} did not finish within ${timeout_ms} ms`)), timeout_ms);
@@ -307,7 +309,8 @@ export async function closeWithin(close: () => Promise<void>, timeout_ms: number
 }
 
 /** Waits until every chunk of the snapshot left memory (the idle flush stored it), bounded. */
-export async function waitStored(engine: EngineControl, id: string, timeout_ms: number): Promise<void> {
+export async function waitStored(engine: EngineControl, id: string, unscaled_timeout_ms: number): Promise<void> {
+  const timeout_ms = scaledTimeout(unscaled_timeout_ms);
   const deadline = Date.now() + timeout_ms;
   const POLL_MS = 50;
   for (;;) {

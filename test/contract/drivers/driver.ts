@@ -14,19 +14,22 @@
 // frontend up on the given engine; list it in drivers/index.ts. Every
 // scenario then runs through it as "<scenario> via <name>".
 //
-// A ublk driver (later) runs where ublk exists, i.e. inside the Linux guest
-// (shared/UBLK-VM.md): unavailable() checks /dev/ublk-control, the ublk_drv
-// module and root; start() starts the ublk frontend on the engine; open()
-// adds a ublk device for the export (one per export, removed at close())
-// and opens /dev/ublkbN with O_DIRECT | O_RDWR through the native addon
-// (openExclusive with direct: true), so no page cache hides what the
-// engine did. O_DIRECT needs buffers, offsets and lengths aligned to the
-// device's logical block (512 or 4096): read() and write() then go through
-// an aligned bounce buffer (native alignedOffset) and refuse unaligned
-// ranges with EINVAL, and the scenarios keep their I/O sector-aligned as
-// they do now. Errors come back from pread/pwrite as errno (EIO after a
-// destroy or an overflow); flush() is fdatasync; writes that race a destroy
-// may also see the device go away (ENODEV), which the scenarios accept.
+// The ublk driver (ublk.ts) runs where ublk exists, i.e. inside the Linux
+// guest (shared/UBLK-VM.md), through test/guest/contract-ublk.guest.ts:
+// unavailable() checks root, loads ublk_drv and probes /dev/ublk-control;
+// start() starts the ublk frontend on the engine; open() publishes a device
+// for the export (one per export, deleted when its last target closes) and
+// opens /dev/ublkbN with O_DIRECT | O_RDWR through the native addon, so no
+// page cache hides what the engine did. Errors come back from pread/pwrite
+// as errno (EIO after a destroy or an overflow); flush() is fdatasync;
+// writes that race a destroy may also see the device go away (ENODEV),
+// which the scenarios accept.
+//
+// A driver that cannot run here is skipped with its reason. In CI that is
+// a failure, unless the driver names where its scenarios run instead
+// (covered_by: a guest program the guest suite runs, which CI never skips).
+// UBLKSNAP_CONTRACT_DRIVERS=a,b restricts the run to those drivers, and
+// then an unavailable one fails instead of skipping (drivers/index.ts).
 
 import type { Engine } from '../../../src/engine/engine';
 import type { BlockTarget } from '../../lib/block-target';
@@ -42,10 +45,17 @@ export interface FrontendDriver {
   close(): Promise<void>;
 }
 
+/** Why a driver cannot run here, and where its scenarios run instead. */
+export interface Unavailability {
+  reason: string;
+  /** Where these scenarios do run (a guest program), or null: then CI must not skip them. */
+  covered_by: string | null;
+}
+
 export interface DriverFactory {
   readonly name: string;
-  /** null when this driver can run here, else the reason it cannot (the scenario is skipped, loudly). */
-  unavailable(): string | null;
+  /** null when this driver can run here, else why not (the scenario is skipped, loudly, or fails; see above). */
+  unavailable(): Unavailability | null;
   /** Brings the frontend up on `engine`; scratch files go into scratch_dir. */
   start(engine: Engine, scratch_dir: string): Promise<FrontendDriver>;
 }
