@@ -9,7 +9,6 @@
 
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { test } from 'uvu';
 
@@ -19,7 +18,7 @@ import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
 import { CLOSE_TIMEOUT_MS, bounded, closeWithin } from '../lib/load';
-import { scaledTimeout, sized } from '../lib/slow-machine';
+import { sized } from '../lib/slow-machine';
 import type { FrontendDriver } from './drivers/driver';
 import { SCENARIO_RESULT_PREFIX } from './report-lines';
 import { selectedDrivers, unavailableOutcome } from './drivers';
@@ -28,35 +27,12 @@ import { selectedDrivers, unavailableOutcome } from './drivers';
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
 
 /**
- * How long the engine's actors may take to load and answer a first call.
- * Engine.start() does not wait for them, and the first control call
- * (attach) fails after the engine's 10 s (CONTROL_CALL_TIMEOUT_MS): in the
- * ublk guest, under TCG on a loaded machine, loading an actor's modules
- * took longer than that. Scaled like every hang bound (slow-machine.ts).
- */
-const ACTORS_ANSWER_TIMEOUT_MS = 60_000;
-const ACTORS_ANSWER_RETRY_MS = 100;
-/**
  * The guest size (slow-machine.ts) starts one actor of each kind instead of
  * the default two: each actor loads the engine's modules again, 10-20 s
  * apiece under TCG on a loaded machine, and the engine starts once per
  * scenario. Sessions of a frontend are served whole by one actor either way.
  */
 const GUEST_WORKERS = sized({}, { cow_workers: 1, image_workers: 1 });
-
-/** Waits until every actor answers a stats call: an actor still loading answers late, not never. */
-async function actorsAnswer(engine: Engine): Promise<void> {
-  const deadline = Date.now() + scaledTimeout(ACTORS_ANSWER_TIMEOUT_MS);
-  for (;;) {
-    try {
-      await engine.actorStats();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`the engine's actors did not answer within ${scaledTimeout(ACTORS_ANSWER_TIMEOUT_MS)} ms: ${(error as Error).message}`);
-      await sleep(ACTORS_ANSWER_RETRY_MS);
-    }
-  }
-}
 
 export interface Rig {
   engine: Engine;
@@ -117,7 +93,6 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           params: { ...SMALL_CHUNK_PARAMS, ...options.engine?.params },
         });
         const started = engine;
-        await actorsAnswer(started);
         driver = await factory.start(engine, dir);
         const opened = driver;
         const rig: Rig = {
