@@ -202,6 +202,25 @@ export function statusLines(status: DaemonStatus): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** The daemon bounds its own stop at 60 s (daemon/main.ts STOP_TIMEOUT_MS); a little more for the exit. */
+const SHUTDOWN_WAIT_MS = 75_000;
+const SHUTDOWN_POLL_MS = 100;
+
+/** Resolves once process pid is gone; ETIMEDOUT after timeout_ms. */
+async function waitForExit(pid: number, timeout_ms: number): Promise<void> {
+  const deadline = Date.now() + timeout_ms;
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch (error) {
+      // ESRCH: gone. EPERM: alive, another user's (a root daemon): keep waiting.
+      if ((error as NodeJS.ErrnoException).code === 'ESRCH') return;
+    }
+    if (Date.now() >= deadline) throw new UblksnapError('ETIMEDOUT', `the daemon (pid ${pid}) is still running ${timeout_ms} ms after it was asked to stop`);
+    await new Promise((resolve) => setTimeout(resolve, SHUTDOWN_POLL_MS));
+  }
+}
+
 // ── the table ────────────────────────────────────────────────────────────
 
 const BASIC_COMMANDS: readonly Command[] = [
@@ -414,11 +433,14 @@ const BASIC_COMMANDS: readonly Command[] = [
     summary: 'Stop the daemon; with --restart, leave the volumes\' ublk devices for the next daemon.',
     usage: '[--restart]',
     options: [{ name: 'restart', type: 'boolean', help: 'a planned restart: volume devices stay (their I/O waits) until the next daemon takes them back' }],
-    details: 'Returns once the daemon has begun to stop. Without --restart every ublk device is deleted, as on SIGTERM.\n'
+    details: 'Returns once the daemon process has exited. Without --restart every ublk device is deleted, as on SIGTERM.\n'
       + 'With --restart, start the daemon again on the same state dir: it takes each volume device back\n'
       + '(same /dev/ublkbN; mounted filesystems never see an error). Image devices are deleted either way.',
     run: async (context) => {
+      // The pid first: the reply comes before the stop, and the next daemon may start only after the exit.
+      const { pid } = (await call(context, 'status', {})).daemon;
       await call(context, 'shutdown', context.values.restart === true ? { restart: true } : {});
+      await waitForExit(pid, SHUTDOWN_WAIT_MS);
       printEmpty(context);
     },
   },

@@ -229,7 +229,7 @@ async function main(): Promise<void> {
     sh('cmp', ['-n', String(DISCARD_REGION_BYTES), small_file, '/dev/zero']);
   });
 
-  await step('the README recipe, exactly as written, backs up a mounted filesystem', () => {
+  await step('the README recipe, exactly as written, backs up a mounted filesystem and restarts the daemon under it', async () => {
     const dir = path.join(daemon!.dir, 'recipe');
     const bin = path.join(daemon!.dir, 'bin');
     mkdirSync(dir, { recursive: true });
@@ -237,11 +237,20 @@ async function main(): Promise<void> {
     // `ublksnap` as an installed binary would be: the checkout's CLI.
     writeFileSync(path.join(bin, 'ublksnap'), `#!/bin/sh\nexec ${process.execPath} ${CLI_PATH} "$@"\n`, { mode: 0o755 });
     writeFileSync(path.join(dir, 'recipe.sh'), readmeRecipe());
-    execFileSync('bash', ['-euo', 'pipefail', 'recipe.sh'], {
-      cwd: dir, timeout: TOOL_TIMEOUT_MS, stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, UBLKSNAP_SOCKET: daemon!.socket },
-    });
-    expect(readFileSync(path.join(dir, 'backup', 'file.txt'), 'utf8') === 'hello\n', 'backup/file.txt holds the pre-take file');
+    // The recipe restarts the daemon itself: the next one finds the socket and state dir in the environment.
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, UBLKSNAP_SOCKET: daemon!.socket, UBLKSNAP_STATE_DIR: daemon!.state_dir };
+    try {
+      execFileSync('bash', ['-euo', 'pipefail', 'recipe.sh'], { cwd: dir, timeout: TOOL_TIMEOUT_MS, stdio: ['ignore', 'inherit', 'inherit'], env });
+      expect(readFileSync(path.join(dir, 'backup', 'file.txt'), 'utf8') === 'hello\n', 'backup/file.txt holds the pre-take file');
+    } finally {
+      // The recipe's own daemon (if it got that far) gives way to this program's again.
+      try {
+        execFileSync(process.execPath, [CLI_PATH, 'shutdown'], { timeout: TOOL_TIMEOUT_MS, stdio: 'ignore', env });
+      } catch {
+        // No daemon answered: the recipe stopped between the two.
+      }
+    }
+    await daemon!.start({ log_level: 'info', params: ['chunk_minimum_shift=16'], start_timeout_ms: DAEMON_START_TIMEOUT_MS });
   });
 
   await step('detach --force under fio load: fio ends with errors, no hang, the device is gone', async () => {
