@@ -13,40 +13,24 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { disposeDaemon, keyValues, sparseFile, startDaemon, type TestDaemon } from '../lib/daemon';
+import {
+  expect, GUEST_CLI_TIMEOUT_MS, GUEST_DAEMON_START_TIMEOUT_MS, GUEST_TOOL_TIMEOUT_MS, log, sh, stepRunner,
+} from '../lib/guest-program';
 
 const MIB = 1024 * 1024;
 const VOLUME_BYTES = 32 * MIB;
 const BLOCK_BYTES = 64 * 1024;
 /** Node starts 6-8× slower under TCG: every CLI call and the daemon's start get room. */
-const CLI_TIMEOUT_MS = 60_000;
-const DAEMON_START_TIMEOUT_MS = 120_000;
-const TOOL_TIMEOUT_MS = 180_000;
+const CLI_TIMEOUT_MS = GUEST_CLI_TIMEOUT_MS;
+const DAEMON_START_TIMEOUT_MS = GUEST_DAEMON_START_TIMEOUT_MS;
+const TOOL_TIMEOUT_MS = GUEST_TOOL_TIMEOUT_MS;
 
 let daemon: TestDaemon | undefined;
 
-function log(message: string): void {
-  process.stdout.write(`[${process.uptime().toFixed(1)}s] ${message}\n`);
-}
 
-function sh(command: string, args: string[]): string {
-  return execFileSync(command, args, { encoding: 'utf8', timeout: TOOL_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
-function expect(condition: boolean, message: string): void {
-  if (!condition) throw new Error(message);
-}
 
-async function step(name: string, body: () => Promise<void> | void): Promise<void> {
-  try {
-    await body();
-    log(`ok - ${name}`);
-  } catch (error) {
-    log(`FAIL - ${name}: ${(error as Error).message}`);
-    if (daemon) log(`daemon log tail:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);
-    await disposeDaemon(daemon);
-    process.exit(1);
-  }
-}
+const step = stepRunner(() => daemon, () => disposeDaemon(daemon));
 
 async function cli(args: string[]): Promise<string> {
   return daemon!.ok(args, { timeout_ms: CLI_TIMEOUT_MS });

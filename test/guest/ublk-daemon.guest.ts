@@ -23,6 +23,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { CLI_PATH, REPO_ROOT, disposeDaemon, keyValues, sparseFile, startDaemon, type TestDaemon } from '../lib/daemon';
+import {
+  expect, GUEST_CLI_TIMEOUT_MS, GUEST_DAEMON_START_TIMEOUT_MS, GUEST_TOOL_TIMEOUT_MS, log, sh, stepRunner,
+} from '../lib/guest-program';
 import { recipe } from '../lib/recipes';
 
 /** The README's recipe this program runs in the guest (marked `<!-- recipe: ublk-mounted-backup guest -->`). */
@@ -32,9 +35,9 @@ const MIB = 1024 * 1024;
 const VOLUME_BYTES = 256 * MIB;
 const SMALL_VOLUME_BYTES = 64 * MIB;
 /** Node starts 6-8× slower under TCG: every CLI call and the daemon's start get room. */
-const CLI_TIMEOUT_MS = 60_000;
-const DAEMON_START_TIMEOUT_MS = 120_000;
-const TOOL_TIMEOUT_MS = 180_000;
+const CLI_TIMEOUT_MS = GUEST_CLI_TIMEOUT_MS;
+const DAEMON_START_TIMEOUT_MS = GUEST_DAEMON_START_TIMEOUT_MS;
+const TOOL_TIMEOUT_MS = GUEST_TOOL_TIMEOUT_MS;
 const FILES = ['a.bin', 'b.bin', 'c.bin'];
 const FILE_BYTES = MIB;
 /** The discard checks: 8 MiB written, then the first half punched, the second zeroed. */
@@ -47,29 +50,10 @@ const FIO_EXIT_AFTER_DELETE_MS = 30_000;
 let daemon: TestDaemon | undefined;
 const mounts: string[] = [];
 
-function log(message: string): void {
-  process.stdout.write(`[${process.uptime().toFixed(1)}s] ${message}\n`);
-}
 
-function sh(command: string, args: string[]): string {
-  return execFileSync(command, args, { encoding: 'utf8', timeout: TOOL_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
-function expect(condition: boolean, message: string): void {
-  if (!condition) throw new Error(message);
-}
 
-async function step(name: string, body: () => Promise<void> | void): Promise<void> {
-  try {
-    await body();
-    log(`ok - ${name}`);
-  } catch (error) {
-    log(`FAIL - ${name}: ${(error as Error).message}`);
-    if (daemon) log(`daemon log tail:\n${daemon.logs.split('\n').slice(-30).join('\n')}`);
-    await cleanup();
-    process.exit(1);
-  }
-}
+const step = stepRunner(() => daemon, cleanup);
 
 async function cleanup(): Promise<void> {
   for (const mount of mounts.splice(0).reverse()) {

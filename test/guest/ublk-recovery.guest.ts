@@ -14,18 +14,20 @@
 // starts are the slow part under emulation (30-60 s each): three in all.
 // By hand: test/vm/run-in-guest.sh -- node dist/test/guest/ublk-recovery.guest.js
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { keyValues, sparseFile, startDaemon, disposeDaemon, type TestDaemon } from '../lib/daemon';
+import {
+  expect, GUEST_CLI_TIMEOUT_MS, GUEST_DAEMON_START_TIMEOUT_MS, log, sh, stepRunner,
+} from '../lib/guest-program';
 
 const MIB = 1024 * 1024;
 const VOLUME_BYTES = 96 * MIB;
 /** Node starts 6-8× slower under TCG: every CLI call and the daemon's start get room. */
-const CLI_TIMEOUT_MS = 60_000;
-const DAEMON_START_TIMEOUT_MS = 120_000;
-const TOOL_TIMEOUT_MS = 180_000;
+const CLI_TIMEOUT_MS = GUEST_CLI_TIMEOUT_MS;
+const DAEMON_START_TIMEOUT_MS = GUEST_DAEMON_START_TIMEOUT_MS;
 /** fio must still be writing when the daemon dies: its write phase takes longer than this. */
 const LOAD_BEFORE_KILL_MS = 2_000;
 /** fio's whole run, the outage included, must end within this. */
@@ -35,29 +37,10 @@ let daemon: TestDaemon | undefined;
 const mounts: string[] = [];
 const children: ChildProcess[] = [];
 
-function log(message: string): void {
-  process.stdout.write(`[${process.uptime().toFixed(1)}s] ${message}\n`);
-}
 
-function sh(command: string, args: string[]): string {
-  return execFileSync(command, args, { encoding: 'utf8', timeout: TOOL_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
-function expect(condition: boolean, message: string): void {
-  if (!condition) throw new Error(message);
-}
 
-async function step(name: string, body: () => Promise<void> | void): Promise<void> {
-  try {
-    await body();
-    log(`ok - ${name}`);
-  } catch (error) {
-    log(`FAIL - ${name}: ${(error as Error).message}`);
-    if (daemon) log(`daemon log tail:\n${daemon.logs.split('\n').slice(-40).join('\n')}`);
-    await cleanup();
-    process.exit(1);
-  }
-}
+const step = stepRunner(() => daemon, cleanup);
 
 async function cleanup(): Promise<void> {
   for (const child of children.splice(0)) child.kill('SIGKILL');
