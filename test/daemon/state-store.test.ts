@@ -72,7 +72,7 @@ test('writeFileDurably: fsync of the temporary, then rename, then fsync of the d
   }
   const file = path.join(dir, 'traced.json');
   const trace = path.join(dir, 'trace.txt');
-  const store = path.join(REPO_ROOT, 'dist', 'src', 'daemon', 'state-store.js');
+  const store = path.join(REPO_ROOT, 'dist', 'src', 'shared', 'state-file.js');
   const script = `require(${JSON.stringify(store)}).writeFileDurably(${JSON.stringify(file)}, [Buffer.from('traced')])`;
   const result = await run('strace', ['-f', '-y', '-o', trace, '-e', 'trace=openat,fsync,fdatasync,rename,renameat,renameat2', process.execPath, '-e', script]);
   assert.is(result.code, 0, result.stderr);

@@ -228,6 +228,13 @@ async function main(): Promise<void> {
       expect(readFileSync(path.join(dir, 'backup', 'file.txt'), 'utf8') === 'hello\n', 'backup/file.txt holds the pre-take file');
     } finally {
       // The recipe's own daemon (if it got that far) gives way to this program's again.
+      for (const point of ['image', 'mnt']) {
+        try {
+          sh('umount', ['-l', path.join(dir, point)]);
+        } catch {
+          // Not mounted: the recipe got past its umount.
+        }
+      }
       try {
         execFileSync(process.execPath, [CLI_PATH, 'shutdown'], { timeout: TOOL_TIMEOUT_MS, stdio: 'ignore', env });
       } catch {
