@@ -177,8 +177,16 @@ async function main(): Promise<void> {
     await underLoad('SIGKILL', () => rmSync(path.join(daemon!.state_dir, 'ublk-devices', `${orphan_device.replace('/dev/ublkb', '')}.json`)));
   });
 
-  await step('the image device of the killed daemon is gone, never served stale', () => {
-    expect(!existsSync(image_device), `${image_device} is still there after the next daemon started`);
+  await step('the image device of the killed daemon is gone, never served stale', async () => {
+    // Its number may be taken again at once (the kernel picks the lowest free one): by a volume, never by an image.
+    const status = JSON.parse(await daemon!.ok(['status', '-j'], { timeout_ms: CLI_TIMEOUT_MS })) as {
+      snapshots: unknown[]; frontends: { kind: string; details?: Record<string, unknown> }[];
+    };
+    const details = status.frontends.find((frontend) => frontend.kind === 'ublk')?.details ?? {};
+    expect(status.snapshots.length === 0, 'a snapshot outlived its daemon');
+    expect(!Object.keys(details).some((name) => name.includes('@')), `an image is still served: ${JSON.stringify(details)}`);
+    const reused_by = Object.entries(details).find(([, value]) => typeof value === 'string' && value.startsWith(`${image_device} `));
+    expect(!existsSync(image_device) || reused_by !== undefined, `${image_device} is still there, served by no one`);
   });
 
   await step('cleanup deletes the device whose state is gone, and nothing else', async () => {
