@@ -102,7 +102,9 @@ export class Daemon {
         });
         await frontend.start();
         frontends.push(frontend);
-        undo.push(() => frontend.stop());
+        // A start that fails hands devices over as a planned restart does:
+        // the next attempt takes them back instead of failing their holders.
+        undo.push(() => frontend.stop({ restarting: true }));
       }
       if (!frontends.some((frontend) => frontend.kind === 'nbd') && (config.nbd_socket !== null || config.nbd_listen !== null)) {
         logger.warn('this build has no NBD frontend: --nbd-socket / --nbd-listen are ignored');
