@@ -56,11 +56,17 @@ interface Variant {
   label: string;
   chunk_bytes: number;
   params: Record<string, number>;
+  /** Drivers the variant is not run through (see below). */
+  except_drivers: readonly string[];
 }
 
+// The guest (slow-machine.ts) runs the 64 KiB variant only: the checks are
+// the same, the chunk size a parameter. So the 256 KiB variant is not
+// registered for ublk at all, rather than skipped on the host as if the
+// guest ran it.
 const VARIANTS: Variant[] = [
-  { label: '64 KiB chunks', chunk_bytes: 64 * KiB, params: {} },
-  { label: '256 KiB chunks', chunk_bytes: 256 * KiB, params: { chunk_minimum_shift: 18 } },
+  { label: '64 KiB chunks', chunk_bytes: 64 * KiB, params: {}, except_drivers: [] },
+  { label: '256 KiB chunks', chunk_bytes: 256 * KiB, params: { chunk_minimum_shift: 18 }, except_drivers: ['ublk'] },
 ];
 
 /** A written pattern: where, and the exact bytes. */
@@ -167,7 +173,7 @@ function defineVariant(variant: Variant): void {
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
     await checkWhole([volume], 'after destroy');
     await image.io.close();
-  }, { engine: { params: variant.params } });
+  }, { engine: { params: variant.params }, except_drivers: variant.except_drivers });
 
   defineScenario(`ACCEPTANCE 11: first and last blocks of ${BOUNDARY_CHUNK_COUNT} random chunks, then straddles of their boundaries, ${variant.label}`, async (rig) => {
     const seed = testSeed(`unaligned boundary, ${variant.label}, via ${rig.driver.name}`);
@@ -216,9 +222,8 @@ function defineVariant(variant: Variant): void {
     await within(engine.snapshotDestroy(id), STEP_TIMEOUT_MS, 'destroy');
     await checkWhole([volume], `after destroy (seed ${seed})`);
     await image.io.close();
-  }, { engine: { params: variant.params } });
+  }, { engine: { params: variant.params }, except_drivers: variant.except_drivers });
 }
 
-// The guest (slow-machine.ts) runs the 64 KiB variant only: the checks are the same, the chunk size a parameter.
 for (const variant of sized(VARIANTS, VARIANTS.slice(0, 1))) defineVariant(variant);
 test.run();

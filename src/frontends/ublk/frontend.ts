@@ -29,6 +29,7 @@ import { findHolders } from './holders';
 import { findLeftovers, processAlive } from './leftovers';
 import { deviceNumber, devicesUnder } from './stack';
 import { deleteDevice, UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
+import { ublkHostingFrom } from './session';
 
 /**
  * One queue: the kernel spreads requests over queues by submitting CPU, and
@@ -62,6 +63,8 @@ export class UblkFrontend implements Frontend {
   }
 
   async start(): Promise<void> {
+    // A bad hosting switch fails the start here, not each queue in its actor later.
+    ublkHostingFrom(process.env);
     const probe = ublkControlAvailable();
     if (!probe.available) {
       this.unavailable = probe.reason;
