@@ -96,7 +96,13 @@ export class UblkFrontend implements Frontend {
         }
         state = `state ${info.state}`;
       } catch (error) {
-        // ENODEV: deleted meanwhile (or a reboot): the record is all that is left.
+        const code = (error as { code?: string }).code;
+        if (code !== 'ENODEV' && code !== 'ENOENT') {
+          // A timeout or the like says nothing about the device: keep the record for the next start.
+          log.error({ err: (error as Error).message }, 'could not look at the ublk device of a record: left as it is');
+          continue;
+        }
+        // Deleted meanwhile (or a reboot): the record is all that is left.
         log.info({ err: (error as Error).message }, 'ublk device of a record is gone: record removed');
         this.records.remove(record.dev_id);
         continue;
