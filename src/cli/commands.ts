@@ -2,8 +2,9 @@
 // key=value output (DESIGN §6), each a thin client of one IPC method (or a
 // loop over one: readcbtmap, snapshot_watcher).
 
-import { closeSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { UblksnapError, fromSystemError } from '../shared/errors';
+import { processExited } from '../shared/process-state';
 import { sectorsToBytes } from '../shared/units';
 import { IpcClient, WAIT_MARGIN_MS, callOnce } from '../ipc/client';
 import {
@@ -206,28 +207,11 @@ export function statusLines(status: DaemonStatus): string {
 const SHUTDOWN_WAIT_MS = 75_000;
 const SHUTDOWN_POLL_MS = 100;
 
-/** True once pid has exited: gone, or a zombie its parent has not reaped yet. */
-function exited(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    // ESRCH: gone. EPERM: alive, another user's (a root daemon).
-    return (error as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-  try {
-    // "PID (comm) STATE …": the state follows the last ')'.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
-  } catch {
-    return true;
-  }
-}
-
 /** Resolves once process pid has exited; ETIMEDOUT after timeout_ms. */
 async function waitForExit(pid: number, timeout_ms: number): Promise<void> {
   const deadline = Date.now() + timeout_ms;
   for (;;) {
-    if (exited(pid)) return;
+    if (processExited(pid)) return;
     if (Date.now() >= deadline) throw new UblksnapError('ETIMEDOUT', `the daemon (pid ${pid}) is still running ${timeout_ms} ms after it was asked to stop`);
     await new Promise((resolve) => setTimeout(resolve, SHUTDOWN_POLL_MS));
   }
@@ -449,9 +433,8 @@ const BASIC_COMMANDS: readonly Command[] = [
       + 'With --restart, start the daemon again on the same state dir: it takes each volume device back\n'
       + '(same /dev/ublkbN; mounted filesystems never see an error). Image devices are deleted either way.',
     run: async (context) => {
-      // The pid first: the reply comes before the stop, and the next daemon may start only after the exit.
-      const { pid } = (await call(context, 'status', {})).daemon;
-      await call(context, 'shutdown', context.values.restart === true ? { restart: true } : {});
+      // The reply comes before the stop: the next daemon may start only after the exit.
+      const { pid } = await call(context, 'shutdown', context.values.restart === true ? { restart: true } : {});
       await waitForExit(pid, SHUTDOWN_WAIT_MS);
       printEmpty(context);
     },

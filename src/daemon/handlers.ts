@@ -240,7 +240,7 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       const restarting = params.restart ?? false;
       logger.info({ restarting }, 'shutdown requested over the control socket');
       setImmediate(() => context.requestStop(restarting ? 'shutdown --restart' : 'shutdown', { restarting }));
-      return {};
+      return { pid: process.pid };
     },
 
     cleanup: async (params) => {

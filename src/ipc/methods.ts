@@ -185,7 +185,8 @@ export interface ResultMap {
   snapshot_waitevent: WaitEventResult;
   snapshot_collect: { ids: string[] };
   snapshot_info: SnapshotInfoResult;
-  shutdown: Empty;
+  /** The daemon's pid: the client waits for its exit. */
+  shutdown: { pid: number };
   /** One phrase per thing found: deleted, or what would be with dry_run. */
   cleanup: { leftovers: string[] };
 }

@@ -26,7 +26,8 @@ import type { Frontend, FrontendContext, FrontendStatus, FrontendStopOptions } f
 import { DeviceRecords, type UblkDeviceRecord } from './device-records';
 import { freezeMounted } from './freeze';
 import { findHolders } from './holders';
-import { findLeftovers, processAlive } from './leftovers';
+import { processExited } from '../../shared/process-state';
+import { findLeftovers } from './leftovers';
 import { deviceNumber, devicesUnder } from './stack';
 import { deleteDevice, UblkDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
 import { ublkHostingFrom } from './session';
@@ -90,7 +91,7 @@ export class UblkFrontend implements Frontend {
       let state: string;
       try {
         const info = await ublkGetDeviceInfo(record.dev_id, UBLK_CONTROL_TIMEOUT_MS);
-        if (info.server_pid !== process.pid && info.server_pid !== record.server_pid && processAlive(info.server_pid)) {
+        if (info.server_pid !== process.pid && info.server_pid !== record.server_pid && !processExited(info.server_pid)) {
           log.warn({ server_pid: info.server_pid }, 'ublk device of a record is served by another process: left alone');
           continue;
         }

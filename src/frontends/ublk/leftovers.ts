@@ -9,6 +9,7 @@
 // alive: the device is then left alone, the safe side.)
 
 import { existsSync, readdirSync } from 'node:fs';
+import { processExited } from '../../shared/process-state';
 import { ublkGetDeviceInfo, UBLK_S_DEV_DEAD, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED } from '../../native/ublk';
 import type { DeviceRecords } from './device-records';
 import { deleteDevice, UBLK_CONTROL_TIMEOUT_MS } from './device';
@@ -20,16 +21,6 @@ const CHAR_DEVICE_NAME = /^ublkc(\d+)$/;
 const STATE_NAMES: Record<number, string> = {
   [UBLK_S_DEV_DEAD]: 'dead', [UBLK_S_DEV_LIVE]: 'live', [UBLK_S_DEV_QUIESCED]: 'quiesced',
 };
-
-export function processAlive(pid: number): boolean {
-  if (pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === 'EPERM';
-  }
-}
 
 /** The ids of every ublk device the kernel has now. */
 export function listDeviceIds(): number[] {
@@ -54,7 +45,7 @@ export async function findLeftovers(served: ReadonlySet<number>, records: Device
     } catch {
       continue; // deleted meanwhile
     }
-    if (processAlive(info.server_pid)) continue;
+    if (!processExited(info.server_pid)) continue;
     const what = `/dev/ublkb${dev_id} (${STATE_NAMES[info.state] ?? `state ${info.state}`}, server pid ${info.server_pid} gone)`;
     if (dry_run) {
       phrases.push(`${what}: would be deleted`);

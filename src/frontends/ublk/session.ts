@@ -181,6 +181,8 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   });
 
   const serve = (count: number): void => {
+    // Handing back: these stay with the kernel, uncommitted, for the next daemon.
+    if (handing_back) return;
     if (stats !== null) {
       stats.wakeups += 1;
       stats.requests += count;
@@ -195,7 +197,6 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
       let length_bytes = (requests[base + REQUEST_NR_SECTORS]! >>> 0) * SECTOR_BYTES;
       let offset_bytes = ((requests[base + REQUEST_START_SECTOR_HIGH]! >>> 0) * TWO_POW_32 +
         (requests[base + REQUEST_START_SECTOR_LOW]! >>> 0)) * SECTOR_BYTES;
-      if (handing_back) continue;
       counters.requests! += 1;
       if (closing || !context.isLive()) {
         // A detached volume or a destroyed image: its holders get EIO, never stale data.
