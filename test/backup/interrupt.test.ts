@@ -9,16 +9,14 @@
 
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  allocatedBytes, applyWrites, backupJson, cliOk, keyValues, manifestsOf, randomWrites, sha256File, snapshotIds, volumeUri,
+  allocatedBytes, applyWrites, backupJson, cliOk, keyValues, manifestsOf, randomWrites, sha256File, snapshotIds, startWithVolume, volumeUri,
 } from '../lib/backup-fixture';
-import { CLI_PATH, disposeDaemon, hardTimeout, runNode, startDaemon, type TestDaemon } from '../lib/daemon';
+import { CLI_PATH, disposeDaemon, hardTimeout, runNode, type TestDaemon } from '../lib/daemon';
 import { eventually } from '../lib/nbd-tools';
-import { randomBytes, seededRandom } from '../lib/random';
 import { gate } from '../lib/system';
 import { testSeed } from '../lib/workers';
 
@@ -35,11 +33,7 @@ let backups: string;
 let volume: string;
 
 suite.before(async () => {
-  daemon = await startDaemon('backup-interrupt');
-  backups = daemon.file('backups');
-  volume = daemon.file('vol.img');
-  writeFileSync(volume, randomBytes(seededRandom(testSeed('backup interrupt volume')), VOLUME_BYTES));
-  await cliOk(daemon, ['attach', '-d', volume, '--name', 'vol']);
+  ({ daemon, backups, volume } = await startWithVolume('interrupt', VOLUME_BYTES));
 });
 
 suite.after(async () => {

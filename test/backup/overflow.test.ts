@@ -7,16 +7,14 @@
 // while qemu-io writes 8 MiB over the volume (and the same writes go to the
 // expected copy); then a plain backup, a restore, and comparisons.
 
-import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { applyWrites, backupJson, cli, cliOk, manifestsOf, sha256File, snapshotIds, volumeUri } from '../lib/backup-fixture';
-import { disposeDaemon, hardTimeout, startDaemon, type TestDaemon } from '../lib/daemon';
+import { applyWrites, backupJson, cli, cliOk, manifestsOf, sha256File, snapshotIds, startWithVolume, volumeUri } from '../lib/backup-fixture';
+import { disposeDaemon, hardTimeout, type TestDaemon } from '../lib/daemon';
 import { eventually } from '../lib/nbd-tools';
-import { randomBytes, seededRandom } from '../lib/random';
 import { gate } from '../lib/system';
-import { testSeed } from '../lib/workers';
 
 const suite = gate(test, 'backup/overflow', { tools: ['qemu-io'] });
 hardTimeout(200_000, 'backup/overflow');
@@ -31,13 +29,9 @@ let volume: string;
 let expected: string;
 
 suite.before(async () => {
-  daemon = await startDaemon('backup-overflow');
-  backups = daemon.file('backups');
-  volume = daemon.file('vol.img');
+  ({ daemon, backups, volume } = await startWithVolume('overflow', VOLUME_BYTES));
   expected = daemon.file('expected.img');
-  writeFileSync(volume, randomBytes(seededRandom(testSeed('backup overflow volume')), VOLUME_BYTES));
   copyFileSync(volume, expected);
-  await cliOk(daemon, ['attach', '-d', volume, '--name', 'vol']);
 });
 
 suite.after(async () => {

@@ -8,10 +8,8 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { writeFileSync } from 'node:fs';
-import { applyWrites, backupJson, cliOk, randomWrites, sha256File, volumeUri } from '../lib/backup-fixture';
-import { disposeDaemon, hardTimeout, startDaemon, type TestDaemon } from '../lib/daemon';
-import { randomBytes, seededRandom } from '../lib/random';
+import { applyWrites, backupJson, cliOk, randomWrites, sha256File, startWithVolume, volumeUri } from '../lib/backup-fixture';
+import { disposeDaemon, hardTimeout, type TestDaemon } from '../lib/daemon';
 import { gate } from '../lib/system';
 import { testSeed } from '../lib/workers';
 
@@ -29,11 +27,7 @@ let backups: string;
 let volume: string;
 
 suite.before(async () => {
-  daemon = await startDaemon('backup-restart');
-  backups = daemon.file('backups');
-  volume = daemon.file('vol.img');
-  writeFileSync(volume, randomBytes(seededRandom(testSeed('backup restart volume')), VOLUME_BYTES));
-  await cliOk(daemon, ['attach', '-d', volume, '--name', 'vol']);
+  ({ daemon, backups, volume } = await startWithVolume('restart', VOLUME_BYTES));
 });
 
 suite.after(async () => {

@@ -11,11 +11,9 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { segmentPieces } from '../../src/backup/manifest';
-import { applyWrites, backupJson, cli, cliOk, keyValues, readManifest, volumeUri } from '../lib/backup-fixture';
-import { disposeDaemon, hardTimeout, startDaemon, type TestDaemon } from '../lib/daemon';
-import { randomBytes, seededRandom } from '../lib/random';
+import { applyWrites, backupJson, cli, cliOk, keyValues, readManifest, startWithVolume, volumeUri } from '../lib/backup-fixture';
+import { disposeDaemon, hardTimeout, type TestDaemon } from '../lib/daemon';
 import { gate } from '../lib/system';
-import { testSeed } from '../lib/workers';
 
 const suite = gate(test, 'backup/verify-corrupt', { tools: ['qemu-io'] });
 hardTimeout(150_000, 'backup/verify-corrupt');
@@ -29,11 +27,7 @@ let daemon: TestDaemon;
 let backups: string;
 
 suite.before(async () => {
-  daemon = await startDaemon('backup-verify');
-  backups = daemon.file('backups');
-  const volume = daemon.file('vol.img');
-  writeFileSync(volume, randomBytes(seededRandom(testSeed('backup verify volume')), VOLUME_BYTES));
-  await cliOk(daemon, ['attach', '-d', volume, '--name', 'vol']);
+  ({ daemon, backups } = await startWithVolume('verify', VOLUME_BYTES));
   await backupJson(daemon, ['-d', 'vol', '--dir', backups]);
   await applyWrites(volumeUri(daemon, 'vol'), [{ offset: 5 * MiB + 4096, length_bytes: 200_000, pattern: 0x77 }]);
   const second = await backupJson(daemon, ['-d', 'vol', '--dir', backups]);

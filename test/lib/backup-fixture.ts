@@ -5,11 +5,12 @@
 // of files to compare points with.
 
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { runOk } from './nbd-tools';
-import { keyValues, runNode, CLI_PATH, type RunResult, type TestDaemon } from './daemon';
-import { seededRandom } from './random';
+import { keyValues, runNode, startDaemon, CLI_PATH, type RunResult, type TestDaemon } from './daemon';
+import { randomBytes, seededRandom } from './random';
+import { testSeed } from './workers';
 
 export interface VolumeWrite {
   offset: number;
@@ -95,3 +96,21 @@ export async function snapshotIds(daemon: TestDaemon): Promise<string[]> {
 }
 
 export { keyValues };
+
+/** A daemon of its own (`backup-NAME`) and where its backups go. */
+export interface BackupRig {
+  daemon: TestDaemon;
+  backups: string;
+  /** The file of volume `vol`: seeded random bytes, attached. */
+  volume: string;
+}
+
+/** Starts a daemon with one volume `vol` of size_bytes random bytes, seeded by name. */
+export async function startWithVolume(name: string, size_bytes: number): Promise<BackupRig> {
+  const daemon = await startDaemon(`backup-${name}`);
+  const backups = daemon.file('backups');
+  const volume = daemon.file('vol.img');
+  writeFileSync(volume, randomBytes(seededRandom(testSeed(`backup ${name} volume`)), size_bytes));
+  await cliOk(daemon, ['attach', '-d', volume, '--name', 'vol']);
+  return { daemon, backups, volume };
+}
