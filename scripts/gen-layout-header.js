@@ -9,6 +9,9 @@
 //   src/shared/ring.ts            RING_LAYOUT, ringBytes()
 //   src/shared/request-record.ts  REQUEST_RECORD_LAYOUT, COMPLETION_RECORD_LAYOUT,
 //                                 IO_OP_VALUES, IO_FLAG_VALUES, *_FIELD_MAX
+//   src/shared/volume-control.ts  VOLUME_CONTROL_LAYOUT
+//   src/shared/cbt-map.ts         CBT_MAP_LAYOUT
+//   src/shared/write-hold.ts      WRITE_HOLD_LAYOUT
 //        │ npx tsc -p .            (the runtime tables end up in dist/)
 //        ▼
 //   node scripts/gen-layout-header.js        reads dist/src/shared/*.js
@@ -76,7 +79,10 @@ function qualifiedList(namespace, names) {
 
 /** The compiled modules' exports that the header is made of. */
 function loadLayouts() {
-  return { ...loadShared('ring'), ...loadShared('request-record') };
+  return {
+    ...loadShared('ring'), ...loadShared('request-record'), ...loadShared('volume-control'),
+    ...loadShared('cbt-map'), ...loadShared('write-hold'),
+  };
 }
 
 /**
@@ -87,6 +93,7 @@ function generateLayoutHeader(layouts = loadLayouts()) {
   const {
     RING_LAYOUT, ringBytes, REQUEST_RECORD_LAYOUT, COMPLETION_RECORD_LAYOUT, IO_OP_VALUES, IO_FLAG_VALUES,
     REQUEST_FIELD_MAX, COMPLETION_FIELD_MAX, REQUEST_WORDS, COMPLETION_WORDS, IO_FLAGS_MASK,
+    VOLUME_CONTROL_LAYOUT, CBT_MAP_LAYOUT, WRITE_HOLD_LAYOUT,
   } = layouts;
   const ring_header_words = ['HEAD', 'TAIL', 'CONSUMER_SLEEPERS', 'CONSUMER_DOORBELL', 'PRODUCER_SLEEPERS',
     'PRODUCER_DOORBELL', 'CAPACITY', 'RECORD_WORDS'];
@@ -103,6 +110,9 @@ function generateLayoutHeader(layouts = loadLayouts()) {
     '//   src/shared/request-record.ts  REQUEST_RECORD_LAYOUT, COMPLETION_RECORD_LAYOUT,',
     '//                                 IO_OP_VALUES, IO_FLAG_VALUES, REQUEST_FIELD_MAX,',
     '//                                 COMPLETION_FIELD_MAX',
+    '//   src/shared/volume-control.ts  VOLUME_CONTROL_LAYOUT',
+    '//   src/shared/cbt-map.ts         CBT_MAP_LAYOUT',
+    '//   src/shared/write-hold.ts      WRITE_HOLD_LAYOUT',
     '// To change a layout, change the TypeScript, then run',
     '//   npx tsc -p . && node scripts/gen-layout-header.js',
     '// and commit both; test/native/layout-header.test.ts fails while they differ.',
@@ -171,6 +181,23 @@ function generateLayoutHeader(layouts = loadLayouts()) {
     `constexpr int32_t kMask = ${int32(IO_FLAGS_MASK, 'IO_FLAGS_MASK')};`,
     '}  // namespace io_flags',
     '',
+    '// A volume\'s control block (volume-control.ts): word indices, its size in',
+    '// words, and the ARMED_AREA value that means no diff area.',
+    'namespace volume_control {',
+    ...constants(VOLUME_CONTROL_LAYOUT, 'VOLUME_CONTROL_LAYOUT'),
+    '}  // namespace volume_control',
+    '',
+    '// A CBT map (cbt-map.ts): header word indices (BLOCK_SHIFT is log2 of the',
+    '// tracking block in bytes) and the byte where ACTIVE[block_count] starts.',
+    'namespace cbt_map {',
+    ...constants(CBT_MAP_LAYOUT, 'CBT_MAP_LAYOUT'),
+    '}  // namespace cbt_map',
+    '',
+    '// The test-only write hold (write-hold.ts).',
+    'namespace write_hold {',
+    ...constants(WRITE_HOLD_LAYOUT, 'WRITE_HOLD_LAYOUT'),
+    '}  // namespace write_hold',
+    '',
     '// What the compiler can check of the above.',
     'namespace detail {',
     '// Every value of words lies in [0, limit) and none repeats.',
@@ -206,6 +233,9 @@ function generateLayoutHeader(layouts = loadLayouts()) {
     'static_assert(request::max::kOp == io_op::kWriteZeroes, "OP is an IoOp");',
     'static_assert(request::max::kFlags == io_flags::kMask && io_flags::kMask == (io_flags::kFua | io_flags::kMayUnmap), "FLAGS holds the IoFlags bits");',
     'static_assert(completion::max::kTag == request::max::kTag, "a completion answers a request tag");',
+    'static_assert(volume_control::kDetached < volume_control::kWords && volume_control::kArmedArea < volume_control::kWords, "control words fit the block");',
+    'static_assert(cbt_map::kMapsByte >= (cbt_map::kBlockCount + 1) * 4, "the maps start after the header words");',
+    'static_assert(write_hold::kArmed < write_hold::kWords, "the hold\'s ARMED word fits it");',
     ...ring_samples,
     '',
     '}  // namespace layout',

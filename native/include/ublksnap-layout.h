@@ -4,6 +4,9 @@
 //   src/shared/request-record.ts  REQUEST_RECORD_LAYOUT, COMPLETION_RECORD_LAYOUT,
 //                                 IO_OP_VALUES, IO_FLAG_VALUES, REQUEST_FIELD_MAX,
 //                                 COMPLETION_FIELD_MAX
+//   src/shared/volume-control.ts  VOLUME_CONTROL_LAYOUT
+//   src/shared/cbt-map.ts         CBT_MAP_LAYOUT
+//   src/shared/write-hold.ts      WRITE_HOLD_LAYOUT
 // To change a layout, change the TypeScript, then run
 //   npx tsc -p . && node scripts/gen-layout-header.js
 // and commit both; test/native/layout-header.test.ts fails while they differ.
@@ -107,6 +110,32 @@ constexpr int32_t kMayUnmap = 2;
 constexpr int32_t kMask = 3;
 }  // namespace io_flags
 
+// A volume's control block (volume-control.ts): word indices, its size in
+// words, and the ARMED_AREA value that means no diff area.
+namespace volume_control {
+constexpr int32_t kFrozen = 0;
+constexpr int32_t kWritesInFlight = 1;
+constexpr int32_t kArmedArea = 2;
+constexpr int32_t kDetached = 6;
+constexpr int32_t kWords = 8;
+constexpr int32_t kNoArea = -1;
+}  // namespace volume_control
+
+// A CBT map (cbt-map.ts): header word indices (BLOCK_SHIFT is log2 of the
+// tracking block in bytes) and the byte where ACTIVE[block_count] starts.
+namespace cbt_map {
+constexpr int32_t kActiveNumber = 0;
+constexpr int32_t kBlockShift = 2;
+constexpr int32_t kBlockCount = 3;
+constexpr int32_t kMapsByte = 64;
+}  // namespace cbt_map
+
+// The test-only write hold (write-hold.ts).
+namespace write_hold {
+constexpr int32_t kArmed = 0;
+constexpr int32_t kWords = 4;
+}  // namespace write_hold
+
 // What the compiler can check of the above.
 namespace detail {
 // Every value of words lies in [0, limit) and none repeats.
@@ -142,6 +171,9 @@ static_assert((request::max::kOffsetBytes >> 32) <= INT32_MAX, "OFFSET_HIGH fits
 static_assert(request::max::kOp == io_op::kWriteZeroes, "OP is an IoOp");
 static_assert(request::max::kFlags == io_flags::kMask && io_flags::kMask == (io_flags::kFua | io_flags::kMayUnmap), "FLAGS holds the IoFlags bits");
 static_assert(completion::max::kTag == request::max::kTag, "a completion answers a request tag");
+static_assert(volume_control::kDetached < volume_control::kWords && volume_control::kArmedArea < volume_control::kWords, "control words fit the block");
+static_assert(cbt_map::kMapsByte >= (cbt_map::kBlockCount + 1) * 4, "the maps start after the header words");
+static_assert(write_hold::kArmed < write_hold::kWords, "the hold's ARMED word fits it");
 static_assert(ring::Bytes(1, 1) == int64_t{200}, "ring.ts ringBytes(1, 1)");
 static_assert(ring::Bytes(4, 2) == int64_t{240}, "ring.ts ringBytes(4, 2)");
 static_assert(ring::Bytes(64, 9) == int64_t{2752}, "ring.ts ringBytes(64, 9)");

@@ -181,24 +181,39 @@ void QueueCore::Harvest() {
 }
 
 uint32_t QueueCore::Report() {
-  uint32_t count = ready_count_;
-  for (uint32_t index = 0; index < count; index += 1) {
+  uint32_t count = 0;
+  for (uint32_t index = 0; index < ready_count_; index += 1) {
     uint32_t tag = ready_[index];
     // The descriptor was written before its CQE, which Harvest read with acquire.
     const uapi::IoDesc& desc = descriptors_[tag];
-    int32_t* record = config_.records + index * kRequestWords;
+    states_[tag] = kOwned;
+    stats_.in_flight += 1;
+    if (direct_ != nullptr && ServeDirectly(tag, desc)) continue;
+    int32_t* record = config_.records + count * kRequestWords;
     record[kWordTag] = static_cast<int32_t>(tag);
     record[kWordOp] = static_cast<int32_t>(desc.op_flags & uapi::kIoOpMask);
     record[kWordFlags] = static_cast<int32_t>(desc.op_flags & ~uapi::kIoOpMask);
     record[kWordNrSectors] = static_cast<int32_t>(desc.nr_sectors);
     record[kWordStartLow] = static_cast<int32_t>(static_cast<uint32_t>(desc.start_sector));
     record[kWordStartHigh] = static_cast<int32_t>(static_cast<uint32_t>(desc.start_sector >> 32));
-    states_[tag] = kOwned;
+    count += 1;
   }
   ready_count_ = 0;
   stats_.delivered += count;
-  stats_.in_flight += count;
+  if (direct_ != nullptr) stats_.direct = direct_->counts();
   return count;
+}
+
+bool QueueCore::ServeDirectly(uint32_t tag, const uapi::IoDesc& desc) {
+  int32_t result = 0;
+  uint64_t offset = desc.start_sector << uapi::kSectorShift;
+  uint64_t length = uint64_t{desc.nr_sectors} << uapi::kSectorShift;
+  if (!direct_->Serve(static_cast<uint8_t>(desc.op_flags & uapi::kIoOpMask), desc.op_flags & ~uapi::kIoOpMask, offset,
+                      length, SlotAddress(tag), config_.slot_bytes, &result)) {
+    return false;
+  }
+  // Owned by this thread since above; one SQE per tag always fits.
+  return Commit(tag, result) == CommitStatus::kOk;
 }
 
 CommitStatus QueueCore::Commit(uint32_t tag, int32_t result) {

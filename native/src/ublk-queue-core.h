@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "direct-volume.h"
 #include "ublk-ring.h"
 #include "ublk-uapi.h"
 
@@ -64,6 +65,7 @@ struct QueueStats {
   uint32_t failed = 0;      // tags ended by another error CQE
   int32_t last_error = 0;   // the errno of the last such CQE
   uint64_t wakeups = 0;     // a queue thread's returns from io_uring_enter (0 on an event loop)
+  DirectCounts direct;      // requests served without JavaScript (direct-volume.h)
 };
 
 enum class CommitStatus { kOk, kBadTag, kNotOwned, kClosed, kNoSqe };
@@ -89,8 +91,13 @@ class QueueCore {
   void DrainEventFd();
   // Moves every CQE into the tags' states (no JavaScript involved).
   void Harvest();
-  // Writes one record per ready tag, from 0; returns how many.
+  // Serves what the direct volume can (committing it, no system call) and
+  // writes one record per other ready tag, from 0; returns how many records.
   uint32_t Report();
+  // The volume whose requests Report serves without JavaScript, or none
+  // (nullptr). Only a thread that runs JavaScript may host one: see
+  // DirectVolume::TakeDrainedWhileFrozen.
+  void ServeDirect(DirectVolume* direct) { direct_ = direct; }
   // Queues COMMIT_AND_FETCH_REQ for an owned tag; no system call.
   CommitStatus Commit(uint32_t tag, int32_t result);
   // Submits every queued SQE; returns the count or -errno.
@@ -123,6 +130,7 @@ class QueueCore {
   // True while any tag's FETCH or COMMIT_AND_FETCH is still with the kernel.
   bool KernelHoldsAny() const;
   void PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result);
+  bool ServeDirectly(uint32_t tag, const uapi::IoDesc& desc);
   uint8_t* SlotAddress(uint32_t tag) const { return config_.slots + tag * config_.slot_bytes; }
 
   QueueConfig config_;
@@ -135,6 +143,7 @@ class QueueCore {
   std::unique_ptr<uint16_t[]> ready_;   // tags harvested, not yet reported
   uint32_t ready_count_ = 0;
   bool doorbell_rang_ = false;
+  DirectVolume* direct_ = nullptr;
   QueueStats stats_;
 };
 

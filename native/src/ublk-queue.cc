@@ -21,6 +21,7 @@
 #include <climits>
 #include <memory>
 
+#include "../include/ublksnap-layout.h"
 #include "addon.h"
 #include "args.h"
 #include "errors.h"
@@ -34,6 +35,7 @@ namespace {
 constexpr const char* kConstructorSignature = "new UblkQueue(options)";
 constexpr const char* kStartSignature = "UblkQueue.start(onRequests)";
 constexpr const char* kCommitSignature = "UblkQueue.commit(tag, result)";
+constexpr const char* kServeDirectSignature = "UblkQueue.serveDirect(volume | null)";
 // The most negative commit result: -MAX_ERRNO.
 constexpr int64_t kErrnoMax = 4095;
 // Slots hold whole sectors; a slot above 1 GiB is surely a unit mistake.
@@ -69,7 +71,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
     return DefineClass(env, "UblkQueue",
                        {InstanceMethod<&UblkQueue::Start>("start"), InstanceMethod<&UblkQueue::Commit>("commit"),
                         InstanceMethod<&UblkQueue::Submit>("submit"), InstanceMethod<&UblkQueue::Stats>("stats"),
-                        InstanceMethod<&UblkQueue::Close>("close")});
+                        InstanceMethod<&UblkQueue::ServeDirect>("serveDirect"), InstanceMethod<&UblkQueue::Close>("close")});
   }
 
   explicit UblkQueue(const Napi::CallbackInfo& info);
@@ -87,6 +89,9 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   Napi::Value Commit(const Napi::CallbackInfo& info);
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
+  Napi::Value ServeDirect(const Napi::CallbackInfo& info);
+  bool ReadDirectVolume(Napi::Env env, const Napi::Object& volume, DirectVolumeConfig* config);
+  void StopDirect();
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
@@ -103,6 +108,10 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   uint32_t Receive();
 
   QueueCore core_;                            // the event-loop host
+  DirectVolume direct_;                       // served without JavaScript (event-loop host only)
+  Napi::ObjectReference direct_control_ref_;  // keep the direct volume's shared words alive
+  Napi::ObjectReference direct_cbt_ref_;
+  Napi::ObjectReference direct_hold_ref_;
   std::unique_ptr<QueueThread> thread_host_;  // or the native-thread host
   uint32_t queue_depth_ = 0;
   Napi::ObjectReference buffer_ref_;     // keeps the slots' memory alive
@@ -264,19 +273,28 @@ uint32_t UblkQueue::Receive() {
 
 void UblkQueue::OnReadable() {
   uint32_t count = Receive();
-  if (count == 0) return;
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
-  in_callback_ = true;
-  on_requests_.MakeCallback(Value(), {Napi::Number::New(env, count)}, *async_context_);
-  in_callback_ = false;
-  // close() inside the callback left these for now: they were in use.
-  if (!is_open()) ReleaseCallback();
-  if (env.IsExceptionPending()) {
-    // An exception from the callback belongs to the process, as from any event.
-    Napi::Error error = env.GetAndClearPendingException();
-    napi_fatal_exception(env, error.Value());
+  // A direct write emptied a frozen gate: JavaScript must wake the take waiting for it.
+  bool drained = direct_.TakeDrainedWhileFrozen();
+  if (count > 0 || drained) {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    in_callback_ = true;
+    on_requests_.MakeCallback(Value(), {Napi::Number::New(env, count), Napi::Boolean::New(env, drained)},
+                              *async_context_);
+    in_callback_ = false;
+    // close() inside the callback left these for now: they were in use.
+    if (!is_open()) ReleaseCallback();
+    if (env.IsExceptionPending()) {
+      // An exception from the callback belongs to the process, as from any event.
+      Napi::Error error = env.GetAndClearPendingException();
+      napi_fatal_exception(env, error.Value());
+      return;
+    }
   }
+  // Commits of directly served requests, and any JavaScript left for later
+  // (its requests all parked): one io_uring_enter. A failure stays queued
+  // for the next wake-up's Receive.
+  if (!thread_host_ && core_.Unsubmitted() > 0) core_.Submit();
 }
 
 Napi::Value UblkQueue::Commit(const Napi::CallbackInfo& info) {
@@ -332,7 +350,110 @@ Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   result.Set("unsubmitted", Napi::Number::New(env, Unsubmitted()));
   result.Set("wakeups", Napi::Number::New(env, static_cast<double>(stats.wakeups)));
   result.Set("native_thread", Napi::Boolean::New(env, thread_host_ != nullptr));
+  result.Set("direct", Napi::Boolean::New(env, direct_.attached()));
+  result.Set("direct_reads", Napi::Number::New(env, static_cast<double>(stats.direct.reads)));
+  result.Set("direct_writes", Napi::Number::New(env, static_cast<double>(stats.direct.writes)));
+  result.Set("direct_bytes_read", Napi::Number::New(env, static_cast<double>(stats.direct.bytes_read)));
+  result.Set("direct_bytes_written", Napi::Number::New(env, static_cast<double>(stats.direct.bytes_written)));
+  result.Set("direct_declined", Napi::Number::New(env, static_cast<double>(stats.direct.declined)));
   return result;
+}
+
+// serveDirect({ fd, capacity_bytes, control, cbt, write_hold? }) starts
+// serving that volume's plain reads and writes here (direct-volume.h);
+// serveDirect(null) stops it, before the next request. The buffers are the
+// volume's SharedArrayBuffers (descriptors.ts VolumeDescriptor).
+Napi::Value UblkQueue::ServeDirect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* s = kServeDirectSignature;
+  if (!CheckArgCount(info, 1, 1, s)) return env.Undefined();
+  if (info[0].IsNull()) {
+    StopDirect();
+    return env.Undefined();
+  }
+  if (thread_host_) {
+    // A native queue thread cannot wake a JavaScript waiter (the take's drain).
+    ThrowTypeError(env, std::string(s) + ": needs the event-loop hosting, not a native queue thread");
+    return env.Undefined();
+  }
+  if (!is_open()) {
+    ThrowTypeError(env, std::string(s) + ": queue is closed");
+    return env.Undefined();
+  }
+  Napi::Object volume;
+  DirectVolumeConfig config;
+  if (!ReadObject(info, 0, s, "volume", &volume) ||
+      !ReadOptions(info, 0, s, {"fd", "capacity_bytes", "control", "cbt", "write_hold"}, &volume) ||
+      !ReadDirectVolume(env, volume, &config)) {
+    return env.Undefined();
+  }
+  StopDirect();
+  int error = direct_.Attach(config);
+  if (error != 0) {
+    ThrowErrno(env, error, "dup");
+    return env.Undefined();
+  }
+  direct_control_ref_ = Napi::Persistent(volume.Get("control").As<Napi::Object>());
+  direct_cbt_ref_ = Napi::Persistent(volume.Get("cbt").As<Napi::Object>());
+  Napi::Value hold = volume.Get("write_hold");
+  if (!hold.IsUndefined()) direct_hold_ref_ = Napi::Persistent(hold.As<Napi::Object>());
+  core_.ServeDirect(&direct_);
+  return env.Undefined();
+}
+
+bool UblkQueue::ReadDirectVolume(Napi::Env env, const Napi::Object& volume, DirectVolumeConfig* config) {
+  const char* s = kServeDirectSignature;
+  uint64_t fd = 0, capacity = 0;
+  if (!ReadUintProperty(env, volume, "fd", s, 0, INT32_MAX, &fd) ||
+      !ReadUintProperty(env, volume, "capacity_bytes", s, 0, kSafeIntegerMax, &capacity)) {
+    return false;
+  }
+  auto shared = [&](const char* name, size_t bytes_min, bool optional, uint8_t** data, size_t* bytes) {
+    Napi::Value value = volume.Get(name);
+    if (env.IsExceptionPending()) return false;
+    if (optional && value.IsUndefined()) return true;
+    // Node-API cannot take a SharedArrayBuffer itself: a Uint8Array over all of it (src/native/ublk.ts).
+    bool is_bytes = value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+    if (!is_bytes || value.As<Napi::Uint8Array>().ByteLength() < bytes_min) {
+      ThrowTypeError(env, std::string(s) + ": volume." + name + " must be a Uint8Array over a SharedArrayBuffer of at least " +
+                              std::to_string(bytes_min) + " bytes");
+      return false;
+    }
+    *data = value.As<Napi::Uint8Array>().Data();
+    *bytes = value.As<Napi::Uint8Array>().ByteLength();
+    return true;
+  };
+  uint8_t* control = nullptr;
+  uint8_t* hold = nullptr;
+  size_t control_bytes = 0, hold_bytes = 0, cbt_bytes = 0;
+  if (!shared("control", layout::volume_control::kWords * sizeof(int32_t), false, &control, &control_bytes) ||
+      !shared("cbt", layout::cbt_map::kMapsByte, false, &config->cbt, &cbt_bytes) ||
+      !shared("write_hold", layout::write_hold::kWords * sizeof(int32_t), true, &hold, &hold_bytes)) {
+    return false;
+  }
+  // The map's own header says how many blocks follow: both copies must be there.
+  const auto* cbt_header = reinterpret_cast<const int32_t*>(config->cbt);
+  int64_t block_count = cbt_header[layout::cbt_map::kBlockCount];
+  int32_t block_shift = cbt_header[layout::cbt_map::kBlockShift];
+  if (block_count < 0 || block_shift < 9 || block_shift > 40 ||
+      static_cast<uint64_t>(layout::cbt_map::kMapsByte + 2 * block_count) > cbt_bytes) {
+    ThrowTypeError(env, std::string(s) + ": volume.cbt is not a CBT map");
+    return false;
+  }
+  config->fd = static_cast<int>(fd);
+  config->capacity_bytes = capacity;
+  config->control = reinterpret_cast<int32_t*>(control);
+  config->cbt_bytes = cbt_bytes;
+  config->write_hold = reinterpret_cast<int32_t*>(hold);
+  return true;
+}
+
+void UblkQueue::StopDirect() {
+  core_.ServeDirect(nullptr);
+  direct_.Detach();
+  if (!direct_control_ref_.IsEmpty()) direct_control_ref_.Reset();
+  if (!direct_cbt_ref_.IsEmpty()) direct_cbt_ref_.Reset();
+  if (!direct_hold_ref_.IsEmpty()) direct_hold_ref_.Reset();
 }
 
 Napi::Value UblkQueue::Close(const Napi::CallbackInfo& info) {
@@ -358,6 +479,7 @@ void UblkQueue::Shutdown() {
   StopPoll();
   // The queue thread is joined here: it ends the ring it made.
   if (thread_host_) thread_host_->Close();
+  StopDirect();
   core_.Close();
   if (!buffer_ref_.IsEmpty()) buffer_ref_.Reset();
   if (!requests_ref_.IsEmpty()) requests_ref_.Reset();

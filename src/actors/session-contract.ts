@@ -21,6 +21,7 @@
 // buffer: DiffArea, bounded by BUFFER_WAIT_TIMEOUT_MS), and while it waits
 // every other session of this actor waits too.
 
+import type { VolumeDescriptor } from '../shared/descriptors';
 import type { IoQueue } from '../shared/io-queue';
 
 export type ActorLogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -60,8 +61,24 @@ export interface SessionContext {
   isLive(): boolean;
   /** Copies the frozen CBT map of the target's volume from first_block; returns bytes copied. */
   readSnapshotCbt(first_block: number, target: Uint8Array): number;
+  /**
+   * The target volume's descriptor and shared words, for a session whose
+   * native code serves plain reads and writes itself under the volume's
+   * write gate (DirectVolumeAccess); null for an image, or a volume gone.
+   */
+  directVolume(): DirectVolumeAccess | null;
   readonly logger: SessionLogger;
 }
+
+/**
+ * What native code needs to serve a live volume's reads, and its writes
+ * while no snapshot needs copy-before-write, exactly as the actor's handler
+ * would (cow/volume-requests.ts): the descriptor, the control block whose
+ * write gate it enters, the CBT map it marks, and the test-only write hold
+ * it must leave to the actor. Valid while the session runs; the control
+ * block's DETACHED word says when to stop.
+ */
+export type DirectVolumeAccess = Pick<VolumeDescriptor, 'fd' | 'capacity_bytes' | 'control' | 'cbt' | 'write_hold'>;
 
 /** A session the module started. */
 export interface RunningSession {

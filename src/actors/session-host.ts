@@ -4,7 +4,7 @@
 // host loads the frontend's module by the path the descriptor names and
 // knows nothing else of it.
 
-import { handleVolume } from '../shared/request-record';
+import { handleIsImage, handleVolume } from '../shared/request-record';
 import { targetIsLive } from '../shared/volume-control';
 import type { IoRegistry } from '../cow/registry';
 import { ActorLocalQueue, type QueueHost } from './local-queue';
@@ -35,6 +35,12 @@ export class SessionHost {
       queue,
       isLive: () => targetIsLive(registry.volumes[volume_index]?.control, descriptor.target_handle),
       readSnapshotCbt: (first_block, target) => registry.volumes[volume_index]?.cbt.readSnapshot(first_block, target) ?? 0,
+      directVolume: () => {
+        const volume = registry.volumes[volume_index];
+        if (volume === undefined || handleIsImage(descriptor.target_handle)) return null;
+        const { fd, capacity_bytes, control, cbt, write_hold } = volume.descriptor;
+        return { fd, capacity_bytes, control, cbt, ...(write_hold ? { write_hold } : {}) };
+      },
       logger: { log: this.log },
     };
     let running: RunningSession;

@@ -20,7 +20,7 @@ export { IoFlags, IoOp } from '../shared/request-record';
 export type { IoQueue } from '../shared/io-queue';
 export type { CbtInfo, CbtState } from '../shared/cbt-map';
 export type {
-  ActorLogLevel, LogFields, RunningSession, SessionContext, SessionCounters, SessionDescriptor, SessionLogger, SessionModule,
+  ActorLogLevel, DirectVolumeAccess, LogFields, RunningSession, SessionContext, SessionCounters, SessionDescriptor, SessionLogger, SessionModule,
 } from '../actors/session-contract';
 
 

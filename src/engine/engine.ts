@@ -17,7 +17,7 @@ import { UblksnapError } from '../shared/errors';
 import { validateParams, type Params } from '../shared/params';
 import { handleIsImage, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
 import { PAGE_BYTES } from '../shared/units';
-import { FROZEN, targetIsLive, WRITES_IN_FLIGHT } from '../shared/volume-control';
+import { FROZEN, markDetached, targetIsLive, WRITES_IN_FLIGHT } from '../shared/volume-control';
 import { armWriteHold, releaseWriteHold, waitWriteHeld } from '../shared/write-hold';
 import type { ActorNotice, ActorStats } from '../actors/messages';
 import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
@@ -163,7 +163,9 @@ export class Engine implements EngineControl {
       }
       await this.snapshotDestroy(snapshot.id);
     }
-    // Once every actor dropped the volume, none is inside one of its requests.
+    // Once every actor dropped the volume, none is inside one of its requests
+    // (a native queue serving it directly stops at the DETACHED word first).
+    markDetached(volume.control);
     this.volumes_by_index[volume.index] = undefined;
     await this.pools.broadcast((actor) => actor.detachVolume(volume.index));
     volume.close();

@@ -7,7 +7,7 @@ import { blockDeviceInfo, fileInfo, openExclusive, type FileInfo } from '../nati
 import type { Params } from '../shared/params';
 import { UblksnapError, fromSystemError } from '../shared/errors';
 import { SECTOR_BYTES } from '../shared/units';
-import { createVolumeControl } from '../shared/volume-control';
+import { createVolumeControl, markDetached } from '../shared/volume-control';
 import type { VolumeDescriptor } from '../actors/messages';
 import type { VolumeInfo } from './api';
 import { createFaults } from '../shared/fault-words';
@@ -136,6 +136,7 @@ export class VolumeRecord {
   }
 
   close(): void {
+    markDetached(this.control);
     closeSync(this.fd);
   }
 }

@@ -137,12 +137,42 @@ export interface UblkQueueStats {
   /** Native thread only: its returns from io_uring_enter (0 on the event loop). */
   wakeups: number;
   native_thread: boolean;
+  /** A volume is served directly (serveDirect), and what went which way since. */
+  direct: boolean;
+  direct_reads: number;
+  direct_writes: number;
+  direct_bytes_read: number;
+  direct_bytes_written: number;
+  /** Requests of a directly served queue that went to onRequests (other ops, a take's gate, failures). */
+  direct_declined: number;
+}
+
+/**
+ * A live volume whose plain reads and writes the queue serves without
+ * JavaScript (native/src/direct-volume.h): its descriptor and shared words,
+ * as the I/O actors have them (shared/descriptors.ts VolumeDescriptor).
+ */
+export interface DirectVolumeSpec {
+  fd: number;
+  capacity_bytes: number;
+  control: SharedArrayBuffer;
+  cbt: SharedArrayBuffer;
+  write_hold?: SharedArrayBuffer;
 }
 
 /** The native class; the exported UblkQueue wraps only its constructor. */
 interface UblkQueueNative {
-  /** Begins serving: onRequests(count) runs on this thread's event loop per batch of requests. */
-  start(onRequests: (count: number) => void): void;
+  /**
+   * Begins serving: onRequests(count, gate_drained) runs on this thread's
+   * event loop per batch of requests for JavaScript; gate_drained: a direct
+   * write emptied the volume's frozen write gate (notify its waiters).
+   */
+  start(onRequests: (count: number, gate_drained: boolean) => void): void;
+  /**
+   * Serves the volume's plain reads and writes natively from the next
+   * request on (event-loop hosting only), or stops that (null).
+   */
+  serveDirect(volume: DirectVolumeSpec | null): void;
   /** Queues COMMIT_AND_FETCH for a delivered tag (TypeError if not delivered or already committed). */
   commit(tag: number, result: number): void;
   /** Submits every queued commit in one io_uring_enter; returns how many. */
@@ -287,6 +317,16 @@ export const UblkQueue = class UblkQueue extends binding.UblkQueue {
       ? { ...options, buffer: new Uint8Array(options.buffer) }
       : options;
     super(visible as ConstructorParameters<UblkQueueNativeConstructor>[0]);
+  }
+
+  // Node-API takes a SharedArrayBuffer only as a view over it.
+  override serveDirect(volume: DirectVolumeSpec | null): void {
+    const bytes = (buffer: SharedArrayBuffer | undefined): Uint8Array | undefined =>
+      (types.isSharedArrayBuffer(buffer) ? new Uint8Array(buffer) : buffer as undefined);
+    const visible = volume !== null && typeof volume === 'object'
+      ? { ...volume, control: bytes(volume.control), cbt: bytes(volume.cbt), write_hold: bytes(volume.write_hold) }
+      : volume;
+    super.serveDirect(visible as DirectVolumeSpec | null);
   }
 } as unknown as { new (options: UblkQueueOptions): UblkQueueNative };
 export type UblkQueue = UblkQueueNative;

@@ -41,6 +41,12 @@ const GENERATION_BYTE = 16;
 const GENERATION_BYTES = 16;
 const CAPACITY_FLOAT = 4;
 const MAPS_BYTE = 64;
+/**
+ * The parts of the layout a native writer uses to mark (a native queue
+ * serving a volume directly); scripts/gen-layout-header.js writes them
+ * into native/include/ublksnap-layout.h.
+ */
+export const CBT_MAP_LAYOUT = Object.freeze({ ACTIVE_NUMBER, BLOCK_SHIFT, BLOCK_COUNT, MAPS_BYTE });
 /** A map byte holds 0..255; the take that would need 256 resets the map. */
 export const CBT_NUMBER_LIMIT = 256;
 

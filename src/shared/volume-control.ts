@@ -13,6 +13,9 @@
 //                        0 when none; image requests carry the serial
 //   [4] IMAGE_AREA       diff area of that image, or -1                   control plane
 //   [5] IMAGE_IN_FLIGHT  image requests being served                       image actors (add/sub)
+//   [6] DETACHED         1 once the volume is being detached: a native    control plane, once
+//                        queue serving it directly stops (its requests
+//                        go to the actor, which answers ENODEV/EIO)
 //
 // Gate protocol (writer side):   add WRITES_IN_FLIGHT; if FROZEN { sub, notify, park }
 //                                … serve … ; sub WRITES_IN_FLIGHT, notify when it hit 0 while FROZEN
@@ -30,8 +33,18 @@ export const ARMED_AREA = 2;
 export const IMAGE_SERIAL = 3;
 export const IMAGE_AREA = 4;
 export const IMAGE_IN_FLIGHT = 5;
+export const DETACHED = 6;
 const WORDS = 8;
 export const NO_AREA = -1;
+
+/**
+ * The words native code reads and writes (a native queue serving a volume
+ * directly, native/src/direct-volume.h); scripts/gen-layout-header.js
+ * writes them into native/include/ublksnap-layout.h.
+ */
+export const VOLUME_CONTROL_LAYOUT = Object.freeze({
+  FROZEN, WRITES_IN_FLIGHT, ARMED_AREA, DETACHED, WORDS, NO_AREA,
+});
 
 export function createVolumeControl(): Int32Array {
   const words = new Int32Array(new SharedArrayBuffer(WORDS * Int32Array.BYTES_PER_ELEMENT));
@@ -46,6 +59,20 @@ export function enterWriteGate(control: Int32Array): boolean {
   if (Atomics.load(control, FROZEN) === 0) return true;
   leaveWriteGate(control);
   return false;
+}
+
+/**
+ * For a writer that cannot notify (native code; V8's Atomics.wait is not the
+ * kernel futex): its host thread wakes the control side once that writer
+ * emptied a frozen gate.
+ */
+export function notifyGateDrained(control: Int32Array): void {
+  Atomics.notify(control, WRITES_IN_FLIGHT);
+}
+
+/** Control side: no new request may be served directly from now on (detach). */
+export function markDetached(control: Int32Array): void {
+  Atomics.store(control, DETACHED, 1);
 }
 
 export function leaveWriteGate(control: Int32Array): void {

@@ -22,6 +22,8 @@ const ARMED = 0;
 const HELD = 1;
 const RELEASED = 2;
 const WORDS = 4;
+/** What native code looks at (it leaves an armed hold to the actor): gen-layout-header.js. */
+export const WRITE_HOLD_LAYOUT = Object.freeze({ ARMED, WORDS });
 /**
  * A held write that nobody releases goes on after this: a test that died
  * half-way must not leave a write (and every take of its volume) stuck.

@@ -42,6 +42,14 @@
 // The variant stays behind the switch for machines with more cores, where
 // the copies running beside the JavaScript may pay off (not measured).
 //
+// Direct serving (actor hosting): a volume's plain reads, and its writes
+// while no snapshot needs copy-before-write, are served by the native queue
+// itself (native/src/direct-volume.h) under the volume's write gate, the
+// CBT mark included; only the rest reaches serve() below. The JavaScript
+// per-request path cost a 4 KiB request 2.5-4× the CPU of a minimal C
+// server (bench/README.md "ublk"). Direct serving stops before the session
+// ends or hands its queue back, so every later request comes here.
+//
 // Buffers: tag t's kernel buffer is slot t of the session queue's slab, so
 // the kernel copies a write's data straight into the slot the engine reads,
 // and a read's data out of the slot the engine filled. No copy in between.
@@ -58,6 +66,7 @@
 
 import { IoFlags, IoOp, type RunningSession, type SessionContext, type SessionCounters } from '../../engine/api';
 import { blockErrnoOf, ERRNO_BY_CODE, UblksnapError } from '../../shared/errors';
+import { notifyGateDrained } from '../../shared/volume-control';
 import { SECTOR_BYTES } from '../../shared/units';
 import {
   REQUEST_FLAGS, REQUEST_NR_SECTORS, REQUEST_OP, REQUEST_START_SECTOR_HIGH, REQUEST_START_SECTOR_LOW, REQUEST_TAG,
@@ -122,6 +131,10 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     flags: payload.flags,
     native_thread: hosting === 'thread',
   });
+  // Not in the thread hosting: a native thread cannot wake a take that waits for the gate.
+  const direct = hosting === 'actor' ? context.directVolume() : null;
+  const direct_control = direct === null ? null : new Int32Array(direct.control);
+  if (direct !== null) ublk.serveDirect(direct);
   /** Per tag: what a success commits (the byte count for READ and WRITE, else 0). */
   const success_result = new Int32Array(depth);
   const counters: SessionCounters = { requests: 0, errors: 0, bytes_read: 0, bytes_written: 0 };
@@ -134,22 +147,30 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   const finished = new Promise<SessionCounters>((resolve) => { finish = resolve; });
 
   // Opt-in wake-up statistics (UBLKSNAP_UBLK_STATS=1; the ublk bench's
-  // --ublk-stats): requests per wake-up and commits per io_uring_enter,
+  // --ublk-stats): requests per wake-up and commits per io_uring_enter for
+  // the requests JavaScript serves, and how many the queue served directly,
   // logged at info once a second while requests arrive.
   const stats = process.env.UBLKSNAP_UBLK_STATS === '1'
-    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0 }
+    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0, direct_before: 0 }
     : null;
   const reportStats = (): void => {
-    if (stats === null || stats.wakeups === 0) return;
-    const now = Date.now();
+    if (stats === null) return;
     const queue_stats = ublk.stats();
+    const direct_total = queue_stats.direct_reads + queue_stats.direct_writes;
+    if (stats.wakeups === 0 && direct_total === stats.direct_before) return;
+    const now = Date.now();
     context.logger.log('info', {
       dev_id: payload.dev_id, hosting, thread_wakeups: queue_stats.wakeups - stats.thread_wakeups_before, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
-      requests_per_wakeup: Number((stats.requests / stats.wakeups).toFixed(2)), single_request_wakeups: stats.single,
+      requests_per_wakeup: Number((stats.requests / Math.max(1, stats.wakeups)).toFixed(2)), single_request_wakeups: stats.single,
       submits: stats.submits, commits_per_submit: Number((stats.commits / Math.max(1, stats.submits)).toFixed(2)),
+      direct: direct_total - stats.direct_before,
     }, 'ublk queue stats');
-    Object.assign(stats, { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups });
+    Object.assign(stats, {
+      wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups, direct_before: direct_total,
+    });
   };
+  // Directly served requests never reach serve(): a timer reports them.
+  const stats_timer = stats === null ? null : setInterval(reportStats, 1000).unref();
 
   const submitCommits = (): void => {
     submit_scheduled = false;
@@ -180,14 +201,14 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     else commit(tag, success_result[tag]!);
   });
 
-  const serve = (count: number): void => {
+  const serve = (count: number, gate_drained: boolean): void => {
+    if (gate_drained && direct_control !== null) notifyGateDrained(direct_control);
     // Handing back: these stay with the kernel, uncommitted, for the next daemon.
     if (handing_back) return;
     if (stats !== null) {
       stats.wakeups += 1;
       stats.requests += count;
       if (count === 1) stats.single += 1;
-      if (Date.now() - stats.since_ms >= 1000) reportStats();
     }
     for (let i = 0; i < count; i += 1) {
       const base = i * REQUEST_WORDS;
@@ -252,12 +273,19 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     if (closed) return;
     closing = true;
     closed = true;
+    if (stats_timer !== null) clearInterval(stats_timer);
     reportStats();
+    const queue_stats = ublk.stats();
     ublk.close();
+    counters.requests! += queue_stats.direct_reads + queue_stats.direct_writes;
+    counters.bytes_read! += queue_stats.direct_bytes_read;
+    counters.bytes_written! += queue_stats.direct_bytes_written;
     finish({ ...counters });
   }
 
   const end = (): void => {
+    // From the next request on, everything comes to serve().
+    ublk.serveDirect(null);
     closing = true;
     if (in_flight === 0 && !submit_scheduled) closeNow();
   };

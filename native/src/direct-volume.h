@@ -1,0 +1,103 @@
+// Serving a live volume's reads and writes straight from a ublk queue, with
+// no JavaScript on the request's path, whenever nothing but the bytes and
+// the CBT mark can be needed.
+//
+// Why: under the per-request JavaScript path (record → actor handler →
+// readSync/writeSync → completion ring → microtask → commit) the serving
+// thread spent 2.5-4× the CPU of a minimal C server per 4 KiB request
+// (bench/README.md, "ublk"). A request that needs no copy-before-write is
+// a pread or a pwrite plus a CBT mark: that is done here, and everything
+// else still goes to the actor, unchanged.
+//
+// Served here:
+//   READ    of an attached volume: pread into the tag's slot. Reads never
+//           take the write gate (src/cow/volume-requests.ts).
+//   WRITE   while the volume's gate is open and no diff area is armed (no
+//           snapshot taken, or the taken one broken): the same steps as
+//           src/cow/volume-requests.ts writeInsideGate, in the same order —
+//           enter the gate, mark the CBT, pwrite, fdatasync for FUA, leave
+//           the gate — so a take's quiesce sees these writes as it sees the
+//           actor's. A write that meets a frozen gate or an armed area is
+//           declined before it touched anything.
+// Declined (the request goes to JavaScript exactly as the kernel sent it):
+//   every other op; a volume marked detached; an armed test write hold;
+//   anything outside the volume or the slot; and any failure or short
+//   transfer — the actor redoes the request and answers it through the one
+//   error table (src/shared/errors.ts). Redoing is safe: a read has no side
+//   effect, and a write that failed here left only a CBT mark (marking too
+//   much is always allowed) and bytes of an unacknowledged write.
+//
+// Layout: the control block, the CBT map and the write hold are the
+// SharedArrayBuffers the actors use, at the offsets of the generated
+// native/include/ublksnap-layout.h.
+//
+// The one thing native code cannot do is wake a JavaScript waiter (V8's
+// Atomics.wait is not the kernel futex): when a write here leaves the gate
+// empty while a take has it frozen, TakeDrainedWhileFrozen() says so and
+// the JavaScript host notifies (volume-control.ts notifyGateDrained).
+//
+// Single-threaded: the queue's own thread calls everything here.
+#pragma once
+
+#include <cstdint>
+
+namespace ublksnap {
+
+struct DirectVolumeConfig {
+  int fd = -1;                      // the volume's descriptor; Attach keeps its own duplicate
+  uint64_t capacity_bytes = 0;
+  int32_t* control = nullptr;       // the volume's control block
+  uint8_t* cbt = nullptr;           // the volume's CBT map
+  uint64_t cbt_bytes = 0;
+  int32_t* write_hold = nullptr;    // tests only; null in production
+};
+
+struct DirectCounts {
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  uint64_t declined = 0;            // requests of a direct queue that went to JavaScript
+};
+
+class DirectVolume {
+ public:
+  DirectVolume() = default;
+  ~DirectVolume() { Detach(); }
+  DirectVolume(const DirectVolume&) = delete;
+  DirectVolume& operator=(const DirectVolume&) = delete;
+
+  // Returns 0 or the errno of dup(); the caller validated the buffers' sizes.
+  int Attach(const DirectVolumeConfig& config);
+  void Detach();
+  bool attached() const { return fd_ >= 0; }
+
+  // Serves one request if it can, into or from `slot` (slot_bytes long).
+  // True: *result is what to commit (the byte count). False: untouched,
+  // the request is JavaScript's.
+  bool Serve(uint8_t ublk_op, uint32_t ublk_flags, uint64_t offset, uint64_t length, uint8_t* slot,
+             uint64_t slot_bytes, int32_t* result);
+
+  // True once after a write here emptied a frozen gate (see above).
+  bool TakeDrainedWhileFrozen() {
+    bool drained = drained_while_frozen_;
+    drained_while_frozen_ = false;
+    return drained;
+  }
+
+  DirectCounts counts() const { return counts_; }
+
+ private:
+  bool Read(uint64_t offset, uint64_t length, uint8_t* slot);
+  bool Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot);
+  bool EnterGate();
+  void LeaveGate();
+  void MarkCbt(uint64_t offset, uint64_t length);
+
+  int fd_ = -1;
+  DirectVolumeConfig config_;
+  bool drained_while_frozen_ = false;
+  DirectCounts counts_;
+};
+
+}  // namespace ublksnap
