@@ -86,6 +86,31 @@ function checkMisuse(queue: ublk.UblkQueue, committed_tag: number, depth: number
   return refused;
 }
 
+/**
+ * serveDirect refuses what is not a volume: a missing buffer, a control
+ * block too small, a CBT buffer that is not a map; and, on a native queue
+ * thread, anything (it could not wake a take). Returns how many TypeErrors.
+ */
+function checkDirectMisuse(queue: ublk.UblkQueue, fd: number, native_thread: boolean): number {
+  const control = new SharedArrayBuffer(32);
+  const cbt = new SharedArrayBuffer(64 + 2 * 16);
+  new Int32Array(cbt, 0, 4).set([0, 0, 16, 16]);  // 64 KiB blocks, 16 of them
+  const attempts: unknown[] = native_thread
+    ? [{ fd, capacity_bytes: 1 << 20, control, cbt }]
+    : [{ fd, capacity_bytes: 1 << 20, cbt }, { fd, capacity_bytes: 1 << 20, control: new SharedArrayBuffer(8), cbt },
+      { fd, capacity_bytes: 1 << 20, control, cbt: new SharedArrayBuffer(64) }];
+  let refused = 0;
+  for (const volume of attempts) {
+    try {
+      queue.serveDirect(volume as ublk.DirectVolumeSpec);
+    } catch (error) {
+      if (error instanceof TypeError) refused += 1;
+    }
+  }
+  queue.serveDirect(null);
+  return refused;
+}
+
 export function serveQueue(data: ServeData, port: MessagePort): void {
   const fd = openSync(data.backing_file, 'r+');
   const requests = new Int32Array(data.queue_depth * ublk.REQUEST_WORDS);
@@ -97,6 +122,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
     (_, tag) => new Uint8Array(data.buffer, tag * data.slot_bytes, data.slot_bytes));
   let batches = 0;
   let misuse_checks: number | undefined;
+  const direct_misuse_checks = checkDirectMisuse(queue, fd, data.native_thread);
   queue.start((count) => {
     batches += 1;
     for (let index = 0; index < count; index += 1) {
@@ -125,7 +151,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
       setTimeout(() => closeWhenAborted(deadline), ABORT_POLL_MS);
       return;
     }
-    const stats = { ...before, native_thread: before.native_thread ? 1 : 0, batches, misuse_checks: misuse_checks ?? 0 };
+    const stats = { ...before, native_thread: before.native_thread ? 1 : 0, batches, misuse_checks: misuse_checks ?? 0, direct_misuse_checks };
     queue.close();
     queue.close();  // idempotent
     closeSync(fd);

@@ -41,6 +41,9 @@
 // thread on a two-vCPU guest. Without a gain, one thread fewer wins.
 // The variant stays behind the switch for machines with more cores, where
 // the copies running beside the JavaScript may pay off (not measured).
+// Since then the actor hosting also serves a volume's plain requests
+// natively (below), which the thread hosting cannot: its thread could not
+// wake a take waiting for the write gate.
 //
 // Direct serving (actor hosting): a volume's plain reads, and its writes
 // while no snapshot needs copy-before-write, are served by the native queue
