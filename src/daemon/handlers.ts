@@ -162,13 +162,15 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
 
     snapshot_create: async (params) => {
       const volumes = params.devices.map(deviceArgument);
+      // normalize keeps a trailing '/': the engine reads it as "a directory, create it".
       const storage = absolutePath(params.storage, 'difference storage');
       if (params.ublk) frontendOf(frontends, 'ublk').assertAvailable();
       const names = volumes.map((volume) => engine.volume(volume).name);
       for (const frontend of frontends) frontend.refuseStorageOn(storage, names);
       const id = await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes });
       if (params.ublk) ublk_images.add(id);
-      return { id };
+      const chosen = engine.snapshotInfo(id).storage;
+      return { id, storage: chosen.path, storage_kind: chosen.kind, storage_created: chosen.created };
     },
 
     snapshot_add: async (params) => {

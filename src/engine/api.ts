@@ -63,7 +63,8 @@ export interface SnapshotInfo {
   /** 0, or the errno that corrupted the snapshot (28 = ENOSPC, 5 = EIO). */
   error_code: number;
   volumes: string[];
-  storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string };
+  /** created: the path did not exist and snapshot_create made it (a file, or a directory for a path ending in '/'). */
+  storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string; created: boolean };
   chunks: { volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number }[];
 }
 

@@ -231,7 +231,7 @@ export class Engine implements EngineControl {
       throw error;
     }
     this.snapshots.set(snapshot.id, snapshot);
-    this.logger.info({ snapshot: snapshot.id, volumes: volumes.map((v) => v.name), storage: storage.path, kind: storage.kind }, 'snapshot created');
+    this.logger.info({ snapshot: snapshot.id, volumes: volumes.map((v) => v.name), storage: storage.path, kind: storage.kind, storage_created: storage.created_here }, 'snapshot created');
     return snapshot.id;
   }
 

@@ -178,7 +178,8 @@ export interface ResultMap {
   cbtinfo: CbtInfo;
   readcbtmap: ReadCbtMapResult;
   markdirtyblock: Empty;
-  snapshot_create: { id: string };
+  /** storage_kind: file, tmpfile (in the directory `storage`) or block; storage_created: snapshot_create made the path. */
+  snapshot_create: { id: string; storage: string; storage_kind: string; storage_created: boolean };
   snapshot_add: Empty;
   snapshot_take: Empty;
   snapshot_destroy: Empty;
