@@ -257,9 +257,9 @@ const BASIC_COMMANDS: readonly Command[] = [
   },
   {
     name: 'detach',
-    summary: 'Release a volume (refused while a snapshot holds it, unless --force).',
+    summary: 'Release a volume (refused while a snapshot, a mount or an NBD client holds it, unless --force).',
     usage: '-d PATH|NAME [--force]',
-    options: [DEVICE, { name: 'force', type: 'boolean', help: 'destroy the snapshot that holds the volume first' }],
+    options: [DEVICE, { name: 'force', type: 'boolean', help: 'destroy the snapshot that holds the volume first; its devices and NBD clients get I/O errors' }],
     details: 'Prints nothing. Also removes the record kept for restarts, and that of a recorded volume that could not be\n' +
       'restored (status shows restore_error= lines for those).',
     run: async (context) => {

@@ -187,6 +187,18 @@ export class NbdServer {
     return tcpUri(this.tcp_host, this.tcp_port, export_name);
   }
 
+  /** Connections bound to this export now, one phrase each: `connection 3 from 127.0.0.1:41234`. */
+  clientsOf(export_name: string): string[] {
+    const clients: string[] = [];
+    for (const connection of this.connections) {
+      if (connection.bound_export !== export_name) continue;
+      // A Unix socket peer has no address; its connection id is in the daemon's log with the export.
+      const from = connection.peer === 'unix' ? `the Unix socket ${this.socket_path ?? ''}` : connection.peer;
+      clients.push(`NBD connection ${connection.id} from ${from}`);
+    }
+    return clients;
+  }
+
   status(): NbdServerStatus {
     let bound = 0;
     for (const connection of this.connections) if (connection.in_transmission) bound += 1;
