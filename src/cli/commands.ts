@@ -1,5 +1,5 @@
 // The CLI's commands: upstream blksnap console-tool names, options and
-// key=value output (DESIGN §6), each a thin client of one IPC method (or a
+// key=value output (docs/design.md §6), each a thin client of one IPC method (or a
 // loop over one: readcbtmap, snapshot_watcher).
 
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';

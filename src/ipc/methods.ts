@@ -1,4 +1,4 @@
-// The methods of the control socket: one per CLI command (DESIGN §6), each
+// The methods of the control socket: one per CLI command (docs/design.md §6), each
 // with the schema of its params (checked by the server before the handler
 // runs) and the type of its result. Client and server both import this
 // table, so a method cannot exist on one side only.

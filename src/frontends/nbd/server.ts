@@ -50,7 +50,7 @@ const REFUSALS_PER_LOG_LINE = 1000;
 const PORT_MAX = 65_535;
 
 export interface NbdServerOptions {
-  /** Listen on this Unix socket (DESIGN: the default transport). */
+  /** Listen on this Unix socket (docs/design.md §5: the default transport). */
   socket_path?: string;
   /** Listen on TCP; host defaults to loopback; port 0 picks a free one. */
   listen?: { host?: string; port: number };
