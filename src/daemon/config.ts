@@ -96,6 +96,18 @@ function invalid(message: string): never {
   throw new UblksnapError('EINVAL', message);
 }
 
+/** The flags of `ublksnap daemon` (the manual page lists each: test/docs/manual.test.ts). */
+export const DAEMON_OPTIONS = {
+  config: { type: 'string' },
+  'state-dir': { type: 'string' },
+  socket: { type: 'string' },
+  'nbd-socket': { type: 'string' },
+  'nbd-listen': { type: 'string' },
+  'log-level': { type: 'string' },
+  param: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export function parseDaemonFlags(argv: string[]): DaemonFlags {
   let values;
   try {
@@ -103,16 +115,7 @@ export function parseDaemonFlags(argv: string[]): DaemonFlags {
       args: argv,
       strict: true,
       allowPositionals: false,
-      options: {
-        config: { type: 'string' },
-        'state-dir': { type: 'string' },
-        socket: { type: 'string' },
-        'nbd-socket': { type: 'string' },
-        'nbd-listen': { type: 'string' },
-        'log-level': { type: 'string' },
-        param: { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: DAEMON_OPTIONS,
     }));
   } catch (error) {
     // parseArgs throws a TypeError (ERR_PARSE_ARGS_*) naming the bad option on its first line.
