@@ -8,6 +8,7 @@
 //          ── queues (io-queue.ts) ──► request rings ──► cow / image actors
 //          ── actor pools: cow-read, image-io, store (piscina), grow (piscina)
 
+import { fstatSync, statSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
@@ -132,9 +133,16 @@ export class Engine implements EngineControl {
     if (typeof volume_path !== 'string' || volume_path.length === 0) throw new UblksnapError('EINVAL', 'attach needs the path of a file or block device');
     const resolved = path.resolve(volume_path);
     const name = validateVolumeName(options.name ?? defaultVolumeName(resolved));
+    // The same file or device by another path (a symlink, a hard link) is
+    // found by identity before it is opened: an open would also break the
+    // attached one's write lease (writer-watch.ts), from our own thread.
+    const target = statSync(resolved, { throwIfNoEntry: false });
     for (const volume of this.allVolumes()) {
       if (volume.path === resolved) throw new UblksnapError('EALREADY', `${resolved} is already attached as ${volume.name}`);
       if (volume.name === name) throw new UblksnapError('EEXIST', `a volume named ${name} is already attached (${volume.path})`);
+      if (target !== undefined && sameFile(target, fstatSync(volume.fd))) {
+        throw new UblksnapError('EALREADY', `${resolved} is ${volume.path}, already attached as ${volume.name}`);
+      }
     }
     let index = this.volumes_by_index.findIndex((v) => v === undefined);
     if (index < 0) index = this.volumes_by_index.length;
@@ -535,3 +543,8 @@ export class Engine implements EngineControl {
   }
 }
 
+/** One file (device and inode) or one block device (its device number), whatever the paths. */
+function sameFile(a: Stats, b: Stats): boolean {
+  if (a.isBlockDevice() || b.isBlockDevice()) return a.isBlockDevice() && b.isBlockDevice() && a.rdev === b.rdev;
+  return a.dev === b.dev && a.ino === b.ino;
+}

@@ -3,7 +3,8 @@
 // volume breaks (snapshot_info error_code=5, a `corrupted` event) and the
 // CBT starts a new generation whose generation_reason says why. A process
 // that only reads the file breaks nothing, and the watch comes back once it
-// has closed the file. The writer is held up only briefly (the lease break
+// has closed the file; attaching the same file again by another path (a
+// symlink) is refused without opening it. The writer is held up only briefly (the lease break
 // is answered at once, not after the kernel's 45 s lease-break-time).
 // Method: a real daemon (which holds a write lease on each file volume),
 // real `cat` and `dd` processes as the reader and the writer, the real CLI
@@ -11,6 +12,7 @@
 // messages.
 
 import { spawn } from 'node:child_process';
+import { symlinkSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { disposeDaemon, hardTimeout, keyValues, sparseFile, startDaemon, type TestDaemon } from '../lib/daemon';
@@ -68,6 +70,14 @@ test('a reader breaks nothing; a direct writer breaks the snapshot and resets th
   assert.is(keyValues(await daemon.ok(['cbtinfo', '-d', 'vol'])).generation_id, before.generation_id);
   await waitForLog('opened the volume file for reading', mark, REARM_WAIT_MS);
   await waitForLog('writes that bypass the exports are noticed again', mark, REARM_WAIT_MS);
+
+  // The same file attached again by another path is refused before the
+  // daemon opens it (an open would break its own lease).
+  symlinkSync(daemon.file('vol.img'), daemon.file('link.img'));
+  const again = await daemon.cli(['attach', '-d', 'link.img']);
+  assert.is(again.code, 1);
+  assert.match(again.stderr, /link\.img is .*vol\.img, already attached as vol \(EALREADY\)/);
+  assert.is(keyValues(await daemon.ok(['snapshot_info', '-d', 'vol'])).error_code, '0', 'the refused attach broke nothing');
 
   // A writer that bypasses the exports.
   mark = daemon.logs.length;
