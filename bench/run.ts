@@ -1,5 +1,5 @@
 // `npm run bench [-- OPTIONS]`: runs the benchmarks, prints Markdown tables
-// and one PASS/FAIL line per goal (DESIGN §10's last), and writes the figures
+// and one PASS/FAIL line per goal (docs/design.md §10's last), and writes the figures
 // as JSON (and the NBD chart as SVG) to bench/results/ (ignored by git).
 //
 //   --quick              small image, fewer rounds: under 3 minutes
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
       skip_take: values['no-take'] === true,
       log: (line) => console.error(line),
     });
-    console.log(`## NBD: ublksnap vs nbdkit and QEMU (DESIGN §10)\n\n${nbd.text}\n`);
+    console.log(`## NBD: ublksnap vs nbdkit and QEMU (docs/design.md §10)\n\n${nbd.text}\n`);
     const svg = path.join(dir, `nbd-${stamp}.svg`);
     writeFileSync(svg, nbd.svg);
     copyFileSync(svg, path.join(dir, 'nbd-latest.svg'));

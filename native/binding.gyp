@@ -14,6 +14,7 @@
         "src/files.cc",
         "src/freeze.cc",
         "src/layout-test.cc",
+        "src/lease.cc",
         "src/memory.cc",
         "src/open.cc",
         "src/thread.cc",

@@ -2,7 +2,7 @@
 'use strict';
 // Writes native/include/ublksnap-layout.h from the TypeScript layouts, so
 // that C++ reading the same shared memory uses the same word offsets and
-// field ranges (STYLE.md habit 2: one source generates the other).
+// field ranges (docs/style.md habit 2: one source generates the other).
 //
 // The flow:
 //
@@ -123,7 +123,7 @@ function generateLayoutHeader(layouts = loadLayouts()) {
     '// protocol orders (positions, sequence words) and may copy record words',
     '// with relaxed atomics, as ring.ts copies them with plain accesses.',
     '// A native thread never waits on, nor notifies, the doorbell words: V8\'s',
-    '// Atomics.wait/notify do not use the kernel futex (STYLE.md habit 15).',
+    '// Atomics.wait/notify do not use the kernel futex (docs/style.md habit 15).',
     '#pragma once',
     '',
     '#include <cstddef>',

@@ -21,6 +21,8 @@ const FILE_TIMEOUT_MS_BY_NAME: Record<string, number> = {
   // program in it, each within its own budget (test/vm/guest-suite.test.ts):
   // nine programs (typically 1-4 min each on a quiet machine), a boot and a cold setup
   'guest-suite.test.js': 60 * 60_000,
+  // npm pack (a TypeScript build) and npm install -g (an addon build) of the package
+  'npm-install.test.js': 15 * 60_000,
 };
 const ANSI_ESCAPE = /\u001b\[[0-9;]*m/g;
 

@@ -1,5 +1,5 @@
 // From samples to verdicts: per-round ratios between two systems on one
-// workload, their median, and one verdict per DESIGN §10 goal.
+// workload, their median, and one verdict per docs/design.md §10 goal.
 //
 // Why per-round ratios: the machines are shared and noisy. Within a round
 // the systems run back to back, so a burst of someone else's load hits

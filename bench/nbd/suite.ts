@@ -8,7 +8,7 @@
 //               rotated by one each round so no system always runs first
 //               or last; samples, server CPU and RSS, image checksums
 //   take        snapshot take latency, 4 volumes under write load
-//   verdicts    per-round ratios → medians → one verdict per DESIGN §10
+//   verdicts    per-round ratios → medians → one verdict per docs/design.md §10
 //               goal (goals.ts); tables and chart (report.ts)
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -88,7 +88,7 @@ export const GOALS = {
   image_reads: 'image reads ≥ 1.0× QEMU snapshot-access',
 } as const;
 
-/** Every comparison behind the four DESIGN §10 speed goals. */
+/** Every comparison behind the four docs/design.md §10 speed goals. */
 export function goalComparisons(snapshot_systems: { id: string; copy_unit_bytes: number }[]): Comparison[] {
   const compare = (goal: string, label: string, target: number, top: [string, string], bottom: [string, string]): Comparison =>
     ({ goal, label, target, numerator: { system: top[0], workload: top[1] }, denominator: { system: bottom[0], workload: bottom[1] } });

@@ -6,7 +6,7 @@
 // whole step; meanwhile the harness creates and takes a snapshot of the
 // four, holds it a moment (the writes now copy on write), destroys it, and
 // again. Take must quiesce the four volumes, drain their writes in flight,
-// switch the CBT maps and arm copy-on-write: DESIGN §3 wants milliseconds.
+// switch the CBT maps and arm copy-on-write: docs/design.md §3 wants milliseconds.
 // fio must finish without one failed write.
 
 import { spawn } from 'node:child_process';

@@ -13,7 +13,7 @@
 //                  the same two on a second daemon whose queue runs on a
 //                  native queue thread (UBLKSNAP_UBLK_HOSTING=thread), over a
 //                  copy of the backing file (a volume is opened exclusively)
-//   ublk-mini      ../shared/ublk/ublk-mini.c, compiled by the host (the floor)
+//   ublk-mini      a minimal C server (UBLKSNAP_UBLK_MINI_SOURCE), compiled by the host (the floor)
 //
 // Only the system being measured runs: the daemons not in use are stopped
 // with SIGSTOP (their idle actors would otherwise take guest CPU from the

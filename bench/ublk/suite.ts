@@ -1,7 +1,7 @@
 // The ublk part of `npm run bench` (host side): boots the ublk guest once
 // (test/vm/run-in-guest.sh) and runs ./guest.ts there — the kernel loop
 // driver, ublksnap's /dev/ublkbN without and with a snapshot being filled,
-// and the minimal C server ../shared/ublk/ublk-mini.c (compiled here, into
+// and a minimal C server, UBLKSNAP_UBLK_MINI_SOURCE (compiled here, into
 // a temporary directory outside the checkout) on the same backing file —
 // then turns its samples into a table of medians and ratios against loop,
 // and the goal lines.

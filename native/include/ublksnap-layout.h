@@ -17,7 +17,7 @@
 // protocol orders (positions, sequence words) and may copy record words
 // with relaxed atomics, as ring.ts copies them with plain accesses.
 // A native thread never waits on, nor notifies, the doorbell words: V8's
-// Atomics.wait/notify do not use the kernel futex (STYLE.md habit 15).
+// Atomics.wait/notify do not use the kernel futex (docs/style.md habit 15).
 #pragma once
 
 #include <cstddef>

@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitFiles(env, exports);
   ublksnap::InitOpen(env, exports);
   ublksnap::InitBlockDevice(env, exports);
+  ublksnap::InitLease(env, exports);
   ublksnap::InitMemory(env, exports);
   ublksnap::InitThread(env, exports);
   ublksnap::InitFreeze(env, exports);

@@ -23,6 +23,9 @@ void InitOpen(Napi::Env env, Napi::Object exports);
 // blockdev.cc: blockDeviceInfo.
 void InitBlockDevice(Napi::Env env, Napi::Object exports);
 
+// lease.cc: setLease, getLease, F_RDLCK / F_WRLCK / F_UNLCK.
+void InitLease(Napi::Env env, Napi::Object exports);
+
 // memory.cc: alignedOffset, bufferAddress.
 void InitMemory(Napi::Env env, Napi::Object exports);
 

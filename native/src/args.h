@@ -1,6 +1,6 @@
 // Argument checks at the JavaScript boundary.
 //
-// The addon is a boundary (STYLE.md habit 9): every function checks its
+// The addon is a boundary (docs/style.md habit 9): every function checks its
 // arguments here and throws a TypeError naming its signature, so nothing a
 // caller passes can reach a system call as a surprise (a float fd, a
 // negative offset, 2^60 rounded to a different number). Each Read* returns

@@ -1,6 +1,6 @@
 // Errors thrown by the addon, in the shape Node's own fs errors have.
 //
-// Two kinds, as STYLE.md habit 8 asks:
+// Two kinds, as docs/style.md habit 8 asks:
 //   - a bad argument (wrong count, wrong type, negative, unsafe integer) is a
 //     bug of the caller: a TypeError with a message naming the signature;
 //   - a failed system call is an operating error: an Error carrying

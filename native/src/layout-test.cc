@@ -1,7 +1,7 @@
 // ringPushForTest and ringPopForTest: one push and one pop of a ring.ts
 // ring, written in C++ from the generated layout header alone, so that a
 // test can send records from JavaScript to C++ and back and compare them
-// word by word (test/native/layout-roundtrip.test.ts; STYLE.md habit 2).
+// word by word (test/native/layout-roundtrip.test.ts; docs/style.md habit 2).
 //
 // Design notes
 // - The protocol is ring.ts tryPush/tryPop, Vyukov's bounded MPMC queue:
@@ -19,7 +19,7 @@
 //   regenerate the header fails layout-header.test.ts; one that the header
 //   follows but this file mishandles fails the round trip.
 // - The doorbells are left alone: a native thread neither wakes nor is woken
-//   by Atomics.wait (STYLE.md habit 15). The test pops with tryPop, which
+//   by Atomics.wait (docs/style.md habit 15). The test pops with tryPop, which
 //   does not sleep.
 // - The arguments are Int32Arrays, since Node 20's Node-API cannot read a
 //   SharedArrayBuffer's address, only a view's. The ring view must cover its

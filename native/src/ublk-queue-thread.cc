@@ -36,7 +36,7 @@ uint32_t PowerOfTwoAtLeast(uint32_t value) {
   return result;
 }
 
-// A bug in the rings' accounting: crash loudly (STYLE: a bug asserts).
+// A bug in the rings' accounting: crash loudly (docs/style.md habit 8: a bug asserts).
 void Check(bool condition, const char* what) {
   if (condition) return;
   fprintf(stderr, "ublksnap: queue thread invariant broken: %s\n", what);

@@ -10,7 +10,7 @@ import { runRestore } from '../backup/restore';
 import { badError, badLine, runVerify } from '../backup/verify';
 import type { Command, CommandContext } from './command';
 import { TransferProgress, jsonLine, keyValueInline, keyValueLines } from './output';
-import { deviceArgument, parseInteger, parseNbdExportUri, parseSize, pathArgument } from './values';
+import { deviceArgument, parseInteger, parseNbdExportUri, parseSize, pathArgument, storagePathArgument } from './values';
 
 /** The difference storage limit when -l is not given: room for 1 GiB of overwrites while the copy runs. */
 export const BACKUP_LIMIT_BYTES_DEFAULT = 1 * GiB;
@@ -82,7 +82,8 @@ export const BACKUP_COMMANDS: readonly Command[] = [
       const devices = (Array.isArray(context.values.device) ? context.values.device : []).map((device) => deviceArgument(device));
       if (devices.length === 0) throw new UblksnapError('EINVAL', "-d is required: the volumes to back up (see 'ublksnap backup --help')");
       const dir = pathArgument(requiredValue(context, 'dir', '--dir'), '--dir');
-      const storage = pathArgument(value(context, 'file') ?? dir, '-f');
+      // As snapshot_create's -f: a trailing '/' asks for a directory.
+      const storage = storagePathArgument(value(context, 'file') ?? dir, '-f');
       const limit_text = value(context, 'limit');
       const limit_bytes = limit_text === undefined ? BACKUP_LIMIT_BYTES_DEFAULT : parseSize(limit_text, '-l');
       const rate_text = value(context, 'max-rate');

@@ -1,5 +1,5 @@
 // The CLI's commands: upstream blksnap console-tool names, options and
-// key=value output (DESIGN §6), each a thin client of one IPC method (or a
+// key=value output (docs/design.md §6), each a thin client of one IPC method (or a
 // loop over one: readcbtmap, snapshot_watcher).
 
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
@@ -14,7 +14,7 @@ import type { OptionSpec } from './args';
 import type { Command, CommandContext } from './command';
 import { Progress, formatBytes, jsonLine, keyValueInline, keyValueLines, type Row } from './output';
 import { BACKUP_COMMANDS } from './backup-commands';
-import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapshotId, pathArgument } from './values';
+import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapshotId, pathArgument, storagePathArgument } from './values';
 
 /** readcbtmap asks for the map in pieces of this many bytes (one per tracking block). */
 export const CBT_PIECE_BYTES = 256 * 1024;
@@ -257,9 +257,9 @@ const BASIC_COMMANDS: readonly Command[] = [
   },
   {
     name: 'detach',
-    summary: 'Release a volume (refused while a snapshot holds it, unless --force).',
+    summary: 'Release a volume (refused while a snapshot, a mount or an NBD client holds it, unless --force).',
     usage: '-d PATH|NAME [--force]',
-    options: [DEVICE, { name: 'force', type: 'boolean', help: 'destroy the snapshot that holds the volume first' }],
+    options: [DEVICE, { name: 'force', type: 'boolean', help: 'destroy the snapshot that holds the volume first; its devices and NBD clients get I/O errors' }],
     details: 'Prints nothing. Also removes the record kept for restarts, and that of a recorded volume that could not be\n' +
       'restored (status shows restore_error= lines for those).',
     run: async (context) => {
@@ -311,19 +311,24 @@ const BASIC_COMMANDS: readonly Command[] = [
     usage: '[-d PATH|NAME…] -f FILE|DIR|BLOCKDEV -l LIMIT',
     options: [
       { ...DEVICE, multiple: true, multitoken: true, help: 'volumes to snapshot; repeatable, or several after one -d' },
-      { name: 'file', short: 'f', type: 'string', value_name: 'FILE|DIR|BLOCKDEV', help: 'difference storage: a file (grown up to LIMIT), a directory (an unnamed temporary file in it) or a block device' },
+      { name: 'file', short: 'f', type: 'string', value_name: 'FILE|DIR|BLOCKDEV', help: 'difference storage: a file (grown up to LIMIT), a directory (an unnamed temporary file in it) or a block device; a missing path becomes a new file, or a new directory when it ends in /' },
       { name: 'limit', short: 'l', type: 'string', value_name: 'LIMIT', help: 'the most the difference storage may grow to: bytes, or with K, M, G, T' },
       { name: 'ublk', type: 'boolean', help: 'serve each image as /dev/ublkbN from take to destroy (snapshot_info prints it as image=)' },
     ],
-    details: 'Prints the new snapshot id (with -j: id=).',
+    details: 'Prints the new snapshot id (with -j: id=, storage=, storage_kind= file|tmpfile|block, storage_created=). A storage the command had to create is named on stderr.',
     run: async (context) => {
-      const storage = pathArgument(required(context, 'file', '-f'), '-f');
+      const storage = storagePathArgument(required(context, 'file', '-f'), '-f');
       const limit_bytes = parseSize(required(context, 'limit', '-l'), '-l');
       const devices = list(context, 'device').map((device) => deviceArgument(device));
       const params: { devices: string[]; storage: string; limit_bytes: number; ublk?: boolean } = { devices, storage, limit_bytes };
       if (context.values.ublk === true) params.ublk = true;
       const result = await call(context, 'snapshot_create', params);
-      context.stdout.write(context.json ? jsonLine({ id: result.id }) : `${result.id}\n`);
+      // stdout stays the bare id scripts capture; a storage made from a
+      // missing path is said on stderr, since `-f diffdir` (no '/') makes a file.
+      if (result.storage_created && !context.json) context.stderr.write(`ublksnap: snapshot_create: ${createdStorageNote(result)}\n`);
+      context.stdout.write(context.json
+        ? jsonLine({ id: result.id, storage: result.storage, storage_kind: result.storage_kind, storage_created: result.storage_created })
+        : `${result.id}\n`);
     },
   },
   {
@@ -455,4 +460,11 @@ const BASIC_COMMANDS: readonly Command[] = [
 ];
 
 /** Every command of the CLI: upstream's, then the backup commands built on them. */
+/** What snapshot_create made of a missing -f path, in words. */
+function createdStorageNote(result: { storage: string; storage_kind: string }): string {
+  return result.storage_kind === 'tmpfile'
+    ? `created directory ${result.storage} for the difference storage (an unnamed temporary file in it)`
+    : `created difference storage file ${result.storage} (removed at destroy; end the path with / for a directory)`;
+}
+
 export const COMMANDS: readonly Command[] = [...BASIC_COMMANDS, ...BACKUP_COMMANDS];

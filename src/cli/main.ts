@@ -1,7 +1,7 @@
 // `ublksnap COMMAND [options]`: the command-line client of the daemon, and
 // `ublksnap daemon` to run the daemon itself.
 //
-// Contract (DESIGN §6): upstream blksnap console-tool command names and
+// Contract (docs/design.md §6): upstream blksnap console-tool command names and
 // options; key=value output, or one JSON object with -j; exit status 0 on
 // success, otherwise non-zero with exactly one line on stderr:
 //

@@ -79,6 +79,16 @@ export function pathArgument(text: string, option: string, cwd = process.cwd()):
   return path.resolve(cwd, text);
 }
 
+/**
+ * `snapshot_create -f`: a path made absolute that keeps a trailing '/',
+ * the one way to say that a path which does not exist yet is meant as a
+ * directory (without it, a missing path becomes a storage file).
+ */
+export function storagePathArgument(text: string, option: string, cwd = process.cwd()): string {
+  const resolved = pathArgument(text, option, cwd);
+  return text.endsWith('/') && !resolved.endsWith('/') ? `${resolved}/` : resolved;
+}
+
 /** An NBD URI (nbd+unix:///NAME?socket=PATH or nbd://HOST:PORT/NAME), checked at the boundary. */
 export function parseNbdExportUri(text: string, option: string): string {
   if (!/^nbd(\+unix)?:\/\//.test(text)) invalid(`${option}: expected an NBD URI such as nbd+unix:///vol%40ID?socket=/run/ublksnap/nbd.sock, got ${JSON.stringify(text)}`);

@@ -1,5 +1,5 @@
 // The daemon's configuration, merged from four sources and validated once,
-// here, at the boundary (STYLE habit 9):
+// here, at the boundary (docs/style.md habit 9):
 //
 //   flags  >  config file  >  environment  >  defaults
 //
@@ -10,7 +10,7 @@
 //   --nbd-socket PATH  nbd_socket      UBLKSNAP_NBD_SOCKET    <runtime dir>/nbd.sock (when NBD exists)
 //   --nbd-listen H:P   nbd_listen      UBLKSNAP_NBD_LISTEN    none (no TCP)
 //   --log-level LEVEL  log_level       UBLKSNAP_LOG_LEVEL     info
-//   --param N=V …      params {N: V}   (none)                 DESIGN §7
+//   --param N=V …      params {N: V}   (none)                 docs/design.md §7
 //   (none)             volumes [{path, name}]                 none: volumes to attach at start
 //
 // Config keys may be written with '-' or '_' (`state-dir` or `state_dir`).
@@ -78,7 +78,7 @@ Options:
   --nbd-socket PATH    NBD Unix socket (when the NBD frontend is built in)
   --nbd-listen H:PORT  NBD TCP listener, e.g. 127.0.0.1:10809
   --log-level LEVEL    ${LOG_LEVELS.join(', ')}  [${LOG_LEVEL_DEFAULT}]
-  --param NAME=VALUE   a DESIGN §7 parameter; repeatable
+  --param NAME=VALUE   a docs/design.md §7 parameter; repeatable
   -h, --help           this help
 
 Restarts: volumes attached over IPC are attached again at start (after the
@@ -96,6 +96,18 @@ function invalid(message: string): never {
   throw new UblksnapError('EINVAL', message);
 }
 
+/** The flags of `ublksnap daemon` (the manual page lists each: test/docs/manual.test.ts). */
+export const DAEMON_OPTIONS = {
+  config: { type: 'string' },
+  'state-dir': { type: 'string' },
+  socket: { type: 'string' },
+  'nbd-socket': { type: 'string' },
+  'nbd-listen': { type: 'string' },
+  'log-level': { type: 'string' },
+  param: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export function parseDaemonFlags(argv: string[]): DaemonFlags {
   let values;
   try {
@@ -103,16 +115,7 @@ export function parseDaemonFlags(argv: string[]): DaemonFlags {
       args: argv,
       strict: true,
       allowPositionals: false,
-      options: {
-        config: { type: 'string' },
-        'state-dir': { type: 'string' },
-        socket: { type: 'string' },
-        'nbd-socket': { type: 'string' },
-        'nbd-listen': { type: 'string' },
-        'log-level': { type: 'string' },
-        param: { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: DAEMON_OPTIONS,
     }));
   } catch (error) {
     // parseArgs throws a TypeError (ERR_PARSE_ARGS_*) naming the bad option on its first line.

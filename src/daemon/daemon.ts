@@ -83,7 +83,9 @@ export class Daemon {
       const persistence = new VolumePersistence(config.state_dir, logger.child({ component: 'state' }));
       persistence.open();
 
-      const engine = await (options.startEngine ?? defaultStartEngine)({ params: config.params, logger: logger.child({ component: 'engine' }) });
+      const engine = await (options.startEngine ?? defaultStartEngine)({
+        params: config.params, logger: logger.child({ component: 'engine' }), watch_other_writers: true,
+      });
       undo.push(() => engine.stop());
       // The engine logs each attach; a config volume that fails fails the start, as it always did.
       for (const volume of config.volumes) {

@@ -60,6 +60,12 @@ function refuseIfHeld(frontends: readonly Frontend[], export_names: string[], wh
   if (holders.length > 0) throw new UblksnapError('EBUSY', `${what} is in use (${holders.join('; ')}): unmount or close it first, or use --force`);
 }
 
+/** Refuses (EBUSY) a detach while clients are connected to the volume's exports, naming them. */
+function refuseIfClients(frontends: readonly Frontend[], export_names: string[], what: string): void {
+  const clients = frontends.flatMap((frontend) => export_names.flatMap((name) => frontend.clients(name)));
+  if (clients.length > 0) throw new UblksnapError('EBUSY', `${what} has clients connected (${clients.join('; ')}): disconnect them first, or use --force (they get I/O errors)`);
+}
+
 export function createHandlers(context: HandlerContext): HandlerTable<typeof METHODS> {
   const { engine, events, frontends, logger, persistence } = context;
   /** Snapshots whose images become ublk devices at take (snapshot_create --ublk). */
@@ -123,7 +129,10 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
       }
       const force = params.force ?? false;
       const images = volume.snapshot_id === null ? [] : [`${volume.name}@${volume.snapshot_id}`];
-      if (!force) refuseIfHeld(frontends, [volume.name, ...images], `volume ${volume.name}`);
+      if (!force) {
+        refuseIfHeld(frontends, [volume.name, ...images], `volume ${volume.name}`);
+        refuseIfClients(frontends, [volume.name, ...images], `volume ${volume.name}`);
+      }
       for (const frontend of frontends) {
         for (const name of [...images, volume.name]) await frontend.unpublish(name);
       }
@@ -162,13 +171,15 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
 
     snapshot_create: async (params) => {
       const volumes = params.devices.map(deviceArgument);
+      // normalize keeps a trailing '/': the engine reads it as "a directory, create it".
       const storage = absolutePath(params.storage, 'difference storage');
       if (params.ublk) frontendOf(frontends, 'ublk').assertAvailable();
       const names = volumes.map((volume) => engine.volume(volume).name);
       for (const frontend of frontends) frontend.refuseStorageOn(storage, names);
       const id = await engine.snapshotCreate({ volumes, storage, limit_bytes: params.limit_bytes });
       if (params.ublk) ublk_images.add(id);
-      return { id };
+      const chosen = engine.snapshotInfo(id).storage;
+      return { id, storage: chosen.path, storage_kind: chosen.kind, storage_created: chosen.created };
     },
 
     snapshot_add: async (params) => {

@@ -1,5 +1,5 @@
 // The daemon's logger: pino, structured, one line per event that matters
-// (DESIGN §6), never per I/O.
+// (docs/design.md §6), never per I/O.
 //
 // On a terminal the JSON lines pass through a small formatter (pino-pretty
 // is not a dependency) that prints

@@ -41,6 +41,15 @@ export interface EngineOptions {
    * Off: the I/O path never looks at either.
    */
   fault_injection?: boolean;
+  /**
+   * Hold a write lease on each regular-file volume and treat another
+   * process opening it for writing as a foreign writer: its snapshot
+   * breaks (EIO) and its CBT starts a new generation (writer-watch.ts).
+   * For a daemon, whose main loop answers the lease break; off by default
+   * because a synchronous open of a watched file on the engine's own main
+   * thread would wait for the kernel's lease-break-time.
+   */
+  watch_other_writers?: boolean;
 }
 
 export interface VolumeInfo {
@@ -63,7 +72,8 @@ export interface SnapshotInfo {
   /** 0, or the errno that corrupted the snapshot (28 = ENOSPC, 5 = EIO). */
   error_code: number;
   volumes: string[];
-  storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string };
+  /** created: the path did not exist and snapshot_create made it (a file, or a directory for a path ending in '/'). */
+  storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string; created: boolean };
   chunks: { volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number }[];
 }
 

@@ -6,6 +6,8 @@
 //                  missing (and then removed at destroy).
 //   directory      an unnamed O_TMPFILE inside it, grown like a file; it
 //                  vanishes with its last descriptor, even after a crash.
+//                  A missing path that ends in '/' is created as a
+//                  directory (and kept: it may hold other things later).
 //   block device   opened exclusively; its whole size, fixed.
 //
 // A storage must not live on a volume of its own snapshot: copying a
@@ -13,7 +15,7 @@
 // volume, lives on a filesystem whose device is a volume, or lives on a
 // loop device backed by a volume file.
 
-import { close as closeCallback, closeSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { close as closeCallback, closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
@@ -27,6 +29,8 @@ const closeAsync = promisify(closeCallback);
 /** Major number of loop devices (Documentation/admin-guide/devices.txt). */
 const LOOP_MAJOR = 7;
 const NEW_FILE_MODE = 0o600;
+/** A directory made for the storage holds only our unnamed temporary files: no one else needs in. */
+const NEW_DIRECTORY_MODE = 0o700;
 
 export type DiffStorageKind = 'file' | 'tmpfile' | 'block';
 
@@ -44,7 +48,8 @@ export class DiffStorage {
     readonly fd: number,
     readonly info: FileInfo,
     readonly counters: StorageCounters,
-    private readonly created_here: boolean,
+    /** The path did not exist: this storage made the file (removed at close) or the directory (kept). */
+    readonly created_here: boolean,
   ) {}
 
   static open(storage_path: string, limit_bytes: number): DiffStorage {
@@ -55,6 +60,9 @@ export class DiffStorage {
       throw new UblksnapError('EINVAL', `the storage limit must be a whole number of bytes ≥ ${SECTOR_BYTES}, got ${limit_bytes}`);
     }
     const resolved = path.resolve(storage_path);
+    // path.resolve drops a trailing '/', which is the one sign that a
+    // missing path was meant as a directory (`-f diffdir/`).
+    const wants_directory = storage_path.endsWith('/');
     const limit_sectors = Math.floor(limit_bytes / SECTOR_BYTES);
     let stats;
     try {
@@ -63,10 +71,12 @@ export class DiffStorage {
       throw fromSystemError(error, `difference storage ${resolved}`);
     }
     try {
-      if (stats === undefined) return DiffStorage.createFile(resolved, limit_sectors);
-      if (stats.isDirectory()) {
-        const fd = openTmpfile(resolved);
-        return new DiffStorage('tmpfile', resolved, fd, fileInfo(fd), StorageCounters.create(0, limit_sectors, true), false);
+      if (stats === undefined) {
+        return wants_directory ? DiffStorage.createDirectory(resolved, limit_sectors) : DiffStorage.createFile(resolved, limit_sectors);
+      }
+      if (stats.isDirectory()) return DiffStorage.openTmpfile(resolved, limit_sectors, false);
+      if (wants_directory) {
+        throw new UblksnapError('EINVAL', `difference storage ${storage_path} ends in '/' (a directory) but ${resolved} is not a directory`);
       }
       if (stats.isBlockDevice()) {
         const fd = openExclusive(resolved, { write: true, direct: false });
@@ -83,6 +93,21 @@ export class DiffStorage {
       throw fromSystemError(error, `difference storage ${resolved}`);
     }
     throw new UblksnapError('EINVAL', `difference storage ${resolved} is neither a file, a directory nor a block device`);
+  }
+
+  private static openTmpfile(resolved: string, limit_sectors: number, created_here: boolean): DiffStorage {
+    const fd = openTmpfile(resolved);
+    return new DiffStorage('tmpfile', resolved, fd, fileInfo(fd), StorageCounters.create(0, limit_sectors, true), created_here);
+  }
+
+  /** `-f DIR/` for a DIR that does not exist yet: made with its parent required, as a file's is. */
+  private static createDirectory(resolved: string, limit_sectors: number): DiffStorage {
+    const parent = path.dirname(resolved);
+    if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new UblksnapError('ENOENT', `difference storage ${resolved}/: directory ${parent} does not exist`);
+    }
+    mkdirSync(resolved, { mode: NEW_DIRECTORY_MODE });
+    return DiffStorage.openTmpfile(resolved, limit_sectors, true);
   }
 
   private static createFile(resolved: string, limit_sectors: number): DiffStorage {
@@ -141,7 +166,8 @@ export class DiffStorage {
     if (this.closed) return;
     this.closed = true;
     await closeAsync(this.fd);
-    if (this.created_here) {
+    // A directory we made stays: removing it would race whatever else the user put there.
+    if (this.created_here && this.kind === 'file') {
       try {
         await unlink(this.path);
       } catch {

@@ -8,12 +8,13 @@
 //          ── queues (io-queue.ts) ──► request rings ──► cow / image actors
 //          ── actor pools: cow-read, image-io, store (piscina), grow (piscina)
 
+import { fstatSync, statSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { assert } from '../shared/assert';
 import type { CbtInfo } from '../shared/cbt-map';
-import { UblksnapError } from '../shared/errors';
+import { ERRNO_BY_CODE, UblksnapError } from '../shared/errors';
 import { validateParams, type Params } from '../shared/params';
 import { handleIsImage, handleVolume, packHandle, VOLUME_INDEX_LIMIT } from '../shared/request-record';
 import { PAGE_BYTES } from '../shared/units';
@@ -33,6 +34,7 @@ import { EngineIoQueue } from './io-queue';
 import { Snapshot } from './snapshot';
 import type { TrackerStart } from './tracker';
 import { defaultVolumeName, validateVolumeName, VolumeRecord } from './volume';
+import { WriterWatch, type WatchNotice } from './writer-watch';
 
 /**
  * At least two of each, even on two cores: a frontend session (a network
@@ -87,11 +89,14 @@ export class Engine implements EngineControl {
   private next_queue_id = 0;
   private readonly idle_timer: NodeJS.Timeout;
   private stopped = false;
+  /** Leases on regular-file volumes (EngineOptions.watch_other_writers), else null. */
+  private readonly writer_watch: WriterWatch | null;
 
   private constructor(private readonly pools: ActorPools, readonly params: Params,
-    private readonly logger: Logger, private readonly fault_injection: boolean) {
+    private readonly logger: Logger, private readonly fault_injection: boolean, watch_other_writers: boolean) {
     this.idle_timer = setInterval(() => this.flushIdleQueues(), STORE_IDLE_FLUSH_MS);
     this.idle_timer.unref();
+    this.writer_watch = watch_other_writers ? new WriterWatch((notice) => this.onWatchNotice(notice)) : null;
   }
 
   static async start(options: EngineOptions = {}): Promise<Engine> {
@@ -116,7 +121,7 @@ export class Engine implements EngineControl {
       await pools.stop();
       throw new UblksnapError('EIO', `the engine's workers did not start: ${(error as Error).message}`);
     }
-    engine = new Engine(pools, params, logger, options.fault_injection === true);
+    engine = new Engine(pools, params, logger, options.fault_injection === true, options.watch_other_writers === true);
     logger.info({ workers: counts }, 'engine started');
     return engine;
   }
@@ -128,9 +133,16 @@ export class Engine implements EngineControl {
     if (typeof volume_path !== 'string' || volume_path.length === 0) throw new UblksnapError('EINVAL', 'attach needs the path of a file or block device');
     const resolved = path.resolve(volume_path);
     const name = validateVolumeName(options.name ?? defaultVolumeName(resolved));
+    // The same file or device by another path (a symlink, a hard link) is
+    // found by identity before it is opened: an open would also break the
+    // attached one's write lease (writer-watch.ts), from our own thread.
+    const target = statSync(resolved, { throwIfNoEntry: false });
     for (const volume of this.allVolumes()) {
       if (volume.path === resolved) throw new UblksnapError('EALREADY', `${resolved} is already attached as ${volume.name}`);
       if (volume.name === name) throw new UblksnapError('EEXIST', `a volume named ${name} is already attached (${volume.path})`);
+      if (target !== undefined && sameFile(target, fstatSync(volume.fd))) {
+        throw new UblksnapError('EALREADY', `${resolved} is ${volume.path}, already attached as ${volume.name}`);
+      }
     }
     let index = this.volumes_by_index.findIndex((v) => v === undefined);
     if (index < 0) index = this.volumes_by_index.length;
@@ -143,6 +155,10 @@ export class Engine implements EngineControl {
       this.volumes_by_index[index] = undefined;
       volume.close();
       throw error;
+    }
+    if (this.writer_watch !== null && volume.kind === 'file') {
+      const unwatched = this.writer_watch.watch(volume.index, volume.fd);
+      if (unwatched !== null) this.logger.warn({ volume: name, path: resolved }, unwatched);
     }
     const cbt = volume.tracker.info();
     this.logger.info({
@@ -163,6 +179,7 @@ export class Engine implements EngineControl {
       }
       await this.snapshotDestroy(snapshot.id);
     }
+    this.writer_watch?.unwatch(volume.index);
     // Once every actor dropped the volume, none is inside one of its requests
     // (a native queue serving it directly stops at the DETACHED word first).
     markDetached(volume.control);
@@ -233,7 +250,7 @@ export class Engine implements EngineControl {
       throw error;
     }
     this.snapshots.set(snapshot.id, snapshot);
-    this.logger.info({ snapshot: snapshot.id, volumes: volumes.map((v) => v.name), storage: storage.path, kind: storage.kind }, 'snapshot created');
+    this.logger.info({ snapshot: snapshot.id, volumes: volumes.map((v) => v.name), storage: storage.path, kind: storage.kind, storage_created: storage.created_here }, 'snapshot created');
     return snapshot.id;
   }
 
@@ -387,9 +404,35 @@ export class Engine implements EngineControl {
     }
     this.stopped = true;
     await this.pools.stop();
+    this.writer_watch?.stop();
     for (const volume of this.allVolumes()) volume.close();
     this.volumes_by_index.length = 0;
     this.logger.info('engine stopped');
+  }
+
+  /**
+   * What the writer watch saw (writer-watch.ts). A writer that bypasses the
+   * exports changed what the image shows and what the CBT knows: break the
+   * snapshot holding the volume (as overflow does) and start a new CBT
+   * generation, both with the reason.
+   */
+  private onWatchNotice(notice: WatchNotice): void {
+    const volume = this.volumes_by_index[notice.key];
+    if (volume === undefined) return;
+    const where = { volume: volume.name, path: volume.path };
+    if (notice.kind === 'rearmed') {
+      this.logger.info(where, 'the other process closed the volume file: writes that bypass the exports are noticed again');
+      return;
+    }
+    if (notice.kind === 'reader') {
+      this.logger.info(where, 'another process opened the volume file for reading: writes that bypass the exports are not noticed until it closes it');
+      return;
+    }
+    const reason = 'another process opened the volume file for writing, bypassing the exports';
+    this.logger.warn(where, `${reason}: its snapshot breaks and its change tracking starts a new generation (write a volume only through its exports)`);
+    const membership = volume.snapshot;
+    if (membership !== null && membership.taken) this.snapshots.get(membership.id)?.breakSnapshot(ERRNO_BY_CODE.EIO, volume.name, reason);
+    volume.tracker.resetGeneration(reason);
   }
 
   /** Test hook: volume reads of [first, end) bytes fail with EIO (needs fault_injection). */
@@ -502,3 +545,8 @@ export class Engine implements EngineControl {
   }
 }
 
+/** One file (device and inode) or one block device (its device number), whatever the paths. */
+function sameFile(a: Stats, b: Stats): boolean {
+  if (a.isBlockDevice() || b.isBlockDevice()) return a.isBlockDevice() && b.isBlockDevice() && a.rdev === b.rdev;
+  return a.dev === b.dev && a.ino === b.ino;
+}

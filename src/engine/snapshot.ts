@@ -323,7 +323,7 @@ export class Snapshot {
       state: this.state,
       error_code: this.error_code,
       volumes: this.volumes.map((v) => v.name),
-      storage: { ...this.storage.counters.snapshot(), kind: this.storage.kind, path: this.storage.path },
+      storage: { ...this.storage.counters.snapshot(), kind: this.storage.kind, path: this.storage.path, created: this.storage.created_here },
       chunks: [...this.areas.values()].map((area) => {
         const census = area.view.table.census();
         return {

@@ -61,6 +61,18 @@ export class Tracker {
     return this.reason;
   }
 
+  /**
+   * Starts a new generation now (both copies zeroed, a new UUID), because
+   * the map can no longer be trusted: something changed the volume without
+   * marking it. Numbers keep counting: a writer racing this reset marks
+   * with the current number, which stays consistent.
+   */
+  resetGeneration(reason: string): void {
+    this.current.resetGeneration();
+    this.reason = reason;
+    this.reason_generation = this.current.generation_id;
+  }
+
   /** Returns true when the map was replaced (the capacity changed). */
   resize(capacity_sectors: number): boolean {
     if (capacity_sectors === this.current.capacity_sectors) return false;

@@ -95,6 +95,12 @@ export interface Frontend {
    */
   holders(export_name: string): string[];
   /**
+   * Clients connected to the export now (NBD: one phrase per connection,
+   * naming its id and peer); empty when none or when the frontend's users
+   * are holders instead. Detach refuses while a volume has any, unless forced.
+   */
+  clients(export_name: string): string[];
+  /**
    * The export is going away (detach, destroy): release what publish made,
    * held or not. The daemon asks holders() first and refuses unless forced.
    */

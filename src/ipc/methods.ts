@@ -1,4 +1,4 @@
-// The methods of the control socket: one per CLI command (DESIGN §6), each
+// The methods of the control socket: one per CLI command (docs/design.md §6), each
 // with the schema of its params (checked by the server before the handler
 // runs) and the type of its result. Client and server both import this
 // table, so a method cannot exist on one side only.
@@ -178,7 +178,8 @@ export interface ResultMap {
   cbtinfo: CbtInfo;
   readcbtmap: ReadCbtMapResult;
   markdirtyblock: Empty;
-  snapshot_create: { id: string };
+  /** storage_kind: file, tmpfile (in the directory `storage`) or block; storage_created: snapshot_create made the path. */
+  snapshot_create: { id: string; storage: string; storage_kind: string; storage_created: boolean };
   snapshot_add: Empty;
   snapshot_take: Empty;
   snapshot_destroy: Empty;

@@ -1,5 +1,5 @@
 // A small schema language for the parameters of IPC methods: the boundary
-// check of STYLE habit 9. Every method declares its params as a schema; the
+// check of docs/style.md habit 9. Every method declares its params as a schema; the
 // server validates each request against it before any handler runs, and
 // the TypeScript type of the validated params is inferred from the same
 // schema, so the declaration, the check and the handler cannot drift apart.

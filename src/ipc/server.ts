@@ -55,7 +55,7 @@ const WRITE_BUFFER_BYTES_HIGH = 4 * 1024 * 1024;
 export const DRAIN_TIMEOUT_MS = 10_000;
 /** At stop: how long a client has to read its last replies. */
 const CLOSE_TIMEOUT_MS = 2_000;
-/** Socket file mode: the owner only (DESIGN §10). */
+/** Socket file mode: the owner only (docs/design.md §10). */
 export const SOCKET_MODE = 0o600;
 /** umask while the socket is bound, so it is never created wider than 0600. */
 const SOCKET_UMASK = 0o177;

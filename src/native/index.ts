@@ -112,6 +112,11 @@ interface Binding {
   errnoName(errno: number): string;
   freezeFilesystem(mount_point: string): Promise<void>;
   thawFilesystem(mount_point: string): Promise<void>;
+  setLease(fd: number, type: number): void;
+  getLease(fd: number): number;
+  F_RDLCK: number;
+  F_WRLCK: number;
+  F_UNLCK: number;
 }
 
 const binding = loadAddon<Binding>();
@@ -159,6 +164,34 @@ export const setThreadNice: (nice: number) => void = binding.setThreadNice;
 
 /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file; the caller closes it. */
 export const duplicateFd: (fd: number) => number = binding.duplicateFd;
+
+/** A file lease's type, as F_GETLEASE reports it ('none' = F_UNLCK). */
+export type LeaseType = 'read' | 'write' | 'none';
+const LEASE_CODES: Readonly<Record<LeaseType, number>> = { read: binding.F_RDLCK, write: binding.F_WRLCK, none: binding.F_UNLCK };
+
+/**
+ * fcntl(fd, F_SETLEASE): take ('write', 'read') or give up ('none') a
+ * lease on the open file. The kernel signals the process (SIGIO, whose
+ * default action ends it) when another open breaks the lease: listen for
+ * SIGIO before taking one. Throws EAGAIN (code 'EAGAIN') while another
+ * descriptor has the file open, EINVAL on what cannot be leased (a block
+ * device, some network filesystems).
+ */
+export function setLease(fd: number, type: LeaseType): void {
+  binding.setLease(fd, LEASE_CODES[type]);
+}
+
+/**
+ * fcntl(fd, F_GETLEASE): the lease held, or, while a break is pending, the
+ * type it must fall to ('read' for an opener that reads, 'none' for one
+ * that writes or truncates).
+ */
+export function getLease(fd: number): LeaseType {
+  const code = binding.getLease(fd);
+  if (code === binding.F_WRLCK) return 'write';
+  if (code === binding.F_RDLCK) return 'read';
+  return 'none';
+}
 
 /**
  * FIFREEZE on the filesystem mounted at mount_point, on the thread pool:

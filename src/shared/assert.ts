@@ -1,5 +1,5 @@
 // Assertions for invariants of the core. A failed assertion is a bug: it
-// throws an AssertionError that crashes the actor loudly (see STYLE.md,
+// throws an AssertionError that crashes the actor loudly (see docs/style.md habit 8,
 // "three kinds of error"). Boundaries validate and answer with errors from
 // errors.ts instead; they never rely on these.
 

@@ -192,6 +192,18 @@ export class CbtMap {
     return reset;
   }
 
+  /**
+   * A new generation without a take: both copies zeroed and a new UUID; the
+   * numbers stay. Safe while writers mark (they store the current active
+   * number, which no reset changes); a reader of the new generation must
+   * take a full backup anyway.
+   */
+  resetGeneration(): void {
+    this.active.fill(0);
+    this.frozen.fill(0);
+    this.newGeneration();
+  }
+
   /** Copies SNAPSHOT bytes [first_block, first_block + target.length) into target. */
   readSnapshot(first_block: number, target: Uint8Array): number {
     assert(Number.isInteger(first_block) && first_block >= 0 && first_block <= this.block_count,

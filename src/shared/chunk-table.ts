@@ -19,7 +19,7 @@
 //                       bits 8-31  buffer slot + 1 (0 = no buffer), 24 bits
 //   offsets[i] Float64  sector of the chunk's copy in the diff storage, or -1
 //
-// That is 12 bytes per chunk (DESIGN §10 allows 16). Offsets are plain
+// That is 12 bytes per chunk (docs/design.md §10 allows 16). Offsets are plain
 // Float64 (exact for integers below 2^53): they are written only by the
 // holder of the chunk's lock, and the lock's Atomics give the ordering.
 //

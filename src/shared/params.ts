@@ -1,4 +1,4 @@
-// The tunable parameters of DESIGN §7, with blksnap v7's defaults. Each is a
+// The tunable parameters of docs/design.md §7, with blksnap v7's defaults. Each is a
 // daemon option (config key and `--param NAME=VALUE`). validateParams() is
 // the boundary: it turns untrusted input into a Params or a clear error.
 

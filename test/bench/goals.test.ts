@@ -75,7 +75,7 @@ plan('the default chunk of a 1 GiB volume is 256 KiB (chunk_minimum_shift 18)', 
   assert.is(defaultChunkBytes(2 ** 30), 256 * 1024);
 });
 
-plan('the comparisons cover the four DESIGN §10 goals with their targets', () => {
+plan('the comparisons cover the four docs/design.md §10 goals with their targets', () => {
   const comparisons = goalComparisons([{ id: 'ublksnap-snap', copy_unit_bytes: 262144 }, { id: 'ublksnap-snap-64k', copy_unit_bytes: 65536 }]);
   const targets = Object.fromEntries(comparisons.map((c) => [c.goal, c.target]));
   assert.equal(targets, { [GOALS.plain]: 0.8, [GOALS.versus_qemu]: 2, [GOALS.versus_self]: 0.5, [GOALS.image_reads]: 1 });

@@ -1,5 +1,5 @@
 // Goal: image writes never reach the volume, through every frontend
-// (DESIGN §10 "Isolation": images are writable, their writes go to the diff
+// (docs/design.md §10 "Isolation": images are writable, their writes go to the diff
 // storage; ACCEPTANCE 1's last check and ACCEPTANCE 7): 10 MiB written into
 // the image and 10 MiB into the volume at the same time, over chunks both
 // touch, three times; the image holds the take plus its own writes, the

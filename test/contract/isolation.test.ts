@@ -1,4 +1,4 @@
-// Goal: isolation under repeated takes, through every frontend (DESIGN §10
+// Goal: isolation under repeated takes, through every frontend (docs/design.md §10
 // "Isolation"; ACCEPTANCE 10): a write acknowledged before take is in the
 // image, a write submitted after take resolved is not, an image does not
 // change while its snapshot lives, and a take of two volumes is one

@@ -1,7 +1,6 @@
 // Goal: overflow breaks the snapshot and never the volume, through every
-// frontend (DESIGN §3 "Overflow and errors", §10 "Overflow"; ACCEPTANCE 5's
-// assertions): with a diff storage limit far below what the writes copy,
-// every volume write succeeds and the volume holds exactly what was
+// frontend (docs/design.md §3 "Overflow and errors", §10 "Overflow"): with a diff storage limit far below what the
+// writes copy, every volume write succeeds and the volume holds exactly what was
 // written; a no_space and a corrupted (ENOSPC) event reach a client waiting
 // for events; image reads and image writes then fail with EIO; volume
 // writes go on after the overflow.

@@ -1,4 +1,4 @@
-// Goal: take's quiesce, deterministically, through every frontend (DESIGN §3
+// Goal: take's quiesce, deterministically, through every frontend (docs/design.md §3
 // "Take"; §10 "Isolation"): a write already inside the write gate when a
 // take begins is waited for and is in the image; a write that arrives while
 // the gate is frozen waits (it is neither acknowledged nor on the volume

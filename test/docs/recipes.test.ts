@@ -92,6 +92,8 @@ suite.test('every fenced shell block in docs/ is a marked recipe, every recipe h
   for (const file of recipeFiles(REPO_ROOT).filter((name) => name.startsWith('docs'))) {
     assert.is(unmarkedShellBlocks(REPO_ROOT, file), 0, `${file}: a shell block without <!-- recipe: NAME --> would never be tested`);
   }
+  const install_sources = readdirSync(path.join(REPO_ROOT, 'test', 'install')).filter((name) => name.endsWith('.ts'))
+    .map((name) => readFileSync(path.join(REPO_ROOT, 'test', 'install', name), 'utf8')).join('\n');
   const guest_sources = readdirSync(path.join(REPO_ROOT, 'test', 'guest')).filter((name) => name.endsWith('.ts'))
     .map((name) => readFileSync(path.join(REPO_ROOT, 'test', 'guest', name), 'utf8')).join('\n');
   const names = new Set<string>();
@@ -100,6 +102,7 @@ suite.test('every fenced shell block in docs/ is a marked recipe, every recipe h
       assert.not.ok(names.has(recipe.name), `recipe ${recipe.name} is named twice`);
       names.add(recipe.name);
       if (recipe.guest) assert.ok(guest_sources.includes(`'${recipe.name}'`), `guest recipe ${recipe.name}: no test/guest program runs it`);
+      else if (recipe.install) assert.ok(install_sources.includes(`'${recipe.name}'`), `install recipe ${recipe.name}: no test/install file runs it`);
       else assert.ok(recipe.name in CHECKS, `recipe ${recipe.name} (${file}) has no check in test/docs/recipes.test.ts`);
     }
   }
@@ -107,7 +110,7 @@ suite.test('every fenced shell block in docs/ is a marked recipe, every recipe h
 });
 
 for (const file of recipeFiles(REPO_ROOT)) {
-  const recipes = recipesOf(REPO_ROOT, file).filter((recipe) => !recipe.guest);
+  const recipes = recipesOf(REPO_ROOT, file).filter((recipe) => !recipe.guest && !recipe.install);
   if (recipes.length === 0) continue;
   suite.test(`${file}: ${recipes.map((recipe) => recipe.name).join(', ')} run as written`, async () => {
     const dir = daemon.file(file.replace(/[/.]/g, '-'));

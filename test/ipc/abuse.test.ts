@@ -1,4 +1,4 @@
-// Goal: no client can hurt the daemon (DESIGN §10, bad input): random
+// Goal: no client can hurt the daemon (docs/design.md §10, bad input): random
 // bytes, a 100 MiB line, deeply nested JSON, wrong types for every method,
 // unknown methods, half-written requests and 300 clients at once each get
 // an error reply or a closed connection, the daemon's memory stays bounded,

@@ -3,6 +3,7 @@
 //
 //   <!-- recipe: NAME -->            run on the host by test/docs/recipes.test.ts
 //   <!-- recipe: NAME guest -->      run in the ublk guest (test/guest/*.guest.ts)
+//   <!-- recipe: NAME install -->    run by test/install/*.test.ts (installs the package)
 //
 // The text between the fences is returned byte for byte: the tests run
 // exactly what a reader copies.
@@ -16,10 +17,12 @@ export interface Recipe {
   name: string;
   /** True for recipes that need the ublk guest. */
   guest: boolean;
+  /** True for recipes that install the package (test/install runs them, not the daemon recipes test). */
+  install: boolean;
   script: string;
 }
 
-const RECIPE_PATTERN = /<!-- recipe: ([A-Za-z0-9-]+)( guest)? -->\n```sh\n([\s\S]*?)```\n/g;
+const RECIPE_PATTERN = /<!-- recipe: ([A-Za-z0-9-]+)( guest| install)? -->\n```sh\n([\s\S]*?)```\n/g;
 /** Any fenced shell block: every one in docs/ must be a recipe. */
 const SHELL_BLOCK_PATTERN = /^```(?:sh|bash|shell)\n/gm;
 
@@ -31,7 +34,9 @@ export function recipeFiles(repo_root: string): string[] {
 
 export function recipesOf(repo_root: string, file: string): Recipe[] {
   const text = readFileSync(path.join(repo_root, file), 'utf8');
-  return [...text.matchAll(RECIPE_PATTERN)].map((match) => ({ file, name: match[1]!, guest: match[2] !== undefined, script: match[3]! }));
+  return [...text.matchAll(RECIPE_PATTERN)].map((match) => ({
+    file, name: match[1]!, guest: match[2] === ' guest', install: match[2] === ' install', script: match[3]!,
+  }));
 }
 
 /** Fenced shell blocks in file that carry no recipe marker. */

@@ -1,4 +1,4 @@
-// Goal: no client can hurt the daemon or another client (DESIGN §10 "Bad
+// Goal: no client can hurt the daemon or another client (docs/design.md §10 "Bad
 // input"): garbage, truncated handshakes, wrong magics, oversized option
 // and request lengths, offsets past the end, requests after DISC, clients
 // that never read, 100 idle connections, clients killed mid-write (a

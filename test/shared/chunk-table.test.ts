@@ -47,7 +47,7 @@ test('state moves: legal ones pass, illegal ones assert, slot and offset kept', 
   assert.is(table.offset(0), -1);
 });
 
-test('memory per chunk within DESIGN §10 (≤ 16 bytes)', () => {
+test('memory per chunk within docs/design.md §10 (≤ 16 bytes)', () => {
   assert.ok(CHUNK_TABLE_BYTES_PER_CHUNK <= 16);
   const table = ChunkTable.create(1000);
   assert.is(table.buffers.words.byteLength + table.buffers.offsets.byteLength, 1000 * CHUNK_TABLE_BYTES_PER_CHUNK);

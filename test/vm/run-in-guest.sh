@@ -4,8 +4,8 @@
 #
 # Why: the machines that run our tests (and CI) have a kernel without ublk and
 # no usable KVM, so the ublk frontend can only be tested for real under TCG
-# emulation. ../shared/UBLK-VM.md and ../shared/ublk/GUEST.md hold the recipe
-# and its measurements; this is the project's own runner built on them.
+# emulation. This header holds the recipe and its measurements; README
+# "Tests in a ublk guest" says how the suite uses it.
 #
 # Usage:
 #   test/vm/run-in-guest.sh [--kernel bookworm|trixie] [--timeout SECONDS] [--mem MiB]
@@ -58,7 +58,7 @@ readonly GUEST_CPUS=2
 # The command must start this long after qemu starts; measured 3-8 s (11 s at load 5).
 readonly BOOT_TIMEOUT_S=120
 # A boot that never reached the command is retried this many times (7.x kernels
-# oops during boot about 1 in 70 times under multi-threaded TCG; GUEST.md §2).
+# oops during boot about 1 in 70 times under multi-threaded TCG).
 readonly BOOT_RETRIES=1
 readonly WATCHDOG_POLL_S=0.5
 # Wait this long for qemu to die after SIGTERM before SIGKILL.

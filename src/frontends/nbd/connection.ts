@@ -106,6 +106,19 @@ export class Connection {
     return this.hosted !== null;
   }
 
+  /** The export this connection is bound to, or null before its handshake ends. */
+  get bound_export(): string | null {
+    return this.hosted !== null ? this.export_name : null;
+  }
+
+  get id(): number {
+    return this.context.id;
+  }
+
+  get peer(): string {
+    return this.context.peer;
+  }
+
   start(): void {
     const socket = this.socket;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));

@@ -1,4 +1,4 @@
-// The NBD view of the engine's exports (DESIGN §6): `NAME` is the live
+// The NBD view of the engine's exports (docs/design.md §6): `NAME` is the live
 // volume, `NAME@ID` the image of snapshot ID from take to destroy. This
 // adapts EngineControl.resolveExport to negotiation's ExportCatalog and
 // decides what each export advertises.
@@ -10,7 +10,7 @@
 // every connection's writes: CAN_MULTI_CONN holds. An image's written
 // chunks live in the snapshot's shared buffers and diff storage, equally
 // visible to every connection, and its FLUSH is per image, not per queue; an
-// image is never durable across a daemon crash anyway (DESIGN §10: a crash
+// image is never durable across a daemon crash anyway (docs/design.md §10: a crash
 // may break a snapshot), so there is nothing a second connection could miss.
 // CAN_MULTI_CONN holds for images too.
 

@@ -6,7 +6,8 @@
 // URI. unpublish() keeps connections open on purpose: clients of a
 // detached volume or destroyed image get EIO with a message on their next
 // request (a clean error, as the issue asks), and disconnect when they
-// choose.
+// choose. A volume's connected clients make a plain detach refuse (EBUSY,
+// naming them): only `detach --force` leaves them with EIO.
 
 import type { EngineControl } from '../../engine/api';
 import type { NbdLogger } from './logger';
@@ -106,10 +107,18 @@ export class NbdFrontend {
     return this.server.uri(export_name);
   }
 
-  /** Connections are not holders: their clients get EIO once the export is gone. */
+  /**
+   * Connections are not holders: a destroyed image's clients get EIO, as a
+   * backup that ends its snapshot expects. A live volume's are clients(),
+   * which detach refuses on.
+   */
   holders(export_name: string): string[] {
     void export_name;
     return [];
+  }
+
+  clients(export_name: string): string[] {
+    return this.server.clientsOf(export_name);
   }
 
   async unpublish(export_name: string): Promise<void> {

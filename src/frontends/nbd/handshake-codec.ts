@@ -2,7 +2,7 @@
 // the client flags, option headers, the option payloads we parse (INFO/GO,
 // LIST_META_CONTEXT/SET_META_CONTEXT) and every option reply we send.
 // Parsers validate untrusted bytes and return a value or a reason string
-// (the NBD parser is a boundary, STYLE §9); encoders only assert.
+// (the NBD parser is a boundary, docs/style.md habit 9); encoders only assert.
 //
 // The handshake is not the hot path: these allocate freely.
 

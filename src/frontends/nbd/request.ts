@@ -1,7 +1,7 @@
 // Transmission requests: the 28-byte header parsed into a reused record,
 // and the checks every request passes before any of its payload is
 // buffered or any engine I/O is started. This is the NBD boundary
-// (STYLE §9): every field is untrusted.
+// (docs/style.md habit 9): every field is untrusted.
 //
 // Verdicts, in the order they are checked (proto.md "Request types" and
 // "Error values"):

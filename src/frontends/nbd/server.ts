@@ -50,7 +50,7 @@ const REFUSALS_PER_LOG_LINE = 1000;
 const PORT_MAX = 65_535;
 
 export interface NbdServerOptions {
-  /** Listen on this Unix socket (DESIGN: the default transport). */
+  /** Listen on this Unix socket (docs/design.md §5: the default transport). */
   socket_path?: string;
   /** Listen on TCP; host defaults to loopback; port 0 picks a free one. */
   listen?: { host?: string; port: number };
@@ -185,6 +185,18 @@ export class NbdServer {
     }
     if (this.tcp_host === null || this.tcp_port === null) throw new Error('NbdServer is not listening on TCP');
     return tcpUri(this.tcp_host, this.tcp_port, export_name);
+  }
+
+  /** Connections bound to this export now, one phrase each: `connection 3 from 127.0.0.1:41234`. */
+  clientsOf(export_name: string): string[] {
+    const clients: string[] = [];
+    for (const connection of this.connections) {
+      if (connection.bound_export !== export_name) continue;
+      // A Unix socket peer has no address; its connection id is in the daemon's log with the export.
+      const from = connection.peer === 'unix' ? `the Unix socket ${this.socket_path ?? ''}` : connection.peer;
+      clients.push(`NBD connection ${connection.id} from ${from}`);
+    }
+    return clients;
   }
 
   status(): NbdServerStatus {

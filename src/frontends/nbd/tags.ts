@@ -1,6 +1,6 @@
 // Per-connection tag bookkeeping: the state of every IoQueue tag and of the
 // request each tag serves, in typed arrays indexed by tag, allocated once
-// when the connection enters transmission (STYLE: per-tag state in arrays;
+// when the connection enters transmission (per-tag state in arrays, as ublk servers keep it;
 // no allocation per request).
 //
 // A request holds one or more tags. Its first tag is its *lead*: the lead
@@ -15,7 +15,7 @@
 //              DONE ─► FREE (a non-lead segment without data to send)
 //
 // A slot is free for reuse only after the socket write that sends from it
-// has called back (STYLE / DESIGN §5: replies are sent from slab buffers).
+// has called back (docs/design.md §4: replies are sent from slab buffers).
 
 import { assert, assertIndex } from '../../shared/assert';
 import { SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES } from './protocol';

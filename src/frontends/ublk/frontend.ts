@@ -248,6 +248,12 @@ export class UblkFrontend implements Frontend {
     return this.devices.get(export_name)?.path ?? null;
   }
 
+  /** A device's users are its holders(): it has no clients of its own. */
+  clients(export_name: string): string[] {
+    void export_name;
+    return [];
+  }
+
   holders(export_name: string): string[] {
     const device = this.devices.get(export_name);
     return device === undefined ? [] : findHolders(device.path).map((holder) => `${device.path}: ${holder}`);

@@ -15,7 +15,7 @@
 // scenario then runs through it as "<scenario> via <name>".
 //
 // The ublk driver (ublk.ts) runs where ublk exists, i.e. inside the Linux
-// guest (shared/UBLK-VM.md), through test/guest/contract-ublk.guest.ts:
+// guest (README "Tests in a ublk guest"), through test/guest/contract-ublk.guest.ts:
 // unavailable() checks root, loads ublk_drv and probes /dev/ublk-control;
 // start() starts the ublk frontend on the engine; open() publishes a device
 // for the export (one per export, deleted when its last target closes) and

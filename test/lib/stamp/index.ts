@@ -1,5 +1,5 @@
 // Stamped sectors: the data-verification method every acceptance test uses
-// (ACCEPTANCE.md, "Data verification method"). A writer fills each 512-byte
+// (docs/acceptance.md, "Data verification method"). A writer fills each 512-byte
 // sector with a self-describing stamp; a checker reads an image back and
 // says, per sector, whether it is intact, where it came from and whether it
 // is allowed to be there.

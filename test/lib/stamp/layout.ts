@@ -1,4 +1,4 @@
-// The stamped sector's layout (ACCEPTANCE.md, "Data verification method";
+// The stamped sector's layout (docs/acceptance.md, "Data verification method";
 // the library's overview is index.ts).
 //
 // Sector layout (little-endian, 512 bytes):
