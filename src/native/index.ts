@@ -104,6 +104,7 @@ interface Binding {
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
   duplicateFd(fd: number): number;
+  socketPair(): [number, number];
   setThreadNice(nice: number): void;
   openExclusive(path: string, options: OpenExclusiveOptions): number;
   openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
@@ -159,6 +160,9 @@ export const setThreadNice: (nice: number) => void = binding.setThreadNice;
 
 /** fcntl(fd, F_DUPFD_CLOEXEC): a second descriptor of the same open file; the caller closes it. */
 export const duplicateFd: (fd: number) => number = binding.duplicateFd;
+
+/** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected descriptors; the caller closes both. */
+export const socketPair: () => [number, number] = binding.socketPair;
 
 /**
  * FIFREEZE on the filesystem mounted at mount_point, on the thread pool:
