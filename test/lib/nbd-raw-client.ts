@@ -49,6 +49,8 @@ export interface GoOptions {
   infos?: number[];
   /** Send NO_ZEROES / FIXED_NEWSTYLE client flags; default both. */
   client_flags?: number;
+  /** The handshake (and STARTTLS) was done already: start with the options. */
+  handshake_done?: boolean;
 }
 
 export interface GoResult {
@@ -219,7 +221,7 @@ export class RawNbd {
 
   /** STRUCTURED_REPLY (optional), SET_META_CONTEXT (optional), GO; throws when GO fails. */
   async go(name: string, options: GoOptions = {}): Promise<GoResult> {
-    await this.handshake(options.client_flags ?? 3);
+    if (options.handshake_done !== true) await this.handshake(options.client_flags ?? 3);
     const context_ids = new Map<string, number>();
     if (options.structured ?? true) {
       const [ack] = await this.option(8);

@@ -15,6 +15,18 @@ import { runOk } from './nbd-tools';
 /** Days a test certificate is valid: the tests end long before. */
 const VALID_DAYS = 30;
 const KEY_BITS = 2048;
+/** Just enough of a CA configuration for `openssl ca` to sign the expired certificate. */
+const EXPIRED_CA_CONFIG = `[ca]
+default_ca = test_ca
+[test_ca]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any_name
+[any_name]
+commonName = supplied
+`;
 
 export interface TlsMaterial {
   /** ca-cert.pem, server-cert.pem, server-key.pem (0600). */
@@ -47,18 +59,24 @@ async function newCa(prefix: string, cwd: string): Promise<void> {
 }
 
 /** A certificate for CN signed by the CA `ca`; extensions as a client or a server needs them. */
-async function signed(name: string, common_name: string, ca: string, role: 'server' | 'client', cwd: string, days_offset = 0): Promise<void> {
+async function signed(name: string, common_name: string, ca: string, role: 'server' | 'client', cwd: string, expired = false): Promise<void> {
   await newKey(`${name}-key.pem`, cwd);
   await openssl(['req', '-new', '-key', `${name}-key.pem`, '-subj', `/CN=${common_name}`, '-out', `${name}.csr`], cwd);
   const extensions = role === 'server'
     ? 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n'
     : 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n';
   writeFileSync(path.join(cwd, `${name}.ext`), extensions);
-  const args = ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}-cert.pem`, '-CAkey', `${ca}-key.pem`, '-CAcreateserial',
-    '-extfile', `${name}.ext`, '-out', `${name}-cert.pem`];
-  if (days_offset === 0) args.push('-days', String(VALID_DAYS));
-  else args.push('-not_before', '20200101000000Z', '-not_after', '20200102000000Z');
-  await openssl(args, cwd);
+  if (!expired) {
+    await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}-cert.pem`, '-CAkey', `${ca}-key.pem`, '-CAcreateserial',
+      '-extfile', `${name}.ext`, '-days', String(VALID_DAYS), '-out', `${name}-cert.pem`], cwd);
+    return;
+  }
+  // `openssl x509` (3.0) cannot date a certificate in the past; `openssl ca` can, with a minimal CA config.
+  writeFileSync(path.join(cwd, 'ca.cnf'), EXPIRED_CA_CONFIG);
+  writeFileSync(path.join(cwd, 'index.txt'), '');
+  writeFileSync(path.join(cwd, 'serial'), '1000\n');
+  await openssl(['ca', '-batch', '-config', 'ca.cnf', '-cert', `${ca}-cert.pem`, '-keyfile', `${ca}-key.pem`, '-in', `${name}.csr`,
+    '-startdate', '200101000000Z', '-enddate', '200102000000Z', '-extfile', `${name}.ext`, '-notext', '-out', `${name}-cert.pem`], cwd);
 }
 
 export async function makeTlsMaterial(root: string): Promise<TlsMaterial> {
@@ -90,7 +108,7 @@ export async function makeTlsMaterial(root: string): Promise<TlsMaterial> {
       return clientDirFrom(`c-${common_name}`);
     },
     async expiredClientDir() {
-      await signed('c-expired', 'expired', 'ca', 'client', work, -1);
+      await signed('c-expired', 'expired', 'ca', 'client', work, true);
       return clientDirFrom('c-expired');
     },
     async untrustedClientDir() {
