@@ -25,6 +25,7 @@ import {
   ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification, type WorkloadSpec,
 } from './systems';
 import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
+import { nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
 import { ensureTools } from './tools';
 
 const KiB = 1024;
@@ -128,6 +129,8 @@ function allSystems(image_bytes: number): SystemSpec[] {
   systems.push(ublksnapSnapshot('ublksnap-snap', `ublksnap, snapshot, ${default_chunk / KiB} KiB chunk (default)`, default_chunk));
   if (default_chunk !== QEMU_COPY_UNIT_BYTES) systems.push(ublksnapSnapshot64k());
   systems.push(nbdkitFile(), qsdPlain(), qsdFleecing());
+  // The TLS rows: ours over plain TCP and over TLS, nbdkit over TLS (tls-systems.ts).
+  systems.push(ublksnapTcp(), ublksnapTls(), nbdkitTls());
   return systems;
 }
 
