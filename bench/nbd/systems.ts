@@ -177,9 +177,21 @@ async function warmUp(context: RoundContext, system: string, uri: string, image_
   await readExport(image_uri ?? uri, context.image_bytes);
 }
 
-export async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>): Promise<void> {
+/**
+ * reads_only: the image read alone (nbdcopy), warmed up by one untimed
+ * read: for TLS URIs, which fio's nbd engine refuses (libnbd forbids the
+ * tls-psk-file= a URI names unless the program allows local files, and
+ * fio does not).
+ */
+export async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>, reads_only = false): Promise<void> {
   const { server, uri } = await start();
   try {
+    if (reads_only) {
+      await readExport(uri, context.image_bytes);
+      await readStep(context, system, WORKLOADS.seq_read, server, uri);
+      context.usage(system, await server.stop());
+      return;
+    }
     await warmUp(context, system, uri);
     await readStep(context, system, WORKLOADS.seq_read, server, uri);
     await fioStep(context, system, WORKLOADS.seq_write, server, uri, seqWriteJob(context.image_bytes));
