@@ -1,7 +1,8 @@
 // The NBD comparison (issue 6): ublksnap through its real NBD frontend,
 // side by side with nbdkit's file plugin, a plain qemu-storage-daemon
 // export and qemu-storage-daemon copy-before-write fleecing, on the same
-// image of random data on /dev/shm, over Unix sockets.
+// image of random data on /dev/shm, over Unix sockets; and the TLS rows
+// (tls-systems.ts) over loopback TCP.
 //
 //   set-up      install missing tools (tools.ts); fill the image
 //   rounds      every system once per round (systems.ts), the order
@@ -264,7 +265,7 @@ function summarize(run: Plan, collected: Collected, context: {
   const equal = verifications.filter((v) => v.equal).length;
   const loads = (values: number[]): string => values.map((l) => l.toFixed(2)).join(' ');
   const load = `load average ${loads(machine.loadavg_start)} at start, ${loads(machine.loadavg_end)} at end, ${machine.cpus} CPUs`;
-  const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds_done} rounds (order rotated), ${load}`;
+  const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets (the TCP and TLS rows: loopback TCP), ${rounds_done} rounds (order rotated), ${load}`;
   const verification_line = `${verifications.length > 0 && equal === verifications.length ? 'PASS' : 'FAIL'} snapshot images equal the volume at take: ${equal}/${verifications.length} checksums`;
   const text = [
     `NBD throughput, median of ${rounds_done} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,
