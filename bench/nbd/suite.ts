@@ -26,7 +26,7 @@ import {
   ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification, type WorkloadSpec,
 } from './systems';
 import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
-import { nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
+import { WRITE_4K_TLS, nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
 import { ensureTools } from './tools';
 
 const KiB = 1024;
@@ -259,7 +259,7 @@ function summarize(run: Plan, collected: Collected, context: {
   const { samples, verifications, usage, take, errors, rounds_done } = collected;
   const verdicts = judge(samples, goalComparisons(run.snapshot_systems));
   const workloads: WorkloadSpec[] = [WORKLOADS.seq_read, WORKLOADS.seq_write, WORKLOADS.rand_write,
-    ...run.copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after];
+    ...run.copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after, WRITE_4K_TLS];
   const input: ReportInput = { systems: run.systems, workloads, samples, usage, verdicts, take };
   const { machine } = context;
   const equal = verifications.filter((v) => v.equal).length;

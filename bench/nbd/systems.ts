@@ -104,9 +104,9 @@ export interface SystemSpec {
 
 // ── measuring ───────────────────────────────────────────────────────────
 
-type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'>;
+export type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'>;
 
-async function measure(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess,
+export async function measure(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess,
   body: () => Promise<Measured>): Promise<void> {
   const gc = server instanceof UblksnapServer ? server : undefined;
   const gc_before = gc ? await gc.gcCount() : 0;
@@ -131,7 +131,7 @@ function fioStep(context: RoundContext, system: string, workload: WorkloadSpec, 
   });
 }
 
-function readStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string): Promise<void> {
+export function readStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string): Promise<void> {
   return measure(context, system, workload, server, async () => {
     const result = await readExport(uri, context.image_bytes);
     return { value: result.bytes_per_second, bytes: result.bytes, ios: 0, seconds: result.seconds };
@@ -177,21 +177,9 @@ async function warmUp(context: RoundContext, system: string, uri: string, image_
   await readExport(image_uri ?? uri, context.image_bytes);
 }
 
-/**
- * reads_only: the image read alone (nbdcopy), warmed up by one untimed
- * read: for TLS URIs, which fio's nbd engine refuses (libnbd forbids the
- * tls-psk-file= a URI names unless the program allows local files, and
- * fio does not).
- */
-export async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>, reads_only = false): Promise<void> {
+async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>): Promise<void> {
   const { server, uri } = await start();
   try {
-    if (reads_only) {
-      await readExport(uri, context.image_bytes);
-      await readStep(context, system, WORKLOADS.seq_read, server, uri);
-      context.usage(system, await server.stop());
-      return;
-    }
     await warmUp(context, system, uri);
     await readStep(context, system, WORKLOADS.seq_read, server, uri);
     await fioStep(context, system, WORKLOADS.seq_write, server, uri, seqWriteJob(context.image_bytes));

@@ -1,9 +1,9 @@
 // The TLS rows (issue 14): what encryption costs, over TCP on loopback,
-// on the same image as the other rows. ublksnap-tcp runs a whole plain
-// round (systems.ts); the TLS rows run the image read (nbdcopy) only:
-// fio's nbd engine cannot open a TLS URI (libnbd refuses tls-psk-file=
-// unless the program allows local files, and fio does not), so 4 KiB
-// random writes over TLS are not measured here.
+// on the same image as the other rows. Each runs the image read (nbdcopy
+// → null:) and 4 KiB writes at QD32 with nbdcopy (nbdcopyWrites): fio's
+// nbd engine cannot open a TLS URI (libnbd refuses tls-psk-file= unless
+// the program allows local files, and fio does not), and `qemu-img bench`
+// takes no --object for TLS credentials.
 //
 //   ublksnap-tcp   our server, plain TCP                    nbd://127.0.0.1:PORT/bench
 //   ublksnap-tls   our server, TLS required, PSK            nbds://bench@127.0.0.1:PORT/bench?tls-psk-file=…
@@ -15,14 +15,70 @@
 // I/O actor (src/frontends/nbd/tls-relay.ts): these rows show that cost.
 
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { readExport } from './nbdcopy';
 import { ServerProcess } from './servers';
-import { UBLKSNAP_VOLUME_NAME, launchUblksnap, plainRound, type RoundContext, type SystemSpec } from './systems';
+import {
+  RANDOM_BLOCK_BYTES, RANDOM_IODEPTH, UBLKSNAP_VOLUME_NAME, WORKLOADS, launchUblksnap, measure, readStep,
+  type RoundContext, type SystemSpec, type WorkloadSpec,
+} from './systems';
 
 const PSK_USER = 'bench';
 const PSK_KEY_BYTES = 32;
+/** A write run longer than this is stuck. */
+const WRITE_TIMEOUT_MS = 300_000;
+
+export const WRITE_4K_TLS: WorkloadSpec = {
+  id: 'write-4k-nbdcopy', label: `4 KiB writes, nbdcopy QD${RANDOM_IODEPTH}`, unit: 'IOPS',
+};
+
+/**
+ * nbdcopy from a file of random bytes onto the export in 4 KiB requests,
+ * RANDOM_IODEPTH in flight, one connection, no zero detection: every
+ * request a 4 KiB WRITE. Sequential, where fio's row is random; what TLS
+ * costs per request does not depend on where it lands.
+ */
+function nbdcopyWrites(source: string, uri: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const args = ['--request-size', String(RANDOM_BLOCK_BYTES), '--requests', String(RANDOM_IODEPTH), '--connections', '1',
+      '--threads', '1', '--sparse', '0', '--no-extents', source, uri];
+    const started = process.hrtime.bigint();
+    const child = spawn('nbdcopy', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let errors = '';
+    child.stderr.on('data', (chunk: Buffer) => { errors += chunk.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), WRITE_TIMEOUT_MS);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) reject(new Error(`nbdcopy ${args.join(' ')}: exit ${code}: ${errors.trim()}`));
+      else resolve(Number(process.hrtime.bigint() - started) / 1e9);
+    });
+  });
+}
+
+/** The TLS rows' round: an untimed read, the timed read, the timed 4 KiB writes. */
+async function tlsRound(context: RoundContext, system: string, server: ServerProcess, uri: string): Promise<void> {
+  const write_bytes = Math.min(context.rand_write_bytes, context.image_bytes);
+  const source = path.join(context.work_dir, `${system}-writes.bin`);
+  writeFileSync(source, randomBytes(write_bytes));
+  try {
+    await readExport(uri, context.image_bytes);
+    await readStep(context, system, WORKLOADS.seq_read, server, uri);
+    await measure(context, system, WRITE_4K_TLS, server, async () => {
+      const seconds = await nbdcopyWrites(source, uri);
+      const ios = write_bytes / RANDOM_BLOCK_BYTES;
+      return { value: ios / seconds, bytes: write_bytes, ios, seconds };
+    });
+  } catch (error) {
+    await server.kill();
+    throw error;
+  } finally {
+    rmSync(source, { force: true });
+  }
+  context.usage(system, await server.stop());
+}
 
 /** A loopback port free right now (the server binds it a moment later). */
 function freePort(): Promise<number> {
@@ -49,40 +105,40 @@ function tlsUri(port: number, export_name: string, psk_file: string): string {
 export function ublksnapTcp(): SystemSpec {
   const id = 'ublksnap-tcp';
   return {
-    id, label: 'ublksnap, no snapshot, plain TCP', kind: 'plain',
-    run: (context) => plainRound(context, id, async () => {
+    id, label: 'ublksnap, plain TCP', kind: 'plain',
+    run: async (context) => {
       const port = await freePort();
       const server = await launchUblksnap(context, id, {}, { tcp_port: port });
-      return { server, uri: `nbd://127.0.0.1:${port}/${UBLKSNAP_VOLUME_NAME}` };
-    }),
+      await tlsRound(context, id, server, `nbd://127.0.0.1:${port}/${UBLKSNAP_VOLUME_NAME}`);
+    },
   };
 }
 
 export function ublksnapTls(): SystemSpec {
   const id = 'ublksnap-tls';
   return {
-    id, label: 'ublksnap, no snapshot, TLS (PSK) over TCP', kind: 'plain',
-    run: (context) => plainRound(context, id, async () => {
+    id, label: 'ublksnap, TLS (PSK)', kind: 'plain',
+    run: async (context) => {
       const port = await freePort();
       const psk_file = pskFile(context, id);
       const server = await launchUblksnap(context, id, {}, { tcp_port: port, tls_psk_file: psk_file });
-      return { server, uri: tlsUri(port, UBLKSNAP_VOLUME_NAME, psk_file) };
-    }, true),
+      await tlsRound(context, id, server, tlsUri(port, UBLKSNAP_VOLUME_NAME, psk_file));
+    },
   };
 }
 
 export function nbdkitTls(): SystemSpec {
   const id = 'nbdkit-tls';
   return {
-    id, label: 'nbdkit file plugin, --tls=require (PSK) over TCP', kind: 'plain',
-    run: (context) => plainRound(context, id, async () => {
+    id, label: 'nbdkit file, --tls=require (PSK)', kind: 'plain',
+    run: async (context) => {
       const port = await freePort();
       const psk_file = pskFile(context, id);
       const socket_path = path.join(context.work_dir, `${id}.sock`);
       const args = ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '--tls=require', `--tls-psk=${psk_file}`,
         'file', context.image_path];
       const server = await ServerProcess.start(id, 'nbdkit', args, socket_path, port);
-      return { server, uri: tlsUri(port, '', psk_file) };
-    }, true),
+      await tlsRound(context, id, server, tlsUri(port, '', psk_file));
+    },
   };
 }
