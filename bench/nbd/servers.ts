@@ -42,9 +42,10 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function socketAccepts(socket_path: string): Promise<boolean> {
+/** A Unix socket path or a loopback TCP port that accepts a connection now. */
+function socketAccepts(address: string | number): Promise<boolean> {
   return new Promise((resolve) => {
-    const probe = net.connect({ path: socket_path });
+    const probe = typeof address === 'string' ? net.connect({ path: address }) : net.connect({ host: '127.0.0.1', port: address });
     probe.once('connect', () => { probe.destroy(); resolve(true); });
     probe.once('error', () => resolve(false));
   });
@@ -67,12 +68,12 @@ export class ServerProcess {
     }));
   }
 
-  /** Starts command and waits until its socket accepts a connection. */
-  static async start(label: string, command: string, args: string[], socket_path: string): Promise<ServerProcess> {
+  /** Starts command and waits until its socket (or, given tcp_port, that loopback port) accepts a connection. */
+  static async start(label: string, command: string, args: string[], socket_path: string, tcp_port?: number): Promise<ServerProcess> {
     rmSync(socket_path, { force: true });
     const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const server = new ServerProcess(label, child, socket_path);
-    await server.waitListening();
+    await server.waitListening(tcp_port);
     return server;
   }
 
@@ -122,11 +123,11 @@ export class ServerProcess {
     return new Error(`${this.label} (pid ${this.pid}) exited ${when}: ${this.stderr_tail.trim() || 'no message'}`);
   }
 
-  private async waitListening(): Promise<void> {
+  private async waitListening(tcp_port?: number): Promise<void> {
     const deadline = Date.now() + SERVER_READY_TIMEOUT_MS;
     while (Date.now() < deadline) {
       if (this.has_exited) throw this.died('while starting');
-      if (await socketAccepts(this.socket_path)) return;
+      if (await socketAccepts(tcp_port === undefined ? this.socket_path : tcp_port)) return;
       await delay(READY_POLL_MS);
     }
     await this.kill();
@@ -144,6 +145,10 @@ export interface UblksnapServerOptions {
   image_workers?: number;
   /** Extra node flags, e.g. --cpu-prof --cpu-prof-dir=DIR. */
   node_flags?: string[];
+  /** Also listen on TCP loopback at this port (the TLS rows). */
+  tcp_port?: number;
+  /** Require TLS with this PSK file (user:hexkey). */
+  tls_psk_file?: string;
 }
 
 export interface TakeReply {
@@ -168,7 +173,9 @@ export class UblksnapServer extends ServerProcess {
       ...options.volumes.flatMap((v) => ['--volume', `${v.name}=${v.file}`]),
       ...Object.entries(options.params ?? {}).flatMap(([name, value]) => ['--param', `${name}=${value}`]),
       ...(options.cow_workers === undefined ? [] : ['--cow-workers', String(options.cow_workers)]),
-      ...(options.image_workers === undefined ? [] : ['--image-workers', String(options.image_workers)])];
+      ...(options.image_workers === undefined ? [] : ['--image-workers', String(options.image_workers)]),
+      ...(options.tcp_port === undefined ? [] : ['--tcp', String(options.tcp_port)]),
+      ...(options.tls_psk_file === undefined ? [] : ['--tls-psk', options.tls_psk_file])];
     const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const server = new UblksnapServer(label, child, options.socket_path);
     const ready = await server.nextReply(SERVER_READY_TIMEOUT_MS);

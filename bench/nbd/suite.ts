@@ -1,7 +1,8 @@
 // The NBD comparison (issue 6): ublksnap through its real NBD frontend,
 // side by side with nbdkit's file plugin, a plain qemu-storage-daemon
 // export and qemu-storage-daemon copy-before-write fleecing, on the same
-// image of random data on /dev/shm, over Unix sockets.
+// image of random data on /dev/shm, over Unix sockets; and the TLS rows
+// (tls-systems.ts) over loopback TCP.
 //
 //   set-up      install missing tools (tools.ts); fill the image
 //   rounds      every system once per round (systems.ts), the order
@@ -25,6 +26,7 @@ import {
   ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification, type WorkloadSpec,
 } from './systems';
 import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
+import { WRITE_4K_TLS, nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
 import { ensureTools } from './tools';
 
 const KiB = 1024;
@@ -128,6 +130,8 @@ function allSystems(image_bytes: number): SystemSpec[] {
   systems.push(ublksnapSnapshot('ublksnap-snap', `ublksnap, snapshot, ${default_chunk / KiB} KiB chunk (default)`, default_chunk));
   if (default_chunk !== QEMU_COPY_UNIT_BYTES) systems.push(ublksnapSnapshot64k());
   systems.push(nbdkitFile(), qsdPlain(), qsdFleecing());
+  // The TLS rows: ours over plain TCP and over TLS, nbdkit over TLS (tls-systems.ts).
+  systems.push(ublksnapTcp(), ublksnapTls(), nbdkitTls());
   return systems;
 }
 
@@ -255,13 +259,13 @@ function summarize(run: Plan, collected: Collected, context: {
   const { samples, verifications, usage, take, errors, rounds_done } = collected;
   const verdicts = judge(samples, goalComparisons(run.snapshot_systems));
   const workloads: WorkloadSpec[] = [WORKLOADS.seq_read, WORKLOADS.seq_write, WORKLOADS.rand_write,
-    ...run.copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after];
+    ...run.copy_units_bytes.map(strideWorkload), WORKLOADS.image_read_before, WORKLOADS.image_read_after, WRITE_4K_TLS];
   const input: ReportInput = { systems: run.systems, workloads, samples, usage, verdicts, take };
   const { machine } = context;
   const equal = verifications.filter((v) => v.equal).length;
   const loads = (values: number[]): string => values.map((l) => l.toFixed(2)).join(' ');
   const load = `load average ${loads(machine.loadavg_start)} at start, ${loads(machine.loadavg_end)} at end, ${machine.cpus} CPUs`;
-  const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets, ${rounds_done} rounds (order rotated), ${load}`;
+  const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets (the TCP and TLS rows: loopback TCP), ${rounds_done} rounds (order rotated), ${load}`;
   const verification_line = `${verifications.length > 0 && equal === verifications.length ? 'PASS' : 'FAIL'} snapshot images equal the volume at take: ${equal}/${verifications.length} checksums`;
   const text = [
     `NBD throughput, median of ${rounds_done} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,

@@ -21,7 +21,7 @@ import { runFio, type FioJob } from './fio';
 import type { Sample } from './goals';
 import { fileChecksum } from './image';
 import { exportChecksum, readExport } from './nbdcopy';
-import { ServerProcess, UblksnapServer, type ServerUsage } from './servers';
+import { ServerProcess, UblksnapServer, type ServerUsage, type UblksnapServerOptions } from './servers';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -31,7 +31,7 @@ export const RANDOM_BLOCK_BYTES = 4 * KiB;
 export const RANDOM_IODEPTH = 32;
 /** QEMU's copy-before-write cluster: the like-for-like chunk size. */
 export const QEMU_COPY_UNIT_BYTES = 64 * KiB;
-const UBLKSNAP_VOLUME_NAME = 'bench';
+export const UBLKSNAP_VOLUME_NAME = 'bench';
 const CHUNK_SHIFT_64K = 16;
 /** How much of a failed server's stderr an error message carries. */
 const SERVER_LOG_TAIL_CHARS = 800;
@@ -104,9 +104,9 @@ export interface SystemSpec {
 
 // ── measuring ───────────────────────────────────────────────────────────
 
-type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'>;
+export type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'>;
 
-async function measure(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess,
+export async function measure(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess,
   body: () => Promise<Measured>): Promise<void> {
   const gc = server instanceof UblksnapServer ? server : undefined;
   const gc_before = gc ? await gc.gcCount() : 0;
@@ -131,7 +131,7 @@ function fioStep(context: RoundContext, system: string, workload: WorkloadSpec, 
   });
 }
 
-function readStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string): Promise<void> {
+export function readStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string): Promise<void> {
   return measure(context, system, workload, server, async () => {
     const result = await readExport(uri, context.image_bytes);
     return { value: result.bytes_per_second, bytes: result.bytes, ios: 0, seconds: result.seconds };
@@ -251,13 +251,14 @@ function profileFlags(context: RoundContext, system: string): string[] {
   return ['--cpu-prof', `--cpu-prof-dir=${path.join(context.profile_dir, `${system}-round${context.round}`)}`];
 }
 
-function launchUblksnap(context: RoundContext, system: string, params: Record<string, number>): Promise<UblksnapServer> {
+export function launchUblksnap(context: RoundContext, system: string, params: Record<string, number>, extra: Partial<UblksnapServerOptions> = {}): Promise<UblksnapServer> {
   return UblksnapServer.launch(system, {
     socket_path: path.join(context.work_dir, `${system}.sock`),
     storage_dir: context.work_dir,
     volumes: [{ name: UBLKSNAP_VOLUME_NAME, file: context.image_path }],
     params,
     node_flags: profileFlags(context, system),
+    ...extra,
   });
 }
 

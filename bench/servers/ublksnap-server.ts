@@ -88,6 +88,9 @@ async function main(): Promise<void> {
       'cow-workers': { type: 'string' },
       'image-workers': { type: 'string' },
       'log-level': { type: 'string', default: 'warn' },
+      // The TLS rows (bench/nbd/tls-systems.ts): TCP on loopback, TLS required with this PSK file.
+      tcp: { type: 'string' },
+      'tls-psk': { type: 'string' },
     },
   });
   if (values.socket === undefined || values['storage-dir'] === undefined) throw new Error('--socket and --storage-dir are required');
@@ -105,7 +108,14 @@ async function main(): Promise<void> {
     logger: pino({ level: values['log-level'] }, pino.destination(STDERR_FD)),
   });
   for (const volume of volumes) await engine.attach(volume.file, { name: volume.name });
-  const server = new NbdServer(engine, { socket_path: values.socket });
+  const tls_psk = values['tls-psk'];
+  const server = new NbdServer(engine, {
+    socket_path: values.socket,
+    ...(values.tcp !== undefined ? { listen: { host: '127.0.0.1', port: Number(values.tcp) } } : {}),
+    ...(tls_psk !== undefined ? {
+      security: { tls: { mode: 'require' as const, certificates_dir: null, psk_file: tls_psk, verify_peer: false }, access: [], insecure: false },
+    } : {}),
+  });
   await server.start();
   let next_storage_index = 0;
 

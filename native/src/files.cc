@@ -7,8 +7,11 @@
 // a block-device volume, or dev+ino against a file volume). duplicateFd
 // moves an NBD connection's socket from the thread that negotiated it to the
 // I/O actor that serves its transmission: the copy outlives the original,
-// which its thread's event loop closes.
+// which its thread's event loop closes. socketPair gives a TLS connection,
+// whose encryption cannot leave the thread that negotiated it, a plain
+// local stream to the I/O actor (src/frontends/nbd/tls-relay.ts).
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -28,6 +31,7 @@ constexpr const char* kFallocateSignature = "fallocate(fd, offset_bytes, length_
 constexpr const char* kFdatasyncSignature = "fdatasync(fd)";
 constexpr const char* kFileInfoSignature = "fileInfo(fd)";
 constexpr const char* kDuplicateFdSignature = "duplicateFd(fd)";
+constexpr const char* kSocketPairSignature = "socketPair()";
 
 // The mode is an int in the kernel's prototype; a larger number cannot be a
 // valid combination of flags.
@@ -125,6 +129,21 @@ Napi::Value DuplicateFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, copy);
 }
 
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgCount(info, 0, 0, kSocketPairSignature)) return env.Undefined();
+  int fds[2] = {-1, -1};
+  // A stream pair, close-on-exec like every descriptor Node opens.
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    ThrowErrno(env, errno, "socketpair");
+    return env.Undefined();
+  }
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(uint32_t{0}, Napi::Number::New(env, fds[0]));
+  result.Set(uint32_t{1}, Napi::Number::New(env, fds[1]));
+  return result;
+}
+
 }  // namespace
 
 void InitFiles(Napi::Env env, Napi::Object exports) {
@@ -132,6 +151,7 @@ void InitFiles(Napi::Env env, Napi::Object exports) {
   exports.Set("fdatasync", Napi::Function::New(env, Fdatasync, "fdatasync"));
   exports.Set("fileInfo", Napi::Function::New(env, FileInfo, "fileInfo"));
   exports.Set("duplicateFd", Napi::Function::New(env, DuplicateFd, "duplicateFd"));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));
   exports.Set("FALLOC_FL_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE));

@@ -199,6 +199,12 @@ export function statusLines(status: DaemonStatus): string {
   if (status.frontends.length === 0) lines.push(keyValueInline({ frontend: 'none' }));
   for (const frontend of status.frontends) {
     lines.push(keyValueInline({ frontend: frontend.kind, listening: frontend.listening, connections: frontend.connections, ...frontend.details }));
+    for (const client of frontend.clients ?? []) {
+      lines.push(keyValueInline({
+        client: client.id, frontend: frontend.kind, peer: client.peer, tls: client.tls, identity: client.identity,
+        export: client.export ?? '', read_only: client.read_only,
+      }));
+    }
   }
   return `${lines.join('\n')}\n`;
 }

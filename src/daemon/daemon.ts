@@ -100,6 +100,7 @@ export class Daemon {
           logger: logger.child({ component: factory.kind }),
           nbd_socket: config.nbd_socket ?? path.join(path.dirname(config.socket), NBD_SOCKET_FILE_NAME),
           nbd_listen: config.nbd_listen,
+          nbd_security: config.nbd_security,
           state_dir: config.state_dir,
         });
         await frontend.start();
@@ -152,6 +153,26 @@ export class Daemon {
       }
       throw error;
     }
+  }
+
+  /**
+   * SIGHUP: each frontend reads its credentials again (NBD: TLS
+   * certificates and keys); clients stay connected. A frontend whose new
+   * files are bad keeps the old ones, and says why.
+   */
+  reload(): boolean {
+    let ok = true;
+    for (const frontend of this.frontends) {
+      if (frontend.reload === undefined) continue;
+      try {
+        frontend.reload();
+      } catch (error) {
+        ok = false;
+        this.logger.error({ frontend: frontend.kind, err: (error as Error).message }, 'reload failed: the previous credentials stay in use');
+      }
+    }
+    this.logger.info({ ok }, 'daemon reloaded');
+    return ok;
   }
 
   get is_stopping(): boolean {

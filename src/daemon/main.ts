@@ -1,7 +1,9 @@
 // `ublksnap daemon [options]`: parse the options, start the daemon, run until
 // a signal, stop cleanly, exit.
 //
-//   exit 0   stopped on SIGTERM / SIGINT / SIGHUP or `ublksnap shutdown`,
+//   SIGHUP   reload: TLS certificates and keys are read again; nothing stops
+//
+//   exit 0   stopped on SIGTERM / SIGINT or `ublksnap shutdown`,
 //            every shutdown step clean
 //   exit 1   could not start (the reason is one line on stderr), or a
 //            shutdown step failed, or a second signal forced the exit
@@ -21,7 +23,9 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 /** BSD's EX_SOFTWARE: an internal error. */
 export const EXIT_BUG = 70;
-const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+/** Reads credentials again (nbdkit and most daemons do the same on SIGHUP). */
+const RELOAD_SIGNAL: NodeJS.Signals = 'SIGHUP';
 
 function errorLine(error: unknown): string {
   if (error instanceof UblksnapError) return `ublksnap daemon: ${error.message} (${error.code})`;
@@ -91,6 +95,9 @@ export async function serve(config: DaemonConfig, options: ServeOptions = {}): P
       beginStop(signal);
     });
   }
+  process.on(RELOAD_SIGNAL, () => {
+    if (!daemon.is_stopping) daemon.reload();
+  });
   options.onStarted?.(daemon, logger);
   return stopped;
 }

@@ -23,6 +23,18 @@ export interface ListenAddress {
   port: number;
 }
 
+/** Who is connected, for `status`: one entry per client connection. */
+export interface ClientStatus {
+  id: number;
+  peer: string;
+  tls: boolean;
+  /** What the client proved (a PSK user, a certificate CN) or `anonymous`. */
+  identity: string;
+  /** Bound export; null while it negotiates. */
+  export: string | null;
+  read_only: boolean;
+}
+
 export interface FrontendStatus {
   kind: string;
   /** Where clients reach it (socket paths, host:port). */
@@ -30,6 +42,19 @@ export interface FrontendStatus {
   connections: number;
   /** Anything else the frontend wants to show. */
   details?: Record<string, string | number | boolean>;
+  clients?: ClientStatus[];
+}
+
+/**
+ * How a network frontend (NBD over TCP) guards its exports: TLS (mode,
+ * certificates directory, PSK file, client certificates checked),
+ * authorisation rules per identity and export, and whether a listener on a
+ * non-loopback address may run without TLS required.
+ */
+export interface NetworkSecurity {
+  tls: { mode: 'off' | 'allow' | 'require'; certificates_dir: string | null; psk_file: string | null; verify_peer: boolean };
+  access: { identity: string; exports: string[]; read_only: boolean }[];
+  insecure: boolean;
 }
 
 export interface FrontendContext {
@@ -39,6 +64,8 @@ export interface FrontendContext {
   nbd_socket: string;
   /** The NBD TCP listener, when --nbd-listen asked for one. */
   nbd_listen: ListenAddress | null;
+  /** TLS and authorisation of the NBD server (--nbd-tls and friends); absent: TLS off, no rules. */
+  nbd_security?: NetworkSecurity;
   state_dir: string;
 }
 
@@ -65,6 +92,8 @@ export interface Frontend {
    */
   cleanLeftovers(dry_run: boolean): Promise<string[]>;
   status(): FrontendStatus;
+  /** SIGHUP: read credentials (certificates, keys) again without dropping a client. Throws on a bad file, keeping the old ones. */
+  reload?(): void;
   /**
    * Take is coming for these exports: make what this frontend serves of
    * them consistent (ublk freezes the filesystems mounted on their

@@ -104,6 +104,7 @@ interface Binding {
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
   duplicateFd(fd: number): number;
+  socketPair(): [number, number];
   setThreadNice(nice: number): void;
   openExclusive(path: string, options: OpenExclusiveOptions): number;
   openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
@@ -192,6 +193,8 @@ export function getLease(fd: number): LeaseType {
   if (code === binding.F_RDLCK) return 'read';
   return 'none';
 }
+/** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected descriptors; the caller closes both. */
+export const socketPair: () => [number, number] = binding.socketPair;
 
 /**
  * FIFREEZE on the filesystem mounted at mount_point, on the thread pool:

@@ -21,7 +21,7 @@ import { gate } from '../lib/system';
 
 const suite = gate(test, 'docs/recipes', {
   root: true,
-  tools: ['bash', 'qemu-io', 'qemu-img', 'nbdinfo', 'nbdcopy', 'nbdfuse', 'fusermount3', 'dd', 'jq', 'mkfs.ext4', 'mount', 'losetup', 'cmp'],
+  tools: ['bash', 'openssl', 'qemu-io', 'qemu-img', 'nbdinfo', 'nbdcopy', 'nbdfuse', 'fusermount3', 'dd', 'jq', 'mkfs.ext4', 'mount', 'losetup', 'cmp'],
   paths: ['/dev/fuse'],
 });
 hardTimeout(290_000, 'docs/recipes');
@@ -56,6 +56,10 @@ const CHECKS: Record<string, Check> = {
     const second = JSON.parse(readFileSync(path.join(dir, 'second.json'), 'utf8')) as { volumes: Array<{ volume: string; kind: string; copied_bytes: number }> };
     assert.equal(second.volumes.map((volume) => [volume.volume, volume.kind]), [['data', 'incremental'], ['logs', 'incremental']]);
     assert.is(second.volumes[1]!.copied_bytes, 128 * 1024);
+  },
+  'network-backup': async (dir) => {
+    await sameFile(path.join(dir, 'vm1-backup.img'), path.join(dir, 'vm1.img'));
+    assert.match(readFileSync(path.join(dir, 'host.log'), 'utf8'), /nbd TLS session started/, 'the copies went over TLS');
   },
   'plain-files': async (dir) => {
     await sameFile(path.join(dir, 'logs-by-hand.img'), path.join(dir, 'logs.img'));

@@ -4,7 +4,9 @@
 // every reply field as it is on the wire. Every read has a timeout, so a
 // server that hangs fails the test instead of the file's runner timeout.
 
+import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 
 /** A read the server never answers fails after this. */
 export const RAW_READ_TIMEOUT_MS = 10_000;
@@ -16,6 +18,9 @@ export const NBD = {
   OPTION_REPLY_MAGIC: 0x3e889045565a9n,
   IHAVEOPT: Buffer.from('IHAVEOPT'),
 } as const;
+
+const OPT_STARTTLS_CODE = 5;
+const REP_ACK_CODE = 1;
 
 export interface OptionReply {
   option: number;
@@ -44,6 +49,8 @@ export interface GoOptions {
   infos?: number[];
   /** Send NO_ZEROES / FIXED_NEWSTYLE client flags; default both. */
   client_flags?: number;
+  /** The handshake (and STARTTLS) was done already: start with the options. */
+  handshake_done?: boolean;
 }
 
 export interface GoResult {
@@ -62,18 +69,40 @@ export class RawNbd {
   read_timeout_ms = RAW_READ_TIMEOUT_MS;
   readonly closed: Promise<void>;
 
-  private constructor(readonly socket: net.Socket) {
+  private constructor(public socket: net.Socket) {
+    this.listen(socket);
+    this.closed = new Promise((resolve) => socket.once('close', () => {
+      this.ended = true;
+      this.wake();
+      resolve();
+    }));
+  }
+
+  private listen(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => {
       this.received.push(chunk);
       this.buffered += chunk.length;
       this.wake();
     });
     socket.on('error', () => undefined);
-    this.closed = new Promise((resolve) => socket.once('close', () => {
-      this.ended = true;
-      this.wake();
-      resolve();
-    }));
+  }
+
+  /**
+   * Sends STARTTLS; on its ACK runs the client side of the TLS handshake
+   * with options (a PSK callback or certificates) over the same socket and
+   * goes on inside it. Rejects with the TLS error when the handshake fails.
+   */
+  async startTls(options: tls.ConnectionOptions): Promise<void> {
+    const [reply] = await this.option(OPT_STARTTLS_CODE);
+    if (reply?.type !== REP_ACK_CODE) throw new Error(`STARTTLS answered with reply type 0x${reply?.type.toString(16)}`);
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    const secure = tls.connect({ ...options, socket: plain });
+    const failed = once(secure, 'error').then(([error]) => { throw error as Error; });
+    await Promise.race([once(secure, 'secureConnect'), failed]);
+    failed.catch(() => undefined);
+    this.socket = secure;
+    this.listen(secure);
   }
 
   static connect(target: string | { host: string; port: number }): Promise<RawNbd> {
@@ -192,7 +221,7 @@ export class RawNbd {
 
   /** STRUCTURED_REPLY (optional), SET_META_CONTEXT (optional), GO; throws when GO fails. */
   async go(name: string, options: GoOptions = {}): Promise<GoResult> {
-    await this.handshake(options.client_flags ?? 3);
+    if (options.handshake_done !== true) await this.handshake(options.client_flags ?? 3);
     const context_ids = new Map<string, number>();
     if (options.structured ?? true) {
       const [ack] = await this.option(8);

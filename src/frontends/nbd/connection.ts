@@ -4,6 +4,9 @@
 // way it can end.
 //
 //   accept ─► greeting ─► CLIENT_FLAGS ─► OPTION_HEADER ⇄ OPTION_DATA / OPTION_DISCARD
+//                                              │  ▲
+//                         STARTTLS acked       ▼  │ handshake done: haggling restarts inside TLS
+//                                        TLS_HANDSHAKE
 //                                              │
 //                   GO / EXPORT_NAME accepted  ▼
 //                        OPENING (socket paused; our queued writes flushed)
@@ -20,6 +23,11 @@
 // (the export vanished, the request rings are full) comes before anything is
 // handed over and is answered here, as GO's error reply.
 //
+// A TLS connection's hand-over differs: its session cannot leave this
+// thread, so the actor gets one end of a local socket pair and this thread
+// relays between it and the TLSSocket (tls-relay.ts says why and what it
+// costs).
+//
 // Ends: the client closes or vanishes (the transmission waits for the
 // engine, then closes the queue); the client half-closes (answer what
 // arrived, then end); a violation (hard disconnect: destroy); ABORT (ACK,
@@ -29,6 +37,8 @@
 
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import { ANONYMOUS_IDENTITY, type Access } from './access';
 import type { EngineControl, ExportTarget, HostedSession } from '../../engine/api';
 import { NBD_SESSION_MODULE, type NbdSessionPayload } from './session';
 import { duplicateFd } from '../../native';
@@ -37,7 +47,10 @@ import { isUblksnapError } from '../../shared/errors';
 import type { EngineCatalog } from './exports';
 import { encodeGreeting, encodeOptionError, parseClientFlags, parseOptionHeader } from './handshake-codec';
 import type { NbdLogger } from './logger';
-import { Negotiation, NegotiationLimits, OptionOutcome, clientFlagsProblem } from './negotiation';
+import { Negotiation, NegotiationLimits, NegotiationSecurity, OptionOutcome, clientFlagsProblem } from './negotiation';
+import type { ServerSecurity } from './security';
+import { serverSocketOptions } from './tls-credentials';
+import { createTlsRelay, type TlsRelay } from './tls-relay';
 import {
   CLIENT_FLAGS_BYTES, OPTION_HEADER_BYTES, OPT_EXPORT_NAME, OPT_GO, REP_ERR_POLICY, REP_ERR_SHUTDOWN, REP_ERR_TOO_BIG,
   optionName,
@@ -66,7 +79,26 @@ export interface ConnectionContext {
   catalog: EngineCatalog;
   settings: ConnectionSettings;
   logger: NbdLogger;
+  security: ServerSecurity;
+  /**
+   * Unix-socket clients are the daemon's own user (the socket is 0600): TLS
+   * is offered but never required of them, and the authorisation rules,
+   * which name remote identities, do not apply to them in plain text.
+   */
+  transport: 'unix' | 'tcp';
   shuttingDown(): boolean;
+}
+
+/** One connection as `status` shows it. */
+export interface ConnectionStatus {
+  id: number;
+  peer: string;
+  tls: boolean;
+  /** Who the client proved to be: a PSK user, a certificate's CN, or `anonymous`. */
+  identity: string;
+  /** The export it is bound to; null while it negotiates. */
+  export: string | null;
+  read_only: boolean;
 }
 
 const enum Phase {
@@ -74,6 +106,8 @@ const enum Phase {
   OPTION_HEADER,
   OPTION_DATA,
   OPTION_DISCARD,
+  /** STARTTLS acked: the TLS handshake runs; no option is read until it is done. */
+  TLS_HANDSHAKE,
   /** GO / EXPORT_NAME accepted, the hand-over under way: input waits in `early`. */
   OPENING,
   /** An I/O actor serves the transmission. */
@@ -98,8 +132,22 @@ export class Connection {
   private readonly early: Buffer[] = [];
   private opening: Promise<void> | null = null;
 
-  constructor(private readonly socket: Socket, private readonly context: ConnectionContext) {
+  /** The TLS session once STARTTLS succeeded (this.socket is then the same object). */
+  private secure: tls.TLSSocket | null = null;
+  private tls_active = false;
+  private identity = ANONYMOUS_IDENTITY;
+  private read_only = false;
+  private relay: TlsRelay | null = null;
+  private readonly negotiation_security: NegotiationSecurity;
+
+  constructor(private socket: Socket, private readonly context: ConnectionContext) {
     this.closed = new Promise((resolve) => { this.resolve_closed = resolve; });
+    const local = context.transport === 'unix';
+    this.negotiation_security = {
+      tls_mode: local && context.security.tls_mode === 'require' ? 'allow' : context.security.tls_mode,
+      tls_active: () => this.tls_active,
+      accessOf: (export_name, listing) => this.accessOf(export_name, listing),
+    };
   }
 
   get in_transmission(): boolean {
@@ -119,21 +167,46 @@ export class Connection {
     return this.context.peer;
   }
 
+  status(): ConnectionStatus {
+    return {
+      id: this.context.id,
+      peer: this.context.peer,
+      tls: this.tls_active,
+      identity: this.identity,
+      export: this.hosted !== null ? this.export_name : null,
+      read_only: this.read_only,
+    };
+  }
+
   start(): void {
-    const socket = this.socket;
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (error: Error) => {
-      // ECONNRESET, EPIPE: the client vanished. 'close' follows and cleans up.
-      this.context.logger.debug({ connection: this.context.id, err: error.message }, 'nbd socket error');
-    });
-    socket.on('end', () => this.onEnd());
-    socket.on('close', () => this.onClose());
+    this.listen(this.socket);
     this.handshake_timer = setTimeout(() => {
       this.context.logger.warn({ connection: this.context.id, peer: this.context.peer },
         `nbd handshake not finished within ${this.context.settings.handshake_timeout_ms} ms: disconnecting`);
-      socket.destroy();
+      this.socket.destroy();
     }, this.context.settings.handshake_timeout_ms);
-    socket.write(encodeGreeting());
+    this.socket.write(encodeGreeting());
+  }
+
+  private listen(socket: Socket): void {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error: Error) => {
+      // ECONNRESET, EPIPE, a bad TLS record: the client vanished or broke the session. 'close' follows and cleans up.
+      const level = this.phase === Phase.TLS_HANDSHAKE ? 'warn' : 'debug';
+      this.context.logger[level]({ connection: this.context.id, peer: this.context.peer, err: error.message },
+        this.phase === Phase.TLS_HANDSHAKE ? 'nbd TLS handshake failed' : 'nbd socket error');
+    });
+    socket.on('end', () => this.onEnd());
+    socket.on('close', () => this.onClose());
+  }
+
+  private accessOf(export_name: string, listing: boolean): Access {
+    if (this.context.transport === 'unix' && !this.tls_active) return 'read-write';
+    const access = this.context.security.access.accessOf(this.identity, export_name);
+    if (access === 'none' && !listing) {
+      this.context.security.noteRefusal(this.context.peer, this.identity, export_name, this.tls_active);
+    }
+    return access;
   }
 
   /** Server stop: end handshakes now; let transmissions finish in-flight requests first. */
@@ -155,6 +228,10 @@ export class Connection {
   private onData(chunk: Buffer): void {
     let position = 0;
     while (position < chunk.length && this.phase < Phase.OPENING) {
+      if (this.phase === Phase.TLS_HANDSHAKE) {
+        this.violation('data after STARTTLS before its reply: a client must wait for the ACK before the TLS handshake');
+        return;
+      }
       if (this.phase === Phase.OPTION_DISCARD) {
         const count = Math.min(this.discard_remaining, chunk.length - position);
         this.discard_remaining -= count;
@@ -187,7 +264,7 @@ export class Connection {
           this.violation(problem);
           return;
         }
-        this.negotiation = new Negotiation(flags, this.context.catalog, this.context.settings.negotiation);
+        this.negotiation = new Negotiation(flags, this.context.catalog, this.context.settings.negotiation, this.negotiation_security);
         this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
         return;
       }
@@ -244,12 +321,61 @@ export class Connection {
       case 'disconnect':
         this.violation(outcome.reason);
         return;
+      case 'starttls':
+        for (const reply of outcome.replies) this.socket.write(reply);
+        this.startTls();
+        return;
       case 'transmission':
         this.phase = Phase.OPENING;
         this.socket.pause();
         this.opening = this.enterTransmission(outcome);
         return;
     }
+  }
+
+  /**
+   * STARTTLS was acked: the client's next bytes are its ClientHello. The
+   * plain socket's listeners go, the TLSSocket takes the stream over, and
+   * haggling starts again on it once the handshake is done. Bytes the
+   * client sent after STARTTLS without waiting for the ACK cannot be TLS:
+   * onData treats them as a violation (the phase is not a reading one).
+   */
+  private startTls(): void {
+    const credentials = this.context.security.credentials();
+    assert(credentials !== null, 'STARTTLS acked without TLS credentials');
+    this.phase = Phase.TLS_HANDSHAKE;
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('end');
+    plain.removeAllListeners('close');
+    plain.removeAllListeners('error');
+    // The TLSSocket reports errors from here on; the plain one's would be duplicates.
+    plain.on('error', () => undefined);
+    let psk_identity: string | null = null;
+    const options = serverSocketOptions(credentials, (identity) => { psk_identity = identity; });
+    const secure = new tls.TLSSocket(plain, { ...options, allowHalfOpen: true } as tls.TLSSocketOptions);
+    this.secure = secure;
+    this.socket = secure;
+    this.listen(secure);
+    secure.once('secure', () => {
+      if (this.phase !== Phase.TLS_HANDSHAKE) return;
+      // A PSK session proved its user; a certificate session is checked here.
+      const refused = psk_identity === null && credentials.verify_peer ? certificateProblem(secure) : null;
+      if (refused !== null) {
+        this.context.logger.warn({ connection: this.context.id, peer: this.context.peer, reason: refused },
+          'nbd TLS client certificate refused');
+        this.phase = Phase.CLOSED;
+        secure.destroy();
+        return;
+      }
+      this.tls_active = true;
+      this.identity = psk_identity ?? (credentials.verify_peer ? certificateIdentity(secure) : null) ?? ANONYMOUS_IDENTITY;
+      this.context.logger.info({
+        connection: this.context.id, peer: this.context.peer, identity: this.identity,
+        protocol: secure.getProtocol(), cipher: secure.getCipher().name,
+      }, 'nbd TLS session started');
+      this.expect(Phase.OPTION_HEADER, OPTION_HEADER_BYTES);
+    });
   }
 
   private async enterTransmission(outcome: Extract<OptionOutcome<ExportTarget>, { kind: 'transmission' }>): Promise<void> {
@@ -265,7 +391,12 @@ export class Connection {
     this.takeBufferedInput();
     try {
       const change_map = needs_changes ? this.context.catalog.changeMapOf(target) : null;
-      fd = duplicateFd(socketFd(this.socket));
+      if (this.secure !== null) {
+        this.relay = createTlsRelay(this.secure);
+        fd = this.relay.actor_fd;
+      } else {
+        fd = duplicateFd(socketFd(this.socket));
+      }
       const payload: NbdSessionPayload = {
         fd,
         early: this.early,
@@ -273,7 +404,8 @@ export class Connection {
         connection_id: this.context.id,
         limits: {
           size_bytes: target.size_bytes,
-          writable: target.writable,
+          // A read-only grant (access.ts) clears it even for a writable target.
+          writable: outcome.export.writable,
           structured: outcome.structured,
           minimum_block_bytes: outcome.export.block_sizes.minimum_bytes,
           maximum_payload_bytes: outcome.export.block_sizes.maximum_bytes,
@@ -297,6 +429,8 @@ export class Connection {
       // The volume went away, the engine is stopping, or every request-ring
       // slot is taken by other queues: GO can say so, EXPORT_NAME cannot.
       if (fd >= 0) closeSync(fd);
+      this.relay?.discard();
+      this.relay = null;
       this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
       this.refuseBinding(error);
       return;
@@ -304,12 +438,14 @@ export class Connection {
     this.hosted = hosted;
     this.phase = Phase.HOSTED;
     this.export_name = outcome.export.name;
+    this.read_only = !outcome.export.writable;
     if (this.handshake_timer !== null) clearTimeout(this.handshake_timer);
     this.handshake_timer = null;
     this.early.length = 0;
     this.releaseSocket();
     this.context.logger.info({
       connection: this.context.id, peer: this.context.peer, export: this.export_name,
+      tls: this.tls_active, identity: this.identity, read_only: this.read_only,
       option: optionName(this.option), structured: outcome.structured,
       contexts: outcome.contexts.map((context) => context.name), flags: outcome.transmission_flags,
     }, 'nbd export bound');
@@ -331,7 +467,8 @@ export class Connection {
     socket.removeAllListeners('close');
     socket.removeAllListeners('error');
     socket.on('error', () => undefined);
-    socket.destroy();
+    if (this.relay !== null) void this.relay.start();
+    else socket.destroy();
     void this.awaitHosted(this.hosted!);
   }
 
@@ -397,6 +534,30 @@ export class Connection {
 
 /** A zero-length write: its callback runs once everything queued before it is written. */
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Why the client's certificate is not acceptable (OpenSSL's verify code),
+ * or null when the CA vouches for it. Node checks this itself only for
+ * sockets a tls.Server accepted (its onServerSocketSecure reads the same
+ * handle's verifyError()); a TLSSocket made over an existing socket, as
+ * STARTTLS needs, must do it here, or any certificate would pass.
+ */
+function certificateProblem(secure: tls.TLSSocket): string | null {
+  const handle = (secure as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null } })._handle;
+  assert(typeof handle?.verifyError === 'function', 'the TLS socket has no verifyError to check the client certificate');
+  const error = handle.verifyError();
+  if (error !== null && error !== undefined) return error.code ?? error.message;
+  if (Object.keys(secure.getPeerCertificate()).length === 0) return 'no client certificate';
+  return null;
+}
+
+/** The subject's CN of the client certificate (verified before this is asked); null without one. */
+function certificateIdentity(secure: tls.TLSSocket): string | null {
+  const subject = secure.getPeerCertificate().subject as Record<string, string | string[]> | undefined;
+  const common_name = subject?.CN;
+  if (typeof common_name === 'string' && common_name !== '') return common_name;
+  return null;
+}
 
 /** The descriptor under a connected socket (libuv's handle exposes it on Unix). */
 function socketFd(socket: Socket): number {

@@ -10,6 +10,7 @@
 // naming them): only `detach --force` leaves them with EIO.
 
 import type { EngineControl } from '../../engine/api';
+import type { NbdSecurityOptions } from './security';
 import type { NbdLogger } from './logger';
 import { NbdServer } from './server';
 
@@ -20,6 +21,7 @@ export interface NbdFrontendContext {
   nbd_socket: string;
   /** TCP listener when --nbd-listen asked for one. */
   nbd_listen: { host: string; port: number } | null;
+  nbd_security?: NbdSecurityOptions;
   state_dir: string;
 }
 
@@ -28,6 +30,7 @@ export interface NbdFrontendStatus {
   listening: string[];
   connections: number;
   details?: Record<string, string | number | boolean>;
+  clients?: ReturnType<NbdServer['status']>['clients'];
 }
 
 export class NbdFrontend {
@@ -39,6 +42,7 @@ export class NbdFrontend {
       socket_path: context.nbd_socket,
       ...(context.nbd_listen !== null ? { listen: context.nbd_listen } : {}),
       logger: context.logger,
+      ...(context.nbd_security !== undefined ? { security: context.nbd_security } : {}),
     });
   }
 
@@ -69,8 +73,14 @@ export class NbdFrontend {
       kind: this.kind,
       listening,
       connections: status.connections,
-      details: { bound: status.bound, accepted_total: status.accepted_total, refused_total: status.refused_total },
+      details: { bound: status.bound, accepted_total: status.accepted_total, refused_total: status.refused_total, tls: status.tls },
+      clients: status.clients,
     };
+  }
+
+  /** New TLS sessions use the credentials as they are on disk now; live ones keep theirs. */
+  reload(): void {
+    this.server.reloadTls();
   }
 
   /** Nothing to freeze here: an NBD client's filesystem lives on its own machine. */

@@ -13,12 +13,25 @@
 // Rules taken from proto.md:
 // - unknown options get REP_ERR_UNSUP and haggling continues;
 // - LIST, STRUCTURED_REPLY and STARTTLS carry no data (REP_ERR_INVALID);
-// - we run in NOTLS mode: STARTTLS gets REP_ERR_POLICY;
+// - TLS (security.tls_mode): `off` is proto.md's NOTLS mode, STARTTLS gets
+//   REP_ERR_POLICY; `allow` offers STARTTLS and serves plain clients too;
+//   `require` is TLS-only mode: before STARTTLS every option but STARTTLS
+//   and ABORT gets REP_ERR_TLS_REQD (LIST too: exports are not even
+//   listed), and EXPORT_NAME, which has no error reply, ends the session.
+//   STARTTLS carries no data (REP_ERR_INVALID), a second one is INVALID;
+//   after its ACK the haggling starts afresh inside TLS: what was agreed
+//   before (structured replies, metadata contexts) is forgotten;
+// - authorisation (security.accessOf): an export the client may not open
+//   is left out of LIST and refused at INFO/GO/SET_META_CONTEXT with
+//   REP_ERR_POLICY (EXPORT_NAME: the session ends); a read-only grant
+//   serves the export with READ_ONLY set, and writes get EPERM;
 // - SET_META_CONTEXT replaces the selection even when it fails, and needs
 //   structured replies first; the selection survives into transmission
 //   only if GO / EXPORT_NAME names the same export;
 // - a server shutting down answers every option but ABORT with ERR_SHUTDOWN.
 
+import type { Access } from './access';
+import type { TlsMode } from './tls-credentials';
 import {
   BlockSizes, encodeExportNameReply, encodeInfoBlockSize, encodeInfoExport, encodeInfoString,
   encodeMetaContextReply, encodeOptionError, encodeOptionReply, encodeServerReply, parseInfoRequest,
@@ -30,7 +43,7 @@ import {
   FLAG_SEND_FAST_ZERO, FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES, INFO_BLOCK_SIZE,
   INFO_DESCRIPTION, INFO_NAME, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_LIST_META_CONTEXT,
   OPT_SET_META_CONTEXT, OPT_STARTTLS, OPT_STRUCTURED_REPLY, REP_ACK, REP_ERR_INVALID, REP_ERR_POLICY,
-  REP_ERR_SHUTDOWN, REP_ERR_TOO_BIG, REP_ERR_UNKNOWN, REP_ERR_UNSUP, optionName,
+  REP_ERR_SHUTDOWN, REP_ERR_TLS_REQD, REP_ERR_TOO_BIG, REP_ERR_UNKNOWN, REP_ERR_UNSUP, optionName,
 } from './protocol';
 
 /** What the catalog knows about one export, as negotiation needs it. */
@@ -63,8 +76,29 @@ export interface NegotiationLimits {
   meta_queries_max: number;
 }
 
+/** What negotiation needs to know about the connection's security. */
+export interface NegotiationSecurity {
+  tls_mode: TlsMode;
+  /** The session runs inside TLS (STARTTLS succeeded). */
+  tls_active(): boolean;
+  /**
+   * What this client may do with the export of this canonical name.
+   * `listing`: only deciding whether LIST shows it (no refusal to log).
+   */
+  accessOf(export_name: string, listing: boolean): Access;
+}
+
+/** No TLS, no rules: what a Unix-socket-only server without security settings does. */
+export const OPEN_SECURITY: NegotiationSecurity = {
+  tls_mode: 'off',
+  tls_active: () => false,
+  accessOf: () => 'read-write',
+};
+
 export type OptionOutcome<Target = unknown> =
   | { kind: 'continue'; replies: Buffer[] }
+  /** Send the replies, then the TLS handshake as server; haggling goes on inside it. */
+  | { kind: 'starttls'; replies: Buffer[] }
   | { kind: 'transmission'; replies: Buffer[]; export: ExportDescription<Target>; transmission_flags: number; contexts: MetaContext[]; structured: boolean; block_sizes_agreed: boolean }
   | { kind: 'abort'; replies: Buffer[] }
   | { kind: 'disconnect'; reason: string };
@@ -98,7 +132,12 @@ export class Negotiation<Target = unknown> {
   private meta_export: string | null = null;
   private meta_contexts: MetaContext[] = [];
 
-  constructor(client_flags: number, private readonly catalog: ExportCatalog<Target>, private readonly limits: NegotiationLimits) {
+  constructor(
+    client_flags: number,
+    private readonly catalog: ExportCatalog<Target>,
+    private readonly limits: NegotiationLimits,
+    private readonly security: NegotiationSecurity = OPEN_SECURITY,
+  ) {
     this.no_zeroes = (client_flags & FLAG_C_NO_ZEROES) !== 0;
   }
 
@@ -116,11 +155,14 @@ export class Negotiation<Target = unknown> {
       if (option === OPT_EXPORT_NAME) return { kind: 'disconnect', reason: 'the server is shutting down' };
       return this.reply(encodeOptionError(option, REP_ERR_SHUTDOWN, 'the server is shutting down'));
     }
+    if (option === OPT_STARTTLS) return this.startTls(data);
+    if (this.security.tls_mode === 'require' && !this.security.tls_active()) {
+      if (option === OPT_EXPORT_NAME) return { kind: 'disconnect', reason: 'EXPORT_NAME before STARTTLS on a server that requires TLS' };
+      return this.reply(encodeOptionError(option, REP_ERR_TLS_REQD, 'this server requires TLS: send STARTTLS first'));
+    }
     switch (option) {
       case OPT_EXPORT_NAME: return this.exportName(data);
       case OPT_LIST: return this.list(data);
-      case OPT_STARTTLS:
-        return this.reply(encodeOptionError(option, REP_ERR_POLICY, 'this server does not offer TLS; use a Unix socket or loopback'));
       case OPT_INFO:
       case OPT_GO: return this.infoOrGo(option, data);
       case OPT_STRUCTURED_REPLY: return this.structuredReply(data);
@@ -135,11 +177,39 @@ export class Negotiation<Target = unknown> {
     return { kind: 'continue', replies };
   }
 
+  private startTls(data: Buffer): OptionOutcome<Target> {
+    if (data.length !== 0) return this.reply(encodeOptionError(OPT_STARTTLS, REP_ERR_INVALID, 'STARTTLS carries no data'));
+    if (this.security.tls_mode === 'off') {
+      return this.reply(encodeOptionError(OPT_STARTTLS, REP_ERR_POLICY, 'this server does not offer TLS; use a Unix socket or loopback'));
+    }
+    if (this.security.tls_active()) return this.reply(encodeOptionError(OPT_STARTTLS, REP_ERR_INVALID, 'TLS is already on'));
+    // proto.md: nothing agreed in plain text carries into the TLS session.
+    this.structured = false;
+    this.meta_export = null;
+    this.meta_contexts = [];
+    return { kind: 'starttls', replies: [encodeOptionReply(OPT_STARTTLS, REP_ACK)] };
+  }
+
+  /**
+   * The export a name selects, as this client may use it: null when there
+   * is none, 'refused' when the client may not open it; read-only grants
+   * come back not writable.
+   */
+  private describeFor(name: string, listing: boolean): ExportDescription<Target> | null | 'refused' {
+    const description = this.catalog.describe(name);
+    if (description === null) return null;
+    const access = this.security.accessOf(description.name, listing);
+    if (access === 'none') return 'refused';
+    if (access === 'read-only' && description.writable) return { ...description, writable: false };
+    return description;
+  }
+
   private exportName(data: Buffer): OptionOutcome<Target> {
     // No error reply exists for EXPORT_NAME: anything wrong ends the session.
     const name = data.toString('utf8');
-    const description = data.includes(0) ? null : this.catalog.describe(name);
+    const description = data.includes(0) ? null : this.describeFor(name, false);
     if (description === null) return { kind: 'disconnect', reason: `EXPORT_NAME of unknown export ${JSON.stringify(name)}` };
+    if (description === 'refused') return { kind: 'disconnect', reason: `EXPORT_NAME of export ${JSON.stringify(name)} this client may not open` };
     const transmission_flags = transmissionFlagsOf(description, this.structured);
     return {
       kind: 'transmission',
@@ -156,8 +226,8 @@ export class Negotiation<Target = unknown> {
     if (data.length !== 0) return this.reply(encodeOptionError(OPT_LIST, REP_ERR_INVALID, 'LIST carries no data'));
     const replies: Buffer[] = [];
     for (const name of this.catalog.names()) {
-      const description = this.catalog.describe(name);
-      if (description !== null) replies.push(encodeServerReply(OPT_LIST, name, description.description));
+      const description = this.describeFor(name, true);
+      if (description !== null && description !== 'refused') replies.push(encodeServerReply(OPT_LIST, name, description.description));
     }
     replies.push(encodeOptionReply(OPT_LIST, REP_ACK));
     return { kind: 'continue', replies };
@@ -166,10 +236,11 @@ export class Negotiation<Target = unknown> {
   private infoOrGo(option: number, data: Buffer): OptionOutcome<Target> {
     const request = parseInfoRequest(data);
     if (typeof request === 'string') return this.reply(encodeOptionError(option, REP_ERR_INVALID, request));
-    const description = this.catalog.describe(request.name);
+    const description = this.describeFor(request.name, false);
     if (description === null) {
       return this.reply(encodeOptionError(option, REP_ERR_UNKNOWN, `no export named ${JSON.stringify(request.name)}`));
     }
+    if (description === 'refused') return this.reply(refusal(option, request.name));
     const transmission_flags = transmissionFlagsOf(description, this.structured);
     const replies = [encodeInfoExport(option, description.size_bytes, transmission_flags)];
     // Block sizes go out whether asked for or not: proto.md lets a server send
@@ -219,10 +290,11 @@ export class Negotiation<Target = unknown> {
     if (malformed !== undefined) {
       return this.reply(encodeOptionError(option, REP_ERR_INVALID, `query ${JSON.stringify(malformed)} has no namespace`));
     }
-    const description = this.catalog.describe(request.export_name);
+    const description = this.describeFor(request.export_name, false);
     if (description === null) {
       return this.reply(encodeOptionError(option, REP_ERR_UNKNOWN, `no export named ${JSON.stringify(request.export_name)}`));
     }
+    if (description === 'refused') return this.reply(refusal(option, request.export_name));
     const replies: Buffer[] = [];
     if (!setting) {
       for (const name of listContexts(request.queries, description.offer)) replies.push(encodeMetaContextReply(option, 0, name));
@@ -243,4 +315,8 @@ export class Negotiation<Target = unknown> {
   private contextsFor(export_name: string): MetaContext[] {
     return this.meta_export === export_name ? this.meta_contexts : [];
   }
+}
+
+function refusal(option: number, export_name: string): Buffer {
+  return encodeOptionError(option, REP_ERR_POLICY, `this client may not open export ${JSON.stringify(export_name)}`);
 }

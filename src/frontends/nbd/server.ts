@@ -9,6 +9,10 @@
 //                              ├─ handshake: Negotiation (negotiation.ts) over EngineCatalog (exports.ts)
 //                              └─ transmission: Transmission (transmission.ts) ─► IoQueue ─► engine
 //
+// Security (security.ts, tls-credentials.ts, access.ts): STARTTLS with x509
+// or PSK in mode off / allow / require, authorisation per export, and no
+// plain listener on a non-loopback address unless asked for.
+//
 // This class is the public wrapper: it validates every option with a clear
 // TypeError; the parts below it only assert.
 
@@ -16,10 +20,12 @@ import { lstatSync, unlinkSync, chmodSync } from 'node:fs';
 import net from 'node:net';
 import type { EngineControl } from '../../engine/api';
 import { KiB, MiB } from '../../shared/units';
-import { Connection, ConnectionSettings } from './connection';
+import { Connection, ConnectionSettings, type ConnectionStatus } from './connection';
 import { EngineCatalog } from './exports';
 import { NbdLogger, silentLogger } from './logger';
-import { tcpUri, unixUri } from './uri';
+import { ServerSecurity, type NbdSecurityOptions } from './security';
+import { TLS_OFF, type TlsMode } from './tls-credentials';
+import { tcpUri, tlsUri, unixUri, type TlsUriCredentials } from './uri';
 
 /** Tags per connection: requests in flight per client. Costs depth × max_io_bytes of shared memory per bound connection. */
 export const QUEUE_DEPTH_DEFAULT = 64;
@@ -63,6 +69,14 @@ export interface NbdServerOptions {
   max_io_bytes?: number;
   connections_max?: number;
   socket_mode?: number;
+  /** TLS, authorisation, the non-loopback rule. Default: TLS off, no rules, not insecure. */
+  security?: NbdSecurityOptions;
+  /**
+   * What TLS URIs tell clients to use (their certificates dir, PSK file,
+   * user). Default: the server's own PSK file and its first user, or its
+   * certificates directory, which serve a client on this machine as is.
+   */
+  tls_uri?: TlsUriCredentials;
 }
 
 export interface NbdServerStatus {
@@ -72,6 +86,10 @@ export interface NbdServerStatus {
   refused_total: number;
   socket_path: string | null;
   tcp: { host: string; port: number } | null;
+  tls: TlsMode;
+  /** When the TLS credentials in use were read (start or the last reload); null without TLS. */
+  tls_loaded_at: string | null;
+  clients: ConnectionStatus[];
 }
 
 function positiveInteger(value: unknown, name: string, fallback: number): number {
@@ -86,6 +104,8 @@ export class NbdServer {
   private readonly logger: NbdLogger;
   private readonly settings: ConnectionSettings;
   private readonly catalog: EngineCatalog;
+  private readonly security: ServerSecurity;
+  private readonly tls_uri: TlsUriCredentials;
   private readonly connections_max: number;
   private readonly socket_path: string | null;
   private readonly socket_mode: number;
@@ -147,12 +167,23 @@ export class NbdServer {
       stop_drain_timeout_ms: STOP_DRAIN_TIMEOUT_MS,
     };
     this.catalog = new EngineCatalog(engine, max_request_bytes);
+    const security = options.security ?? { tls: TLS_OFF, access: [], insecure: false };
+    // Reads the credentials: a missing or world-readable key fails here, before anything listens.
+    this.security = new ServerSecurity(security, this.logger);
+    this.tls_uri = options.tls_uri ?? defaultTlsUri(security, this.security);
+  }
+
+  /** Reads the TLS certificates and keys again; live connections keep theirs. Throws (keeping the old ones) on a bad file. */
+  reloadTls(): void {
+    const credentials = this.security.reload();
+    if (credentials !== null) this.logger.info({ loaded_at: credentials.loaded_at }, 'nbd TLS credentials reloaded');
   }
 
   async start(): Promise<void> {
     if (this.state !== 'new') throw new Error(`NbdServer.start() in state ${this.state}`);
     this.state = 'running';
     try {
+      if (this.tcp_host !== null) this.security.checkListener(this.tcp_host);
       if (this.socket_path !== null) await this.listenUnix(this.socket_path);
       if (this.tcp_host !== null) await this.listenTcp(this.tcp_host, this.tcp_port_wanted);
     } catch (error) {
@@ -176,14 +207,20 @@ export class NbdServer {
     this.logger.info({ accepted: this.accepted_total, refused: this.refused_total }, 'nbd server stopped');
   }
 
-  /** The URI of an export: the Unix socket when there is one, else TCP. */
+  /**
+   * The URI of an export: the TLS one when TLS is required on a TCP
+   * listener (that is how remote clients reach it), else the Unix socket
+   * when there is one, else TCP (nbds:// when TLS is on).
+   */
   uri(export_name: string, transport?: 'unix' | 'tcp'): string {
-    const use_unix = transport === 'unix' || (transport === undefined && this.socket_path !== null);
+    const remote_first = this.tcp_host !== null && this.security.tls_mode === 'require';
+    const use_unix = transport === 'unix' || (transport === undefined && this.socket_path !== null && !remote_first);
     if (use_unix) {
       if (this.socket_path === null) throw new Error('NbdServer has no Unix socket');
       return unixUri(this.socket_path, export_name);
     }
     if (this.tcp_host === null || this.tcp_port === null) throw new Error('NbdServer is not listening on TCP');
+    if (this.security.tls_mode !== 'off') return tlsUri(this.tcp_host, this.tcp_port, export_name, this.tls_uri);
     return tcpUri(this.tcp_host, this.tcp_port, export_name);
   }
 
@@ -209,6 +246,9 @@ export class NbdServer {
       refused_total: this.refused_total,
       socket_path: this.socket_path,
       tcp: this.tcp_host !== null && this.tcp_port !== null ? { host: this.tcp_host, port: this.tcp_port } : null,
+      tls: this.security.tls_mode,
+      tls_loaded_at: this.security.credentials()?.loaded_at ?? null,
+      clients: [...this.connections].map((connection) => connection.status()),
     };
   }
 
@@ -301,6 +341,8 @@ export class NbdServer {
       catalog: this.catalog,
       settings: this.settings,
       logger: this.logger,
+      security: this.security,
+      transport: socket.remoteAddress !== undefined ? 'tcp' : 'unix',
       shuttingDown: () => this.state !== 'running',
     });
     this.connections.add(connection);
@@ -308,4 +350,15 @@ export class NbdServer {
     this.logger.debug({ connection: id, peer }, 'nbd client connected');
     connection.start();
   }
+}
+
+/** A client on this machine can use the server's own PSK file (first user) or certificates directory. */
+function defaultTlsUri(options: NbdSecurityOptions, security: ServerSecurity): TlsUriCredentials {
+  const credentials = security.credentials();
+  if (options.tls.psk_file !== null && credentials?.psk) {
+    const first = credentials.psk.keys().next();
+    return { psk_file: options.tls.psk_file, ...(first.done === true ? {} : { username: first.value }) };
+  }
+  if (options.tls.certificates_dir !== null) return { certificates_dir: options.tls.certificates_dir };
+  return {};
 }
