@@ -23,6 +23,14 @@ import type { FrontendDriver } from './drivers/driver';
 import { SCENARIO_RESULT_PREFIX } from './report-lines';
 import { selectedDrivers, unavailableOutcome } from './drivers';
 
+/**
+ * Where the scratch files go instead of /dev/shm: a reflink test runs the
+ * scenarios on a loop-mounted XFS (test/engine/reflink-xfs.test.ts).
+ */
+export const SCRATCH_ROOT_ENV = 'UBLKSNAP_CONTRACT_SCRATCH';
+/** When set ('reflink' or 'copy'): every taken snapshot must have saved its chunks this way. */
+export const EXPECT_CBW_ENV = 'UBLKSNAP_CONTRACT_CBW';
+
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
 
@@ -83,10 +91,11 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
       continue;
     }
     test(name, bounded(options.timeout_ms ?? SCENARIO_TIMEOUT_MS_DEFAULT, async () => {
-      const dir = mkdtempSync(path.join(SCRATCH_ROOT, 'ublksnap-contract-'));
+      const dir = mkdtempSync(path.join(process.env[SCRATCH_ROOT_ENV] ?? SCRATCH_ROOT, 'ublksnap-contract-'));
       let engine: Engine | undefined;
       let driver: FrontendDriver | undefined;
       let snapshots = 0;
+      const snapshot_ids: string[] = [];
       const started_ms = Date.now();
       let body_started_ms = started_ms;
       let body_ended_ms = started_ms;
@@ -114,7 +123,9 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           },
           create(volumes, limit_bytes) {
             snapshots += 1;
-            return started.snapshotCreate({ volumes, storage: path.join(dir, `diff-${snapshots}`), limit_bytes });
+            const created = started.snapshotCreate({ volumes, storage: path.join(dir, `diff-${snapshots}`), limit_bytes });
+            void created.then((id) => snapshot_ids.push(id), () => undefined);
+            return created;
           },
           open: (export_name) => opened.open(export_name),
           async openSpread(export_name, connections) {
@@ -125,6 +136,7 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
         };
         body_started_ms = Date.now();
         await body(rig);
+        checkCowPaths(started, snapshot_ids);
         verdict = 'pass';
       } finally {
         body_ended_ms = Math.max(body_started_ms, Date.now());
@@ -139,4 +151,21 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
       }
     }));
   }
+}
+
+/** With EXPECT_CBW_ENV set: every volume of every taken snapshot saved its chunks that way, and some were saved. */
+function checkCowPaths(engine: Engine, snapshot_ids: string[]): void {
+  const expected = process.env[EXPECT_CBW_ENV];
+  if (expected === undefined || expected === '') return;
+  let saved = 0;
+  for (const id of snapshot_ids) {
+    for (const chunks of engine.snapshotInfo(id).chunks) {
+      if (chunks.cbw !== expected) {
+        throw new Error(`${EXPECT_CBW_ENV}=${expected}: snapshot ${id} saved ${chunks.volume} by ${chunks.cbw} (${chunks.cbw_reason})`);
+      }
+      saved += expected === 'reflink' ? chunks.cloned : chunks.copied;
+    }
+  }
+  if (saved === 0) throw new Error(`${EXPECT_CBW_ENV}=${expected}: no chunk was saved that way in ${snapshot_ids.length} snapshots`);
+  console.log(`  cbw=${expected}: ${saved} chunks saved that way`);
 }

@@ -27,7 +27,7 @@ test('state moves: legal ones pass, illegal ones assert, slot and offset kept', 
   assert.is(table.slot(0), NO_SLOT);
   assert.throws(() => table.setState(0, ChunkState.IN_MEMORY, 5), /without its lock/);
   table.lock(0);
-  assert.throws(() => table.setState(0, ChunkState.STORED, NO_SLOT), /NEW → STORED/);
+  assert.throws(() => table.setState(0, ChunkState.STORED, NO_SLOT), /stored without a storage slot/);
   table.setState(0, ChunkState.IN_MEMORY, 5);
   assert.is(table.slot(0), 5);
   assert.ok(table.isLocked(0), 'state change keeps the lock');
@@ -38,6 +38,12 @@ test('state moves: legal ones pass, illegal ones assert, slot and offset kept', 
   table.setState(0, ChunkState.FAILED, NO_SLOT);
   assert.throws(() => table.setState(0, ChunkState.IN_MEMORY, 1), /FAILED → IN_MEMORY/);
   table.unlock(0);
+  // A clone saves a NEW chunk straight into its slot.
+  table.lock(1);
+  table.setOffset(1, 128);
+  table.setState(1, ChunkState.STORED, NO_SLOT);
+  assert.is(table.state(1), ChunkState.STORED);
+  table.unlock(1);
   assert.is(table.offset(0), 4096);
   assert.ok(table.allPastNew(0, 0));
   assert.is(table.allPastNew(0, 1), false);
