@@ -13,7 +13,7 @@ import pino from 'pino';
 import { test } from 'uvu';
 
 export { test };
-import type { EngineOptions } from '../../src/engine/api';
+import type { EngineOptions, SnapshotInfo } from '../../src/engine/api';
 import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
@@ -135,8 +135,9 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           },
         };
         body_started_ms = Date.now();
+        const watch = new CowPathWatch(started, snapshot_ids);
         await body(rig);
-        checkCowPaths(started, snapshot_ids);
+        watch.check();
         verdict = 'pass';
       } finally {
         body_ended_ms = Math.max(body_started_ms, Date.now());
@@ -153,19 +154,46 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
   }
 }
 
-/** With EXPECT_CBW_ENV set: every volume of every taken snapshot saved its chunks that way, and some were saved. */
-function checkCowPaths(engine: Engine, snapshot_ids: string[]): void {
-  const expected = process.env[EXPECT_CBW_ENV];
-  if (expected === undefined || expected === '') return;
-  let saved = 0;
-  for (const id of snapshot_ids) {
-    for (const chunks of engine.snapshotInfo(id).chunks) {
-      if (chunks.cbw !== expected) {
-        throw new Error(`${EXPECT_CBW_ENV}=${expected}: snapshot ${id} saved ${chunks.volume} by ${chunks.cbw} (${chunks.cbw_reason})`);
-      }
-      saved += expected === 'reflink' ? chunks.cloned : chunks.copied;
+/**
+ * With EXPECT_CBW_ENV set: records how the scenario's snapshots saved their
+ * chunks just before each destroy (a destroyed snapshot's info is gone)
+ * and at the end, then insists every volume used the expected path and
+ * some chunk was saved that way.
+ */
+class CowPathWatch {
+  private readonly expected = process.env[EXPECT_CBW_ENV] ?? '';
+  private readonly last_seen = new Map<string, SnapshotInfo['chunks']>();
+
+  constructor(private readonly engine: Engine, private readonly snapshot_ids: string[]) {
+    if (this.expected === '') return;
+    const destroy = engine.snapshotDestroy.bind(engine);
+    engine.snapshotDestroy = (id: string) => {
+      this.lookAt(id);
+      return destroy(id);
+    };
+  }
+
+  private lookAt(id: string): void {
+    try {
+      this.last_seen.set(id, this.engine.snapshotInfo(id).chunks);
+    } catch {
+      // Unknown or destroyed: the destroy itself will say so; its last look stands.
     }
   }
-  if (saved === 0) throw new Error(`${EXPECT_CBW_ENV}=${expected}: no chunk was saved that way in ${snapshot_ids.length} snapshots`);
-  console.log(`  cbw=${expected}: ${saved} chunks saved that way`);
+
+  check(): void {
+    if (this.expected === '') return;
+    for (const id of this.snapshot_ids) this.lookAt(id);
+    let saved = 0;
+    for (const [id, chunks] of this.last_seen) {
+      for (const area of chunks) {
+        if (area.cbw !== this.expected) {
+          throw new Error(`${EXPECT_CBW_ENV}=${this.expected}: snapshot ${id} saved ${area.volume} by ${area.cbw} (${area.cbw_reason})`);
+        }
+        saved += this.expected === 'reflink' ? area.cloned : area.copied;
+      }
+    }
+    if (saved === 0) throw new Error(`${EXPECT_CBW_ENV}=${this.expected}: no chunk was seen saved that way in ${this.last_seen.size} snapshots`);
+    console.log(`  cbw=${this.expected}: ${saved} chunks seen saved that way in ${this.last_seen.size} snapshots`);
+  }
 }
