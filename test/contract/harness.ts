@@ -157,8 +157,8 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
 /**
  * With EXPECT_CBW_ENV set: records how the scenario's snapshots saved their
  * chunks just before each destroy (a destroyed snapshot's info is gone)
- * and at the end, then insists every volume used the expected path and
- * some chunk was saved that way.
+ * and at the end, then insists every volume used the expected path, and
+ * prints how many chunks were saved that way.
  */
 class CowPathWatch {
   private readonly expected = process.env[EXPECT_CBW_ENV] ?? '';
@@ -193,7 +193,8 @@ class CowPathWatch {
         saved += this.expected === 'reflink' ? area.cloned : area.copied;
       }
     }
-    if (saved === 0) throw new Error(`${EXPECT_CBW_ENV}=${this.expected}: no chunk was seen saved that way in ${this.last_seen.size} snapshots`);
+    // No count is asserted: a scenario may legitimately save no chunk before a write (its image
+    // writes loaded every chunk first). The caller sums these lines over its scenarios.
     console.log(`  cbw=${this.expected}: ${saved} chunks seen saved that way in ${this.last_seen.size} snapshots`);
   }
 }
