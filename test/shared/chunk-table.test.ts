@@ -38,16 +38,16 @@ test('state moves: legal ones pass, illegal ones assert, slot and offset kept', 
   table.setState(0, ChunkState.FAILED, NO_SLOT);
   assert.throws(() => table.setState(0, ChunkState.IN_MEMORY, 1), /FAILED → IN_MEMORY/);
   table.unlock(0);
+  assert.is(table.offset(0), 4096);
+  assert.ok(table.allPastNew(0, 0));
+  assert.is(table.allPastNew(0, 1), false);
+  assert.equal(table.census(), { NEW: 1, IN_MEMORY: 0, STORED: 0, FAILED: 1 });
   // A clone saves a NEW chunk straight into its slot.
   table.lock(1);
   table.setOffset(1, 128);
   table.setState(1, ChunkState.STORED, NO_SLOT);
   assert.is(table.state(1), ChunkState.STORED);
   table.unlock(1);
-  assert.is(table.offset(0), 4096);
-  assert.ok(table.allPastNew(0, 0));
-  assert.is(table.allPastNew(0, 1), false);
-  assert.equal(table.census(), { NEW: 1, IN_MEMORY: 0, STORED: 0, FAILED: 1 });
   table.reset();
   assert.is(table.state(0), ChunkState.NEW);
   assert.is(table.offset(0), -1);
