@@ -61,7 +61,7 @@ function sweep(queue: IoQueue, handle: number, volume_bytes: number, op: IoOp): 
     queue.onComplete((tag, errno) => {
       in_flight -= 1;
       if (errno !== 0) {
-        reject(new Error(`bench request failed with errno ${errno}`));
+        reject(new Error(`bench request (op ${op}) failed with errno ${errno}`));
         return;
       }
       submitNext(tag);
@@ -80,8 +80,13 @@ interface Variant {
 }
 
 const XFS_IMAGE_NAME = 'xfs.img';
-/** The XFS holds the volume and its storage, with room for the filesystem's own metadata. */
-const XFS_IMAGE_PER_VOLUME = 3;
+/**
+ * The XFS holds the volume, its storage fallocated ahead (a clone frees
+ * the reserved blocks it replaces, but only chunk by chunk), the new
+ * blocks the volume's overwrites get, the last round's storage while
+ * XFS frees it in the background, and its own metadata.
+ */
+const XFS_IMAGE_PER_VOLUME = 6;
 
 /**
  * A loop-mounted XFS (mkfs.xfs -m reflink=1) on a sparse file in /dev/shm,
@@ -164,13 +169,17 @@ export async function runEngineBench(quick: boolean): Promise<EngineBenchResult>
         const id = await engine.snapshotCreate({ volumes: [volume_name], storage: path.join(variant.dir, `diff-${round}`), limit_bytes: volume_bytes });
         await engine.snapshotTake(id);
         const image = engine.resolveExport(`${volume_name}@${id}`).handle;
-        row('image read, nothing copied').push(await sweep(queue, image, volume_bytes, IoOp.READ));
-        row('engine write, first touch').push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
+        const explained = (error: unknown): never => {
+          const info = engine.snapshotInfo(id);
+          throw new Error(`${(error as Error).message}${variant.suffix}: snapshot ${info.state}, error ${info.error_code}, ${JSON.stringify(info.chunks)}`);
+        };
+        row('image read, nothing copied').push(await sweep(queue, image, volume_bytes, IoOp.READ).catch(explained));
+        row('engine write, first touch').push(await sweep(queue, volume, volume_bytes, IoOp.WRITE).catch(explained));
         const area = engine.snapshotInfo(id).chunks[0]!;
         amplification[variant.suffix]!.push((area.copied * area.chunk_bytes) / volume_bytes);
         cow_paths[variant.suffix] = area.cbw === 'copy' ? `copy (${area.cbw_reason})` : `reflink (${area.cloned} of ${area.cloned + area.copied} chunks cloned in the last round)`;
         row('engine write, chunks copied (fast path)').push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
-        row('image read, all from diff storage').push(await sweep(queue, image, volume_bytes, IoOp.READ));
+        row('image read, all from diff storage').push(await sweep(queue, image, volume_bytes, IoOp.READ).catch(explained));
         await engine.snapshotDestroy(id);
       }
       await queue.close();

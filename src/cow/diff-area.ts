@@ -73,6 +73,13 @@ export function slotSectors(bytes: number): number {
   return Math.ceil(bytes / STORAGE_SLOT_ALIGN_BYTES) * (STORAGE_SLOT_ALIGN_BYTES / SECTOR_BYTES);
 }
 
+/**
+ * A write's adjacent NEW chunks are cloned together, this many at most: it
+ * bounds the locks one writer holds at once (a 64 MiB write of 256 KiB
+ * chunks is 4 runs).
+ */
+const CLONE_RUN_CHUNKS_MAX = 64;
+
 const EIO = ERRNO_BY_CODE.EIO;
 const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
 
@@ -99,6 +106,8 @@ export class DiffArea {
   private readonly snapshot_control: Int32Array;
   private readonly chunk_maximum_in_queue: number;
   private readonly record = new Int32Array(1);
+  /** The chunks of the run cloneBeforeWrite holds locked (allocated once: the write path allocates nothing). */
+  private readonly clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX);
 
   constructor(readonly descriptor: DiffAreaDescriptor, private readonly notifier: AreaNotifier) {
     this.area_id = descriptor.area_id;
@@ -137,6 +146,10 @@ export class DiffArea {
     const first = Math.floor(offset_bytes / this.chunk_bytes);
     const last = Math.floor((offset_bytes + length_bytes - 1) / this.chunk_bytes);
     if (this.table.allPastNew(first, last)) return;
+    if (this.clone_chunks) {
+      this.cloneBeforeWrite(volume, first, last);
+      return;
+    }
     for (let chunk = first; chunk <= last; chunk += 1) {
       if (this.table.state(chunk) !== ChunkState.NEW) continue;
       this.table.lock(chunk);
@@ -146,6 +159,86 @@ export class DiffArea {
         this.table.unlock(chunk);
       }
     }
+  }
+
+  /**
+   * copyBeforeWrite by clones: each run of adjacent NEW chunks the write
+   * covers is locked (in ascending order, as every multi-chunk locker does;
+   * every other locker holds one chunk at a time, so no cycle can form),
+   * given one contiguous extent of slots and cloned with one ioctl. One
+   * clone of a 1 MiB write's four 256 KiB chunks cost XFS 16 µs; four
+   * clones of one chunk each, 4 × 220 µs. Whatever the run cannot do goes
+   * chunk by chunk through copyChunk, still under the locks.
+   */
+  private cloneBeforeWrite(volume: VolumeReader, first: number, last: number): void {
+    const run = this.clone_run;
+    let chunk = first;
+    while (chunk <= last) {
+      if (this.table.state(chunk) !== ChunkState.NEW) {
+        chunk += 1;
+        continue;
+      }
+      let run_count = 0;
+      try {
+        // Gather: lock while the next chunk is still NEW, whole and within bounds.
+        while (chunk + run_count <= last && run_count < CLONE_RUN_CHUNKS_MAX) {
+          const next = chunk + run_count;
+          if (this.table.state(next) !== ChunkState.NEW) break;
+          this.table.lock(next);
+          if (this.table.state(next) !== ChunkState.NEW) {
+            this.table.unlock(next);
+            break;
+          }
+          run[run_count] = next;
+          run_count += 1;
+          // A short last chunk ends the run (it is copied).
+          if (this.chunkBytes(next) % STORAGE_SLOT_ALIGN_BYTES !== 0) break;
+        }
+        if (run_count > 0 && this.healthy) this.saveRun(volume, run_count);
+      } finally {
+        for (let i = 0; i < run_count; i += 1) this.table.unlock(run[i]!);
+      }
+      chunk += Math.max(run_count, 1);
+    }
+  }
+
+  /** Under the locks of run[0..count): clone the run as one extent, or save each chunk alone. */
+  private saveRun(volume: VolumeReader, count: number): void {
+    const run = this.clone_run;
+    const first = run[0]!;
+    const last = run[count - 1]!;
+    const whole = this.chunkBytes(last) % STORAGE_SLOT_ALIGN_BYTES === 0;
+    if (count > 1 && whole && this.cloneRun(volume, first, count)) {
+      for (let i = 0; i < count; i += 1) countSavedChunk(this.area_control, true);
+      return;
+    }
+    for (let i = 0; i < count; i += 1) {
+      if (this.table.state(run[i]!) === ChunkState.NEW && this.healthy) this.copyChunk(volume, run[i]!);
+    }
+  }
+
+  /**
+   * Under the locks of `count` adjacent whole NEW chunks from `first`:
+   * one extent of slots, one clone, all STORED. False with nothing changed
+   * when there is no room for the run or the clone fails.
+   */
+  private cloneRun(volume: VolumeReader, first: number, count: number): boolean {
+    const slot_sectors = slotSectors(this.chunk_bytes);
+    const offset = this.counters.allocate(slot_sectors * count);
+    if (offset === NO_ROOM) {
+      this.claimGrowth();
+      return false;
+    }
+    for (let i = 0; i < count; i += 1) this.table.setOffset(first + i, offset + i * slot_sectors);
+    try {
+      if (!volume.clone(this.storage_fd, offset * SECTOR_BYTES, count * this.chunk_bytes, first * this.chunk_bytes)) return false;
+    } catch {
+      // The chunks keep their slots; copyChunk clones or copies each into its own.
+      return false;
+    }
+    for (let i = 0; i < count; i += 1) this.table.setState(first + i, ChunkState.STORED, NO_SLOT);
+    this.claimGrowth();
+    return true;
   }
 
   /** Under the chunk's lock: NEW → STORED (cloned) or IN_MEMORY (queued), or FAILED. */
