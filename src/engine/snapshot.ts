@@ -30,6 +30,8 @@
 // snapshot's volumes can take: a 256 MiB volume never gets a 1 GiB storage.
 
 import { randomUUID } from 'node:crypto';
+import { fdatasync as fdatasyncCallback } from 'node:fs';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { alignedOffset } from '../native';
 import { ChunkTable } from '../shared/chunk-table';
@@ -55,6 +57,8 @@ import { GrowthPlan } from './growth-plan';
 import type { DiffStorage } from './diff-storage';
 import { EventQueue } from './events';
 import type { VolumeRecord } from './volume';
+
+const fdatasyncAsync = promisify(fdatasyncCallback);
 
 /** Writes in flight must drain within this at take or destroy, else the take fails. */
 export const GATE_DRAIN_TIMEOUT_MS = 10_000;
@@ -131,6 +135,11 @@ export class Snapshot {
     this.storage.counters.setNeed(areas.reduce((sum, area) => sum + areaNeedSectors(area.descriptor), 0));
     try {
       await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
+      // A clone first writes back the volume's dirty pages in its range:
+      // done here, outside the freeze and off the write path, it leaves the
+      // first touches only the clone itself (libuv's pool does it, the
+      // event loop goes on).
+      await Promise.all(areas.filter((area) => area.cow_path.kind === 'reflink').map((area) => fdatasyncAsync(area.volume.fd)));
       await this.frozen(async () => {
         for (const area of areas) {
           area.volume.tracker.map.switchForTake();
