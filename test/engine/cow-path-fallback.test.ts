@@ -71,11 +71,12 @@ async function copiedWithReason(name: string, volume_path: string, storage: stri
   const e = engine!;
   const c = client!;
   await e.attach(volume_path, { name });
+  let id: string | undefined;
   try {
     const volume = e.resolveExport(name).handle;
     const before = pattern(1, VOLUME_BYTES);
     await c.write(volume, 0, before);
-    const id = await e.snapshotCreate({ volumes: [name], storage, limit_bytes: STORAGE_LIMIT_BYTES });
+    id = await e.snapshotCreate({ volumes: [name], storage, limit_bytes: STORAGE_LIMIT_BYTES });
     await e.snapshotTake(id);
     await c.write(volume, 0, pattern(2, VOLUME_BYTES));
     const area = e.snapshotInfo(id).chunks[0]!;
@@ -85,8 +86,9 @@ async function copiedWithReason(name: string, volume_path: string, storage: stri
     assert.is(area.copied, VOLUME_BYTES / (64 * 1024), `${name}: every chunk copied`);
     const image = e.resolveExport(`${name}@${id}`).handle;
     assert.ok((await c.read(image, 0, VOLUME_BYTES)).equals(before), `${name}: the image is the pre-take data`);
-    await e.snapshotDestroy(id);
   } finally {
+    // Clean up without hiding the assertion that failed.
+    if (id !== undefined) await e.snapshotDestroy(id);
     await e.detach(name);
   }
 }
