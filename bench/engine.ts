@@ -5,8 +5,14 @@
 // image reads. Sequential 1 MiB requests; the engine gets QUEUE_DEPTH of
 // them in flight, as a frontend would. Figures are medians over rounds;
 // ratios are what we compare, because these machines are noisy.
+//
+// The same rows again with volume and storage on an XFS with shared
+// extents (issue 15), where copy-before-write clones chunks; each
+// first-touch row prints its write amplification (bytes copy-before-write
+// moved per byte written: 1.00 when every chunk is copied, 0 when cloned).
 
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Engine } from '../src/engine/engine';
 import { IoFlags, IoOp, type IoQueue } from '../src/engine/api';
@@ -55,7 +61,7 @@ function sweep(queue: IoQueue, handle: number, volume_bytes: number, op: IoOp): 
     queue.onComplete((tag, errno) => {
       in_flight -= 1;
       if (errno !== 0) {
-        reject(new Error(`bench request failed with errno ${errno}`));
+        reject(new Error(`bench request (op ${op}) failed with errno ${errno}`));
         return;
       }
       submitNext(tag);
@@ -65,62 +71,156 @@ function sweep(queue: IoQueue, handle: number, volume_bytes: number, op: IoOp): 
   });
 }
 
+/** Where the bench's files live: tmpfs always; a loop-mounted XFS with reflink where root can make one. */
+interface Variant {
+  /** Row suffix: '' for tmpfs (the rows as before), ' (XFS reflink)' for XFS. */
+  suffix: string;
+  dir: string;
+  release(): void;
+}
+
+const XFS_IMAGE_NAME = 'xfs.img';
+/**
+ * The XFS holds the volume, its storage fallocated ahead (a clone frees
+ * the reserved blocks it replaces, but only chunk by chunk), the new
+ * blocks the volume's overwrites get, the last round's storage while
+ * XFS frees it in the background, and its own metadata.
+ */
+const XFS_IMAGE_PER_VOLUME = 6;
+
+/**
+ * A loop-mounted XFS (mkfs.xfs -m reflink=1) on a sparse file in /dev/shm,
+ * so that its rows compare with the tmpfs rows (memory under both), or a
+ * reason why not.
+ */
+function makeXfsVariant(volume_bytes: number): Variant | string {
+  if (process.getuid?.() !== 0) return 'not root (mount needs it)';
+  const holder = mkdtempSync('/dev/shm/ublksnap-bench-xfs-');
+  const image = path.join(holder, XFS_IMAGE_NAME);
+  const mount_point = path.join(holder, 'mnt');
+  let loop = '';
+  let mounted = false;
+  const release = (): void => {
+    if (mounted) spawnSync('umount', [mount_point]);
+    if (loop !== '') spawnSync('losetup', ['--detach', loop]);
+    rmSync(holder, { recursive: true, force: true });
+  };
+  try {
+    writeFileSync(image, '');
+    truncateSync(image, XFS_IMAGE_PER_VOLUME * volume_bytes);
+    loop = run('losetup', ['--find', '--show', image]).trim();
+    run('mkfs.xfs', ['-q', '-f', '-m', 'reflink=1', loop]);
+    mkdirSync(mount_point);
+    run('mount', ['-t', 'xfs', loop, mount_point]);
+    mounted = true;
+    return { suffix: ' (XFS reflink)', dir: mount_point, release };
+  } catch (error) {
+    release();
+    return (error as Error).message;
+  }
+}
+
+function run(tool: string, args: string[]): string {
+  const result = spawnSync(tool, args, { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${result.error?.message ?? result.stderr.trim()}`);
+  return result.stdout;
+}
+
+const ROW_NAMES = [
+  'plain writeSync loop', 'plain readSync loop', 'engine write, no snapshot', 'engine write, first touch',
+  'engine write, chunks copied (fast path)', 'image read, nothing copied', 'image read, all from diff storage',
+];
+
 export async function runEngineBench(quick: boolean): Promise<EngineBenchResult> {
   const volume_bytes = (quick ? 128 : 512) * MiB;
   const rounds = quick ? 3 : 5;
-  const dir = mkdtempSync('/dev/shm/ublksnap-bench-');
-  const file = path.join(dir, 'volume.img');
-  writeFileSync(file, '');
-  truncateSync(file, volume_bytes);
-  plainLoop(file, volume_bytes, true); // allocate every page once, for every row alike
-  const engine = await Engine.start({});
-  const samples: Record<string, number[]> = {
-    'plain writeSync loop': [], 'plain readSync loop': [], 'engine write, no snapshot': [],
-    'engine write, first touch': [], 'engine write, chunks copied (fast path)': [],
-    'image read, nothing copied': [], 'image read, all from diff storage': [],
-  };
+  const tmpfs_dir = mkdtempSync('/dev/shm/ublksnap-bench-');
+  const variants: Variant[] = [{ suffix: '', dir: tmpfs_dir, release: () => rmSync(tmpfs_dir, { recursive: true, force: true }) }];
+  const xfs = makeXfsVariant(volume_bytes);
+  const notes: string[] = [];
+  if (typeof xfs === 'string') notes.push(`XFS reflink rows skipped: ${xfs}`);
+  else variants.push(xfs);
+  const samples: Record<string, number[]> = {};
+  /** Bytes copied by copy-before-write per byte written, per variant, per round. */
+  const amplification: Record<string, number[]> = {};
+  const cow_paths: Record<string, string> = {};
   const gc = new GcCounter();
   let actor_gc_count = 0;
   let actor_requests = 0;
+  const engine = await Engine.start({});
   try {
-    await engine.attach(file, { name: 'bench' });
-    const queue = await engine.openQueue({ depth: QUEUE_DEPTH, max_io_bytes: IO_BYTES });
-    for (let tag = 0; tag < QUEUE_DEPTH; tag += 1) queue.buffer(tag).fill(0xa5);
-    const volume = engine.resolveExport('bench').handle;
-    for (let round = 0; round < rounds; round += 1) {
-      samples['plain writeSync loop']!.push(plainLoop(file, volume_bytes, true));
-      samples['plain readSync loop']!.push(plainLoop(file, volume_bytes, false));
-      samples['engine write, no snapshot']!.push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
-      const id = await engine.snapshotCreate({ volumes: ['bench'], storage: path.join(dir, `diff-${round}`), limit_bytes: volume_bytes });
-      await engine.snapshotTake(id);
-      const image = engine.resolveExport(`bench@${id}`).handle;
-      samples['image read, nothing copied']!.push(await sweep(queue, image, volume_bytes, IoOp.READ));
-      samples['engine write, first touch']!.push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
-      samples['engine write, chunks copied (fast path)']!.push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
-      samples['image read, all from diff storage']!.push(await sweep(queue, image, volume_bytes, IoOp.READ));
-      await engine.snapshotDestroy(id);
+    for (const variant of variants) {
+      for (const name of ROW_NAMES) samples[name + variant.suffix] = [];
+      amplification[variant.suffix] = [];
+      const row = (name: string): number[] => samples[name + variant.suffix]!;
+      const file = path.join(variant.dir, 'volume.img');
+      const volume_name = `bench${variants.indexOf(variant)}`;
+      writeFileSync(file, '');
+      truncateSync(file, volume_bytes);
+      plainLoop(file, volume_bytes, true); // allocate every block once, for every row alike
+      await engine.attach(file, { name: volume_name });
+      const queue = await engine.openQueue({ depth: QUEUE_DEPTH, max_io_bytes: IO_BYTES });
+      for (let tag = 0; tag < QUEUE_DEPTH; tag += 1) queue.buffer(tag).fill(0xa5);
+      const volume = engine.resolveExport(volume_name).handle;
+      for (let round = 0; round < rounds; round += 1) {
+        row('plain writeSync loop').push(plainLoop(file, volume_bytes, true));
+        row('plain readSync loop').push(plainLoop(file, volume_bytes, false));
+        row('engine write, no snapshot').push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
+        const id = await engine.snapshotCreate({ volumes: [volume_name], storage: path.join(variant.dir, `diff-${round}`), limit_bytes: volume_bytes });
+        await engine.snapshotTake(id);
+        const image = engine.resolveExport(`${volume_name}@${id}`).handle;
+        const explained = (error: unknown): never => {
+          const info = engine.snapshotInfo(id);
+          throw new Error(`${(error as Error).message}${variant.suffix}: snapshot ${info.state}, error ${info.error_code}, ${JSON.stringify(info.chunks)}`);
+        };
+        row('image read, nothing copied').push(await sweep(queue, image, volume_bytes, IoOp.READ).catch(explained));
+        row('engine write, first touch').push(await sweep(queue, volume, volume_bytes, IoOp.WRITE).catch(explained));
+        const area = engine.snapshotInfo(id).chunks[0]!;
+        amplification[variant.suffix]!.push((area.copied * area.chunk_bytes) / volume_bytes);
+        cow_paths[variant.suffix] = area.cbw === 'copy' ? `copy (${area.cbw_reason})` : `reflink (${area.cloned} of ${area.cloned + area.copied} chunks cloned in the last round)`;
+        row('engine write, chunks copied (fast path)').push(await sweep(queue, volume, volume_bytes, IoOp.WRITE));
+        row('image read, all from diff storage').push(await sweep(queue, image, volume_bytes, IoOp.READ).catch(explained));
+        await engine.snapshotDestroy(id);
+      }
+      await queue.close();
+      await engine.detach(volume_name);
     }
-    await queue.close();
     for (const stats of await engine.actorStats()) {
       actor_gc_count += stats.gc_count;
       actor_requests += stats.served;
     }
   } finally {
     await engine.stop();
-    rmSync(dir, { recursive: true, force: true });
+    for (const variant of variants) variant.release();
   }
   const gc_count = gc.stop();
   const rows: Record<string, number> = {};
   for (const [name, values] of Object.entries(samples)) rows[name] = median(values);
-  const plain_write = rows['plain writeSync loop']!;
-  const plain_read = rows['plain readSync loop']!;
-  const text = table(['engine, in process (1 MiB sequential)', 'MiB/s (median)', 'ratio to plain loop'],
-    Object.entries(rows).map(([name, value]) => [name, value.toFixed(0),
-      (value / (name.includes('read') ? plain_read : plain_write)).toFixed(2)]));
+  const lines: string[][] = [];
+  for (const variant of variants) {
+    const plain_write = rows[`plain writeSync loop${variant.suffix}`]!;
+    const plain_read = rows[`plain readSync loop${variant.suffix}`]!;
+    for (const name of ROW_NAMES) {
+      const key = name + variant.suffix;
+      const value = rows[key]!;
+      const amp = name === 'engine write, first touch' ? median(amplification[variant.suffix]!).toFixed(2) : '';
+      lines.push([key, value.toFixed(0), (value / (name.includes('read') ? plain_read : plain_write)).toFixed(2), amp]);
+    }
+  }
+  const text = table(['engine, in process (1 MiB sequential)', 'MiB/s (median)', 'ratio to plain loop', 'bytes copied / written'], lines);
   const goal = (name: string, ratio: number, target: number) => ({ name, ratio, target, pass: ratio >= target });
+  const plain_write = rows['plain writeSync loop']!;
   const goals = [
     goal('fast path write ≥ 0.9× plain writeSync loop', rows['engine write, chunks copied (fast path)']! / plain_write, 0.9),
     goal('first-touch write ≥ 0.45× plain writeSync loop', rows['engine write, first touch']! / plain_write, 0.45),
   ];
-  return { rows, gc_count, text: `${text}\n\n${volume_bytes / MiB} MiB volume on /dev/shm, ${rounds} rounds. Garbage collections: ${actor_gc_count} in the I/O actors over ${actor_requests} requests (the I/O path allocates nothing); ${gc_count} on the main thread `, goals };
+  if (variants.length > 1) {
+    const x = variants[1]!.suffix;
+    goals.push(goal(`first-touch write ≥ 0.9× no-snapshot write${x}`, rows[`engine write, first touch${x}`]! / rows[`engine write, no snapshot${x}`]!, 0.9));
+  }
+  for (const variant of variants) notes.push(`copy-before-write${variant.suffix || ' (tmpfs)'}: ${cow_paths[variant.suffix]}`);
+  return {
+    rows, gc_count, goals,
+    text: `${text}\n\n${volume_bytes / MiB} MiB volume on /dev/shm${variants.length > 1 ? ' and on an XFS (reflink=1) loop-mounted from a file in /dev/shm' : ''}, ${rounds} rounds. ${notes.join('; ')}. Garbage collections: ${actor_gc_count} in the I/O actors over ${actor_requests} requests (the I/O path allocates nothing); ${gc_count} on the main thread `,
+  };
 }

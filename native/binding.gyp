@@ -9,6 +9,7 @@
         "src/addon.cc",
         "src/args.cc",
         "src/blockdev.cc",
+        "src/clone.cc",
         "src/direct-volume.cc",
         "src/errors.cc",
         "src/files.cc",

@@ -17,6 +17,9 @@ void InitErrors(Napi::Env env, Napi::Object exports);
 // files.cc: fallocate, fdatasync, fileInfo, duplicateFd, FALLOC_FL_* constants.
 void InitFiles(Napi::Env env, Napi::Object exports);
 
+// clone.cc: cloneRange (FICLONERANGE).
+void InitClone(Napi::Env env, Napi::Object exports);
+
 // open.cc: openExclusive, openTmpfile.
 void InitOpen(Napi::Env env, Napi::Object exports);
 

@@ -110,6 +110,9 @@ Napi::Value FileInfo(const Napi::CallbackInfo& info) {
   // Inode numbers are 64-bit and some file systems use the high bits
   // (overlayfs with xino): a BigInt keeps every one exact.
   result.Set("ino", Napi::BigInt::New(env, static_cast<uint64_t>(status.st_ino)));
+  // The filesystem's preferred I/O size: its block for XFS, ext4 and
+  // Btrfs, the unit a range clone must be aligned to.
+  result.Set("block_bytes", Napi::Number::New(env, static_cast<double>(status.st_blksize)));
   return result;
 }
 

@@ -81,6 +81,7 @@ export class IoActor implements QueueHost {
   private readonly registry = new IoRegistry({
     flush: (area_id) => notify({ type: 'flush', area_id }),
     corrupted: (area_id, errno, message) => notify({ type: 'corrupted', area_id, errno, message }),
+    lowSpace: (area_id) => notify({ type: 'low_space', area_id }),
   });
   private readonly parked = Ring.create(PARKED_CAPACITY, REQUEST_WORDS);
   private readonly request = new Int32Array(REQUEST_WORDS);

@@ -15,6 +15,8 @@ export type { DiffAreaDescriptor, QueueDescriptor, VolumeDescriptor };
 export type ActorNotice =
   | { type: 'flush'; area_id: number }
   | { type: 'corrupted'; area_id: number; errno: number; message: string }
+  /** A clone claimed the next growth step (diff-area.ts): the control plane starts it. */
+  | { type: 'low_space'; area_id: number }
   /** A log line from an actor (hosted sessions): written by the engine's logger. */
   | { type: 'log'; level: ActorLogLevel; fields: LogFields; message: string };
 
@@ -52,8 +54,6 @@ export interface StoreTask {
   mode: 'store' | 'drop';
   area: DiffAreaDescriptor;
   volume_fd: number;
-  /** Free space at or below which the task reports low space (sectors). */
-  low_space_threshold_sectors: number;
 }
 
 export interface StoreResult {

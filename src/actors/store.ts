@@ -34,7 +34,11 @@ function allocateWaiting(counters: StorageCounters, sectors: number): number {
 }
 
 /** A store task reports through its result, not through notices. */
-const silent: AreaNotifier = { flush() { /* the control plane re-checks the queue after each task */ }, corrupted() { /* reported in the result */ } };
+const silent: AreaNotifier = {
+  flush() { /* the control plane re-checks the queue after each task */ },
+  corrupted() { /* reported in the result */ },
+  lowSpace() { /* a store task never clones; its low space is in the result */ },
+};
 
 export default function store(task: StoreTask): StoreResult {
   const area = new DiffArea(task.area, silent);
@@ -67,6 +71,6 @@ export default function store(task: StoreTask): StoreResult {
       area.table.unlock(chunk);
     }
   }
-  result.low_space = counters.claimLowSpace(task.low_space_threshold_sectors);
+  result.low_space = counters.claimLowSpace();
   return result;
 }

@@ -188,6 +188,9 @@ export function statusLines(status: DaemonStatus): string {
       lines.push(keyValueInline({
         diff_area: `${chunks.volume}@${snapshot.id}`, chunk_bytes: chunks.chunk_bytes, chunk_count: chunks.chunk_count,
         in_memory: chunks.in_memory, stored: chunks.stored, failed: chunks.failed, queued: chunks.queued,
+        // Older daemons do not say how they save chunks.
+        ...(chunks.cbw === undefined ? {} : { cbw: chunks.cbw, cloned: chunks.cloned, copied: chunks.copied }),
+        ...(chunks.cbw === 'copy' ? { cbw_reason: chunks.cbw_reason } : {}),
       }));
     }
   }

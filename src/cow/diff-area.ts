@@ -29,6 +29,20 @@
 // A request range is split at chunk boundaries into pieces; the first and
 // last piece may be partial (unaligned head and tail), the middle ones are
 // whole chunks.
+//
+// Clone before write: where the engine found at take that the volume and
+// the storage share a filesystem with shared extents (engine/cow-path.ts),
+// a NEW chunk is saved by cloning its extents into a slot of the storage,
+// under the chunk's lock, and goes straight to STORED: no buffer, no store
+// queue, no bytes moved. The slot is allocated exactly as the store would
+// allocate it (same counters, same limit), so image reads and writes find
+// a cloned chunk where they find a stored one. Whatever a clone cannot do
+// (no room yet, a short tail chunk, a failing ioctl) falls back to the copy
+// for that chunk; an allocated slot stays the chunk's and the store reuses it.
+//
+// Storage slots start on STORAGE_SLOT_ALIGN_BYTES boundaries (a short last
+// chunk takes a whole number of them), which a clone needs and a copy does
+// not mind.
 
 import { assert } from '../shared/assert';
 import { ChunkState, ChunkTable, NO_OFFSET, NO_SLOT } from '../shared/chunk-table';
@@ -36,8 +50,9 @@ import { ERRNO_BY_CODE } from '../shared/errors';
 import { Ring } from '../shared/ring';
 import { Slab } from '../shared/slab';
 import { corruptSnapshot, snapshotIsHealthy } from '../shared/snapshot-control';
-import { SECTOR_BYTES, pow2 } from '../shared/units';
-import { clearFlushRequest, requestFlush } from '../shared/area-control';
+import { PAGE_BYTES, SECTOR_BYTES, pow2 } from '../shared/units';
+import { clearFlushRequest, countSavedChunk, requestFlush } from '../shared/area-control';
+import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
 import type { DiffAreaDescriptor } from '../shared/descriptors';
 import { readFully, writeFully, type VolumeReader } from './volume-io';
 
@@ -46,6 +61,25 @@ const BUFFER_WAIT_SLICE_MS = 20;
 /** …and breaks the snapshot (never the write) if none frees in this long. */
 export const BUFFER_WAIT_TIMEOUT_MS = 30_000;
 
+/**
+ * Storage slots start at multiples of this: the block of every filesystem a
+ * chunk can be cloned on (a clone needs block-aligned offsets). Costs a
+ * short last chunk at most this much less one sector.
+ */
+export const STORAGE_SLOT_ALIGN_BYTES = PAGE_BYTES;
+
+/** The sectors a chunk of `bytes` takes in the storage. */
+export function slotSectors(bytes: number): number {
+  return Math.ceil(bytes / STORAGE_SLOT_ALIGN_BYTES) * (STORAGE_SLOT_ALIGN_BYTES / SECTOR_BYTES);
+}
+
+/**
+ * A write's adjacent NEW chunks are cloned together, this many at most: it
+ * bounds the locks one writer holds at once (a 64 MiB write of 256 KiB
+ * chunks is 4 runs).
+ */
+const CLONE_RUN_CHUNKS_MAX = 64;
+
 const EIO = ERRNO_BY_CODE.EIO;
 const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
 
@@ -53,6 +87,8 @@ const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
 export interface AreaNotifier {
   flush(area_id: number): void;
   corrupted(area_id: number, errno: number, message: string): void;
+  /** A clone left free space at or below the low-water mark and claimed the next growth step. */
+  lowSpace(area_id: number): void;
 }
 
 export class DiffArea {
@@ -64,10 +100,14 @@ export class DiffArea {
   readonly chunk_count: number;
   readonly last_chunk_bytes: number;
   readonly storage_fd: number;
+  readonly clone_chunks: boolean;
+  private readonly counters: StorageCounters;
   private readonly area_control: Int32Array;
   private readonly snapshot_control: Int32Array;
   private readonly chunk_maximum_in_queue: number;
   private readonly record = new Int32Array(1);
+  /** The chunks of the run cloneBeforeWrite holds locked (allocated once: the write path allocates nothing). */
+  private readonly clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX);
 
   constructor(readonly descriptor: DiffAreaDescriptor, private readonly notifier: AreaNotifier) {
     this.area_id = descriptor.area_id;
@@ -78,6 +118,8 @@ export class DiffArea {
     this.chunk_count = descriptor.chunk_count;
     this.last_chunk_bytes = descriptor.last_chunk_sectors * SECTOR_BYTES;
     this.storage_fd = descriptor.storage_fd;
+    this.clone_chunks = descriptor.clone_chunks;
+    this.counters = new StorageCounters(descriptor.storage_counters);
     this.area_control = new Int32Array(descriptor.area_control);
     this.snapshot_control = new Int32Array(descriptor.snapshot_control);
     this.chunk_maximum_in_queue = descriptor.chunk_maximum_in_queue;
@@ -104,6 +146,10 @@ export class DiffArea {
     const first = Math.floor(offset_bytes / this.chunk_bytes);
     const last = Math.floor((offset_bytes + length_bytes - 1) / this.chunk_bytes);
     if (this.table.allPastNew(first, last)) return;
+    if (this.clone_chunks) {
+      this.cloneBeforeWrite(volume, first, last);
+      return;
+    }
     for (let chunk = first; chunk <= last; chunk += 1) {
       if (this.table.state(chunk) !== ChunkState.NEW) continue;
       this.table.lock(chunk);
@@ -115,8 +161,93 @@ export class DiffArea {
     }
   }
 
-  /** Under the chunk's lock: NEW → IN_MEMORY (queued), or FAILED. */
+  /**
+   * copyBeforeWrite by clones: each run of adjacent NEW chunks the write
+   * covers is locked (in ascending order, as every multi-chunk locker does;
+   * every other locker holds one chunk at a time, so no cycle can form),
+   * given one contiguous extent of slots and cloned with one ioctl. One
+   * clone of a 1 MiB write's four 256 KiB chunks cost XFS 16 µs; four
+   * clones of one chunk each, 4 × 220 µs. Whatever the run cannot do goes
+   * chunk by chunk through copyChunk, still under the locks.
+   */
+  private cloneBeforeWrite(volume: VolumeReader, first: number, last: number): void {
+    const run = this.clone_run;
+    let chunk = first;
+    while (chunk <= last) {
+      if (this.table.state(chunk) !== ChunkState.NEW) {
+        chunk += 1;
+        continue;
+      }
+      let run_count = 0;
+      try {
+        // Gather: lock while the next chunk is still NEW, whole and within bounds.
+        while (chunk + run_count <= last && run_count < CLONE_RUN_CHUNKS_MAX) {
+          const next = chunk + run_count;
+          if (this.table.state(next) !== ChunkState.NEW) break;
+          this.table.lock(next);
+          if (this.table.state(next) !== ChunkState.NEW) {
+            this.table.unlock(next);
+            break;
+          }
+          run[run_count] = next;
+          run_count += 1;
+          // A short last chunk ends the run (it is copied).
+          if (this.chunkBytes(next) % STORAGE_SLOT_ALIGN_BYTES !== 0) break;
+        }
+        if (run_count > 0 && this.healthy) this.saveRun(volume, run_count);
+      } finally {
+        for (let i = 0; i < run_count; i += 1) this.table.unlock(run[i]!);
+      }
+      chunk += Math.max(run_count, 1);
+    }
+  }
+
+  /** Under the locks of run[0..count): clone the run as one extent, or save each chunk alone. */
+  private saveRun(volume: VolumeReader, count: number): void {
+    const run = this.clone_run;
+    const first = run[0]!;
+    const last = run[count - 1]!;
+    const whole = this.chunkBytes(last) % STORAGE_SLOT_ALIGN_BYTES === 0;
+    if (count > 1 && whole && this.cloneRun(volume, first, count)) {
+      for (let i = 0; i < count; i += 1) countSavedChunk(this.area_control, true);
+      return;
+    }
+    for (let i = 0; i < count; i += 1) {
+      if (this.table.state(run[i]!) === ChunkState.NEW && this.healthy) this.copyChunk(volume, run[i]!);
+    }
+  }
+
+  /**
+   * Under the locks of `count` adjacent whole NEW chunks from `first`:
+   * one extent of slots, one clone, all STORED. False with nothing changed
+   * when there is no room for the run or the clone fails.
+   */
+  private cloneRun(volume: VolumeReader, first: number, count: number): boolean {
+    const slot_sectors = slotSectors(this.chunk_bytes);
+    const offset = this.counters.allocate(slot_sectors * count);
+    if (offset === NO_ROOM) {
+      this.claimGrowth();
+      return false;
+    }
+    for (let i = 0; i < count; i += 1) this.table.setOffset(first + i, offset + i * slot_sectors);
+    try {
+      if (!volume.clone(this.storage_fd, offset * SECTOR_BYTES, count * this.chunk_bytes, first * this.chunk_bytes)) return false;
+    } catch {
+      // The chunks keep their slots; copyChunk clones or copies each into its own.
+      return false;
+    }
+    for (let i = 0; i < count; i += 1) this.table.setState(first + i, ChunkState.STORED, NO_SLOT);
+    this.claimGrowth();
+    return true;
+  }
+
+  /** Under the chunk's lock: NEW → STORED (cloned) or IN_MEMORY (queued), or FAILED. */
   private copyChunk(volume: VolumeReader, chunk: number): void {
+    if (this.clone_chunks && this.cloneChunk(volume, chunk)) {
+      countSavedChunk(this.area_control, true);
+      return;
+    }
+    countSavedChunk(this.area_control, false);
     const slot = this.allocBuffer();
     if (slot === NO_SLOT) return;
     try {
@@ -129,6 +260,41 @@ export class DiffArea {
     }
     this.table.setState(chunk, ChunkState.IN_MEMORY, slot);
     this.enqueue(chunk);
+  }
+
+  /**
+   * Under the chunk's lock: NEW → STORED by cloning the chunk's extents
+   * into a fresh slot. False when the chunk must be copied instead.
+   */
+  private cloneChunk(volume: VolumeReader, chunk: number): boolean {
+    const bytes = this.chunkBytes(chunk);
+    // A short last chunk ends mid-block and mid-storage: the kernel clones neither.
+    if (bytes % STORAGE_SLOT_ALIGN_BYTES !== 0) return false;
+    let offset = this.table.offset(chunk);
+    if (offset === NO_OFFSET) {
+      offset = this.counters.allocate(slotSectors(bytes));
+      if (offset === NO_ROOM) {
+        // The store waits for growth; a write must not: copy this chunk.
+        this.claimGrowth();
+        return false;
+      }
+      this.table.setOffset(chunk, offset);
+    }
+    try {
+      if (!volume.clone(this.storage_fd, offset * SECTOR_BYTES, bytes, chunk * this.chunk_bytes)) return false;
+    } catch {
+      // EINVAL, ENOSPC, EIO from the ioctl: the copy path knows how to fail
+      // (or succeed) with this chunk, and its slot is already allocated.
+      return false;
+    }
+    this.table.setState(chunk, ChunkState.STORED, NO_SLOT);
+    this.claimGrowth();
+    return true;
+  }
+
+  /** Starts the next growth step when this allocation took free space to the low-water mark. */
+  private claimGrowth(): void {
+    if (this.counters.growable && this.counters.claimLowSpace()) this.notifier.lowSpace(this.area_id);
   }
 
   // ── the image path ──────────────────────────────────────────────────────
@@ -233,7 +399,7 @@ export class DiffArea {
     const bytes = this.chunkBytes(chunk);
     let offset = this.table.offset(chunk);
     if (offset === NO_OFFSET) {
-      offset = allocate(Math.ceil(bytes / SECTOR_BYTES));
+      offset = allocate(slotSectors(bytes));
       if (offset < 0) return 'no_room';
       this.table.setOffset(chunk, offset);
     }

@@ -54,4 +54,8 @@ export class IoRegistry implements AreaNotifier {
   corrupted(area_id: number, errno: number, message: string): void {
     this.notifier.corrupted(area_id, errno, message);
   }
+
+  lowSpace(area_id: number): void {
+    this.notifier.lowSpace(area_id);
+  }
 }

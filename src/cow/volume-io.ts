@@ -3,6 +3,7 @@
 // system error otherwise. Volume reads pass the test-only fault layer.
 
 import { readSync, write, writeSync } from 'node:fs';
+import { cloneRange } from '../native';
 import { readFails } from '../shared/fault-words';
 
 /** Zeros for ranges that must read back as zeros where no fallocate mode can make them. */
@@ -63,5 +64,16 @@ export class VolumeReader {
   read(target: Uint8Array, offset: number, length: number, position: number): void {
     if (this.faults !== undefined && readFails(this.faults, position, length)) throw new InjectedFaultError(position);
     readFully(this.fd, target, offset, length, position);
+  }
+
+  /**
+   * Clones [position, +length) of the volume into dest_fd at dest_offset.
+   * False (nothing done) where a read would meet an injected fault: the
+   * caller then copies, and the copy's read fails as a real one would.
+   */
+  clone(dest_fd: number, dest_offset: number, length: number, position: number): boolean {
+    if (this.faults !== undefined && readFails(this.faults, position, length)) return false;
+    cloneRange(dest_fd, dest_offset, this.fd, position, length);
+    return true;
   }
 }

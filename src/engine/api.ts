@@ -74,7 +74,13 @@ export interface SnapshotInfo {
   volumes: string[];
   /** created: the path did not exist and snapshot_create made it (a file, or a directory for a path ending in '/'). */
   storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string; created: boolean };
-  chunks: { volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number }[];
+  chunks: {
+    volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number;
+    /** How copy-before-write saves this volume's chunks: cloning extents, or reading and writing bytes (why, then). */
+    cbw: 'reflink' | 'copy'; cbw_reason: string;
+    /** Chunks saved before a write so far, by clone and by copy. */
+    cloned: number; copied: number;
+  }[];
 }
 
 export type SnapshotEventCode = 'corrupted' | 'no_space' | 'low_space' | 'grown' | 'destroyed';

@@ -487,6 +487,7 @@ export class Engine implements EngineControl {
       const area = snapshot.areas.get(notice.area_id);
       if (area === undefined) continue;
       if (notice.type === 'flush') snapshot.flush(area);
+      else if (notice.type === 'low_space') snapshot.onLowSpace();
       else snapshot.onCorrupted(area.volume.name, notice.errno, notice.message);
       return;
     }

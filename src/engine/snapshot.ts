@@ -20,13 +20,18 @@
 //
 // Flush and growth: an actor that filled its store queue past
 // chunk_maximum_in_queue sends one notice; the control plane runs store
-// tasks on piscina until the queue is empty. A task that reports low space
-// starts a growth step; one that found no room waits for growth, and if
-// growth is impossible (limit reached, filesystem full, a block device) the
-// snapshot overflows: it breaks with ENOSPC, the queue is dropped, and the
-// volume writes go on untouched.
+// tasks on piscina until the queue is empty. A task (or a clone in an
+// actor) that took free space to the low-water mark starts a growth step;
+// one that found no room waits for growth, and if growth is impossible
+// (limit reached, filesystem full, a block device) the snapshot overflows:
+// it breaks with ENOSPC, the queue is dropped, and the volume writes go on
+// untouched. The low-water mark and the step follow the measured fill rate
+// (growth-plan.ts), and growth stops at the room every chunk of the
+// snapshot's volumes can take: a 256 MiB volume never gets a 1 GiB storage.
 
 import { randomUUID } from 'node:crypto';
+import { fdatasync as fdatasyncCallback } from 'node:fs';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { alignedOffset } from '../native';
 import { ChunkTable } from '../shared/chunk-table';
@@ -44,10 +49,16 @@ import type { DiffAreaDescriptor, StoreResult } from '../actors/messages';
 import type { ActorPools } from './actor-pools';
 import type { SnapshotEvent, SnapshotInfo, SnapshotState } from './api';
 import { DiffArea } from '../cow/diff-area';
-import { createAreaControl } from '../shared/area-control';
+import { createAreaControl, savedChunks } from '../shared/area-control';
+import { NEED_MET } from '../shared/storage-counters';
+import { slotSectors } from '../cow/diff-area';
+import { chooseCowPath, type CowPath } from './cow-path';
+import { GrowthPlan } from './growth-plan';
 import type { DiffStorage } from './diff-storage';
 import { EventQueue } from './events';
 import type { VolumeRecord } from './volume';
+
+const fdatasyncAsync = promisify(fdatasyncCallback);
 
 /** Writes in flight must drain within this at take or destroy, else the take fails. */
 export const GATE_DRAIN_TIMEOUT_MS = 10_000;
@@ -60,6 +71,7 @@ export interface AreaRecord {
   descriptor: DiffAreaDescriptor;
   view: DiffArea;
   volume: VolumeRecord;
+  cow_path: CowPath;
   flushing: Promise<void> | null;
   flush_again: boolean;
 }
@@ -78,9 +90,13 @@ export class Snapshot {
   private growing: Promise<boolean> | null = null;
   private no_space_reported = false;
   private readonly tasks = new Set<Promise<unknown>>();
+  private readonly growth_plan: GrowthPlan;
 
   constructor(readonly storage: DiffStorage, private readonly pools: ActorPools,
-    private readonly params: Params, private readonly logger: Logger) {}
+    private readonly params: Params, private readonly logger: Logger) {
+    this.growth_plan = new GrowthPlan(params.diff_storage_minimum);
+    storage.counters.setLowWater(this.growth_plan.low_water_sectors());
+  }
 
   get state(): SnapshotState {
     if (this.destroyed) return 'destroyed';
@@ -116,8 +132,14 @@ export class Snapshot {
     if (this.volumes.length === 0) throw new UblksnapError('EINVAL', `snapshot ${this.id} has no volumes`);
     const started = process.hrtime.bigint();
     const areas = this.volumes.map((volume) => this.createArea(volume));
+    this.storage.counters.setNeed(areas.reduce((sum, area) => sum + areaNeedSectors(area.descriptor), 0));
     try {
       await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
+      // A clone first writes back the volume's dirty pages in its range:
+      // done here, outside the freeze and off the write path, it leaves the
+      // first touches only the clone itself (libuv's pool does it, the
+      // event loop goes on).
+      await Promise.all(areas.filter((area) => area.cow_path.kind === 'reflink').map((area) => fdatasyncAsync(area.volume.fd)));
       await this.frozen(async () => {
         for (const area of areas) {
           area.volume.tracker.map.switchForTake();
@@ -136,7 +158,8 @@ export class Snapshot {
     // An empty (or nearly full) storage starts growing now, not at the first store.
     this.growIfLow();
     const took_ms = Number(process.hrtime.bigint() - started) / 1e6;
-    this.logger.info({ snapshot: this.id, volumes: this.volumes.map((v) => v.name), took_ms }, 'snapshot taken');
+    const cow_paths = Object.fromEntries(areas.map((area) => [area.volume.name, area.cow_path]));
+    this.logger.info({ snapshot: this.id, volumes: this.volumes.map((v) => v.name), took_ms, cow_paths }, 'snapshot taken');
   }
 
   private createArea(volume: VolumeRecord): AreaRecord {
@@ -145,6 +168,7 @@ export class Snapshot {
     const slot_count = Math.max(1, Math.min(this.params.free_diff_buffer_pool_size, geometry.count));
     let queue_capacity = 1;
     while (queue_capacity < slot_count) queue_capacity *= 2;
+    const cow_path = chooseCowPath(volume, this.storage, chunk_bytes);
     const descriptor: DiffAreaDescriptor = {
       area_id: next_area_id++,
       volume_index: volume.index,
@@ -160,10 +184,11 @@ export class Snapshot {
       storage_counters: this.storage.counters.buffer,
       snapshot_control: this.control.buffer as SharedArrayBuffer,
       chunk_maximum_in_queue: this.params.chunk_maximum_in_queue,
+      clone_chunks: cow_path.kind === 'reflink',
     };
     const record: AreaRecord = {
-      descriptor, volume, flushing: null, flush_again: false,
-      view: new DiffArea(descriptor, { flush: () => undefined, corrupted: () => undefined }),
+      descriptor, volume, cow_path, flushing: null, flush_again: false,
+      view: new DiffArea(descriptor, { flush: () => undefined, corrupted: () => undefined, lowSpace: () => undefined }),
     };
     this.areas.set(descriptor.area_id, record);
     return record;
@@ -225,24 +250,24 @@ export class Snapshot {
     });
   }
 
-  private get low_space_threshold_sectors(): number {
-    return Math.floor(this.params.diff_storage_minimum / 2);
-  }
-
-  /** Starts a growth step when free space is at or below the threshold. */
+  /** Starts a growth step when free space is at or below the low-water mark. */
   private growIfLow(): void {
     const counters = this.storage.counters;
-    if (counters.growable && counters.claimLowSpace(this.low_space_threshold_sectors)) void this.grow();
+    if (counters.growable && counters.claimLowSpace()) void this.grow();
+  }
+
+  /** An actor's clone claimed the next growth step. */
+  onLowSpace(): void {
+    if (!this.destroyed) void this.grow();
   }
 
   private async flushLoop(area: AreaRecord): Promise<void> {
-    const threshold = this.low_space_threshold_sectors;
     for (let round = 0; round < FLUSH_ROUNDS_MAX && !this.destroyed; round += 1) {
       this.growIfLow();
       const mode = this.state === 'taken' ? 'store' : 'drop';
       let result: StoreResult;
       try {
-        result = await this.pools.store({ mode, area: area.descriptor, volume_fd: area.volume.fd, low_space_threshold_sectors: threshold });
+        result = await this.pools.store({ mode, area: area.descriptor, volume_fd: area.volume.fd });
       } catch (error) {
         this.logger.error({ err: error, snapshot: this.id }, 'store task failed');
         this.breakSnapshot(ERRNO_BY_CODE.EIO, area.volume.name, `store task failed: ${(error as Error).message}`);
@@ -261,13 +286,21 @@ export class Snapshot {
   private grow(): Promise<boolean> {
     if (this.growing) return this.growing;
     const counters = this.storage.counters;
-    const target = counters.request(this.params.diff_storage_minimum);
+    this.growth_plan.sampleFill(Date.now(), counters.filled_sectors);
+    const target = counters.request(this.growth_plan.step_sectors());
+    if (target === NEED_MET) {
+      // Room for every chunk is there or on its way: nothing to grow, nothing to report.
+      counters.growthDone();
+      return Promise.resolve(true);
+    }
     if (target === 0) {
       counters.growthDone();
       this.reportNoSpace(counters.requested_sectors);
       return Promise.resolve(false);
     }
-    this.events.push({ code: 'low_space', time: Date.now(), requested_sectors: target, capacity_sectors: counters.capacity_sectors });
+    const start_capacity_sectors = counters.capacity_sectors;
+    const started_ms = Date.now();
+    this.events.push({ code: 'low_space', time: Date.now(), requested_sectors: target, capacity_sectors: start_capacity_sectors });
     this.growing = this.track(this.pools.grow({ storage_fd: this.storage.fd, storage_counters: counters.buffer, target_sectors: target })
       .then((result) => {
         if (result.error) {
@@ -275,6 +308,8 @@ export class Snapshot {
           this.reportNoSpace(target, result.error.errno);
           return false;
         }
+        this.growth_plan.sampleGrowth(result.capacity_sectors - start_capacity_sectors, Date.now() - started_ms);
+        counters.setLowWater(this.growth_plan.low_water_sectors());
         this.events.push({ code: 'grown', time: Date.now(), capacity_sectors: result.capacity_sectors });
         this.logger.info({ snapshot: this.id, capacity_sectors: result.capacity_sectors }, 'difference storage grew');
         return true;
@@ -326,6 +361,7 @@ export class Snapshot {
       storage: { ...this.storage.counters.snapshot(), kind: this.storage.kind, path: this.storage.path, created: this.storage.created_here },
       chunks: [...this.areas.values()].map((area) => {
         const census = area.view.table.census();
+        const saved = savedChunks(new Int32Array(area.descriptor.area_control));
         return {
           volume: area.volume.name,
           chunk_bytes: area.view.chunk_bytes,
@@ -334,6 +370,10 @@ export class Snapshot {
           stored: census.STORED,
           failed: census.FAILED,
           queued: area.view.store_queue.count,
+          cbw: area.cow_path.kind,
+          cbw_reason: area.cow_path.kind === 'copy' ? area.cow_path.reason : '',
+          cloned: saved.cloned,
+          copied: saved.copied,
         };
       }),
     };
@@ -342,6 +382,12 @@ export class Snapshot {
   nextEvent(timeout_ms: number): Promise<SnapshotEvent | null> {
     return this.events.wait(timeout_ms);
   }
+}
+
+/** The most one volume's chunks can take in the storage: each chunk one slot, once. */
+function areaNeedSectors(area: DiffAreaDescriptor): number {
+  const chunk_bytes = 2 ** area.chunk_shift;
+  return (area.chunk_count - 1) * slotSectors(chunk_bytes) + slotSectors(area.last_chunk_sectors * SECTOR_BYTES);
 }
 
 /** Waits (without blocking the event loop) until a counter word reaches 0. */

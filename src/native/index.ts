@@ -80,6 +80,8 @@ export interface FileInfo {
   rdev_minor: number;
   /** The inode number; a bigint because some file systems use all 64 bits. */
   ino: bigint;
+  /** st_blksize: the filesystem block for regular files, the unit a range clone aligns to. */
+  block_bytes: number;
 }
 
 export interface OpenExclusiveOptions {
@@ -103,6 +105,7 @@ interface Binding {
   fdatasync(fd: number): void;
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
+  cloneRange(dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number, length_bytes: number): void;
   duplicateFd(fd: number): number;
   socketPair(): [number, number];
   setThreadNice(nice: number): void;
@@ -154,8 +157,19 @@ export const fdatasync: (fd: number) => void = binding.fdatasync;
  */
 export const blockDeviceInfo: (fd: number) => BlockDeviceInfo = binding.blockDeviceInfo;
 
-/** fstat(2) of fd: its kind, size, st_dev, st_rdev and inode. */
+/** fstat(2) of fd: its kind, size, st_dev, st_rdev, inode and block size. */
 export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
+
+/**
+ * ioctl(dest_fd, FICLONERANGE): [dest_offset, +length) of dest_fd shares the
+ * extents of [src_offset, +length) of src_fd. Offsets and length must be
+ * multiples of the filesystem block, except a range that ends at the
+ * source's end of file. Throws a NativeError with syscall 'ioctl': EINVAL
+ * (alignment), EOPNOTSUPP (no shared extents), EXDEV (two filesystems),
+ * EBADF, ENOSPC, EIO.
+ */
+export const cloneRange: (dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number,
+  length_bytes: number) => void = binding.cloneRange;
 
 /**
  * setpriority(2) for the calling thread only: a nice value in [0, 19]

@@ -6,12 +6,18 @@
 //   [0] FLUSH_REQUESTED  0 → 1 by the actor whose CAS wins (it then posts    I/O actors: CAS 0 → 1
 //                        one 'flush' notice); 1 → 0 by the store task when   store task: store 0
 //                        it starts draining the queue
-//   [1..3]               reserved
+//   [1] CLONED_CHUNKS    chunks copy-before-write saved by cloning        I/O actors: add
+//   [2] COPIED_CHUNKS    chunks copy-before-write saved by reading them   I/O actors: add
+//   [3]                  reserved
 //
 // Nobody waits on these words: the notice travels by postMessage, so the
-// word only de-duplicates requests (no Atomics.wait, no notify).
+// word only de-duplicates requests (no Atomics.wait, no notify). The two
+// tallies are for status and the benchmark's write amplification (bytes
+// the engine moved per byte the writers wrote).
 
 export const FLUSH_REQUESTED = 0;
+export const CLONED_CHUNKS = 1;
+export const COPIED_CHUNKS = 2;
 export const AREA_CONTROL_WORDS = 4;
 
 export function createAreaControl(): SharedArrayBuffer {
@@ -26,4 +32,13 @@ export function requestFlush(control: Int32Array): boolean {
 /** The store task took the request: the next one raises a new notice. */
 export function clearFlushRequest(control: Int32Array): void {
   Atomics.store(control, FLUSH_REQUESTED, 0);
+}
+
+/** Counts one chunk saved before a write, by clone or by copy. */
+export function countSavedChunk(control: Int32Array, cloned: boolean): void {
+  Atomics.add(control, cloned ? CLONED_CHUNKS : COPIED_CHUNKS, 1);
+}
+
+export function savedChunks(control: Int32Array): { cloned: number; copied: number } {
+  return { cloned: Atomics.load(control, CLONED_CHUNKS), copied: Atomics.load(control, COPIED_CHUNKS) };
 }

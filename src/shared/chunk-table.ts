@@ -5,11 +5,13 @@
 //
 //        take                 copy-on-write read done          store done
 //   ──► NEW ───────────────────────────────► IN_MEMORY ─────────────────► STORED
-//        │                                   ▲   │                          │
-//        │ volume read failed                │   │ store failed             │ image write
-//        ▼                                   │   ▼                          │ loads it back
-//      FAILED ◄──────────────────────────────┼─ FAILED                      │
-//                                            └──────────────────────────────┘
+//        │ │                                 ▲   │                          ▲ │
+//        │ │ volume read failed              │   │ store failed             │ │ image write
+//        │ ▼                                 │   ▼                          │ │ loads it back
+//        │FAILED ◄───────────────────────────┼─ FAILED                      │ │
+//        │                                   └──────────────────────────────┼─┘
+//        └──────────────────────────────────────────────────────────────────┘
+//                 cloned into its storage slot (reflink copy-before-write)
 //
 // Layout: two SharedArrayBuffers of chunk_count entries each.
 //
@@ -65,7 +67,7 @@ export const CHUNK_LOCK_TIMEOUT_MS = 60_000;
 
 /** state transitions that the copy-on-write and image paths may make. */
 const LEGAL_MOVES: readonly (readonly ChunkState[])[] = [
-  /* from NEW       */[ChunkState.IN_MEMORY, ChunkState.FAILED],
+  /* from NEW       */[ChunkState.IN_MEMORY, ChunkState.STORED, ChunkState.FAILED],
   /* from IN_MEMORY */[ChunkState.IN_MEMORY, ChunkState.STORED, ChunkState.FAILED],
   /* from STORED    */[ChunkState.IN_MEMORY, ChunkState.FAILED],
   /* from FAILED    */[],
@@ -175,6 +177,8 @@ export class ChunkTable {
       const from = (word & STATE_MASK) as ChunkState;
       assert(LEGAL_MOVES[from]!.includes(state),
         `illegal chunk move ${CHUNK_STATE_NAMES[from]} → ${CHUNK_STATE_NAMES[state]} (chunk ${chunk})`);
+      // A stored chunk is read from its slot: none, and image reads would read sector -1.
+      assert(state !== ChunkState.STORED || this.offsets[chunk]! !== NO_OFFSET, `chunk ${chunk} stored without a storage slot`);
       const next = ((slot + 1) << SLOT_SHIFT) | (word & (LOCKED | WAITERS)) | state;
       // The CAS can only lose to a waiter setting WAITERS; then retry.
       if (Atomics.compareExchange(words, chunk, word, next) === word) return;

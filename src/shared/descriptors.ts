@@ -39,6 +39,8 @@ export interface DiffAreaDescriptor {
   storage_counters: SharedArrayBuffer;
   snapshot_control: SharedArrayBuffer;
   chunk_maximum_in_queue: number;
+  /** Save chunks by cloning their extents into the storage (engine/cow-path.ts decided it at take). */
+  clone_chunks: boolean;
 }
 
 /** A frontend queue: where completions go and where payloads live. */

@@ -8,16 +8,24 @@
 //            [1] REQUESTED  sectors asked of the grow actor       allocators (CAS)
 //            [2] FILLED     sectors handed out to chunks          allocators (CAS)
 //            [3] LIMIT      sectors it may never grow past        creator, once
-//   Int32    [8]  LOW_SPACE  1 while a growth step is pending      allocators set, grow actor clears
-//            [9]  OVERFLOW   1 once an allocation found no room    allocators
-//            [10] GROWABLE   1 for a regular file, 0 for a device  creator, once
-//            [11] GENERATION bumped (and notified) after every growth or overflow
+//            [4] NEED       sectors every chunk of every volume   control plane, at take
+//                           takes at most: growth stops there
+//            [5] LOW_WATER  free sectors at or below which the    control plane, from
+//                           next growth step starts               the measured fill rate
+//   Int32    [12] LOW_SPACE  1 while a growth step is pending      allocators set, grow actor clears
+//            [13] OVERFLOW   1 once an allocation found no room    allocators
+//            [14] GROWABLE   1 for a regular file, 0 for a device  creator, once
+//            [15] GENERATION bumped (and notified) after every growth or overflow
 //
 // All in sectors (512 bytes) as in blksnap. FILLED only grows: chunk copies
 // are never freed while the snapshot lives. Allocation is a CAS on FILLED
 // that fails when it would pass CAPACITY; the caller then waits on
 // GENERATION for the grow actor, or breaks the snapshot when growth is
 // impossible. BigInt Atomics allocate a little, but only per stored chunk.
+//
+// NEED bounds growth from above the way LIMIT does, but reaching it is no
+// shortage: a chunk takes its place once and keeps it (an image write
+// rewrites the same place), so a storage of NEED sectors can never run out.
 
 import { assert } from './assert';
 
@@ -25,24 +33,35 @@ const CAPACITY = 0;
 const REQUESTED = 1;
 const FILLED = 2;
 const LIMIT = 3;
-const BIGINT_WORDS = 4;
-const LOW_SPACE = 8;
-const OVERFLOW = 9;
-const GROWABLE = 10;
-const GENERATION = 11;
-const INT32_WORDS = 12;
+const NEED = 4;
+const LOW_WATER = 5;
+const BIGINT_WORDS = 6;
+const LOW_SPACE = 12;
+const OVERFLOW = 13;
+const GROWABLE = 14;
+const GENERATION = 15;
+const INT32_WORDS = 16;
+/** NEED before take names one: no bound but the limit. */
+const NEED_UNKNOWN = BigInt(Number.MAX_SAFE_INTEGER);
 const BYTES = INT32_WORDS * Int32Array.BYTES_PER_ELEMENT;
 assert(BIGINT_WORDS * BigInt64Array.BYTES_PER_ELEMENT <= LOW_SPACE * Int32Array.BYTES_PER_ELEMENT,
   'storage counters: BigInt words overlap the Int32 words');
 
 /** allocate() found no room in the current capacity. */
 export const NO_ROOM = -1;
+/** request(): the limit leaves nothing to ask for. */
+export const LIMIT_REACHED = 0;
+/** request(): the storage already holds room for every chunk; nothing more is needed, ever. */
+export const NEED_MET = -1;
 
 export interface StorageSnapshot {
   capacity_sectors: number;
   requested_sectors: number;
   filled_sectors: number;
   limit_sectors: number;
+  /** Room for every chunk of every volume (null before take). */
+  need_sectors: number | null;
+  low_water_sectors: number;
   low_space: boolean;
   overflow: boolean;
   growable: boolean;
@@ -60,6 +79,7 @@ export class StorageCounters {
     counters.big[CAPACITY] = BigInt(capacity_sectors);
     counters.big[REQUESTED] = BigInt(capacity_sectors);
     counters.big[LIMIT] = BigInt(limit_sectors);
+    counters.big[NEED] = NEED_UNKNOWN;
     counters.flags[GROWABLE] = growable ? 1 : 0;
     return counters;
   }
@@ -74,6 +94,11 @@ export class StorageCounters {
   get requested_sectors(): number { return Number(Atomics.load(this.big, REQUESTED)); }
   get filled_sectors(): number { return Number(Atomics.load(this.big, FILLED)); }
   get limit_sectors(): number { return Number(Atomics.load(this.big, LIMIT)); }
+  get need_sectors(): number | null {
+    const need = Atomics.load(this.big, NEED);
+    return need === NEED_UNKNOWN ? null : Number(need);
+  }
+  get low_water_sectors(): number { return Number(Atomics.load(this.big, LOW_WATER)); }
   get growable(): boolean { return this.flags[GROWABLE] === 1; }
   get overflow(): boolean { return Atomics.load(this.flags, OVERFLOW) === 1; }
   get generation(): number { return Atomics.load(this.flags, GENERATION); }
@@ -98,21 +123,40 @@ export class StorageCounters {
    * `threshold_sectors`: true for exactly one caller until growthDone().
    * Also true when an allocation found no room at all.
    */
-  claimLowSpace(threshold_sectors: number): boolean {
+  claimLowSpace(threshold_sectors: number = this.low_water_sectors): boolean {
     if (this.free_sectors() > threshold_sectors) return false;
+    if (Atomics.load(this.big, REQUESTED) >= Atomics.load(this.big, NEED)) return false;
     return Atomics.compareExchange(this.flags, LOW_SPACE, 0, 1) === 0;
   }
 
+  /** Set once at take: the most every chunk of the snapshot's volumes can take. */
+  setNeed(need_sectors: number): void {
+    assert(Number.isSafeInteger(need_sectors) && need_sectors > 0, `bad need ${need_sectors}`);
+    Atomics.store(this.big, NEED, BigInt(need_sectors));
+  }
+
+  /** The control plane's low-water mark: free space at or below it starts the next growth step. */
+  setLowWater(low_water_sectors: number): void {
+    assert(Number.isSafeInteger(low_water_sectors) && low_water_sectors >= 0, `bad low water ${low_water_sectors}`);
+    Atomics.store(this.big, LOW_WATER, BigInt(low_water_sectors));
+  }
+
   /**
-   * Asks for `step_sectors` more, never past the limit. Returns the new
-   * requested size, or 0 when the limit leaves nothing to ask for.
+   * Asks for `step_sectors` more, never past the limit nor past what every
+   * chunk can need. Returns the new requested size; NEED_MET when the
+   * storage already has room for every chunk; LIMIT_REACHED when the limit
+   * leaves nothing to ask for.
    */
   request(step_sectors: number): number {
+    assert(Number.isSafeInteger(step_sectors) && step_sectors > 0, `bad growth step ${step_sectors}`);
     for (;;) {
       const requested = Atomics.load(this.big, REQUESTED);
       const limit = Atomics.load(this.big, LIMIT);
-      if (requested >= limit || !this.growable) return 0;
-      const target = requested + BigInt(step_sectors) > limit ? limit : requested + BigInt(step_sectors);
+      const need = Atomics.load(this.big, NEED);
+      if (requested >= need) return NEED_MET;
+      if (requested >= limit || !this.growable) return LIMIT_REACHED;
+      const ceiling = need < limit ? need : limit;
+      const target = requested + BigInt(step_sectors) > ceiling ? ceiling : requested + BigInt(step_sectors);
       if (Atomics.compareExchange(this.big, REQUESTED, requested, target) === requested) return Number(target);
     }
   }
@@ -168,6 +212,8 @@ export class StorageCounters {
       requested_sectors: this.requested_sectors,
       filled_sectors: this.filled_sectors,
       limit_sectors: this.limit_sectors,
+      need_sectors: this.need_sectors,
+      low_water_sectors: this.low_water_sectors,
       low_space: Atomics.load(this.flags, LOW_SPACE) === 1,
       overflow: this.overflow,
       growable: this.growable,

@@ -116,6 +116,8 @@ test('snapshot cycle: create (multitoken -d), collect, add, take, info, waiteven
   assert.match(status, new RegExp(`^volume=v1\\.img path=${daemon.file('v1.img')} kind=file capacity_sectors=32768 size="16 MiB" snapshot=${id}`, 'm'));
   assert.match(status, new RegExp(`^snapshot=${id} state=taken error_code=0 volumes=v1\\.img,two,v3\\.img .* limit_sectors=131072 fill=0\\.0%$`, 'm'));
   assert.match(status, new RegExp(`^diff_area=two@${id} chunk_bytes=65536 chunk_count=128 `, 'm'));
+  // tmpfs does not clone: the copy path, and why (engine/cow-path.ts).
+  assert.match(status, new RegExp(`^diff_area=two@${id} .* cbw=copy cloned=0 copied=\\d+ cbw_reason="the filesystem does not clone ranges \\(E[A-Z]+\\)"$`, 'm'));
   assert.match(status, /^workers=threads cow=\d+ image=\d+ store=\d+$/m);
   if (HAS_NBD) assert.match(status, new RegExp(`^frontend=nbd listening=${daemon.nbd_socket} connections=0`, 'm'));
   else assert.match(status, /^frontend=none$/m);

@@ -13,7 +13,7 @@ import pino from 'pino';
 import { test } from 'uvu';
 
 export { test };
-import type { EngineOptions } from '../../src/engine/api';
+import type { EngineOptions, SnapshotInfo } from '../../src/engine/api';
 import { Engine } from '../../src/engine/engine';
 import { spreadTarget, type BlockTarget } from '../lib/block-target';
 import { SCRATCH_ROOT, SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
@@ -22,6 +22,14 @@ import { sized } from '../lib/slow-machine';
 import type { FrontendDriver } from './drivers/driver';
 import { SCENARIO_RESULT_PREFIX } from './report-lines';
 import { selectedDrivers, unavailableOutcome } from './drivers';
+
+/**
+ * Where the scratch files go instead of /dev/shm: a reflink test runs the
+ * scenarios on a loop-mounted XFS (test/engine/reflink-xfs.test.ts).
+ */
+export const SCRATCH_ROOT_ENV = 'UBLKSNAP_CONTRACT_SCRATCH';
+/** When set ('reflink' or 'copy'): every taken snapshot must have saved its chunks this way. */
+export const EXPECT_CBW_ENV = 'UBLKSNAP_CONTRACT_CBW';
 
 /** A scenario that runs longer than this through one driver hangs. */
 export const SCENARIO_TIMEOUT_MS_DEFAULT = 60_000;
@@ -83,10 +91,11 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
       continue;
     }
     test(name, bounded(options.timeout_ms ?? SCENARIO_TIMEOUT_MS_DEFAULT, async () => {
-      const dir = mkdtempSync(path.join(SCRATCH_ROOT, 'ublksnap-contract-'));
+      const dir = mkdtempSync(path.join(process.env[SCRATCH_ROOT_ENV] ?? SCRATCH_ROOT, 'ublksnap-contract-'));
       let engine: Engine | undefined;
       let driver: FrontendDriver | undefined;
       let snapshots = 0;
+      const snapshot_ids: string[] = [];
       const started_ms = Date.now();
       let body_started_ms = started_ms;
       let body_ended_ms = started_ms;
@@ -114,7 +123,9 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           },
           create(volumes, limit_bytes) {
             snapshots += 1;
-            return started.snapshotCreate({ volumes, storage: path.join(dir, `diff-${snapshots}`), limit_bytes });
+            const created = started.snapshotCreate({ volumes, storage: path.join(dir, `diff-${snapshots}`), limit_bytes });
+            void created.then((id) => snapshot_ids.push(id), () => undefined);
+            return created;
           },
           open: (export_name) => opened.open(export_name),
           async openSpread(export_name, connections) {
@@ -124,7 +135,9 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
           },
         };
         body_started_ms = Date.now();
+        const watch = new CowPathWatch(started, snapshot_ids);
         await body(rig);
+        watch.check();
         verdict = 'pass';
       } finally {
         body_ended_ms = Math.max(body_started_ms, Date.now());
@@ -138,5 +151,50 @@ export function defineScenario(scenario: string, body: (rig: Rig) => Promise<voi
         console.log(`${SCENARIO_RESULT_PREFIX}${verdict} ${ended_ms - started_ms} ${name}`);
       }
     }));
+  }
+}
+
+/**
+ * With EXPECT_CBW_ENV set: records how the scenario's snapshots saved their
+ * chunks just before each destroy (a destroyed snapshot's info is gone)
+ * and at the end, then insists every volume used the expected path, and
+ * prints how many chunks were saved that way.
+ */
+class CowPathWatch {
+  private readonly expected = process.env[EXPECT_CBW_ENV] ?? '';
+  private readonly last_seen = new Map<string, SnapshotInfo['chunks']>();
+
+  constructor(private readonly engine: Engine, private readonly snapshot_ids: string[]) {
+    if (this.expected === '') return;
+    const destroy = engine.snapshotDestroy.bind(engine);
+    engine.snapshotDestroy = (id: string) => {
+      this.lookAt(id);
+      return destroy(id);
+    };
+  }
+
+  private lookAt(id: string): void {
+    try {
+      this.last_seen.set(id, this.engine.snapshotInfo(id).chunks);
+    } catch {
+      // Unknown or destroyed: the destroy itself will say so; its last look stands.
+    }
+  }
+
+  check(): void {
+    if (this.expected === '') return;
+    for (const id of this.snapshot_ids) this.lookAt(id);
+    let saved = 0;
+    for (const [id, chunks] of this.last_seen) {
+      for (const area of chunks) {
+        if (area.cbw !== this.expected) {
+          throw new Error(`${EXPECT_CBW_ENV}=${this.expected}: snapshot ${id} saved ${area.volume} by ${area.cbw} (${area.cbw_reason})`);
+        }
+        saved += this.expected === 'reflink' ? area.cloned : area.copied;
+      }
+    }
+    // No count is asserted: a scenario may legitimately save no chunk before a write (its image
+    // writes loaded every chunk first). The caller sums these lines over its scenarios.
+    console.log(`  cbw=${this.expected}: ${saved} chunks seen saved that way in ${this.last_seen.size} snapshots`);
   }
 }

@@ -46,7 +46,7 @@ suite.after(async () => {
   await fixture?.close();
 });
 
-suite.test('a file that starts at 4 KiB grows in diff_storage_minimum steps', async () => {
+suite.test('a file that starts at 4 KiB grows by at least diff_storage_minimum, up to what the volume can need', async () => {
   const { engine, client, dir } = fixture;
   await engine.attach(fixture.file('grow.img', 16 * MiB), { name: 'grow' });
   await client.write(engine.resolveExport('grow').handle, 0, pattern(0x11, 16 * MiB));
@@ -61,7 +61,8 @@ suite.test('a file that starts at 4 KiB grows in diff_storage_minimum steps', as
   await new Promise((resolve) => setTimeout(resolve, 600));
   const info = engine.snapshotInfo(id);
   assert.ok(info.storage.capacity_sectors >= 16384, `grew past 8 MiB: ${info.storage.capacity_sectors} sectors`);
-  assert.is(info.storage.capacity_sectors % 2048, 8, 'grew in 1 MiB (2048-sector) steps from 4 KiB');
+  // Steps of 1 MiB (2048 sectors) or more, sized by the fill rate (growth-plan.ts), never past the 16 MiB volume's chunks.
+  assert.ok(info.storage.capacity_sectors <= 32768, `never past what the volume can need: ${info.storage.capacity_sectors}`);
   assert.ok(statSync(storage).size >= 8 * MiB);
   const image = engine.resolveExport(`grow@${id}`).handle;
   assert.ok((await client.read(image, 0, 16 * MiB)).equals(pattern(0x11, 16 * MiB)), 'image is the pre-take data');

@@ -231,6 +231,15 @@ export function mkfsExt4AndMount(device: string): Mount {
   return mountOnTempDir('ext4', ['-t', 'ext4', device]);
 }
 
+/**
+ * Makes an XFS with shared extents (reflink=1) on device and mounts it on a
+ * fresh temp dir. Needs root, mkfs.xfs.
+ */
+export function mkfsXfsReflinkAndMount(device: string): Mount {
+  runTool('mkfs.xfs', ['-q', '-f', '-m', 'reflink=1', device]);
+  return mountOnTempDir('xfs', ['-t', 'xfs', device]);
+}
+
 // ── errors ──────────────────────────────────────────────────────────────
 
 /** What call threw, or undefined when it returned. */

@@ -42,14 +42,15 @@ info.before(() => {
 });
 info.after(() => work?.remove());
 
-info('a regular file: kind, size, st_dev and inode as fstat says', () => {
+info('a regular file: kind, size, st_dev, inode and block size as fstat says', () => {
   const file = path.join(work!.path, 'volume.img');
   writeFileSync(file, 'twelve bytes');
   withFd(file, 'r', (fd) => {
     const result = fileInfo(fd);
     const expected = fstatSync(fd, { bigint: true });
-    assert.equal(Object.keys(result).sort(), ['dev_major', 'dev_minor', 'ino', 'kind', 'rdev_major', 'rdev_minor', 'size_bytes']);
+    assert.equal(Object.keys(result).sort(), ['block_bytes', 'dev_major', 'dev_minor', 'ino', 'kind', 'rdev_major', 'rdev_minor', 'size_bytes']);
     assert.is(result.kind, 'file');
+    assert.is(result.block_bytes, Number(expected.blksize), 'st_blksize');
     assert.is(result.size_bytes, 12);
     assert.is(typeof result.ino, 'bigint');
     assert.is(result.ino, expected.ino);

@@ -27,7 +27,7 @@ test('state moves: legal ones pass, illegal ones assert, slot and offset kept', 
   assert.is(table.slot(0), NO_SLOT);
   assert.throws(() => table.setState(0, ChunkState.IN_MEMORY, 5), /without its lock/);
   table.lock(0);
-  assert.throws(() => table.setState(0, ChunkState.STORED, NO_SLOT), /NEW → STORED/);
+  assert.throws(() => table.setState(0, ChunkState.STORED, NO_SLOT), /stored without a storage slot/);
   table.setState(0, ChunkState.IN_MEMORY, 5);
   assert.is(table.slot(0), 5);
   assert.ok(table.isLocked(0), 'state change keeps the lock');
@@ -42,6 +42,12 @@ test('state moves: legal ones pass, illegal ones assert, slot and offset kept', 
   assert.ok(table.allPastNew(0, 0));
   assert.is(table.allPastNew(0, 1), false);
   assert.equal(table.census(), { NEW: 1, IN_MEMORY: 0, STORED: 0, FAILED: 1 });
+  // A clone saves a NEW chunk straight into its slot.
+  table.lock(1);
+  table.setOffset(1, 128);
+  table.setState(1, ChunkState.STORED, NO_SLOT);
+  assert.is(table.state(1), ChunkState.STORED);
+  table.unlock(1);
   table.reset();
   assert.is(table.state(0), ChunkState.NEW);
   assert.is(table.offset(0), -1);

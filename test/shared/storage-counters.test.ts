@@ -10,7 +10,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { NO_ROOM, StorageCounters } from '../../src/shared/storage-counters';
+import { NEED_MET, NO_ROOM, StorageCounters } from '../../src/shared/storage-counters';
 import { runWorker } from '../lib/workers';
 
 /** A waiter blocked this long was not woken; a woken one returns in far less. */
@@ -26,14 +26,14 @@ test('create: capacity, limit and growable as given; nothing filled or flagged',
   const counters = StorageCounters.create(1000, 5000, true);
   assert.equal(counters.snapshot(), {
     capacity_sectors: 1000, requested_sectors: 1000, filled_sectors: 0, limit_sectors: 5000,
-    low_space: false, overflow: false, growable: true,
+    need_sectors: null, low_water_sectors: 0, low_space: false, overflow: false, growable: true,
   });
   assert.is(counters.free_sectors(), 1000);
   assert.is(counters.growth_pending, false);
   assert.is(StorageCounters.create(0, 0, false).growable, false);
   assert.throws(() => StorageCounters.create(-1, 10, true), /bad capacity/);
   assert.throws(() => StorageCounters.create(100, 99, true), /limit 99 below capacity 100/);
-  assert.throws(() => new StorageCounters(new SharedArrayBuffer(40)), /not a storage-counters block/);
+  assert.throws(() => new StorageCounters(new SharedArrayBuffer(48)), /not a storage-counters block/);
 });
 
 test('another thread attaching to the buffer sees the same counters', () => {
@@ -86,6 +86,28 @@ test('request asks for a step, clamped to the limit; nothing when full-grown or 
   const fixed = StorageCounters.create(100, 1000, false);
   assert.is(fixed.request(100), 0, 'a device does not grow');
   assert.is(fixed.requested_sectors, 100);
+});
+
+test('the need caps growth below the limit, is no shortage, and ends low-space claims', () => {
+  const counters = StorageCounters.create(100, 1000, true);
+  counters.setNeed(260);
+  assert.is(counters.need_sectors, 260);
+  assert.is(counters.request(100), 200);
+  assert.is(counters.request(100), 260, 'clamped to the need, below the limit');
+  assert.is(counters.request(100), NEED_MET, 'room for every chunk: nothing to ask, and no limit reached');
+  counters.grown(260);
+  counters.allocate(260);
+  assert.is(counters.claimLowSpace(1000), false, 'no free space, yet no growth step: none is needed');
+  assert.throws(() => counters.setNeed(0), /bad need/);
+});
+
+test('claimLowSpace uses the low-water mark the control plane set', () => {
+  const counters = StorageCounters.create(100, 1000, true);
+  counters.setLowWater(40);
+  counters.allocate(59);
+  assert.is(counters.claimLowSpace(), false, '41 free, above the mark');
+  counters.allocate(1);
+  assert.ok(counters.claimLowSpace(), '40 free: at the mark');
 });
 
 test('extend and grown publish capacity within the limit and bump GENERATION', () => {
