@@ -35,6 +35,7 @@
 // (destroy); the server stopping (handshakes: destroy; transmissions:
 // drain at a request boundary, then end, bounded by the stop timeout).
 
+import type { ClientStatus } from '../frontend';
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
@@ -89,17 +90,8 @@ export interface ConnectionContext {
   shuttingDown(): boolean;
 }
 
-/** One connection as `status` shows it. */
-export interface ConnectionStatus {
-  id: number;
-  peer: string;
-  tls: boolean;
-  /** Who the client proved to be: a PSK user, a certificate's CN, or `anonymous`. */
-  identity: string;
-  /** The export it is bound to; null while it negotiates. */
-  export: string | null;
-  read_only: boolean;
-}
+/** One connection as `status` shows it (the frontends' contract). */
+export type ConnectionStatus = ClientStatus;
 
 const enum Phase {
   CLIENT_FLAGS,
