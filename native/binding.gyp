@@ -10,6 +10,7 @@
         "src/args.cc",
         "src/blockdev.cc",
         "src/errors.cc",
+        "src/fiemap.cc",
         "src/files.cc",
         "src/freeze.cc",
         "src/layout-test.cc",

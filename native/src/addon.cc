@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitLayoutTest(env, exports);
   ublksnap::InitErrors(env, exports);
   ublksnap::InitFiles(env, exports);
+  ublksnap::InitFiemap(env, exports);
   ublksnap::InitOpen(env, exports);
   ublksnap::InitBlockDevice(env, exports);
   ublksnap::InitMemory(env, exports);

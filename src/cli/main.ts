@@ -102,8 +102,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const command = COMMANDS.find((candidate) => candidate.name === name);
   if (!command) {
+    // Exit 1, not 2: upstream's tool fails an unknown command like any other error.
     process.stderr.write(`${errorLine(null, new UblksnapError('EINVAL', `unknown command ${JSON.stringify(name)} (see 'ublksnap --help')`))}\n`);
-    return EXIT_USAGE;
+    return EXIT_FAILURE;
   }
   try {
     const values = parseCommandArgs(rest, command.options);
