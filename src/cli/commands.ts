@@ -54,17 +54,22 @@ function printEmpty(context: CommandContext): void {
 
 const DEVICE: OptionSpec = { name: 'device', short: 'd', type: 'string', value_name: 'PATH|NAME', help: 'a volume: any path naming its file or device (symlinks, /dev/block/MAJ:MIN, its ublk device), or its name' };
 const ID: OptionSpec = { name: 'id', short: 'i', type: 'string', value_name: 'ID', help: 'snapshot id (UUID)' };
-const ALL_EVENTS: OptionSpec = { name: 'all-events', type: 'boolean', help: 'also the events upstream does not have: low_space, grown, destroyed' };
+const ALL_EVENTS: OptionSpec = { name: 'all-events', type: 'boolean', help: 'also the events and keys upstream does not have: low_space, grown, destroyed; volume=, error_code=, capacity_sectors=' };
 
-function eventRow(result: WaitEventResult): Row {
+/**
+ * An event as key=value. Upstream's tool prints result=, time=, event= and
+ * requested_nr_sect=; the keys it lacks (volume=, error_code=,
+ * capacity_sectors=) come with `full` (--all-events, -j, the watcher).
+ */
+function eventRow(result: WaitEventResult, full: boolean): Row {
   const row: Row = { result: result.result };
   if (result.result === 'ok') {
     row.time = result.time;
     row.event = result.event;
-    if (result.volume !== undefined) row.volume = result.volume;
-    if (result.errno !== undefined) row.error_code = result.errno;
+    if (result.volume !== undefined && full) row.volume = result.volume;
+    if (result.errno !== undefined && full) row.error_code = result.errno;
     if (result.requested_sectors !== undefined) row.requested_nr_sect = result.requested_sectors;
-    if (result.capacity_sectors !== undefined) row.capacity_sectors = result.capacity_sectors;
+    if (result.capacity_sectors !== undefined && full) row.capacity_sectors = result.capacity_sectors;
   }
   return row;
 }
@@ -145,7 +150,7 @@ async function watch(context: CommandContext): Promise<void> {
       }
       seen_any = true;
       if (result.result === 'timeout') continue;
-      const row = eventRow(result);
+      const row = eventRow(result, true);
       delete row.result;
       context.stdout.write(context.json ? jsonLine(row) : `${keyValueInline(row)}\n`);
       if (result.event === 'destroyed') return;
@@ -410,8 +415,8 @@ const BASIC_COMMANDS: readonly Command[] = [
     usage: '-i ID -t MS',
     options: [ID, { name: 'timeout', short: 't', type: 'string', value_name: 'MS', help: `how long to wait, in milliseconds (at most ${WAIT_EVENT_TIMEOUT_MS_MAX})` }, ALL_EVENTS],
     details: 'Prints: result=ok|timeout|not found (no such snapshot; exit 0, as upstream); with ok: time= (ms since the epoch),\n'
-      + 'event=corrupted|no_space (with --all-events also low_space|grown|destroyed), and the event fields:\n'
-      + 'volume=, error_code=, requested_nr_sect=, capacity_sectors=',
+      + 'event=corrupted|no_space (with --all-events also low_space|grown|destroyed), requested_nr_sect= (no_space);\n'
+      + 'with --all-events or -j also volume=, error_code= (corrupted) and capacity_sectors= (grown)',
     run: async (context) => {
       const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
       const timeout_ms = parseInteger(required(context, 'timeout', '-t'), '-t', WAIT_EVENT_TIMEOUT_MS_MAX);
@@ -427,7 +432,7 @@ const BASIC_COMMANDS: readonly Command[] = [
         }
         throw error;
       }
-      print(context, eventRow(result));
+      print(context, eventRow(result, all_events || context.json));
     },
   },
   {
