@@ -137,18 +137,19 @@ async function watch(context: CommandContext): Promise<void> {
   const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
   const all_events = context.values['all-events'] === true;
   const client = await IpcClient.connect(context.socket_path);
-  let seen_any = false;
   try {
+    // The snapshot exists now: an ESRCH later is its end, even before any event came
+    // (the events it had may all be ones this watcher does not show).
+    if (!(await client.call('snapshot_collect', {})).ids.includes(id)) throw new UblksnapError('ESRCH', `unknown snapshot ${id}`);
     for (;;) {
       let result: WaitEventResult;
       try {
         result = await client.call('snapshot_waitevent', { id, timeout_ms: WATCH_POLL_MS, ...(all_events ? { all_events } : {}) }, WATCH_POLL_MS + WAIT_MARGIN_MS);
       } catch (error) {
-        // ESRCH after at least one answer: the snapshot ended while we watched; that is the normal end.
-        if (seen_any && error instanceof UblksnapError && error.code === 'ESRCH') return;
+        // ESRCH: the snapshot ended while we watched; that is the normal end.
+        if (error instanceof UblksnapError && error.code === 'ESRCH') return;
         throw error;
       }
-      seen_any = true;
       if (result.result === 'timeout') continue;
       const row = eventRow(result, true);
       delete row.result;

@@ -65,7 +65,8 @@ function refuseIfHeld(frontends: readonly Frontend[], export_names: string[], wh
 
 /** A storage that is locked (EBUSY) gets the name of the snapshot holding it, when it is one of ours. */
 function storageInUse(error: unknown, storage: string, snapshots: { id: string; storage: { path: string } }[]): unknown {
-  if (!(error instanceof UblksnapError) || error.code !== 'EBUSY') return error;
+  // Only the storage's own lock failure (the engine names the storage first); a busy volume is another EBUSY.
+  if (!(error instanceof UblksnapError) || error.code !== 'EBUSY' || !error.message.startsWith(`difference storage ${storage}:`)) return error;
   const holder = snapshots.find((snapshot) => snapshot.storage.path === storage);
   return new UblksnapError('EBUSY', holder
     ? `difference storage ${storage} is in use by snapshot ${holder.id}: give another file, or destroy that snapshot first`
