@@ -12,6 +12,7 @@
         "src/clone.cc",
         "src/direct-volume.cc",
         "src/errors.cc",
+        "src/fiemap.cc",
         "src/files.cc",
         "src/freeze.cc",
         "src/layout-test.cc",

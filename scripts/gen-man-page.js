@@ -47,11 +47,17 @@ function commandSection(command) {
 
 /** What the daemon's flags take and do; a flag missing here is a generator error, not a silent gap. */
 const DAEMON_FLAG_HELP = {
-  config: ['FILE', 'JSON config file (keys: state_dir, socket, nbd_socket, nbd_listen, log_level, params, volumes)'],
+  config: ['FILE', 'JSON config file (keys: state_dir, socket, nbd_socket, nbd_listen, nbd_tls, nbd_tls_certificates, nbd_tls_psk_file, nbd_tls_verify_peer, nbd_allow, nbd_insecure, log_level, params, volumes)'],
   'state-dir': ['DIR', 'state directory: pid file, the record of attached volumes, their saved change tracking (default /var/lib/ublksnap for root)'],
   socket: ['PATH', 'control socket (default $XDG_RUNTIME_DIR/ublksnap/ublksnap.sock, else /run/ublksnap/ublksnap.sock for root)'],
   'nbd-socket': ['PATH', 'NBD Unix socket (default nbd.sock beside the control socket)'],
-  'nbd-listen': ['HOST:PORT', 'NBD TCP listener, e.g. 127.0.0.1:10809 (default none)'],
+  'nbd-listen': ['HOST:PORT', 'NBD TCP listener, e.g. 127.0.0.1:10809 (default none); an address other machines reach needs --nbd-tls require or --nbd-insecure'],
+  'nbd-tls': ['MODE', 'off, allow or require: STARTTLS on the NBD TCP listener (default off; require when a certificates directory or PSK file is given)'],
+  'nbd-tls-certificates': ['DIR', 'x509 credentials: ca-cert.pem, server-cert.pem, server-key.pem (mode 0600), as qemu-nbd and nbdkit lay them out'],
+  'nbd-tls-psk-file': ['FILE', 'pre-shared keys: user:hexkey lines (mode 0600), as psktool writes them'],
+  'nbd-tls-verify-peer': [null, 'clients must present a certificate signed by ca-cert.pem; its CN is their identity'],
+  'nbd-allow': ['IDENTITY=EXPORT[,EXPORT...][:ro]', 'who may open which exports (a PSK user or certificate CN, * for any proven identity, anonymous); repeatable; none given: all may open all'],
+  'nbd-insecure': [null, 'allow a non-loopback NBD listener without TLS (a warning at each start)'],
   'log-level': ['LEVEL', 'fatal, error, warn, info, debug, trace or silent (default info)'],
   param: ['NAME=VALUE', 'a blksnap parameter (see PARAMETERS)'],
   help: [null, 'print the daemon\'s help'],

@@ -23,6 +23,9 @@ void InitClone(Napi::Env env, Napi::Object exports);
 // open.cc: openExclusive, openTmpfile.
 void InitOpen(Napi::Env env, Napi::Object exports);
 
+// fiemap.cc: fileExtents, FIEMAP_EXTENT_* constants.
+void InitFiemap(Napi::Env env, Napi::Object exports);
+
 // blockdev.cc: blockDeviceInfo.
 void InitBlockDevice(Napi::Env env, Napi::Object exports);
 

@@ -8,13 +8,14 @@ import { processExited } from '../shared/process-state';
 import { sectorsToBytes } from '../shared/units';
 import { IpcClient, WAIT_MARGIN_MS, callOnce } from '../ipc/client';
 import {
-  WAIT_EVENT_TIMEOUT_MS_MAX, type DaemonStatus, type MethodName, type ParamsOf, type ResultOf, type WaitEventResult,
+  MARKDIRTY_RANGES_MAX, WAIT_EVENT_TIMEOUT_MS_MAX, type DaemonStatus, type MethodName, type ParamsOf, type ResultOf, type WaitEventResult,
 } from '../ipc/methods';
 import type { OptionSpec } from './args';
 import type { Command, CommandContext } from './command';
-import { Progress, formatBytes, jsonLine, keyValueInline, keyValueLines, type Row } from './output';
+import { Progress, formatBytes, jsonLine, keyValueInline, keyValueLines, upstreamVersion, type Row } from './output';
 import { BACKUP_COMMANDS } from './backup-commands';
-import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapshotId, pathArgument, storagePathArgument } from './values';
+import { deviceArgument, parseInteger, parseSectorRange, parseSize, parseSnapshotId, parseVolumeName, pathArgument, storagePathArgument } from './values';
+import { fileRanges } from './file-extents';
 
 /** readcbtmap asks for the map in pieces of this many bytes (one per tracking block). */
 export const CBT_PIECE_BYTES = 256 * 1024;
@@ -51,18 +52,24 @@ function printEmpty(context: CommandContext): void {
   if (context.json) context.stdout.write(jsonLine({}));
 }
 
-const DEVICE: OptionSpec = { name: 'device', short: 'd', type: 'string', value_name: 'PATH|NAME', help: 'an attached path or a volume name' };
+const DEVICE: OptionSpec = { name: 'device', short: 'd', type: 'string', value_name: 'PATH|NAME', help: 'a volume: any path naming its file or device (symlinks, /dev/block/MAJ:MIN, its ublk device), or its name' };
 const ID: OptionSpec = { name: 'id', short: 'i', type: 'string', value_name: 'ID', help: 'snapshot id (UUID)' };
+const ALL_EVENTS: OptionSpec = { name: 'all-events', type: 'boolean', help: 'also the events and keys upstream does not have: low_space, grown, destroyed; volume=, error_code=, capacity_sectors=' };
 
-function eventRow(result: WaitEventResult): Row {
+/**
+ * An event as key=value. Upstream's tool prints result=, time=, event= and
+ * requested_nr_sect=; the keys it lacks (volume=, error_code=,
+ * capacity_sectors=) come with `full` (--all-events, -j, the watcher).
+ */
+function eventRow(result: WaitEventResult, full: boolean): Row {
   const row: Row = { result: result.result };
   if (result.result === 'ok') {
     row.time = result.time;
     row.event = result.event;
-    if (result.volume !== undefined) row.volume = result.volume;
-    if (result.errno !== undefined) row.error_code = result.errno;
+    if (result.volume !== undefined && full) row.volume = result.volume;
+    if (result.errno !== undefined && full) row.error_code = result.errno;
     if (result.requested_sectors !== undefined) row.requested_nr_sect = result.requested_sectors;
-    if (result.capacity_sectors !== undefined) row.capacity_sectors = result.capacity_sectors;
+    if (result.capacity_sectors !== undefined && full) row.capacity_sectors = result.capacity_sectors;
   }
   return row;
 }
@@ -73,6 +80,8 @@ async function readCbtMap(context: CommandContext): Promise<void> {
   const device = deviceArgument(required(context, 'device', '-d'));
   const file = required(context, 'file', '-f');
   const to_stdout = file === '-';
+  // The map is binary on stdout: a JSON line after it would corrupt it.
+  if (to_stdout && context.json) throw new UblksnapError('EINVAL', "-j with -f -: the map itself goes to stdout; give -f FILE to get the JSON summary");
   const target = to_stdout ? '' : pathArgument(file, '-f');
   // Written beside the target and renamed at the end: a failed read leaves no half map.
   const partial = `${target}.partial-${process.pid}`;
@@ -126,24 +135,28 @@ async function readCbtMap(context: CommandContext): Promise<void> {
 
 async function watch(context: CommandContext): Promise<void> {
   const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
+  const all_events = context.values['all-events'] === true;
   const client = await IpcClient.connect(context.socket_path);
-  let seen_any = false;
   try {
+    // The snapshot exists now: an ESRCH later is its end, even before any event came
+    // (the events it had may all be ones this watcher does not show).
+    if (!(await client.call('snapshot_collect', {})).ids.includes(id)) throw new UblksnapError('ESRCH', `unknown snapshot ${id}`);
     for (;;) {
       let result: WaitEventResult;
       try {
-        result = await client.call('snapshot_waitevent', { id, timeout_ms: WATCH_POLL_MS }, WATCH_POLL_MS + WAIT_MARGIN_MS);
+        result = await client.call('snapshot_waitevent', { id, timeout_ms: WATCH_POLL_MS, ...(all_events ? { all_events } : {}) }, WATCH_POLL_MS + WAIT_MARGIN_MS);
       } catch (error) {
-        // ESRCH after at least one answer: the snapshot ended while we watched; that is the normal end.
-        if (seen_any && error instanceof UblksnapError && error.code === 'ESRCH') return;
+        // ESRCH: the snapshot ended while we watched; that is the normal end.
+        if (error instanceof UblksnapError && error.code === 'ESRCH') return;
         throw error;
       }
-      seen_any = true;
       if (result.result === 'timeout') continue;
-      const row = eventRow(result);
+      const row = eventRow(result, true);
       delete row.result;
       context.stdout.write(context.json ? jsonLine(row) : `${keyValueInline(row)}\n`);
       if (result.event === 'destroyed') return;
+      // Upstream's watcher ends at corruption: the snapshot is of no more use.
+      if (result.event === 'corrupted' && !all_events) return;
     }
   } finally {
     client.close();
@@ -212,6 +225,15 @@ export function statusLines(status: DaemonStatus): string {
   return `${lines.join('\n')}\n`;
 }
 
+/** The JSON of status carries the text's daemon keys too: one set of keys, JSON a superset. */
+export function statusJson(status: DaemonStatus): DaemonStatus & { daemon: { uptime_s: number; connections: number; requests_in_flight: number } } {
+  const d = status.daemon;
+  return {
+    ...status,
+    daemon: { ...d, uptime_s: Math.floor(d.uptime_ms / 1000), connections: d.ipc_connections, requests_in_flight: d.ipc_requests_in_flight },
+  };
+}
+
 /** The daemon bounds its own stop at 60 s (daemon/main.ts STOP_TIMEOUT_MS); a little more for the exit. */
 const SHUTDOWN_WAIT_MS = 75_000;
 const SHUTDOWN_POLL_MS = 100;
@@ -234,10 +256,11 @@ const BASIC_COMMANDS: readonly Command[] = [
     summary: 'Print the daemon version.',
     usage: '',
     options: [],
-    details: 'Prints: version=',
+    details: 'Prints the version as upstream does, MAJOR.MINOR.REVISION.BUILD on one line (with -j: version=, the same).',
     run: async (context) => {
       const result = await call(context, 'version', {});
-      print(context, { version: result.version });
+      const version = upstreamVersion(result.version);
+      context.stdout.write(context.json ? jsonLine({ version }) : `${version}\n`);
     },
   },
   {
@@ -250,18 +273,28 @@ const BASIC_COMMANDS: readonly Command[] = [
       { name: 'nbd', type: 'boolean', help: 'print the NBD URI of the volume export' },
       { name: 'ublk', type: 'boolean', help: 'serve the volume as /dev/ublkbN and print it' },
     ],
-    details: 'Prints: name=, and nbd= / ublk= when asked for.\n' +
+    details: 'Prints: name=, and nbd= / ublk= when asked for. Attaching what is attached already succeeds (a note on stderr).\n' +
+      'A file whose size is not a multiple of 512 is attached without its last bytes, with a warning on stderr.\n' +
       'The daemon records the volume (path, name, frontends) in its state dir and attaches it again when it restarts.',
     run: async (context) => {
       const params: ParamsOf<'attach'> = { path: pathArgument(required(context, 'device', '-d'), '-d') };
-      if (typeof context.values.name === 'string') params.name = context.values.name;
+      if (typeof context.values.name === 'string') params.name = parseVolumeName(context.values.name, '--name');
       if (context.values.nbd === true) params.nbd = true;
       if (context.values.ublk === true) params.ublk = true;
       const result = await call(context, 'attach', params);
       const row: Row = { name: result.name };
       if (params.nbd) row.nbd = result.nbd;
       if (params.ublk) row.ublk = result.ublk;
-      print(context, context.json ? { ...row, path: result.path, capacity_sectors: result.capacity_sectors } : row);
+      // Notes go to stderr: stdout keeps exactly the documented keys.
+      if (result.already_attached) context.stderr.write(`ublksnap: attach: ${result.path} was already attached as ${result.name}\n`);
+      if (result.ignored_tail_bytes > 0) {
+        context.stderr.write(`ublksnap: attach: warning: ${result.path} is not a whole number of 512-byte sectors; ` +
+          `its last ${result.ignored_tail_bytes} bytes are not part of the volume (${result.capacity_sectors} sectors)\n`);
+      }
+      print(context, context.json ? {
+        ...row, path: result.path, capacity_sectors: result.capacity_sectors,
+        already_attached: result.already_attached === true, ignored_tail_bytes: result.ignored_tail_bytes,
+      } : row);
     },
   },
   {
@@ -281,13 +314,14 @@ const BASIC_COMMANDS: readonly Command[] = [
     summary: 'Get change tracker information.',
     usage: '-d PATH|NAME',
     options: [DEVICE],
-    details: 'Prints: block_size= (bytes), device_capacity= (sectors), block_count=, generation_id=, changes_number=,\n' +
+    details: 'Prints: block_size= (bytes), device_capacity= (bytes), block_count=, generation_id=, changes_number=,\n' +
       'generation_reason= (why this generation began: first attach, unclean stop, file modified while the daemon was down, …;\n' +
       'a clean daemon restart keeps the generation and its map)',
     run: async (context) => {
       const info = await call(context, 'cbtinfo', { device: deviceArgument(required(context, 'device', '-d')) });
       print(context, {
-        block_size: info.block_size, device_capacity: info.device_capacity, block_count: info.block_count,
+        // The IPC answers sectors (the engine's unit); upstream's interface documents bytes.
+        block_size: info.block_size, device_capacity: sectorsToBytes(info.device_capacity), block_count: info.block_count,
         generation_id: info.generation_id, changes_number: info.changes_number, generation_reason: info.generation_reason,
       });
     },
@@ -302,11 +336,27 @@ const BASIC_COMMANDS: readonly Command[] = [
   },
   {
     name: 'markdirtyblock',
-    summary: 'Mark sector ranges as changed in the change tracking map.',
-    usage: '-d PATH|NAME -r SECTOR:COUNT…',
-    options: [DEVICE, { name: 'ranges', short: 'r', type: 'string', multiple: true, multitoken: true, value_name: 'SECTOR:COUNT', help: 'sector ranges; repeatable, or several after one -r' }],
-    details: 'Prints nothing.',
+    summary: 'Mark sector ranges, or the sectors a file occupies, as changed in the change tracking map.',
+    usage: '-d PATH|NAME -r SECTOR:COUNT… | --file FILE',
+    options: [
+      DEVICE,
+      { name: 'ranges', short: 'r', type: 'string', multiple: true, multitoken: true, value_name: 'SECTOR:COUNT', help: 'sector ranges; repeatable, or several after one -r' },
+      { name: 'file', short: 'f', type: 'string', value_name: 'FILE', help: 'mark where FILE lies (FIEMAP) on the volume under its file system (the volume, its ublk device, or a loop device of it)' },
+    ],
+    details: 'Prints nothing (with -j: device=, ranges=, the count of ranges marked).',
     run: async (context) => {
+      if (typeof context.values.file === 'string') {
+        if (context.values.device !== undefined || context.values.ranges !== undefined) {
+          throw new UblksnapError('EINVAL', '--file finds the device and the ranges itself: give either --file, or -d with -r');
+        }
+        const { device, ranges } = fileRanges(pathArgument(context.values.file, '--file'));
+        // A file in more extents than one call carries goes in several calls.
+        for (let first = 0; first < ranges.length; first += MARKDIRTY_RANGES_MAX) {
+          await call(context, 'markdirtyblock', { device, ranges: ranges.slice(first, first + MARKDIRTY_RANGES_MAX) });
+        }
+        if (context.json) context.stdout.write(jsonLine({ device, ranges: ranges.length }));
+        return;
+      }
       const texts = list(context, 'ranges');
       if (texts.length === 0) required(context, 'ranges', '-r');
       const ranges = texts.map((text) => parseSectorRange(text, '-r'));
@@ -324,7 +374,7 @@ const BASIC_COMMANDS: readonly Command[] = [
       { name: 'limit', short: 'l', type: 'string', value_name: 'LIMIT', help: 'the most the difference storage may grow to: bytes, or with K, M, G, T' },
       { name: 'ublk', type: 'boolean', help: 'serve each image as /dev/ublkbN from take to destroy (snapshot_info prints it as image=)' },
     ],
-    details: 'Prints the new snapshot id (with -j: id=, storage=, storage_kind= file|tmpfile|block, storage_created=). A storage the command had to create is named on stderr.',
+    details: 'Prints the new snapshot id (with -j: id=, storage=, storage_kind= file|tmpfile|block, storage_created=). A storage the command had to create is named on stderr. A -d path not attached yet is attached first (as upstream), and stays attached.',
     run: async (context) => {
       const storage = storagePathArgument(required(context, 'file', '-f'), '-f');
       const limit_bytes = parseSize(required(context, 'limit', '-l'), '-l');
@@ -345,7 +395,7 @@ const BASIC_COMMANDS: readonly Command[] = [
     summary: 'Add a volume to a snapshot that is not taken yet.',
     usage: '-i ID -d PATH|NAME',
     options: [ID, DEVICE],
-    details: 'Prints nothing.',
+    details: 'Prints nothing. A -d path not attached yet is attached first (as upstream), and stays attached.',
     run: async (context) => {
       const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
       await call(context, 'snapshot_add', { id, device: deviceArgument(required(context, 'device', '-d')) });
@@ -378,14 +428,26 @@ const BASIC_COMMANDS: readonly Command[] = [
     name: 'snapshot_waitevent',
     summary: 'Wait for the next event of a snapshot.',
     usage: '-i ID -t MS',
-    options: [ID, { name: 'timeout', short: 't', type: 'string', value_name: 'MS', help: `how long to wait, in milliseconds (at most ${WAIT_EVENT_TIMEOUT_MS_MAX})` }],
-    details: 'Prints: result=ok|timeout; with ok: time= (ms since the epoch), event=corrupted|no_space|low_space|grown|destroyed,\n'
-      + 'and the event fields: volume=, error_code=, requested_nr_sect=, capacity_sectors=',
+    options: [ID, { name: 'timeout', short: 't', type: 'string', value_name: 'MS', help: `how long to wait, in milliseconds (at most ${WAIT_EVENT_TIMEOUT_MS_MAX})` }, ALL_EVENTS],
+    details: 'Prints: result=ok|timeout|not found (no such snapshot; exit 0, as upstream); with ok: time= (ms since the epoch),\n'
+      + 'event=corrupted|no_space (with --all-events also low_space|grown|destroyed), requested_nr_sect= (no_space);\n'
+      + 'with --all-events or -j also volume=, error_code= (corrupted) and capacity_sectors= (grown)',
     run: async (context) => {
       const id = parseSnapshotId(required(context, 'id', '-i'), '-i');
       const timeout_ms = parseInteger(required(context, 'timeout', '-t'), '-t', WAIT_EVENT_TIMEOUT_MS_MAX);
-      const result = await call(context, 'snapshot_waitevent', { id, timeout_ms }, timeout_ms + WAIT_MARGIN_MS);
-      print(context, eventRow(result));
+      const all_events = context.values['all-events'] === true;
+      let result: WaitEventResult;
+      try {
+        result = await call(context, 'snapshot_waitevent', { id, timeout_ms, ...(all_events ? { all_events } : {}) }, timeout_ms + WAIT_MARGIN_MS);
+      } catch (error) {
+        // Upstream answers an unknown (or destroyed) snapshot with a result, not a failure.
+        if (error instanceof UblksnapError && error.code === 'ESRCH') {
+          print(context, { result: 'not found' });
+          return;
+        }
+        throw error;
+      }
+      print(context, eventRow(result, all_events || context.json));
     },
   },
   {
@@ -393,10 +455,10 @@ const BASIC_COMMANDS: readonly Command[] = [
     summary: 'List the ids of every snapshot.',
     usage: '',
     options: [],
-    details: 'Prints one id=UUID line per snapshot (with -j: ids=[…]).',
+    details: 'Prints one snapshot id per line, as upstream (`for ID in $(ublksnap snapshot_collect)`); with -j: {"ids":[…]}.',
     run: async (context) => {
       const result = await call(context, 'snapshot_collect', {});
-      context.stdout.write(context.json ? jsonLine({ ids: result.ids }) : result.ids.map((id) => `id=${id}\n`).join(''));
+      context.stdout.write(context.json ? jsonLine({ ids: result.ids }) : result.ids.map((id) => `${id}\n`).join(''));
     },
   },
   {
@@ -420,10 +482,11 @@ const BASIC_COMMANDS: readonly Command[] = [
   },
   {
     name: 'snapshot_watcher',
-    summary: 'Print every event of a snapshot as it happens, until the snapshot ends.',
-    usage: '-i ID',
-    options: [ID],
-    details: 'Prints one line per event: time= event= and its fields (with -j: one JSON object per line).',
+    summary: 'Print every event of a snapshot as it happens, until the snapshot ends or is corrupted.',
+    usage: '-i ID [--all-events]',
+    options: [ID, ALL_EVENTS],
+    details: 'Prints one line per event: time= event= and its fields (with -j: one JSON object per line).\n'
+      + 'Ends after event=corrupted, as upstream; with --all-events it shows low_space, grown and destroyed too and ends at destroyed.',
     run: watch,
   },
   {
@@ -435,7 +498,7 @@ const BASIC_COMMANDS: readonly Command[] = [
       'not restored at start (restore_error=), snapshot, diff area, queue and frontend.',
     run: async (context) => {
       const status = await call(context, 'status', {});
-      context.stdout.write(context.json ? jsonLine(status) : statusLines(status));
+      context.stdout.write(context.json ? jsonLine(statusJson(status)) : statusLines(status));
     },
   },
   {

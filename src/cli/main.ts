@@ -36,8 +36,10 @@ ${rows.join('\n')}
 Options of every command:
 ${formatOptions(COMMON_OPTIONS)}
 
-Sizes take K, M, G, T suffixes (powers of 1024). -d takes an attached path
-(anything with a '/') or a volume name.
+Sizes take K, M, G, T suffixes (powers of 1024). -d takes a volume name, or
+any path naming the volume's file or device (anything with a '/': a symlink,
+/dev/block/MAJ:MIN, its ublk device, a loop device of its file). Long options
+abbreviate to any unambiguous prefix (--dev for --device).
 Socket: --socket, else $UBLKSNAP_SOCKET, else ${defaultSocketPath()}
 `;
 }
@@ -102,8 +104,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const command = COMMANDS.find((candidate) => candidate.name === name);
   if (!command) {
+    // Exit 1, not 2: upstream's tool fails an unknown command like any other error.
     process.stderr.write(`${errorLine(null, new UblksnapError('EINVAL', `unknown command ${JSON.stringify(name)} (see 'ublksnap --help')`))}\n`);
-    return EXIT_USAGE;
+    return EXIT_FAILURE;
   }
   try {
     const values = parseCommandArgs(rest, command.options);

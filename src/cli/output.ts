@@ -25,6 +25,15 @@ export function keyValueInline(row: Row): string {
   }).join(' ');
 }
 
+/** Upstream's `version` prints MAJOR.MINOR.REVISION.BUILD; a semver 0.1.0 (or 0.1.0-rc1) is build 0. */
+export const UPSTREAM_VERSION_PARTS = 4;
+
+export function upstreamVersion(semver: string): string {
+  const parts = (/^(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(semver) ?? []).slice(1).map((part) => part ?? '0');
+  while (parts.length < UPSTREAM_VERSION_PARTS) parts.push('0');
+  return parts.slice(0, UPSTREAM_VERSION_PARTS).join('.');
+}
+
 export function jsonLine(value: unknown): string {
   return `${JSON.stringify(value)}\n`;
 }

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { UblksnapError } from '../shared/errors';
 import { GiB, KiB, MiB, TiB } from '../shared/units';
-import { SNAPSHOT_ID_PATTERN } from '../ipc/methods';
+import { SNAPSHOT_ID_PATTERN, VOLUME_NAME_LENGTH_MAX, VOLUME_NAME_PATTERN } from '../ipc/methods';
 
 const SIZE_MULTIPLIERS: Readonly<Record<string, number>> = { '': 1, K: KiB, M: MiB, G: GiB, T: TiB };
 /** 512, 512K, 1.5G, 4GiB, 2 T: digits, an optional fraction, an optional binary suffix. */
@@ -60,6 +60,14 @@ export function parseInteger(text: string, option: string, max: number): number 
 export function parseSnapshotId(text: string, option: string): string {
   if (!SNAPSHOT_ID_PATTERN.test(text)) invalid(`${option}: expected a snapshot id (UUID) such as 5f0c3a1e-8d2b-4c6f-9a7e-0b1c2d3e4f50, got ${JSON.stringify(text)}`);
   return text.toLowerCase();
+}
+
+/** A volume name (attach --name), checked here so the error names the option, not the IPC field. */
+export function parseVolumeName(text: string, option: string): string {
+  if (text.length === 0 || text.length > VOLUME_NAME_LENGTH_MAX || !VOLUME_NAME_PATTERN.test(text)) {
+    invalid(`${option}: expected 1-${VOLUME_NAME_LENGTH_MAX} of letters, digits, '.', '_', '-', starting with a letter or digit, got ${JSON.stringify(text)}`);
+  }
+  return text;
 }
 
 /**

@@ -3,7 +3,7 @@
 //   engine.waitEvent(id, PUMP_WAIT_MS) ◄── one pump per snapshot (a loop)
 //                 │ event
 //                 ▼
-//        oldest waiter? ──yes──► resolve it (each event goes to one waiter,
+//  oldest waiter that accepts it? ──yes──► resolve it (each event goes to one waiter,
 //                 │ no            as blksnap's wait_event does; the last one,
 //                 │               'destroyed', goes to every waiter)
 //                 ▼
@@ -30,7 +30,11 @@ export const PUMP_WAIT_MS = 1_000;
 /** A finished snapshot's last events are kept this long for a late waiter. */
 export const FINISHED_TTL_MS = 60_000;
 
+/** Which event codes a waiter wants; the others pass it by. */
+export type EventFilter = (code: string) => boolean;
+
 interface Waiter {
+  accepts?: EventFilter;
   resolve: (event: SnapshotEvent | null) => void;
   reject: (error: Error) => void;
 }
@@ -65,7 +69,7 @@ export class EventHub {
    * the engine's error (ESRCH for an unknown or finished snapshot), or when
    * signal aborts (the client left, or the daemon is stopping).
    */
-  wait(id: string, timeout_ms: number, signal: AbortSignal): Promise<SnapshotEvent | null> {
+  wait(id: string, timeout_ms: number, signal: AbortSignal, accepts?: EventFilter): Promise<SnapshotEvent | null> {
     if (this.stopped) return Promise.reject(new UblksnapError('ESHUTDOWN', 'the daemon is stopping'));
     if (signal.aborted) return Promise.reject(abortError(signal));
     let entry = this.snapshots.get(id);
@@ -74,7 +78,9 @@ export class EventHub {
       this.snapshots.set(id, entry);
       this.startPump(entry);
     }
-    const queued = entry.queue.shift();
+    // A filtered waiter consumes what it does not accept: it asked not to see it.
+    let queued = entry.queue.shift();
+    while (queued && accepts && !accepts(queued.code)) queued = entry.queue.shift();
     if (queued) {
       this.forgetIfDone(entry);
       return Promise.resolve(queued);
@@ -89,6 +95,7 @@ export class EventHub {
       const onAbort = (): void => settle(() => reject(abortError(signal)));
       const timer = setTimeout(() => settle(() => resolve(null)), timeout_ms);
       const waiter: Waiter = {
+        ...(accepts ? { accepts } : {}),
         resolve: (event) => settle(() => resolve(event)),
         reject: (error) => settle(() => reject(error)),
       };
@@ -139,8 +146,10 @@ export class EventHub {
       this.logger.info({ snapshot: entry.id, event: event.code, volume: event.volume, errno: event.errno }, 'snapshot event');
       if (event.code === 'destroyed') {
         // The last event reaches every waiter, as the engine's own queue does (EventQueue.close).
+        // A waiter that does not accept it learns the end as a waiter that
+        // comes later does: ESRCH (finish, below).
         if (entry.waiters.length === 0) entry.queue.push(event);
-        for (const waiter of [...entry.waiters]) waiter.resolve(event);
+        for (const waiter of [...entry.waiters]) if (!waiter.accepts || waiter.accepts(event.code)) waiter.resolve(event);
         this.finish(entry, new UblksnapError('ESRCH', `snapshot ${entry.id} was destroyed`));
         return;
       }
@@ -149,7 +158,7 @@ export class EventHub {
   }
 
   private deliver(entry: SnapshotEvents, event: SnapshotEvent): void {
-    const waiter = entry.waiters[0];
+    const waiter = entry.waiters.find((candidate) => !candidate.accepts || candidate.accepts(event.code));
     if (waiter) {
       waiter.resolve(event);
       return;

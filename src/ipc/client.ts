@@ -5,6 +5,7 @@
 // error (its data.code), or one of ours for the transport (no daemon, the
 // daemon hung up, a call that ran out of time).
 
+import { statSync } from 'node:fs';
 import net from 'node:net';
 import { UblksnapError, type ErrorCode, ALL_ERROR_CODES } from '../shared/errors';
 import { LineSplitter } from './line-splitter';
@@ -35,12 +36,38 @@ function errorCodeOf(value: unknown): ErrorCode {
   return typeof value === 'string' && (ALL_ERROR_CODES as string[]).includes(value) ? (value as ErrorCode) : 'EIO';
 }
 
+function isSocket(file: string): boolean {
+  try {
+    return statSync(file).isSocket();
+  } catch {
+    // Gone since the connect: call it a socket, and the stale-socket message stands.
+    return true;
+  }
+}
+
+function kindOf(file: string): string {
+  const stats = statSync(file, { throwIfNoEntry: false });
+  if (stats?.isFile()) return 'a regular file';
+  if (stats?.isDirectory()) return 'a directory';
+  if (stats?.isFIFO()) return 'a FIFO';
+  return 'not a socket';
+}
+
+/** Every NBD server greets first with these 8 bytes; the daemon never speaks first. */
+const NBD_GREETING = Buffer.from('NBDMAGIC');
+
+function notOurSocket(socket_path: string, what: string): UblksnapError {
+  return new UblksnapError('EINVAL', `${socket_path} is not a ublksnap daemon socket (${what}); give the daemon's control socket (--socket)`);
+}
+
 function connectError(socket_path: string, error: NodeJS.ErrnoException): UblksnapError {
   switch (error.code) {
     // ENOENT: no socket file; ECONNREFUSED: a file nobody listens on (a crashed daemon).
     case 'ENOENT':
       return new UblksnapError('ENOENT', `no daemon at ${socket_path} (start one with 'ublksnap daemon' or 'npm start', or give --socket)`);
     case 'ECONNREFUSED':
+      // connect(2) says ECONNREFUSED for a file that is no socket at all, too.
+      if (!isSocket(socket_path)) return new UblksnapError('EINVAL', `${socket_path} is not a socket (${kindOf(socket_path)}): give the daemon's control socket`);
       return new UblksnapError('ENOENT', `no daemon listens on ${socket_path} (a stale socket: the daemon is not running)`);
     // EACCES: the socket is 0600 and belongs to someone else.
     case 'EACCES':
@@ -56,6 +83,8 @@ export class IpcClient {
   private readonly splitter: LineSplitter;
   private next_id = 1;
   private closed_error: UblksnapError | null = null;
+  /** A whole reply line has come: the peer speaks our protocol. */
+  private answered = false;
 
   static connect(socket_path: string, timeout_ms = CONNECT_TIMEOUT_MS): Promise<IpcClient> {
     return new Promise((resolve, reject) => {
@@ -79,6 +108,12 @@ export class IpcClient {
   private constructor(private readonly socket: net.Socket, readonly socket_path: string) {
     this.splitter = new LineSplitter(REPLY_LINE_BYTES_MAX, (line) => this.onLine(line));
     socket.on('data', (chunk: Buffer) => {
+      // A server that speaks first is not our daemon: an NBD server greets with NBDMAGIC.
+      if (!this.answered && chunk.subarray(0, NBD_GREETING.length).equals(NBD_GREETING)) {
+        this.fail(notOurSocket(socket_path, 'an NBD server answered'));
+        socket.destroy();
+        return;
+      }
       if (this.splitter.push(chunk) === 'overflow') {
         this.fail(new UblksnapError('E2BIG', `a reply from the daemon exceeded ${REPLY_LINE_BYTES_MAX} bytes`));
         socket.destroy();
@@ -88,7 +123,9 @@ export class IpcClient {
       // ECONNRESET / EPIPE: the daemon went away; every pending call fails with it.
       this.fail(new UblksnapError('EIO', `connection to the daemon failed: ${error.message}`));
     });
-    socket.on('close', () => this.fail(new UblksnapError('EIO', 'the daemon closed the connection')));
+    socket.on('close', () => this.fail(this.answered || this.splitter.partial_bytes === 0
+      ? new UblksnapError('EIO', 'the daemon closed the connection')
+      : notOurSocket(socket_path, 'it sent bytes that are not a reply, then closed')));
   }
 
   call<M extends MethodName>(method: M, params: ParamsOf<M>, timeout_ms = CALL_TIMEOUT_MS): Promise<ResultOf<M>> {
@@ -121,10 +158,13 @@ export class IpcClient {
       reply = JSON.parse(line);
     } catch {
       // A daemon that sends non-JSON is broken beyond this call: fail everything.
-      this.fail(new UblksnapError('EIO', `the daemon sent a line that is not JSON: ${line.slice(0, 80)}`));
+      this.fail(this.answered
+        ? new UblksnapError('EIO', `the daemon sent a line that is not JSON: ${line.slice(0, 80)}`)
+        : notOurSocket(this.socket_path, `its first line is not JSON: ${JSON.stringify(line.slice(0, 40))}`));
       this.socket.destroy();
       return;
     }
+    this.answered = true;
     const error = reply.error
       ? new RemoteError(errorCodeOf(reply.error.data?.code), String(reply.error.message ?? 'unknown error'),
         typeof reply.error.code === 'number' ? reply.error.code : 0)

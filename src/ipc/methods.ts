@@ -30,6 +30,12 @@ export const MARKDIRTY_RANGES_MAX = 65_536;
 export const WAIT_EVENT_TIMEOUT_MS_MAX = 3_600_000;
 /** The largest readcbtmap piece: one byte per tracking block, base64 on the wire. */
 export const CBT_PIECE_BYTES_MAX = 1 * MiB;
+/**
+ * The event codes upstream blksnap has: what snapshot_waitevent delivers
+ * unless the client asks for all_events (low_space, grown, destroyed too).
+ * Upstream's library treats a code it does not know as an error.
+ */
+export const UPSTREAM_EVENT_CODES: readonly string[] = ['corrupted', 'no_space'];
 /** Sectors and bytes travel as JSON numbers: exact up to 2^53. */
 const SIZE_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -75,7 +81,7 @@ export const METHODS = {
   snapshot_destroy: { summary: 'destroy the snapshot', params: object({ id: snapshot_id, force: optional(boolean()) }) },
   snapshot_waitevent: {
     summary: 'wait for the next event of a snapshot (long-poll)',
-    params: object({ id: snapshot_id, timeout_ms: integer(0, WAIT_EVENT_TIMEOUT_MS_MAX) }),
+    params: object({ id: snapshot_id, timeout_ms: integer(0, WAIT_EVENT_TIMEOUT_MS_MAX), all_events: optional(boolean()) }),
   },
   snapshot_collect: { summary: 'the ids of every snapshot', params: object({}) },
   snapshot_info: { summary: 'the snapshot state of a volume', params: object({ device }) },
@@ -110,6 +116,10 @@ export interface AttachResult {
   nbd?: string;
   /** The ublk device of the volume, when asked for and served. */
   ublk?: string;
+  /** The path was attached before this call (attach is idempotent, as upstream's). */
+  already_attached?: boolean;
+  /** Bytes past the last whole sector of a file: not part of the volume. */
+  ignored_tail_bytes: number;
 }
 
 export interface ReadCbtMapResult {

@@ -96,6 +96,17 @@ export interface OpenTmpfileOptions {
   direct?: boolean;
 }
 
+/** One extent of a file's data on the device under its file system (FS_IOC_FIEMAP). */
+export interface FileExtent {
+  /** Where the extent begins in the file. */
+  logical_bytes: number;
+  /** Where it begins on the device holding the file system (st_dev). */
+  physical_bytes: number;
+  length_bytes: number;
+  /** FIEMAP_EXTENT_* bits: LAST, UNKNOWN, DELALLOC, DATA_INLINE, NOT_ALIGNED, ... */
+  flags: number;
+}
+
 /** The addon as it loads: the same functions, with views in place of SharedArrayBuffers. */
 interface Binding {
   FALLOC_FL_KEEP_SIZE: number;
@@ -115,6 +126,11 @@ interface Binding {
   bufferAddress(buffer: ArrayBuffer | ArrayBufferView): bigint;
   errnoName(errno: number): string;
   freezeFilesystem(mount_point: string): Promise<void>;
+  fileExtents(fd: number): FileExtent[];
+  FIEMAP_EXTENT_UNKNOWN: number;
+  FIEMAP_EXTENT_DELALLOC: number;
+  FIEMAP_EXTENT_DATA_INLINE: number;
+  FIEMAP_EXTENT_NOT_ALIGNED: number;
   thawFilesystem(mount_point: string): Promise<void>;
   setLease(fd: number, type: number): void;
   getLease(fd: number): number;
@@ -156,6 +172,20 @@ export const fdatasync: (fd: number) => void = binding.fdatasync;
  * code 'ENOTBLK' when fd is not a block device.
  */
 export const blockDeviceInfo: (fd: number) => BlockDeviceInfo = binding.blockDeviceInfo;
+
+/**
+ * The extents of the file open on fd, in file order, by FS_IOC_FIEMAP with
+ * FIEMAP_FLAG_SYNC (dirty data is written back first, so a delayed
+ * allocation has its place). Holes are absent. Throws a NativeError:
+ * EOPNOTSUPP where the file system has no FIEMAP (tmpfs), E2BIG for a file
+ * in more than 2^20 extents.
+ */
+export const fileExtents: (fd: number) => FileExtent[] = binding.fileExtents;
+/** Extent flags: the place is not known yet (UNKNOWN, DELALLOC) or not a whole block of its own (DATA_INLINE, NOT_ALIGNED). */
+export const FIEMAP_EXTENT_UNKNOWN: number = binding.FIEMAP_EXTENT_UNKNOWN;
+export const FIEMAP_EXTENT_DELALLOC: number = binding.FIEMAP_EXTENT_DELALLOC;
+export const FIEMAP_EXTENT_DATA_INLINE: number = binding.FIEMAP_EXTENT_DATA_INLINE;
+export const FIEMAP_EXTENT_NOT_ALIGNED: number = binding.FIEMAP_EXTENT_NOT_ALIGNED;
 
 /** fstat(2) of fd: its kind, size, st_dev, st_rdev, inode and block size. */
 export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;

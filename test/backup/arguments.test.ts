@@ -43,7 +43,7 @@ test('backup: missing and malformed options', async () => {
   await refused(['backup', '-d', 'vol'], /^ublksnap: backup: --dir is required.*\(EINVAL\)$/);
   await refused(['backup', '-d', 'vol', '--dir', backups, '-l', 'lots'], /^ublksnap: backup: -l: expected a size.*\(EINVAL\)$/);
   await refused(['backup', '-d', 'vol', '--dir', backups, '--max-rate', '-3'], /^ublksnap: backup: .*max-rate.*\(EINVAL\)$/);
-  await refused(['backup', '-d', 'vol', '--dir', backups, '--bogus'], /^ublksnap: backup: Unknown option '--bogus'.*\(EINVAL\)$/);
+  await refused(['backup', '-d', 'vol', '--dir', backups, '--bogus'], /^ublksnap: backup: unknown option --bogus \(EINVAL\)$/);
 });
 
 test('backup: an unknown volume, a volume named twice, a volume busy in another snapshot', async () => {
@@ -85,7 +85,7 @@ test('restore and verify: bad options, nothing to restore, impossible targets', 
 });
 
 test('the daemon is unharmed', async () => {
-  assert.match(await cliOk(daemon, ['version']), /^version=/);
+  assert.match(await cliOk(daemon, ['version']), /^\d+\.\d+\.\d+\.\d+\n$/);
   const again = await backupJson(daemon, ['-d', 'vol', '--dir', backups]);
   assert.is(again.volumes[0]!.kind, 'incremental');
 });

@@ -86,10 +86,26 @@ test('multitoken options take the values after them, as boost::program_options d
 test('stray arguments, unknown options and missing values are refused in one line', () => {
   assert.match(refusal(() => parseCommandArgs(['-f', 'x', 'stray'], SPECS)), /^unexpected argument "stray"$/);
   assert.match(refusal(() => parseCommandArgs(['stray'], SPECS)), /^unexpected argument "stray"$/);
-  assert.match(refusal(() => parseCommandArgs(['--nope'], SPECS)), /^Unknown option '--nope'/);
+  assert.match(refusal(() => parseCommandArgs(['--nope'], SPECS)), /^unknown option --nope$/);
+  assert.match(refusal(() => parseCommandArgs(['-q'], SPECS)), /^Unknown option '-q'/);
   const missing = refusal(() => parseCommandArgs(['-f'], SPECS));
   assert.not.match(missing, /\n/);
   assert.match(refusal(() => parseCommandArgs(['--force=yes'], SPECS)), /force/);
+});
+
+test('long options abbreviate to unambiguous prefixes, as boost::program_options allows', () => {
+  const values = parseCommandArgs(['--dev', 'a', '--fi=x', '--fo'], SPECS);
+  assert.equal([values.device, values.file, values.force], [['a'], 'x', true]);
+  // An exact name wins over being a prefix of another (--json is also a prefix of nothing else).
+  assert.is(parseCommandArgs(['--json'], SPECS).json, true);
+  assert.match(refusal(() => parseCommandArgs(['--f', 'x'], SPECS)), /^option --f is ambiguous: it could be --file or --force$/);
+  // After '--' nothing is an option.
+  assert.match(refusal(() => parseCommandArgs(['--', '--dev'], SPECS)), /unexpected argument "--dev"/);
+});
+
+test('a negative number after a string option is its value, refused by the value\'s own check', () => {
+  assert.is(parseCommandArgs(['-f', '-5'], SPECS).file, '-5');
+  assert.is(parseCommandArgs(['--file', '-5'], SPECS).file, '-5');
 });
 
 test('output: key=value lines, inline records with quoting, JSON with the same keys', () => {

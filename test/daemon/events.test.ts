@@ -1,7 +1,10 @@
 // Goal: the event hub delivers every snapshot event exactly once, in order,
 // to the oldest waiter (the last one, 'destroyed', to every waiter), keeps
 // events for a client that is not waiting, and a waiter whose client left
-// costs nothing and takes no event with it.
+// costs nothing and takes no event with it. A filtered waiter (upstream's
+// codes only) is passed by the events it does not accept: they go to a
+// waiter that accepts them, or it discards them from the queue; at the end
+// it gets ESRCH, as a waiter that comes after the end does.
 // Method: an EventHub over a scripted waitEvent (a test double of the one
 // engine method it uses); waits with timeouts and abort signals.
 
@@ -114,6 +117,48 @@ test('destroyed with nobody waiting is kept for the next waiter', async () => {
   assert.is((await hub.wait(ID, 0, never))?.code, 'corrupted');
   assert.is((await hub.wait(ID, 0, never))?.code, 'destroyed');
   await hub.wait(ID, 0, never).then(() => assert.unreachable('ESRCH expected'), (error: UblksnapError) => assert.is(error.code, 'ESRCH'));
+  await hub.stop();
+});
+
+const upstream = (code: string): boolean => code === 'no_space' || code === 'corrupted';
+
+test('a filtered waiter is passed by what it does not accept; an unfiltered one behind it gets those', async () => {
+  const { engine, hub } = setup();
+  const filtered = hub.wait(ID, 5_000, never, upstream);
+  const all = hub.wait(ID, 5_000, never);
+  await tick();
+  engine.push('low_space');
+  engine.push('corrupted');
+  assert.is((await all)?.code, 'low_space', 'the older waiter did not want it');
+  assert.is((await filtered)?.code, 'corrupted');
+  await hub.stop();
+});
+
+test('a filtered waiter discards queued events it does not accept, and times out when nothing else comes', async () => {
+  const { engine, hub } = setup();
+  assert.is(await hub.wait(ID, 20, never), null);
+  engine.push('low_space');
+  engine.push('grown');
+  await tick(50);
+  assert.is(await hub.wait(ID, 50, never, upstream), null);
+  // They were consumed: an unfiltered waiter after it finds nothing either.
+  assert.is(await hub.wait(ID, 50, never), null);
+  engine.push('no_space');
+  assert.is((await hub.wait(ID, 1_000, never, upstream))?.code, 'no_space');
+  await hub.stop();
+});
+
+test('destroyed: a filtered waiter gets ESRCH, an unfiltered one the event', async () => {
+  const { engine, hub } = setup();
+  const filtered = hub.wait(ID, 5_000, never, upstream);
+  const all = hub.wait(ID, 5_000, never);
+  await tick();
+  engine.push('destroyed');
+  assert.is((await all)?.code, 'destroyed');
+  await filtered.then(
+    () => assert.unreachable('a filtered waiter must not see destroyed'),
+    (error: UblksnapError) => assert.is(error.code, 'ESRCH'),
+  );
   await hub.stop();
 });
 

@@ -23,6 +23,7 @@ import {
   ublkControlAvailable, ublkGetDeviceInfo, ublkGetFeatures, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
 } from '../../native/ublk';
 import type { Frontend, FrontendContext, FrontendStatus, FrontendStopOptions } from '../frontend';
+import { ublkUnavailableReason } from './driver-diagnosis';
 import { DeviceRecords, type UblkDeviceRecord } from './device-records';
 import { freezeMounted } from './freeze';
 import { findHolders } from './holders';
@@ -68,7 +69,7 @@ export class UblkFrontend implements Frontend {
     ublkHostingFrom(process.env);
     const probe = ublkControlAvailable();
     if (!probe.available) {
-      this.unavailable = probe.reason;
+      this.unavailable = ublkUnavailableReason(probe.code, probe.reason);
       this.context.logger.warn({ reason: probe.reason }, 'ublk frontend unavailable: volumes and images are served over NBD only');
       return;
     }
