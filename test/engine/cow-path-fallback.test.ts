@@ -7,15 +7,12 @@
 // could clone), real loop devices; the reason read from snapshotInfo as
 // `status` prints it; data compared byte for byte.
 
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import pino from 'pino';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Engine } from '../../src/engine/engine';
-import { IoClient } from '../../src/frontends/in-process/io-client';
-import { SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
-import { gate, makeLoopDevice, mkfsXfsReflinkAndMount, tempDir, type LoopDevice, type Mount, type TempDir } from '../lib/system';
+import { gate, makeLoopDevice } from '../lib/system';
+import { startXfsEngine, type XfsEngine } from '../lib/xfs-engine';
 
 const MiB = 1 << 20;
 const VOLUME_BYTES = 4 * MiB;
@@ -23,12 +20,8 @@ const XFS_IMAGE_BYTES = 512 * MiB;
 const STORAGE_LIMIT_BYTES = 64 * MiB;
 
 const suite = gate(test, 'copy-before-write fallback', { root: true, tools: ['losetup', 'mkfs.xfs', 'mount', 'umount'] });
-let work: TempDir | undefined;
+let fixture: XfsEngine | undefined;
 let shm_dir = '';
-let xfs_loop: LoopDevice | undefined;
-let xfs: Mount | undefined;
-let engine: Engine | undefined;
-let client: IoClient | undefined;
 
 function sparseFile(file: string, size_bytes: number): string {
   writeFileSync(file, '');
@@ -43,33 +36,22 @@ function pattern(seed: number, length: number): Buffer {
 }
 
 suite.before(async () => {
-  work = tempDir('cow-fallback');
+  fixture = await startXfsEngine('cow-fallback', XFS_IMAGE_BYTES);
   shm_dir = mkdtempSync('/dev/shm/ublksnap-cow-fallback-');
-  const image = path.join(work.path, 'xfs.img');
-  closeSync(openSync(image, 'w'));
-  truncateSync(image, XFS_IMAGE_BYTES);
-  xfs_loop = makeLoopDevice(image);
-  xfs = mkfsXfsReflinkAndMount(xfs_loop.device);
-  engine = await Engine.start({ logger: pino({ level: 'silent' }), params: SMALL_CHUNK_PARAMS });
-  client = await IoClient.open(engine, 64, MiB);
 });
 
 suite.after(async () => {
   try {
-    await client?.close();
-    await engine?.stop();
+    await fixture?.dispose();
   } finally {
-    xfs?.unmount();
-    xfs_loop?.detach();
     if (shm_dir !== '') rmSync(shm_dir, { recursive: true, force: true });
-    work?.remove();
   }
 });
 
 /** Snapshot of `volume_path` with `storage`; overwrites the volume; checks the image, the path and the reason. */
 async function copiedWithReason(name: string, volume_path: string, storage: string, reason: RegExp): Promise<void> {
-  const e = engine!;
-  const c = client!;
+  const e = fixture!.engine;
+  const c = fixture!.client;
   await e.attach(volume_path, { name });
   let id: string | undefined;
   try {
@@ -94,7 +76,7 @@ async function copiedWithReason(name: string, volume_path: string, storage: stri
 }
 
 suite.test('ext4: volume and storage on one ext4, which does not clone', async () => {
-  const dir = path.join(work!.path, 'ext4');
+  const dir = path.join(fixture!.work.path, 'ext4');
   mkdirSync(dir);
   await copiedWithReason('onext4', sparseFile(path.join(dir, 'v.img'), VOLUME_BYTES), path.join(dir, 'v.diff'),
     /^the filesystem does not clone ranges \(E[A-Z]+\)$/);
@@ -106,23 +88,23 @@ suite.test('tmpfs: volume and storage (a directory: O_TMPFILE) on /dev/shm', asy
 });
 
 suite.test('two filesystems: the volume on XFS with reflink, the storage on tmpfs', async () => {
-  await copiedWithReason('twofs', sparseFile(path.join(xfs!.path, 'v.img'), VOLUME_BYTES), path.join(shm_dir, 'twofs.diff'),
+  await copiedWithReason('twofs', sparseFile(path.join(fixture!.mount.path, 'v.img'), VOLUME_BYTES), path.join(shm_dir, 'twofs.diff'),
     /^the volume and the difference storage are on different filesystems$/);
 });
 
 suite.test('a block-device volume', async () => {
-  const loop = makeLoopDevice(sparseFile(path.join(work!.path, 'blockvol.raw'), VOLUME_BYTES));
+  const loop = makeLoopDevice(sparseFile(path.join(fixture!.work.path, 'blockvol.raw'), VOLUME_BYTES));
   try {
-    await copiedWithReason('blockvol', loop.device, path.join(xfs!.path, 'blockvol.diff'), /^the volume is a block device$/);
+    await copiedWithReason('blockvol', loop.device, path.join(fixture!.mount.path, 'blockvol.diff'), /^the volume is a block device$/);
   } finally {
     loop.detach();
   }
 });
 
 suite.test('a block-device storage', async () => {
-  const loop = makeLoopDevice(sparseFile(path.join(work!.path, 'blockstore.raw'), 2 * VOLUME_BYTES));
+  const loop = makeLoopDevice(sparseFile(path.join(fixture!.work.path, 'blockstore.raw'), 2 * VOLUME_BYTES));
   try {
-    await copiedWithReason('blockstore', sparseFile(path.join(xfs!.path, 'bs.img'), VOLUME_BYTES), loop.device,
+    await copiedWithReason('blockstore', sparseFile(path.join(fixture!.mount.path, 'bs.img'), VOLUME_BYTES), loop.device,
       /^the difference storage is a block device$/);
   } finally {
     loop.detach();

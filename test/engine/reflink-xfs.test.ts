@@ -16,14 +16,11 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readSync, statfsSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import pino from 'pino';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Engine } from '../../src/engine/engine';
-import { IoClient } from '../../src/frontends/in-process/io-client';
 import { cloneRange } from '../../src/native/index';
-import { SMALL_CHUNK_PARAMS } from '../lib/engine-fixture';
-import { expectSystemError, gate, makeLoopDevice, mkfsXfsReflinkAndMount, tempDir, type LoopDevice, type Mount, type TempDir } from '../lib/system';
+import { expectSystemError, gate } from '../lib/system';
+import { startXfsEngine, type XfsEngine } from '../lib/xfs-engine';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -42,11 +39,7 @@ const CONTRACT_SCENARIOS = ['isolation', 'image-writes', 'overflow', 'destroy-lo
 const CONTRACT_TIMEOUT_MS = 300_000;
 
 const suite = gate(test, 'reflink on XFS', { root: true, tools: ['losetup', 'mkfs.xfs', 'mount', 'umount'] });
-let work: TempDir | undefined;
-let loop: LoopDevice | undefined;
-let mount: Mount | undefined;
-let engine: Engine | undefined;
-let client: IoClient | undefined;
+let fixture: XfsEngine | undefined;
 
 function pattern(seed: number, length: number): Buffer {
   const buffer = Buffer.alloc(length);
@@ -60,7 +53,7 @@ function freeBytes(dir: string): number {
 }
 
 function volumeFile(name: string, size_bytes: number): string {
-  const file = path.join(mount!.path, name);
+  const file = path.join(fixture!.mount.path, name);
   writeFileSync(file, '');
   truncateSync(file, size_bytes);
   return file;
@@ -71,33 +64,19 @@ async function sleep(ms: number): Promise<void> {
 }
 
 suite.before(async () => {
-  work = tempDir('reflink-xfs');
-  const image = path.join(work.path, 'xfs.img');
-  closeSync(openSync(image, 'w'));
-  truncateSync(image, XFS_IMAGE_BYTES);
-  loop = makeLoopDevice(image);
-  mount = mkfsXfsReflinkAndMount(loop.device);
-  engine = await Engine.start({ logger: pino({ level: 'silent' }), params: SMALL_CHUNK_PARAMS });
-  client = await IoClient.open(engine, 64, MiB);
+  fixture = await startXfsEngine('reflink-xfs', XFS_IMAGE_BYTES);
 });
 
 suite.after(async () => {
-  try {
-    await client?.close();
-    await engine?.stop();
-  } finally {
-    mount?.unmount();
-    loop?.detach();
-    work?.remove();
-  }
+  await fixture?.dispose();
 });
 
 suite.test('cloneRange: aligned ranges clone; an unaligned tail only where it ends both files', () => {
-  const source = path.join(mount!.path, 'clone-source');
+  const source = path.join(fixture!.mount.path, 'clone-source');
   const data = pattern(1, 3 * 4096 + 1000);
   writeFileSync(source, data);
   const source_fd = openSync(source, 'r');
-  const dest_fd = openSync(path.join(mount!.path, 'clone-dest'), 'w+');
+  const dest_fd = openSync(path.join(fixture!.mount.path, 'clone-dest'), 'w+');
   try {
     cloneRange(dest_fd, 4096, source_fd, 0, 8192);
     const copied = Buffer.alloc(8192);
@@ -113,8 +92,8 @@ suite.test('cloneRange: aligned ranges clone; an unaligned tail only where it en
 });
 
 suite.test('chunks are cloned (the short tail copied); the image is the pre-take data; image writes stay off the volume', async () => {
-  const e = engine!;
-  const c = client!;
+  const e = fixture!.engine;
+  const c = fixture!.client;
   await e.attach(volumeFile('clone.img', VOLUME_BYTES), { name: 'clone' });
   const volume = e.resolveExport('clone').handle;
   const before = pattern(2, VOLUME_BYTES);
@@ -151,14 +130,14 @@ suite.test('chunks are cloned (the short tail copied); the image is the pre-take
 });
 
 suite.test('destroy gives the storage\'s extents back to the filesystem', async () => {
-  const e = engine!;
-  const c = client!;
+  const e = fixture!.engine;
+  const c = fixture!.client;
   await e.attach(volumeFile('free.img', FREE_VOLUME_BYTES), { name: 'free' });
   const volume = e.resolveExport('free').handle;
   await c.write(volume, 0, pattern(5, FREE_VOLUME_BYTES));
   await c.flush(volume);
-  const free_before = freeBytes(mount!.path);
-  const id = await e.snapshotCreate({ volumes: ['free'], storage: path.join(mount!.path, 'free.diff'), limit_bytes: 64 * MiB });
+  const free_before = freeBytes(fixture!.mount.path);
+  const id = await e.snapshotCreate({ volumes: ['free'], storage: path.join(fixture!.mount.path, 'free.diff'), limit_bytes: 64 * MiB });
   await e.snapshotTake(id);
   await c.write(volume, 0, pattern(6, FREE_VOLUME_BYTES));
   await c.flush(volume);
@@ -166,14 +145,14 @@ suite.test('destroy gives the storage\'s extents back to the filesystem', async 
   // A chunk that finds no room while the first growth step runs is copied, not waited for.
   assert.is(area.cloned + area.copied, FREE_VOLUME_BYTES / CHUNK_BYTES, 'every chunk saved once');
   assert.ok(area.cloned >= (FREE_VOLUME_BYTES / CHUNK_BYTES) * 0.9, `most chunks cloned: ${JSON.stringify(area)}`);
-  const free_held = freeBytes(mount!.path);
+  const free_held = freeBytes(fixture!.mount.path);
   assert.ok(free_held <= free_before - FREE_VOLUME_BYTES + FREE_SLACK_BYTES,
     `the old extents stay held by the storage: ${(free_before - free_held) / MiB} MiB less free`);
   assert.ok(free_held >= free_before - 2 * FREE_VOLUME_BYTES - FREE_SLACK_BYTES, 'cloning moved no bytes twice');
   await e.snapshotDestroy(id);
   const deadline = Date.now() + FREE_RETURN_WAIT_MS;
-  while (freeBytes(mount!.path) < free_before - FREE_SLACK_BYTES && Date.now() < deadline) await sleep(POLL_MS);
-  const free_after = freeBytes(mount!.path);
+  while (freeBytes(fixture!.mount.path) < free_before - FREE_SLACK_BYTES && Date.now() < deadline) await sleep(POLL_MS);
+  const free_after = freeBytes(fixture!.mount.path);
   assert.ok(free_after >= free_before - FREE_SLACK_BYTES,
     `destroy returned the storage's extents: ${(free_before - free_after) / MiB} MiB still missing`);
   await e.detach('free');
@@ -183,7 +162,7 @@ for (const scenario of CONTRACT_SCENARIOS) {
   suite.test(`contract scenario ${scenario} on XFS with reflink, every snapshot cbw=reflink`, () => {
     const result = spawnSync(process.execPath, [path.join(__dirname, '..', 'contract', `${scenario}.test.js`)], {
       env: {
-        ...process.env, UBLKSNAP_CONTRACT_DRIVERS: 'in-process', UBLKSNAP_CONTRACT_SCRATCH: mount!.path,
+        ...process.env, UBLKSNAP_CONTRACT_DRIVERS: 'in-process', UBLKSNAP_CONTRACT_SCRATCH: fixture!.mount.path,
         UBLKSNAP_CONTRACT_CBW: 'reflink', NO_COLOR: '1',
       },
       encoding: 'utf8', timeout: CONTRACT_TIMEOUT_MS,
