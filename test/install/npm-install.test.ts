@@ -56,8 +56,13 @@ suite.after(() => {
 
 suite.test('pack, install -g into a prefix, and run the installed ublksnap from PATH', async () => {
   const prefix = path.join(dir, 'prefix');
+  // A user's shell, not npm's: under `npm test` the outer npm exports its
+  // whole config as npm_config_* (prefix=/usr, an empty allow_scripts…), and
+  // the lower-case names win over NPM_CONFIG_PREFIX — seen installing into
+  // /usr without building the addon.
+  const shell_env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name)));
   const env = {
-    ...process.env, NPM_CONFIG_PREFIX: prefix, npm_config_prefer_offline: 'true', npm_config_audit: 'false', npm_config_fund: 'false',
+    ...shell_env, NPM_CONFIG_PREFIX: prefix, npm_config_prefer_offline: 'true', npm_config_audit: 'false', npm_config_fund: 'false',
     PATH: `${path.join(prefix, 'bin')}:${process.env.PATH ?? ''}`, UBLKSNAP_SOCKET: path.join(dir, 'ctl.sock'),
   };
   const tarballs = (): string[] => readdirSync(REPO_ROOT).filter((name) => /^ublksnap-\d+\.\d+\.\d+\.tgz$/.test(name));
@@ -100,7 +105,7 @@ suite.test('pack, install -g into a prefix, and run the installed ublksnap from 
       version = await ublksnap(['version']);
     }
     assert.is(version.code, 0, `the installed daemon never answered: ${version.stderr}\n${daemon_log}`);
-    assert.match(version.stdout, /^version=\d+\.\d+\.\d+/);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\.\d+$/m, 'version prints M.m.r.b, as upstream');
     sparseFile(path.join(dir, 'disk.img'), 4 << 20);
     const attached = await ublksnap(['attach', '-d', path.join(dir, 'disk.img'), '--nbd']);
     assert.is(attached.code, 0, attached.stderr);
