@@ -200,7 +200,6 @@ uint32_t QueueCore::Report() {
   }
   ready_count_ = 0;
   stats_.delivered += count;
-  if (direct_ != nullptr) stats_.direct = direct_->counts();
   return count;
 }
 

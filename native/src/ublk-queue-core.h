@@ -65,7 +65,6 @@ struct QueueStats {
   uint32_t failed = 0;      // tags ended by another error CQE
   int32_t last_error = 0;   // the errno of the last such CQE
   uint64_t wakeups = 0;     // a queue thread's returns from io_uring_enter (0 on an event loop)
-  DirectCounts direct;      // requests served without JavaScript (direct-volume.h)
 };
 
 enum class CommitStatus { kOk, kBadTag, kNotOwned, kClosed, kNoSqe };

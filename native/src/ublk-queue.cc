@@ -351,11 +351,13 @@ Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   result.Set("wakeups", Napi::Number::New(env, static_cast<double>(stats.wakeups)));
   result.Set("native_thread", Napi::Boolean::New(env, thread_host_ != nullptr));
   result.Set("direct", Napi::Boolean::New(env, direct_.attached()));
-  result.Set("direct_reads", Napi::Number::New(env, static_cast<double>(stats.direct.reads)));
-  result.Set("direct_writes", Napi::Number::New(env, static_cast<double>(stats.direct.writes)));
-  result.Set("direct_bytes_read", Napi::Number::New(env, static_cast<double>(stats.direct.bytes_read)));
-  result.Set("direct_bytes_written", Napi::Number::New(env, static_cast<double>(stats.direct.bytes_written)));
-  result.Set("direct_declined", Napi::Number::New(env, static_cast<double>(stats.direct.declined)));
+  // The direct volume keeps its own counts (until the next serveDirect of a volume).
+  DirectCounts direct = direct_.counts();
+  result.Set("direct_reads", Napi::Number::New(env, static_cast<double>(direct.reads)));
+  result.Set("direct_writes", Napi::Number::New(env, static_cast<double>(direct.writes)));
+  result.Set("direct_bytes_read", Napi::Number::New(env, static_cast<double>(direct.bytes_read)));
+  result.Set("direct_bytes_written", Napi::Number::New(env, static_cast<double>(direct.bytes_written)));
+  result.Set("direct_declined", Napi::Number::New(env, static_cast<double>(direct.declined)));
   return result;
 }
 
