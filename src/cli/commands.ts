@@ -204,6 +204,7 @@ export function statusLines(status: DaemonStatus): string {
         // Older daemons do not say how they save chunks.
         ...(chunks.cbw === undefined ? {} : { cbw: chunks.cbw, cloned: chunks.cloned, copied: chunks.copied }),
         ...(chunks.cbw === 'copy' ? { cbw_reason: chunks.cbw_reason } : {}),
+        ...(chunks.cbw === 'reflink' && chunks.cloned_ahead !== undefined ? { cloned_ahead: chunks.cloned_ahead } : {}),
       }));
     }
   }

@@ -80,6 +80,8 @@ export interface SnapshotInfo {
     cbw: 'reflink' | 'copy'; cbw_reason: string;
     /** Chunks saved before a write so far, by clone and by copy. */
     cloned: number; copied: number;
+    /** Of `cloned`, the chunks cloned ahead of a sequential writer, before a write reached them. */
+    cloned_ahead: number;
   }[];
 }
 

@@ -374,6 +374,7 @@ export class Snapshot {
           cbw_reason: area.cow_path.kind === 'copy' ? area.cow_path.reason : '',
           cloned: saved.cloned,
           copied: saved.copied,
+          cloned_ahead: saved.cloned_ahead,
         };
       }),
     };

@@ -9,7 +9,15 @@
 //   [1] CLONED_CHUNKS    chunks copy-before-write saved by cloning        I/O actors: add
 //   [2] COPIED_CHUNKS    chunks copy-before-write saved by reading them   I/O actors: add
 //   [3]                  reserved
+//   [4] CLONED_AHEAD     of CLONED_CHUNKS, those cloned ahead of a          I/O actors: add
+//                        sequential writer, before any write touched them
+//   [5] STREAM_NEXT      the chunk after the last run a first touch         I/O actors: store
+//                        cloned: a write that covers it continues a
+//                        sequential stream (diff-area.ts, clone ahead)
+//   [6..7]               reserved
 //
+// STREAM_NEXT is a hint, not a truth: two writers may store it in either
+// order, which at worst costs one missed (or one needless) clone ahead.
 // Nobody waits on these words: the notice travels by postMessage, so the
 // word only de-duplicates requests (no Atomics.wait, no notify). The two
 // tallies are for status and the benchmark's write amplification (bytes
@@ -18,7 +26,9 @@
 export const FLUSH_REQUESTED = 0;
 export const CLONED_CHUNKS = 1;
 export const COPIED_CHUNKS = 2;
-export const AREA_CONTROL_WORDS = 4;
+export const CLONED_AHEAD_CHUNKS = 4;
+export const STREAM_NEXT_CHUNK = 5;
+export const AREA_CONTROL_WORDS = 8;
 
 export function createAreaControl(): SharedArrayBuffer {
   return new SharedArrayBuffer(AREA_CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT);
@@ -39,6 +49,23 @@ export function countSavedChunk(control: Int32Array, cloned: boolean): void {
   Atomics.add(control, cloned ? CLONED_CHUNKS : COPIED_CHUNKS, 1);
 }
 
-export function savedChunks(control: Int32Array): { cloned: number; copied: number } {
-  return { cloned: Atomics.load(control, CLONED_CHUNKS), copied: Atomics.load(control, COPIED_CHUNKS) };
+/** Counts `count` chunks cloned ahead of the writer (they are also counted as cloned). */
+export function countClonedAhead(control: Int32Array, count: number): void {
+  Atomics.add(control, CLONED_AHEAD_CHUNKS, count);
+}
+
+/** The chunk a sequential writer is expected to touch next (0 at take). */
+export function streamNextChunk(control: Int32Array): number {
+  return Atomics.load(control, STREAM_NEXT_CHUNK);
+}
+
+export function setStreamNextChunk(control: Int32Array, chunk: number): void {
+  Atomics.store(control, STREAM_NEXT_CHUNK, chunk);
+}
+
+export function savedChunks(control: Int32Array): { cloned: number; copied: number; cloned_ahead: number } {
+  return {
+    cloned: Atomics.load(control, CLONED_CHUNKS), copied: Atomics.load(control, COPIED_CHUNKS),
+    cloned_ahead: Atomics.load(control, CLONED_AHEAD_CHUNKS),
+  };
 }

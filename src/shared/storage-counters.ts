@@ -119,6 +119,25 @@ export class StorageCounters {
   }
 
   /**
+   * Room that may be handed to chunks before any write needs them (clone
+   * ahead, cow/diff-area.ts) without changing when the snapshot overflows
+   * or when growth starts:
+   *   - none unless the limit covers the need: only then can every chunk
+   *     get room whatever took room first, so early chunks never take the
+   *     room of a later one that copying would have saved;
+   *   - none of the low-water reserve while a growth step may still come:
+   *     taking it would start growth (and reserve filesystem space) for
+   *     chunks no write has touched. Once growth has asked for the whole
+   *     need, all free room is spare.
+   */
+  spare_sectors(): number {
+    const need = Atomics.load(this.big, NEED);
+    if (Atomics.load(this.big, LIMIT) < need) return 0;
+    const reserve = Atomics.load(this.big, REQUESTED) >= need ? 0 : this.low_water_sectors;
+    return Math.max(0, this.free_sectors() - reserve);
+  }
+
+  /**
    * Claims the pending growth step when free space is at or below
    * `threshold_sectors`: true for exactly one caller until growthDone().
    * Also true when an allocation found no room at all.
