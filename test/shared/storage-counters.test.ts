@@ -101,6 +101,23 @@ test('the need caps growth below the limit, is no shortage, and ends low-space c
   assert.throws(() => counters.setNeed(0), /bad need/);
 });
 
+test('spare room for clones ahead: none before take or when the limit is below the need; never the low-water reserve while growth may come', () => {
+  const counters = StorageCounters.create(100, 1000, true);
+  counters.setLowWater(40);
+  assert.is(counters.spare_sectors(), 0, 'before take the need is unknown: nothing is spare');
+  counters.setNeed(2000);
+  assert.is(counters.spare_sectors(), 0, 'the limit (1000) is below the need: a chunk taken early could take a later one\'s room');
+  const covered = StorageCounters.create(100, 1000, true);
+  covered.setLowWater(40);
+  covered.setNeed(500);
+  assert.is(covered.spare_sectors(), 60, 'growth still to come: free (100) less the low-water reserve (40)');
+  covered.allocate(70);
+  assert.is(covered.spare_sectors(), 0, 'below the reserve: nothing spare, never negative');
+  assert.is(covered.request(1000), 500, 'growth asks for the whole need');
+  covered.grown(500);
+  assert.is(covered.spare_sectors(), 430, 'every chunk has room now: all free room is spare');
+});
+
 test('claimLowSpace uses the low-water mark the control plane set', () => {
   const counters = StorageCounters.create(100, 1000, true);
   counters.setLowWater(40);
