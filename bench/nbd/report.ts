@@ -35,6 +35,21 @@ export function throughputTable(input: ReportInput): string {
   return table(['workload (median)', ...input.systems.map((s) => s.label)], rows);
 }
 
+/**
+ * Per first-touch write workload and snapshot system: the median over rounds
+ * of bytes copied ÷ bytes written ("—" where not measured). A 4 KiB write
+ * that copies a 64 KiB unit shows 16.00; a cloned chunk counts nothing.
+ */
+export function amplificationTable(input: ReportInput, write_workloads: WorkloadSpec[]): string {
+  const snapshot_systems = input.systems.filter((s) => input.samples.some((sample) => sample.system === s.id && sample.copied_bytes !== undefined));
+  const rows = write_workloads.map((w) => [w.label, ...snapshot_systems.map((s) => {
+    const value = medianValue(input.samples, s.id, w.id, (sample) =>
+      (sample.copied_bytes === undefined || sample.bytes <= 0 ? Number.NaN : sample.copied_bytes / sample.bytes));
+    return Number.isNaN(value) ? '—' : value.toFixed(2);
+  })]);
+  return table(['bytes copied ÷ bytes written (median)', ...snapshot_systems.map((s) => s.label)], rows);
+}
+
 export function resourceTable(input: ReportInput): string {
   const cpu = input.workloads.map((w) => [w.label, ...input.systems.map((s) => {
     const value = medianValue(input.samples, s.id, w.id, (sample) => sample.server_cpu_seconds);

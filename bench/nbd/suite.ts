@@ -4,7 +4,9 @@
 // image of random data on /dev/shm, over Unix sockets; and the TLS rows
 // (tls-systems.ts) over loopback TCP.
 //
-//   set-up      install missing tools (tools.ts); fill the image
+//   set-up      install missing tools (tools.ts); fill the image; as root,
+//               make an XFS (reflink=1) with an image of its own for the
+//               -xfs systems (../xfs-mount.ts)
 //   rounds      every system once per round (systems.ts), the order
 //               rotated by one each round so no system always runs first
 //               or last; samples, server CPU and RSS, image checksums
@@ -12,18 +14,20 @@
 //   verdicts    per-round ratios → medians → one verdict per docs/design.md §10
 //               goal (goals.ts); tables and chart (report.ts)
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chunkGeometry } from '../../src/shared/geometry';
+import { mountXfsReflink, type XfsMount } from '../xfs-mount';
 import { DEFAULT_PARAMS } from '../../src/shared/params';
 import { verdictLine, verdicts as judge, type Comparison, type GoalVerdict } from './goals';
 import { fillRandom } from './image';
-import { chartSvg, comparisonTable, resourceTable, takeTable, throughputTable, type ReportInput } from './report';
+import { amplificationTable, chartSvg, comparisonTable, resourceTable, takeTable, throughputTable, type ReportInput } from './report';
 import type { ServerUsage } from './servers';
 import {
   QEMU_COPY_UNIT_BYTES, RANDOM_BLOCK_BYTES, WORKLOADS, nbdkitFile, qsdFleecing, qsdPlain, strideWorkload, ublksnapPlain,
-  ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification, type WorkloadSpec,
+  XFS_LABEL, ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification,
+  type WorkloadSpec, type XfsSite,
 } from './systems';
 import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
 import { WRITE_4K_TLS, nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
@@ -57,6 +61,14 @@ const TAKES_QUICK = 5;
 const SHM_DIR = '/dev/shm';
 /** The minimal I/O size the engine assumes for a regular file. */
 const FILE_MIN_IO_BYTES = 4096;
+/**
+ * The XFS of the -xfs systems, in image sizes: the image, a diff storage or
+ * QEMU target of up to one image, the new blocks the volume's overwrites
+ * get while the storage keeps the old ones, the last snapshot's storage
+ * while XFS frees it in the background, metadata. Sparse: memory is taken
+ * only as XFS writes blocks (never returned before the end: no discard).
+ */
+const XFS_IMAGES = 6;
 
 export interface NbdBenchOptions {
   quick: boolean;
@@ -88,10 +100,12 @@ export const GOALS = {
   versus_qemu: 'first-touch writes ≥ 2× QEMU fleecing',
   versus_self: 'first-touch writes ≥ 0.5× our no-snapshot',
   image_reads: 'image reads ≥ 1.0× QEMU snapshot-access',
+  xfs_versus_self: 'XFS reflink: first-touch seq writes ≥ 0.9× our no-snapshot',
+  xfs_versus_qemu: 'XFS reflink: first-touch seq writes ≥ 3× QEMU fleecing',
 } as const;
 
 /** Every comparison behind the four docs/design.md §10 speed goals. */
-export function goalComparisons(snapshot_systems: { id: string; copy_unit_bytes: number }[]): Comparison[] {
+export function goalComparisons(snapshot_systems: { id: string; copy_unit_bytes: number; on_xfs?: boolean }[]): Comparison[] {
   const compare = (goal: string, label: string, target: number, top: [string, string], bottom: [string, string]): Comparison =>
     ({ goal, label, target, numerator: { system: top[0], workload: top[1] }, denominator: { system: bottom[0], workload: bottom[1] } });
   const qemu_stride = strideWorkload(QEMU_COPY_UNIT_BYTES).id;
@@ -100,8 +114,16 @@ export function goalComparisons(snapshot_systems: { id: string; copy_unit_bytes:
     compare(GOALS.plain, 'rand write', 0.8, ['ublksnap', WORKLOADS.rand_write.id], ['nbdkit', WORKLOADS.rand_write.id]),
     compare(GOALS.plain, 'seq read', 0.8, ['ublksnap', WORKLOADS.seq_read.id], ['nbdkit', WORKLOADS.seq_read.id]),
   ];
-  for (const { id, copy_unit_bytes } of snapshot_systems) {
+  for (const { id, copy_unit_bytes, on_xfs } of snapshot_systems) {
     const chunk = `${copy_unit_bytes / KiB} KiB chunk`;
+    if (on_xfs === true) {
+      // Issue 15: on a filesystem where chunks are cloned, against the same server and QEMU on the same XFS.
+      list.push(
+        compare(GOALS.xfs_versus_self, `seq write, ${chunk}`, 0.9, [id, WORKLOADS.seq_write.id], ['ublksnap-xfs', WORKLOADS.seq_write.id]),
+        compare(GOALS.xfs_versus_qemu, `seq write, ${chunk}`, 3, [id, WORKLOADS.seq_write.id], ['qsd-fleece-xfs', WORKLOADS.seq_write.id]),
+      );
+      continue;
+    }
     const stride = strideWorkload(copy_unit_bytes).id;
     list.push(
       compare(GOALS.versus_qemu, `seq write, ${chunk}`, 2, [id, WORKLOADS.seq_write.id], ['qsd-fleece', WORKLOADS.seq_write.id]),
@@ -130,6 +152,11 @@ function allSystems(image_bytes: number): SystemSpec[] {
   systems.push(ublksnapSnapshot('ublksnap-snap', `ublksnap, snapshot, ${default_chunk / KiB} KiB chunk (default)`, default_chunk));
   if (default_chunk !== QEMU_COPY_UNIT_BYTES) systems.push(ublksnapSnapshot64k());
   systems.push(nbdkitFile(), qsdPlain(), qsdFleecing());
+  // Issue 15: the volume and the diff storage (QEMU: the target) on an XFS with reflink=1.
+  systems.push(ublksnapPlain(true),
+    ublksnapSnapshot('ublksnap-snap-xfs', `ublksnap, snapshot, ${default_chunk / KiB} KiB chunk (default)${XFS_LABEL}`, default_chunk, undefined, true));
+  if (default_chunk !== QEMU_COPY_UNIT_BYTES) systems.push(ublksnapSnapshot64k(true));
+  systems.push(qsdFleecing(true));
   // The TLS rows: ours over plain TCP and over TLS, nbdkit over TLS (tls-systems.ts).
   systems.push(ublksnapTcp(), ublksnapTls(), nbdkitTls());
   return systems;
@@ -144,7 +171,7 @@ interface Plan {
   budget_s: number | undefined;
   systems: SystemSpec[];
   /** The ublksnap snapshot systems, for the goal comparisons (whether or not --systems kept them). */
-  snapshot_systems: { id: string; copy_unit_bytes: number }[];
+  snapshot_systems: { id: string; copy_unit_bytes: number; on_xfs?: boolean }[];
   copy_units_bytes: number[];
   rand_ios: number;
   profile_dir: string | undefined;
@@ -173,7 +200,7 @@ function plan(options: NbdBenchOptions): Plan {
     budget_s: options.rounds !== undefined ? undefined : (options.quick ? ROUNDS_BUDGET_S_QUICK : ROUNDS_BUDGET_S_FULL),
     systems,
     snapshot_systems: every.filter((s) => s.kind === 'snapshot' && s.id.startsWith('ublksnap'))
-      .map((s) => ({ id: s.id, copy_unit_bytes: s.copy_unit_bytes! })),
+      .map((s) => ({ id: s.id, copy_unit_bytes: s.copy_unit_bytes!, on_xfs: s.on_xfs === true })),
     copy_units_bytes: [...new Set(every.flatMap((s) => (s.copy_unit_bytes === undefined ? [] : [s.copy_unit_bytes])))].sort((a, b) => a - b),
     rand_ios: Math.max(RANDOM_IOS_MIN, Math.round(RANDOM_IOS_PER_GIB * image_bytes / (1024 * MiB))),
     profile_dir: options.profile_dir,
@@ -186,7 +213,8 @@ function elapsedS(started: number): number {
 }
 
 /** Rounds until rounds_max, or until another round would end past the budget. */
-async function runRounds(run: Plan, collected: Collected, work_dir: string, image_path: string, started: number, log: (line: string) => void): Promise<void> {
+async function runRounds(run: Plan, collected: Collected, work_dir: string, image_path: string, xfs: XfsSite | string | undefined,
+  started: number, log: (line: string) => void): Promise<void> {
   for (let round = 0; round < run.rounds_max; round += 1) {
     const elapsed_s = elapsedS(started);
     if (run.budget_s !== undefined && round >= ROUNDS_MIN && elapsed_s + elapsed_s / round > run.budget_s) {
@@ -197,7 +225,7 @@ async function runRounds(run: Plan, collected: Collected, work_dir: string, imag
     for (const system of rotate(run.systems, round)) {
       log(`round ${round + 1}/${run.rounds_max}: ${system.label} (${elapsedS(started).toFixed(0)} s)`);
       const context: RoundContext = {
-        round, image_path, image_bytes: run.image_bytes, work_dir, copy_units_bytes: run.copy_units_bytes,
+        round, image_path, image_bytes: run.image_bytes, work_dir, copy_units_bytes: run.copy_units_bytes, xfs,
         profile_dir: run.profile_dir, log, rand_write_bytes: run.rand_ios * RANDOM_BLOCK_BYTES,
         record: (sample) => collected.samples.push(sample),
         verified: (verification) => collected.verifications.push(verification),
@@ -236,16 +264,35 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
   const collected: Collected = { rounds_done: 0, samples: [], verifications: [], usage: [], errors: [] };
   const work_dir = mkdtempSync(path.join(SHM_DIR, 'ublksnap-nbd-bench-'));
   if (run.profile_dir !== undefined) mkdirSync(run.profile_dir, { recursive: true });
+  let xfs_mount: XfsMount | undefined;
   try {
     const image_path = path.join(work_dir, 'image.raw');
     log(`nbd: ${run.image_bytes / MiB} MiB image of random data in ${work_dir}, up to ${run.rounds_max} rounds, systems: ${run.systems.map((s) => s.id).join(' ')}`);
     fillRandom(image_path, run.image_bytes);
-    await runRounds(run, collected, work_dir, image_path, started, log);
+    let xfs: XfsSite | string | undefined;
+    if (run.systems.some((s) => s.on_xfs === true)) {
+      const mounted = mountXfsReflink('ublksnap-nbd-bench-xfs-', XFS_IMAGES * run.image_bytes);
+      if (typeof mounted === 'string') {
+        xfs = mounted;
+        log(`nbd: the -xfs systems cannot run: ${mounted}`);
+      } else {
+        xfs_mount = mounted;
+        xfs = { dir: mounted.dir, image_path: path.join(mounted.dir, 'image.raw') };
+        fillRandom(xfs.image_path, run.image_bytes);
+        // Written back now, not during the first -xfs system's workloads.
+        const fd = openSync(xfs.image_path, 'r+');
+        fdatasyncSync(fd);
+        closeSync(fd);
+        log(`nbd: XFS (reflink=1) for the -xfs systems at ${mounted.dir}`);
+      }
+    }
+    await runRounds(run, collected, work_dir, image_path, xfs, started, log);
     if (!run.skip_take && run.systems.some((s) => s.id.startsWith('ublksnap'))) {
       log(`take latency (${elapsedS(started).toFixed(0)} s)`);
       await runTake(run, collected, work_dir, log);
     }
   } finally {
+    xfs_mount?.release();
     rmSync(work_dir, { recursive: true, force: true });
   }
   const loadavg_end = os.loadavg();
@@ -270,6 +317,8 @@ function summarize(run: Plan, collected: Collected, context: {
   const text = [
     `NBD throughput, median of ${rounds_done} rounds (fio nbd engine, nbdcopy); snapshot columns: a fresh snapshot per workload, so writes are first touches`,
     '', throughputTable(input), '',
+    'Write amplification of first touches: bytes copy-before-write copied ÷ bytes written (median; 0.00 where every chunk was cloned)',
+    '', amplificationTable(input, [WORKLOADS.seq_write, WORKLOADS.rand_write, ...run.copy_units_bytes.map(strideWorkload)]), '',
     'Server processes: CPU seconds during each workload (median), peak RSS', '', resourceTable(input), '',
     'Goals: per-round ratios and their median', '', comparisonTable(verdicts), '',
     ...(take !== undefined ? [takeTable(take), ''] : []),

@@ -12,9 +12,18 @@
 //             (ublksnap at its default chunk and at 64 KiB; QEMU fleecing,
 //             where "take" is a fresh daemon with a fresh target)
 //
+// Every first-touch write step also records the bytes the system copied
+// for it (ublksnap: chunks saved by copy × chunk size, from the snapshot's
+// info; QEMU: the blocks its fresh target holds afterwards), for the write
+// amplification beside the throughput.
+//
+// The XFS variants (`-xfs`, issue 15) run the same rounds with the volume
+// and the diff storage (QEMU: the target) on an XFS with reflink=1 the
+// suite made (RoundContext.xfs), where ublksnap clones chunks.
+//
 // Every measured step samples the server's CPU seconds before and after.
 
-import { rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { QSD_IMAGE_EXPORT, QSD_VOLUME_EXPORT, nbdkitArgs, qsdFleecingArgs, qsdPlainArgs, unixUri } from './commands';
 import { runFio, type FioJob } from './fio';
@@ -22,6 +31,7 @@ import type { Sample } from './goals';
 import { fileChecksum } from './image';
 import { exportChecksum, readExport } from './nbdcopy';
 import { ServerProcess, UblksnapServer, type ServerUsage, type UblksnapServerOptions } from './servers';
+import type { SnapshotInfo } from '../../src/engine/api';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -33,6 +43,10 @@ export const RANDOM_IODEPTH = 32;
 export const QEMU_COPY_UNIT_BYTES = 64 * KiB;
 export const UBLKSNAP_VOLUME_NAME = 'bench';
 const CHUNK_SHIFT_64K = 16;
+/** st_blocks counts units of this many bytes, whatever the filesystem's block. */
+const STAT_BLOCK_BYTES = 512;
+/** Label suffix of the systems that run on the suite's XFS. */
+export const XFS_LABEL = ', XFS reflink';
 /** How much of a failed server's stderr an error message carries. */
 const SERVER_LOG_TAIL_CHARS = 800;
 /** Untimed random writes after a server starts (fio I/Os of 4 KiB): about a second. */
@@ -66,6 +80,8 @@ export interface SampleRecord extends Sample {
   clat_p99_us?: number;
   /** GCs on the ublksnap server's main thread during the workload. */
   server_gc_count?: number;
+  /** Snapshot systems' write steps: bytes copy-before-write copied (not cloned) for this workload. */
+  copied_bytes?: number;
 }
 
 export interface Verification {
@@ -91,6 +107,23 @@ export interface RoundContext {
   record: (sample: SampleRecord) => void;
   verified: (verification: Verification) => void;
   usage: (system: string, usage: ServerUsage) => void;
+  /** The XFS (reflink=1) the `-xfs` systems run on, with their own image; or why there is none. */
+  xfs?: XfsSite | string;
+}
+
+export interface XfsSite {
+  /** The mounted XFS: diff storages, QEMU targets and sockets of the -xfs systems. */
+  dir: string;
+  /** The -xfs systems' image (random data like the tmpfs one), on the XFS. */
+  image_path: string;
+}
+
+/** The context of an -xfs system: the same round, with image and scratch space on the XFS. */
+export function onXfs(context: RoundContext): RoundContext {
+  const xfs = context.xfs;
+  if (xfs === undefined) throw new Error('no XFS for the -xfs systems: the suite made none');
+  if (typeof xfs === 'string') throw new Error(`no XFS for the -xfs systems: ${xfs}`);
+  return { ...context, image_path: xfs.image_path, work_dir: xfs.dir };
 }
 
 export interface SystemSpec {
@@ -99,6 +132,8 @@ export interface SystemSpec {
   kind: 'plain' | 'snapshot';
   /** The snapshot systems' copy unit, in bytes. */
   copy_unit_bytes?: number;
+  /** Runs on the suite's XFS with reflink (RoundContext.xfs). */
+  on_xfs?: boolean;
   run: (context: RoundContext) => Promise<void>;
 }
 
@@ -120,13 +155,16 @@ export async function measure(context: RoundContext, system: string, workload: W
   context.log(`  ${system} ${workload.id}: ${shown}, server CPU ${server_cpu_seconds.toFixed(2)} s`);
 }
 
-function fioStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string, job: FioJob): Promise<void> {
+/** copied: for a first-touch step, the bytes the snapshot copied so far (each step has a fresh snapshot). */
+function fioStep(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess, uri: string, job: FioJob,
+  copied?: () => Promise<number>): Promise<void> {
   return measure(context, system, workload, server, async () => {
     const result = await runFio(uri, job, path.join(context.work_dir, `fio-${system}-${workload.id}.json`));
     return {
       value: workload.unit === 'MiB/s' ? result.bytes_per_second : result.iops,
       bytes: result.io_bytes, ios: result.ios, seconds: result.runtime_ms / 1000,
       clat_p50_us: result.clat_p50_us, clat_p99_us: result.clat_p99_us,
+      ...(copied === undefined ? {} : { copied_bytes: await copied() }),
     };
   });
 }
@@ -199,6 +237,8 @@ interface Session {
   server: ServerProcess;
   volume_uri: string;
   image_uri: string;
+  /** Bytes copy-before-write copied (not cloned) since take. */
+  copiedBytes: () => Promise<number>;
   end: () => Promise<void>;
 }
 
@@ -214,19 +254,19 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
       workload: WORKLOADS.seq_write.id,
       body: async (session) => {
         await readStep(context, system, WORKLOADS.image_read_before, session.server, session.image_uri);
-        await fioStep(context, system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes));
+        await fioStep(context, system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes), session.copiedBytes);
         await readStep(context, system, WORKLOADS.image_read_after, session.server, session.image_uri);
       },
     },
     {
       workload: WORKLOADS.rand_write.id,
       body: (session) => fioStep(context, system, WORKLOADS.rand_write, session.server, session.volume_uri,
-        randWriteJob(context.image_bytes, context.rand_write_bytes)),
+        randWriteJob(context.image_bytes, context.rand_write_bytes), session.copiedBytes),
     },
     {
       workload: strideWorkload(copy_unit_bytes).id,
       body: (session) => fioStep(context, system, strideWorkload(copy_unit_bytes), session.server, session.volume_uri,
-        strideJob(context.image_bytes, copy_unit_bytes)),
+        strideJob(context.image_bytes, copy_unit_bytes), session.copiedBytes),
     },
   ];
   for (const step of steps) {
@@ -262,23 +302,27 @@ export function launchUblksnap(context: RoundContext, system: string, params: Re
   });
 }
 
-export function ublksnapPlain(): SystemSpec {
-  const id = 'ublksnap';
+export function ublksnapPlain(on_xfs = false): SystemSpec {
+  const id = on_xfs ? 'ublksnap-xfs' : 'ublksnap';
   return {
-    id, label: 'ublksnap, no snapshot', kind: 'plain',
-    run: (context) => plainRound(context, id, async () => {
-      const server = await launchUblksnap(context, id, {});
-      return { server, uri: unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME) };
-    }),
+    id, label: `ublksnap, no snapshot${on_xfs ? XFS_LABEL : ''}`, kind: 'plain', on_xfs,
+    run: (round_context) => {
+      const context = on_xfs ? onXfs(round_context) : round_context;
+      return plainRound(context, id, async () => {
+        const server = await launchUblksnap(context, id, {});
+        return { server, uri: unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME) };
+      });
+    },
   };
 }
 
 /** ublksnap with a fresh snapshot per workload; chunk_shift undefined = the engine's default geometry. */
-export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: number, chunk_shift?: number): SystemSpec {
+export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: number, chunk_shift?: number, on_xfs = false): SystemSpec {
   const params: Record<string, number> = chunk_shift === undefined ? {} : { chunk_minimum_shift: chunk_shift };
   return {
-    id, label, kind: 'snapshot', copy_unit_bytes,
-    run: async (context) => {
+    id, label, kind: 'snapshot', copy_unit_bytes, on_xfs,
+    run: async (round_context) => {
+      const context = on_xfs ? onXfs(round_context) : round_context;
       const server = await launchUblksnap(context, id, params);
       try {
         // Through a throwaway snapshot, so the copy-on-write and image paths are warm too.
@@ -293,6 +337,10 @@ export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: num
             server,
             volume_uri: unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME),
             image_uri: unixUri(server.socket_path, taken.images[UBLKSNAP_VOLUME_NAME]!),
+            copiedBytes: async () => {
+              const area = ((await server.command(`info ${taken.id}`)).info as SnapshotInfo).chunks[0]!;
+              return area.copied * area.chunk_bytes;
+            },
             end: async () => {
               await server.destroy(taken.id);
               rmSync(taken.storage, { force: true });
@@ -308,8 +356,9 @@ export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: num
   };
 }
 
-export function ublksnapSnapshot64k(): SystemSpec {
-  return ublksnapSnapshot('ublksnap-snap-64k', 'ublksnap, snapshot, 64 KiB chunk', QEMU_COPY_UNIT_BYTES, CHUNK_SHIFT_64K);
+export function ublksnapSnapshot64k(on_xfs = false): SystemSpec {
+  return ublksnapSnapshot(`ublksnap-snap-64k${on_xfs ? '-xfs' : ''}`, `ublksnap, snapshot, 64 KiB chunk${on_xfs ? XFS_LABEL : ''}`,
+    QEMU_COPY_UNIT_BYTES, CHUNK_SHIFT_64K, on_xfs);
 }
 
 export function nbdkitFile(): SystemSpec {
@@ -346,11 +395,12 @@ function addUsage(total: ServerUsage | undefined, usage: ServerUsage): ServerUsa
   };
 }
 
-export function qsdFleecing(): SystemSpec {
-  const id = 'qsd-fleece';
+export function qsdFleecing(on_xfs = false): SystemSpec {
+  const id = on_xfs ? 'qsd-fleece-xfs' : 'qsd-fleece';
   return {
-    id, label: 'qemu-storage-daemon fleecing', kind: 'snapshot', copy_unit_bytes: QEMU_COPY_UNIT_BYTES,
-    run: async (context) => {
+    id, label: `qemu-storage-daemon fleecing${on_xfs ? XFS_LABEL : ''}`, kind: 'snapshot', copy_unit_bytes: QEMU_COPY_UNIT_BYTES, on_xfs,
+    run: async (round_context) => {
+      const context = on_xfs ? onXfs(round_context) : round_context;
       let total: ServerUsage | undefined;
       let session_index = 0;
       await snapshotRound(context, id, QEMU_COPY_UNIT_BYTES, async () => {
@@ -363,6 +413,9 @@ export function qsdFleecing(): SystemSpec {
           server,
           volume_uri: unixUri(socket_path, QSD_VOLUME_EXPORT),
           image_uri: unixUri(socket_path, QSD_IMAGE_EXPORT),
+          // The target starts sparse and QEMU writes each cluster it saves (read + write: no
+          // copy_file_range in QEMU 7.2's block copy, bench/README.md): what it holds was copied.
+          copiedBytes: async () => statSync(target_path).blocks * STAT_BLOCK_BYTES,
           end: async () => {
             total = addUsage(total, await server.stop());
             rmSync(target_path, { force: true });
