@@ -85,5 +85,20 @@ plan('the comparisons cover the four docs/design.md §10 goals with their target
   assert.is(comparisons.filter((c) => c.goal === GOALS.image_reads).length, 4);
 });
 
+plan('the -xfs snapshot systems are judged against their neighbours on the same XFS, and only by the XFS goals', () => {
+  const comparisons = goalComparisons([
+    { id: 'ublksnap-snap', copy_unit_bytes: 262144 },
+    { id: 'ublksnap-snap-64k-xfs', copy_unit_bytes: 65536, on_xfs: true },
+  ]);
+  const xfs = comparisons.filter((c) => c.numerator.system === 'ublksnap-snap-64k-xfs');
+  assert.equal(xfs.map((c) => [c.goal, c.target, c.denominator.system, c.numerator.workload, c.denominator.workload]), [
+    [GOALS.xfs_versus_self, 0.9, 'ublksnap-xfs', 'seq-write', 'seq-write'],
+    [GOALS.xfs_versus_qemu, 3, 'qsd-fleece-xfs', 'seq-write', 'seq-write'],
+  ]);
+  assert.not.ok(comparisons.some((c) => c.goal.startsWith('XFS') && !c.numerator.system.endsWith('-xfs')), 'tmpfs systems stay out of the XFS goals');
+  assert.not.ok(comparisons.some((c) => c.denominator.system.endsWith('-xfs') !== c.numerator.system.endsWith('-xfs')
+    && c.goal !== GOALS.plain), 'no comparison crosses filesystems');
+});
+
 math.run();
 plan.run();

@@ -7,7 +7,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { verdicts } from '../../bench/nbd/goals';
-import { chartSvg, formatValue, resourceTable, throughputTable, type ReportInput } from '../../bench/nbd/report';
+import { amplificationTable, chartSvg, formatValue, resourceTable, throughputTable, type ReportInput } from '../../bench/nbd/report';
 import type { SampleRecord } from '../../bench/nbd/systems';
 
 const MiB = 1024 * 1024;
@@ -44,6 +44,20 @@ report('throughput table: medians, one row per workload, one column per system',
   assert.match(lines[2]!, /\| seq +\| 600 MiB\/s +\| 1000 MiB\/s/);
   assert.match(lines[3]!, /\| rand +\| 20\.0 k IOPS +\| — /);
   assert.match(resourceTable(input), /100 MiB/);
+});
+
+report('write amplification: bytes copied ÷ bytes written per snapshot system, median over rounds, — where not measured', () => {
+  const written = (system: string, round: number, bytes: number, copied_bytes: number): SampleRecord =>
+    ({ ...sample(system, 'seq', round, 100 * MiB, 'MiB/s'), bytes, copied_bytes });
+  const amp_input: ReportInput = {
+    ...input,
+    samples: [written('a', 0, 100, 0), written('a', 1, 100, 0), written('b', 0, 100, 100), written('b', 1, 100, 300), sample('c', 'seq', 0, 1, 'MiB/s')],
+    systems: [...input.systems, { id: 'c', label: 'plain' }],
+  };
+  const lines = amplificationTable(amp_input, input.workloads).split('\n');
+  assert.not.match(lines[0]!, /plain/, 'a system that copies nothing before writes has no column');
+  assert.match(lines[2]!, /\| seq +\| 0\.00 +\| 2\.00 +\|/);
+  assert.match(lines[3]!, /\| rand +\| — +\| — +\|/);
 });
 
 report('chart: one well-formed SVG, labels escaped, the verdict shown', () => {
