@@ -29,6 +29,7 @@ import {
   XFS_LABEL, ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification,
   type WorkloadSpec, type XfsSite,
 } from './systems';
+import { probeQemuCopyMethod, type QemuCopyMethod } from './qemu-copy-method';
 import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
 import { WRITE_4K_TLS, nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
 import { ensureTools } from './tools';
@@ -186,6 +187,8 @@ interface Collected {
   usage: { system: string; round: number; usage: ServerUsage }[];
   errors: { system: string; round: number; error: string }[];
   take?: TakeLatencyResult;
+  /** How QEMU saved clusters on the XFS (strace), or why it was not measured. */
+  qemu_copy_method?: QemuCopyMethod | string;
 }
 
 function plan(options: NbdBenchOptions): Plan {
@@ -284,6 +287,14 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
         fdatasyncSync(fd);
         closeSync(fd);
         log(`nbd: XFS (reflink=1) for the -xfs systems at ${mounted.dir}`);
+        if (run.systems.some((s) => s.id === 'qsd-fleece-xfs')) {
+          try {
+            collected.qemu_copy_method = await probeQemuCopyMethod(mounted.dir, work_dir);
+          } catch (error) {
+            collected.qemu_copy_method = `not measured: ${(error as Error).message}`;
+          }
+          log(`nbd: QEMU's copy method on XFS: ${qemuMethodLine(collected.qemu_copy_method)}`);
+        }
       }
     }
     await runRounds(run, collected, work_dir, image_path, xfs, started, log);
@@ -298,6 +309,12 @@ export async function runNbdBench(options: NbdBenchOptions): Promise<NbdBenchRes
   const loadavg_end = os.loadavg();
   const machine = { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, kernel: os.release(), node: process.version, loadavg_start, loadavg_end };
   return summarize(run, collected, { tools, machine, duration_s: elapsedS(started) });
+}
+
+function qemuMethodLine(probe: QemuCopyMethod | string): string {
+  if (typeof probe === 'string') return probe;
+  return `${probe.method} (strace of a ${probe.written_bytes / MiB} MiB sequential write: ${probe.copy_file_range_calls} copy_file_range, `
+    + `${probe.write_calls} write calls; the target holds ${(probe.target_allocated_bytes / MiB).toFixed(0)} MiB)`;
 }
 
 function summarize(run: Plan, collected: Collected, context: {
@@ -324,6 +341,7 @@ function summarize(run: Plan, collected: Collected, context: {
     ...(take !== undefined ? [takeTable(take), ''] : []),
     `${subtitle}; ${Math.round(context.duration_s)} s.`,
     `Image checksums (sha256, nbdcopy of the image vs the volume file before take): ${equal}/${verifications.length} equal.`,
+    ...(collected.qemu_copy_method === undefined ? [] : [`QEMU's copy-before-write on the XFS: ${qemuMethodLine(collected.qemu_copy_method)}.`]),
     ...errors.map((e) => `ERROR ${e.system} round ${e.round + 1}: ${e.error}`),
   ].join('\n');
   const json = {
@@ -332,6 +350,7 @@ function summarize(run: Plan, collected: Collected, context: {
       copy_units_bytes: run.copy_units_bytes, quick: run.quick, systems: run.systems.map((s) => ({ id: s.id, label: s.label, kind: s.kind })),
     },
     tools: context.tools, machine, duration_s: context.duration_s, samples, usage, verifications, take, verdicts, errors,
+    qemu_copy_method: collected.qemu_copy_method,
   };
   return { text, svg: chartSvg(input, subtitle), verdicts, json, goal_lines: [...verdicts.map(verdictLine), verification_line] };
 }

@@ -413,8 +413,9 @@ export function qsdFleecing(on_xfs = false): SystemSpec {
           server,
           volume_uri: unixUri(socket_path, QSD_VOLUME_EXPORT),
           image_uri: unixUri(socket_path, QSD_IMAGE_EXPORT),
-          // The target starts sparse and QEMU writes each cluster it saves (read + write: no
-          // copy_file_range in QEMU 7.2's block copy, bench/README.md): what it holds was copied.
+          // The target starts sparse and QEMU writes each cluster it saves: what it holds was
+          // copied, unless QEMU cloned it with copy_file_range, which the suite's probe reports
+          // for the XFS (qemu-copy-method.ts; QEMU 7.2 never did).
           copiedBytes: async () => statSync(target_path).blocks * STAT_BLOCK_BYTES,
           end: async () => {
             total = addUsage(total, await server.stop());
