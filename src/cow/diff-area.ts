@@ -39,6 +39,9 @@
 // a cloned chunk where they find a stored one. Whatever a clone cannot do
 // (no room yet, a short tail chunk, a failing ioctl) falls back to the copy
 // for that chunk; an allocated slot stays the chunk's and the store reuses it.
+// A write that continues a sequential stream of first touches also clones
+// the NEW chunks after its own, in the same run (clone ahead, below), within
+// room the storage has spare.
 //
 // Storage slots start on STORAGE_SLOT_ALIGN_BYTES boundaries (a short last
 // chunk takes a whole number of them), which a clone needs and a copy does
