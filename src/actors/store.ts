@@ -3,7 +3,7 @@
 // memory (indices, never chunk data). It pops the queue in batches of up
 // to STORE_BATCH_CHUNKS_MAX chunk numbers, sorts a batch and locks its
 // chunks in ascending order (as every multi-chunk locker does), and hands
-// the batch to DiffArea.storeBatch: one extent of storage for the chunks
+// the batch to storeBatch (cow/store-batch.ts): one extent of storage for the chunks
 // that have none yet, one pwritev per run of adjacent slots, every chunk
 // STORED and its buffer freed. The task's own costs (the piscina message,
 // the views of the area's shared memory) are paid once per task, which
@@ -18,7 +18,8 @@
 // In 'drop' mode (a broken or destroyed snapshot) it only frees buffers.
 
 import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
-import { DiffArea, STORE_BATCH_CHUNKS_MAX, type AreaNotifier, type StoreBatchOutcome } from '../cow/diff-area';
+import { DiffArea, type AreaNotifier } from '../cow/diff-area';
+import { createStoreBatchOutcome, STORE_BATCH_CHUNKS_MAX, storeBatch } from '../cow/store-batch';
 import type { StoreResult, StoreTask } from './messages';
 
 /** Chunks one task handles at most before it returns (bounds a task's run time). */
@@ -48,9 +49,7 @@ const silent: AreaNotifier = {
 
 // The batch and its outcome, allocated once per store thread.
 const batch = new Int32Array(STORE_BATCH_CHUNKS_MAX);
-const outcome: StoreBatchOutcome = {
-  stored: 0, writes: 0, left: new Int32Array(STORE_BATCH_CHUNKS_MAX), left_count: 0, no_room: false, errno: 0, error_chunk: -1,
-};
+const outcome = createStoreBatchOutcome();
 
 /** Pops up to STORE_BATCH_CHUNKS_MAX queued chunks into `batch`, sorted ascending, each once. */
 function popBatch(area: DiffArea, limit: number): number {
@@ -94,7 +93,7 @@ export default function store(task: StoreTask): StoreResult {
         result.dropped += count;
         continue;
       }
-      area.storeBatch(batch, count, allocate, outcome);
+      storeBatch(area, batch, count, allocate, outcome);
       result.stored += outcome.stored;
       result.writes += outcome.writes;
       // Back to the queue (still IN_MEMORY, still locked by us: no one can store them meanwhile).

@@ -1,17 +1,23 @@
 // A diff area as an actor sees it: one volume's chunk table, store queue
 // and chunk buffers in one snapshot. This file is the one implementation of
 // copy-on-write and of snapshot-image I/O; the cow, image and store actors
-// only call it.
+// only call it (the store through store-batch.ts).
 //
 // Design notes
 //
 // Copy before write (blksnap.rst, "Copy on write"): a block layer may
 // reorder a read and a later write, so the old data of a chunk is read into
 // memory *before* the write that overwrites it is released, never after.
-// Per chunk the write covers: lock, copy if still NEW, unlock; the write
-// then goes to the volume. A chunk past NEW needs nothing, and a write
-// whose chunks are all past NEW (the fast path) reads the chunk words and
-// takes no lock at all.
+// The write locks each run of adjacent NEW chunks it covers, saves them,
+// unlocks; then it goes to the volume. A chunk past NEW needs nothing, and
+// a write whose chunks are all past NEW (the fast path) reads the chunk
+// words and takes no lock at all.
+//
+// Copying a run: straight to the storage (one extent of slots, one read
+// into this thread's run buffer, one write; the chunks go NEW → STORED)
+// when the storage has room now; otherwise chunk by chunk into slab
+// buffers (NEW → IN_MEMORY), queued for the store actor, which waits for
+// growth and writes them in batches (store-batch.ts).
 //
 // Image I/O holds each chunk's lock while it reads or modifies the chunk,
 // so a volume write (which locks a NEW chunk to copy it) and an image read
@@ -54,7 +60,7 @@ import { PAGE_BYTES, SECTOR_BYTES, pow2 } from '../shared/units';
 import { clearFlushRequest, countSavedChunk, requestFlush } from '../shared/area-control';
 import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
 import type { DiffAreaDescriptor } from '../shared/descriptors';
-import { readFully, writeFully, writevFully, type VolumeReader } from './volume-io';
+import { readFully, writeFully, type VolumeReader } from './volume-io';
 
 /** A writer waits for a free chunk buffer in slices of this… */
 const BUFFER_WAIT_SLICE_MS = 20;
@@ -81,15 +87,6 @@ export function slotSectors(bytes: number): number {
 const CLONE_RUN_CHUNKS_MAX = 64;
 
 /**
- * A store batch holds this many chunks at most, and so does a run of
- * adjacent slots written by one pwritev (far under the kernel's IOV_MAX of
- * 1024 iovecs). It bounds the chunk locks the store holds at once: 16 MiB
- * of 256 KiB chunks, a few milliseconds of writing on tmpfs, during which
- * an image read of one of them waits.
- */
-export const STORE_BATCH_CHUNKS_MAX = 64;
-
-/**
  * copyBeforeWrite saves a run of adjacent NEW chunks with one read and one
  * write through a buffer of this size per thread (allocated at its first
  * use, never freed): the size of a CPU's L2 cache here, so the bytes read
@@ -103,25 +100,6 @@ function copyRunBuffer(): Uint8Array {
   copy_run_buffer ??= new Uint8Array(COPY_RUN_BYTES_MAX);
   return copy_run_buffer;
 }
-
-/** What storeBatch did with a batch. */
-export interface StoreBatchOutcome {
-  stored: number;
-  /** Vectored writes issued (one per run of adjacent slots). */
-  writes: number;
-  /** Chunks still IN_MEMORY, to be queued again: left[0..left_count). */
-  left: Int32Array;
-  left_count: number;
-  /** Some chunk found no room in the storage. */
-  no_room: boolean;
-  /** 0, or the errno of the write that failed (its run's chunks are FAILED). */
-  errno: number;
-  /** The first chunk of the failed run, or -1. */
-  error_chunk: number;
-}
-
-/** Fills a run's iovec array between writes (it must not keep chunk views alive). */
-const EMPTY_VIEW = new Uint8Array(0);
 
 const EIO = ERRNO_BY_CODE.EIO;
 const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
@@ -151,10 +129,6 @@ export class DiffArea {
   private readonly record = new Int32Array(1);
   /** The chunks of the run cloneBeforeWrite holds locked (allocated once: the write path allocates nothing). */
   private readonly clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX);
-  /** The iovec array of a store run (reused: one per area view, never per chunk). */
-  private readonly run_views: Uint8Array[] = [];
-  /** The chunks of a store batch that have data to store (allocated once per area view). */
-  private readonly store_kept = new Int32Array(STORE_BATCH_CHUNKS_MAX);
   /** The chunks of the run copyBeforeWrite holds locked, and how many fit the run buffer. */
   private readonly copy_run: Int32Array;
   private readonly copy_run_chunks_max: number;
@@ -517,148 +491,6 @@ export class DiffArea {
   }
 
   // ── the store side ──────────────────────────────────────────────────────
-
-  /**
-   * Under the locks of batch[0..count) (distinct chunks in ascending order):
-   * writes every IN_MEMORY chunk of the batch to the diff storage, marks it
-   * STORED and frees its buffer. The chunks that have no place in the
-   * storage yet get one extent together, in batch order, so that a batch
-   * of first copies is one run of adjacent slots whatever volume chunks it
-   * holds; a run of adjacent slots leaves in one vectored write. A chunk
-   * stored again after an image write keeps its place and joins a run only
-   * where its slot happens to be adjacent.
-   *
-   * When the storage has no room for all of them, the chunks that found
-   * none stay IN_MEMORY and are listed in `outcome` for the caller to
-   * requeue; a failed write fails its run's chunks (FAILED) and leaves the
-   * chunks after it IN_MEMORY, listed the same way.
-   */
-  storeBatch(batch: Int32Array, count: number, allocate: (sectors: number) => number, outcome: StoreBatchOutcome): void {
-    assert(count <= batch.length && count <= STORE_BATCH_CHUNKS_MAX && outcome.left.length >= count, `store batch of ${count} chunks`);
-    outcome.stored = 0;
-    outcome.writes = 0;
-    outcome.left_count = 0;
-    outcome.no_room = false;
-    outcome.errno = 0;
-    outcome.error_chunk = -1;
-    // Keep the chunks that have data to store (the caller's batch stays as it is: it unlocks from it).
-    const kept_chunks = this.store_kept;
-    let kept = 0;
-    for (let i = 0; i < count; i += 1) {
-      const chunk = batch[i]!;
-      assert(i === 0 || chunk > batch[i - 1]!, 'a store batch is sorted and holds each chunk once');
-      if (this.table.state(chunk) === ChunkState.IN_MEMORY) kept_chunks[kept++] = chunk;
-    }
-    this.storeKept(kept, allocate, outcome);
-  }
-
-  /** storeBatch for store_kept[0..kept): chunks that are all IN_MEMORY. */
-  private storeKept(kept: number, allocate: (sectors: number) => number, outcome: StoreBatchOutcome): void {
-    const batch = this.store_kept;
-    const placed = this.placeBatch(batch, kept, allocate);
-    if (placed < kept) outcome.no_room = true;
-    // Write runs of adjacent slots; a chunk without a place waits for growth.
-    let i = 0;
-    while (i < kept) {
-      if (this.table.offset(batch[i]!) === NO_OFFSET) {
-        outcome.left[outcome.left_count++] = batch[i]!;
-        i += 1;
-        continue;
-      }
-      const run_count = this.runLength(batch, i, kept);
-      const errno = this.writeRun(batch, i, run_count);
-      outcome.writes += 1;
-      if (errno !== 0) {
-        outcome.errno = errno;
-        outcome.error_chunk = batch[i]!;
-        for (let j = i + run_count; j < kept; j += 1) outcome.left[outcome.left_count++] = batch[j]!;
-        return;
-      }
-      outcome.stored += run_count;
-      i += run_count;
-    }
-  }
-
-  /**
-   * Gives every chunk of batch[0..count) that has no storage slot one: one
-   * extent for all of them when there is room, else one slot at a time
-   * until the room runs out. Returns how many of the chunks have a slot.
-   */
-  private placeBatch(batch: Int32Array, count: number, allocate: (sectors: number) => number): number {
-    let need_sectors = 0;
-    for (let i = 0; i < count; i += 1) {
-      if (this.table.offset(batch[i]!) === NO_OFFSET) need_sectors += slotSectors(this.chunkBytes(batch[i]!));
-    }
-    if (need_sectors === 0) return count;
-    let extent = allocate(need_sectors);
-    if (extent !== NO_ROOM) {
-      for (let i = 0; i < count; i += 1) {
-        const chunk = batch[i]!;
-        if (this.table.offset(chunk) !== NO_OFFSET) continue;
-        this.table.setOffset(chunk, extent);
-        extent += slotSectors(this.chunkBytes(chunk));
-      }
-      return count;
-    }
-    let placed = 0;
-    for (let i = 0; i < count; i += 1) {
-      const chunk = batch[i]!;
-      if (this.table.offset(chunk) === NO_OFFSET) {
-        const offset = allocate(slotSectors(this.chunkBytes(chunk)));
-        if (offset === NO_ROOM) break;
-        this.table.setOffset(chunk, offset);
-      }
-      placed += 1;
-    }
-    // The chunks after the first without room keep waiting (their slots, if any, stay theirs).
-    return placed;
-  }
-
-  /** How many chunks from batch[first] on lie in adjacent slots, each slot filled whole but the run's last. */
-  private runLength(batch: Int32Array, first: number, count: number): number {
-    let end_sectors = this.table.offset(batch[first]!) + slotSectors(this.chunkBytes(batch[first]!));
-    let length = 1;
-    while (first + length < count) {
-      const previous = batch[first + length - 1]!;
-      const next = batch[first + length]!;
-      // A short chunk leaves a gap up to its slot's end: the run stops after it.
-      if (this.chunkBytes(previous) !== slotSectors(this.chunkBytes(previous)) * SECTOR_BYTES) break;
-      if (this.table.offset(next) !== end_sectors) break;
-      end_sectors += slotSectors(this.chunkBytes(next));
-      length += 1;
-    }
-    return length;
-  }
-
-  /** Writes batch[first..first+count) (adjacent slots) in one vectored write. Returns an errno. */
-  private writeRun(batch: Int32Array, first: number, count: number): number {
-    const views = this.run_views;
-    views.length = count;
-    let bytes = 0;
-    for (let i = 0; i < count; i += 1) {
-      const chunk = batch[first + i]!;
-      const view = this.slab.view(this.table.slot(chunk));
-      const chunk_bytes = this.chunkBytes(chunk);
-      views[i] = chunk_bytes === view.length ? view : view.subarray(0, chunk_bytes);
-      bytes += chunk_bytes;
-    }
-    try {
-      writevFully(this.storage_fd, views, bytes, this.table.offset(batch[first]!) * SECTOR_BYTES);
-    } catch (error) {
-      for (let i = 0; i < count; i += 1) this.failChunk(batch[first + i]!);
-      const errno = (error as { errno?: number }).errno;
-      return typeof errno === 'number' && errno < 0 ? -errno : errno ?? EIO;
-    } finally {
-      views.fill(EMPTY_VIEW);
-    }
-    for (let i = 0; i < count; i += 1) {
-      const chunk = batch[first + i]!;
-      const slot = this.table.slot(chunk);
-      this.table.setState(chunk, ChunkState.STORED, NO_SLOT);
-      this.slab.release(slot);
-    }
-    return 0;
-  }
 
   /** Under the chunk's lock: drops a chunk's buffer for a broken snapshot. */
   failChunk(chunk: number): void {
