@@ -219,12 +219,14 @@ export class DiffArea {
    * Under the locks of copy_run[0..count), adjacent NEW chunks: saves them
    * straight to the storage — one extent of slots, one pread of the run
    * into this thread's run buffer, one pwrite — and marks them STORED. On
-   * tmpfs that moves each old byte twice, where the buffer-and-queue route
-   * moved it twice through a cold chunk buffer plus a hand-off to the store
-   * thread; and the write that waits for it waits for two copies, as it
-   * waited for a read of the volume before. Where the storage has no room
-   * yet (growth must not sit on the write path) or a chunk exceeds the run
-   * buffer, each chunk goes the buffer-and-queue route instead (copyChunk).
+   * tmpfs that moves each old byte twice, as the buffer-and-queue route
+   * did, but through a buffer still in the caches and with no hand-off to
+   * the store thread. The price: the volume write now waits for the
+   * (buffered) storage write too, not only for the read of the volume. A
+   * read or write error fails the whole run and breaks the snapshot. Where
+   * the storage has no room yet (growth must not sit on the write path) or
+   * a chunk exceeds the run buffer, each chunk goes the buffer-and-queue
+   * route instead (copyChunk).
    */
   private copyRun(volume: VolumeReader, count: number): void {
     const run = this.copy_run;
