@@ -59,6 +59,8 @@ export interface StoreTask {
 export interface StoreResult {
   stored: number;
   dropped: number;
+  /** Vectored writes to the diff storage: one per run of adjacent slots (stored ÷ writes = chunks per write). */
+  writes: number;
   /** An allocation found no room: the queue still holds chunks. */
   no_room: boolean;
   /** Free space fell to the threshold: grow now. */

@@ -1,17 +1,23 @@
 // A diff area as an actor sees it: one volume's chunk table, store queue
 // and chunk buffers in one snapshot. This file is the one implementation of
 // copy-on-write and of snapshot-image I/O; the cow, image and store actors
-// only call it.
+// only call it (the store through store-batch.ts).
 //
 // Design notes
 //
 // Copy before write (blksnap.rst, "Copy on write"): a block layer may
 // reorder a read and a later write, so the old data of a chunk is read into
 // memory *before* the write that overwrites it is released, never after.
-// Per chunk the write covers: lock, copy if still NEW, unlock; the write
-// then goes to the volume. A chunk past NEW needs nothing, and a write
-// whose chunks are all past NEW (the fast path) reads the chunk words and
-// takes no lock at all.
+// The write locks each run of adjacent NEW chunks it covers, saves them,
+// unlocks; then it goes to the volume. A chunk past NEW needs nothing, and
+// a write whose chunks are all past NEW (the fast path) reads the chunk
+// words and takes no lock at all.
+//
+// Copying a run: straight to the storage (one extent of slots, one read
+// into this thread's run buffer, one write; the chunks go NEW → STORED)
+// when the storage has room now; otherwise chunk by chunk into slab
+// buffers (NEW → IN_MEMORY), queued for the store actor, which waits for
+// growth and writes them in batches (store-batch.ts).
 //
 // Image I/O holds each chunk's lock while it reads or modifies the chunk,
 // so a volume write (which locks a NEW chunk to copy it) and an image read
@@ -94,6 +100,21 @@ const CLONE_RUN_CHUNKS_MAX = 64;
  */
 export const CLONE_AHEAD_CHUNKS_MAX = 64;
 
+/**
+ * copyBeforeWrite saves a run of adjacent NEW chunks with one read and one
+ * write through a buffer of this size per thread (allocated at its first
+ * use, never freed): the size of a CPU's L2 cache here, so the bytes read
+ * are still there when they are written. A 1 MiB write is one run of four
+ * 256 KiB chunks.
+ */
+export const COPY_RUN_BYTES_MAX = 1 << 20;
+let copy_run_buffer: Uint8Array | null = null;
+
+function copyRunBuffer(): Uint8Array {
+  copy_run_buffer ??= new Uint8Array(COPY_RUN_BYTES_MAX);
+  return copy_run_buffer;
+}
+
 const EIO = ERRNO_BY_CODE.EIO;
 const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
 
@@ -122,6 +143,9 @@ export class DiffArea {
   private readonly record = new Int32Array(1);
   /** The chunks of the run cloneBeforeWrite holds locked (allocated once: the write path allocates nothing). */
   private readonly clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX + CLONE_AHEAD_CHUNKS_MAX);
+  /** The chunks of the run copyBeforeWrite holds locked, and how many fit the run buffer. */
+  private readonly copy_run: Int32Array;
+  private readonly copy_run_chunks_max: number;
 
   constructor(readonly descriptor: DiffAreaDescriptor, private readonly notifier: AreaNotifier) {
     this.area_id = descriptor.area_id;
@@ -138,6 +162,8 @@ export class DiffArea {
     this.snapshot_control = new Int32Array(descriptor.snapshot_control);
     this.chunk_maximum_in_queue = descriptor.chunk_maximum_in_queue;
     assert(this.slab.slot_bytes >= this.chunk_bytes, 'chunk buffers smaller than a chunk');
+    this.copy_run_chunks_max = Math.max(1, Math.floor(COPY_RUN_BYTES_MAX / this.chunk_bytes));
+    this.copy_run = new Int32Array(this.copy_run_chunks_max);
   }
 
   get healthy(): boolean {
@@ -164,15 +190,93 @@ export class DiffArea {
       this.cloneBeforeWrite(volume, first, last);
       return;
     }
-    for (let chunk = first; chunk <= last; chunk += 1) {
-      if (this.table.state(chunk) !== ChunkState.NEW) continue;
-      this.table.lock(chunk);
-      try {
-        if (this.table.state(chunk) === ChunkState.NEW && this.healthy) this.copyChunk(volume, chunk);
-      } finally {
-        this.table.unlock(chunk);
+    const run = this.copy_run;
+    let chunk = first;
+    while (chunk <= last) {
+      if (this.table.state(chunk) !== ChunkState.NEW) {
+        chunk += 1;
+        continue;
       }
+      let run_count = 0;
+      try {
+        run_count = this.lockNewRun(chunk, last, run, this.copy_run_chunks_max);
+        if (run_count > 0 && this.healthy) this.copyRun(volume, run_count);
+      } finally {
+        for (let i = 0; i < run_count; i += 1) this.table.unlock(run[i]!);
+      }
+      chunk += Math.max(run_count, 1);
     }
+  }
+
+  /**
+   * Locks the adjacent NEW chunks from `chunk` on (ascending, as every
+   * multi-chunk locker does; see cloneBeforeWrite), at most up to `last`
+   * and `max` of them, into run[]. Returns how many it holds.
+   */
+  private lockNewRun(chunk: number, last: number, run: Int32Array, max: number): number {
+    let count = 0;
+    while (chunk + count <= last && count < max) {
+      const next = chunk + count;
+      if (this.table.state(next) !== ChunkState.NEW) break;
+      this.table.lock(next);
+      if (this.table.state(next) !== ChunkState.NEW) {
+        this.table.unlock(next);
+        break;
+      }
+      run[count] = next;
+      count += 1;
+    }
+    return count;
+  }
+
+  /**
+   * Under the locks of copy_run[0..count), adjacent NEW chunks: saves them
+   * straight to the storage — one extent of slots, one pread of the run
+   * into this thread's run buffer, one pwrite — and marks them STORED. On
+   * tmpfs that moves each old byte twice, as the buffer-and-queue route
+   * did, but through a buffer still in the caches and with no hand-off to
+   * the store thread. The price: the volume write now waits for the
+   * (buffered) storage write too, not only for the read of the volume. A
+   * read or write error fails the whole run and breaks the snapshot. Where
+   * the storage has no room yet (growth must not sit on the write path) or
+   * a chunk exceeds the run buffer, each chunk goes the buffer-and-queue
+   * route instead (copyChunk).
+   */
+  private copyRun(volume: VolumeReader, count: number): void {
+    const run = this.copy_run;
+    const first = run[0]!;
+    let bytes = 0;
+    let sectors = 0;
+    for (let i = 0; i < count; i += 1) {
+      bytes += this.chunkBytes(run[i]!);
+      sectors += slotSectors(this.chunkBytes(run[i]!));
+    }
+    const offset = bytes <= COPY_RUN_BYTES_MAX ? this.counters.allocate(sectors) : NO_ROOM;
+    if (offset === NO_ROOM) {
+      if (bytes <= COPY_RUN_BYTES_MAX) this.claimGrowth();
+      for (let i = 0; i < count; i += 1) this.copyChunk(volume, run[i]!);
+      return;
+    }
+    for (let i = 0; i < count; i += 1) {
+      this.table.setOffset(run[i]!, offset + i * slotSectors(this.chunk_bytes));
+      countSavedChunk(this.area_control, false);
+    }
+    const buffer = copyRunBuffer();
+    let stage = 'read';
+    try {
+      volume.read(buffer, 0, bytes, first * this.chunk_bytes);
+      stage = 'write';
+      writeFully(this.storage_fd, buffer, 0, bytes, offset * SECTOR_BYTES);
+    } catch (error) {
+      // The run's slots stay allocated (counted as filled): the snapshot breaks anyway.
+      for (let i = 0; i < count; i += 1) this.table.setState(run[i]!, ChunkState.FAILED, NO_SLOT);
+      const errno = (error as { errno?: number }).errno;
+      this.corrupt(stage === 'read' || typeof errno !== 'number' ? EIO : Math.abs(errno),
+        `copy-on-write ${stage} of chunks ${first}-${run[count - 1]} failed: ${(error as Error).message}`);
+      return;
+    }
+    for (let i = 0; i < count; i += 1) this.table.setState(run[i]!, ChunkState.STORED, NO_SLOT);
+    this.claimGrowth();
   }
 
   /**
@@ -461,32 +565,6 @@ export class DiffArea {
   }
 
   // ── the store side ──────────────────────────────────────────────────────
-
-  /**
-   * Under the chunk's lock: writes an IN_MEMORY chunk to the diff storage
-   * at `offset_sectors` and frees its buffer. Returns an errno.
-   */
-  storeChunk(chunk: number, allocate: (sectors: number) => number): 'stored' | 'no_room' | 'skipped' | number {
-    if (this.table.state(chunk) !== ChunkState.IN_MEMORY) return 'skipped';
-    const bytes = this.chunkBytes(chunk);
-    let offset = this.table.offset(chunk);
-    if (offset === NO_OFFSET) {
-      offset = allocate(slotSectors(bytes));
-      if (offset < 0) return 'no_room';
-      this.table.setOffset(chunk, offset);
-    }
-    const slot = this.table.slot(chunk);
-    try {
-      writeFully(this.storage_fd, this.slab.view(slot), 0, bytes, offset * SECTOR_BYTES);
-    } catch (error) {
-      this.failChunk(chunk);
-      const errno = (error as { errno?: number }).errno;
-      return typeof errno === 'number' && errno < 0 ? -errno : errno ?? EIO;
-    }
-    this.table.setState(chunk, ChunkState.STORED, NO_SLOT);
-    this.slab.release(slot);
-    return 'stored';
-  }
 
   /** Under the chunk's lock: drops a chunk's buffer for a broken snapshot. */
   failChunk(chunk: number): void {

@@ -2,7 +2,7 @@
 // loop until every byte moved (pread/pwrite may be short), fail with the
 // system error otherwise. Volume reads pass the test-only fault layer.
 
-import { readSync, write, writeSync } from 'node:fs';
+import { readSync, write, writeSync, writevSync } from 'node:fs';
 import { cloneRange } from '../native';
 import { readFails } from '../shared/fault-words';
 
@@ -37,6 +37,27 @@ export function writeFully(fd: number, source: Uint8Array, offset: number, lengt
   let done = 0;
   while (done < length) {
     done += writeSync(fd, source, offset + done, length - done, position + done);
+  }
+}
+
+/**
+ * Writes `views` back to back from `position` with pwritev: one system
+ * call (one take of the file's lock) for a whole store run. A short write
+ * (a signal, a filesystem that splits) goes on view by view from where it
+ * stopped.
+ */
+export function writevFully(fd: number, views: Uint8Array[], total_bytes: number, position: number): void {
+  let done = writevSync(fd, views, position);
+  if (done === total_bytes) return;
+  let view_start = 0;
+  for (const view of views) {
+    const view_end = view_start + view.length;
+    if (done < view_end) {
+      const from = Math.max(done, view_start) - view_start;
+      writeFully(fd, view, from, view.length - from, position + view_start + from);
+      done = view_end;
+    }
+    view_start = view_end;
   }
 }
 
