@@ -58,6 +58,7 @@ struct DirectCounts {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   uint64_t declined = 0;            // requests of a direct queue that went to JavaScript
+  uint64_t redone = 0;              // of those, requests that failed here first (JavaScript redid them)
 };
 
 class DirectVolume {
@@ -89,7 +90,8 @@ class DirectVolume {
 
  private:
   bool Read(uint64_t offset, uint64_t length, uint8_t* slot);
-  bool Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot);
+  // *tried: the gate was entered (a failure after that is a redo, not a decline).
+  bool Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot, bool* tried);
   bool EnterGate();
   void LeaveGate();
   void MarkCbt(uint64_t offset, uint64_t length);

@@ -358,6 +358,7 @@ Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   result.Set("direct_bytes_read", Napi::Number::New(env, static_cast<double>(direct.bytes_read)));
   result.Set("direct_bytes_written", Napi::Number::New(env, static_cast<double>(direct.bytes_written)));
   result.Set("direct_declined", Napi::Number::New(env, static_cast<double>(direct.declined)));
+  result.Set("direct_redone", Napi::Number::New(env, static_cast<double>(direct.redone)));
   return result;
 }
 

@@ -145,6 +145,8 @@ export interface UblkQueueStats {
   direct_bytes_written: number;
   /** Requests of a directly served queue that went to onRequests (other ops, a take's gate, failures). */
   direct_declined: number;
+  /** Of those, requests that failed or moved short here first (JavaScript redid them). */
+  direct_redone: number;
 }
 
 /**
