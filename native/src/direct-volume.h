@@ -34,7 +34,9 @@
 // The one thing native code cannot do is wake a JavaScript waiter (V8's
 // Atomics.wait is not the kernel futex): when a write here leaves the gate
 // empty while a take has it frozen, TakeDrainedWhileFrozen() says so and
-// the JavaScript host notifies (volume-control.ts notifyGateDrained).
+// the JavaScript host notifies (volume-control.ts notifyGateDrained). The
+// take's wait also looks again every few milliseconds (waitForZero), so a
+// missed notification costs that, never the drain timeout.
 //
 // Single-threaded: the queue's own thread calls everything here.
 #pragma once

@@ -3,15 +3,14 @@
 // actor's path keeps: the bytes reach the backing file and read back, the
 // CBT marks them, a taken snapshot still gets copy-before-write (its image
 // keeps the pre-take bytes, because the armed diff area sends writes to the
-// actor), and a take under a stream of direct writes is not held up — a
-// direct write that empties a frozen gate must get JavaScript to wake the
-// take (V8's Atomics.wait is not the kernel futex), or a take right after
-// the last write sleeps out its drain timeout (GATE_DRAIN_TIMEOUT_MS, 10 s).
+// actor), and a take under a stream of direct writes is not held up. A
+// direct write that empties a frozen gate gets JavaScript to wake the take
+// (V8's Atomics.wait is not the kernel futex), and the take's wait looks
+// again every few milliseconds besides (waitForZero, unit-tested in
+// test/shared/volume-control.test.ts with a writer that never notifies).
 // The stream is of 256 KiB writes (the queue's largest): the actor thread
 // is then inside a direct pwrite most of the time, so takes freeze the gate
-// with a direct write in it. What this step cannot see: a missing wake-up
-// under a stream, because the next write, parked by the actor, notifies on
-// its way out of the gate (seen passing with the notification removed).
+// with a direct write in it.
 // A last step uses a device-mapper volume whose second part fails every
 // I/O: a direct transfer that fails must reach JavaScript, which redoes it
 // and answers with its error (never a hang, never a success), and the
