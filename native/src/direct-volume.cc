@@ -30,7 +30,7 @@ int DirectVolume::Attach(const DirectVolumeConfig& config) {
   fd_ = fd;
   config_ = config;
   counts_ = DirectCounts();
-  drained_while_frozen_ = false;
+  drained_while_frozen_.store(false, std::memory_order_relaxed);
   return 0;
 }
 
@@ -119,7 +119,7 @@ void DirectVolume::LeaveGate() {
   int32_t* words = config_.control;
   if (__atomic_sub_fetch(words + control::kWritesInFlight, 1, __ATOMIC_SEQ_CST) == 0 &&
       Load(words + control::kFrozen) == 1) {
-    drained_while_frozen_ = true;
+    drained_while_frozen_.store(true, std::memory_order_release);
   }
 }
 

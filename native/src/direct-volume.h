@@ -38,9 +38,11 @@
 // take's wait also looks again every few milliseconds (waitForZero), so a
 // missed notification costs that, never the drain timeout.
 //
-// Single-threaded: the queue's own thread calls everything here.
+// One thread serves (the queue's own: an I/O actor's, or a native queue
+// thread, which QueueThread guards with a mutex against serveDirect).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace ublksnap {
@@ -81,12 +83,10 @@ class DirectVolume {
   bool Serve(uint8_t ublk_op, uint32_t ublk_flags, uint64_t offset, uint64_t length, uint8_t* slot,
              uint64_t slot_bytes, int32_t* result);
 
-  // True once after a write here emptied a frozen gate (see above).
-  bool TakeDrainedWhileFrozen() {
-    bool drained = drained_while_frozen_;
-    drained_while_frozen_ = false;
-    return drained;
-  }
+  // True once after a write here emptied a frozen gate (see above). Any
+  // thread: a native queue thread serves, the JavaScript thread takes it.
+  bool TakeDrainedWhileFrozen() { return drained_while_frozen_.exchange(false, std::memory_order_acq_rel); }
+  bool DrainedWhileFrozen() const { return drained_while_frozen_.load(std::memory_order_acquire); }
 
   DirectCounts counts() const { return counts_; }
 
@@ -100,7 +100,7 @@ class DirectVolume {
 
   int fd_ = -1;
   DirectVolumeConfig config_;
-  bool drained_while_frozen_ = false;
+  std::atomic<bool> drained_while_frozen_{false};
   DirectCounts counts_;
 };
 

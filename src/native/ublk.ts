@@ -172,7 +172,7 @@ interface UblkQueueNative {
   start(onRequests: (count: number, gate_drained: boolean) => void): void;
   /**
    * Serves the volume's plain reads and writes natively from the next
-   * request on (event-loop hosting only), or stops that (null).
+   * request on (on the queue's serving thread, either hosting), or stops that (null).
    */
   serveDirect(volume: DirectVolumeSpec | null): void;
   /** Queues COMMIT_AND_FETCH for a delivered tag (TypeError if not delivered or already committed). */

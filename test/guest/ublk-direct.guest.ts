@@ -20,6 +20,7 @@
 // the IPC socket (a CLI process costs seconds of Node start-up here).
 // Each check prints one ok/FAIL line.
 // By hand: test/vm/run-in-guest.sh -- node dist/test/guest/ublk-direct.guest.js
+// (ublk-direct-thread.guest.js: the same with the native queue thread hosting)
 
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -142,6 +143,8 @@ async function main(): Promise<void> {
     expect(file_bytes.equals(readFileSync(data)), 'the block is in the backing file');
     const after = await waitForStats(before);
     expect(after > before, `the queue logged no directly served request (${before} → ${after})`);
+    const hosting = process.env.UBLKSNAP_UBLK_HOSTING || 'actor';
+    expect(daemon!.logs.includes(`"hosting":"${hosting}"`), `the queue did not run in the ${hosting} hosting`);
   });
 
   await step('direct writes are in the CBT: the next take reports them', async () => {

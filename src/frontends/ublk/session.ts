@@ -41,11 +41,10 @@
 // thread on a two-vCPU guest. Without a gain, one thread fewer wins.
 // The variant stays behind the switch for machines with more cores, where
 // the copies running beside the JavaScript may pay off (not measured).
-// Since then the actor hosting also serves a volume's plain requests
-// natively (below), which the thread hosting cannot: its thread could not
-// wake a take waiting for the write gate.
+// Since then both hostings serve a volume's plain requests natively
+// (below); bench/README.md "Direct serving" compares them.
 //
-// Direct serving (actor hosting): a volume's plain reads, and its writes
+// Direct serving: a volume's plain reads, and its writes
 // while no snapshot needs copy-before-write, are served by the native queue
 // itself (native/src/direct-volume.h) under the volume's write gate, the
 // CBT mark included; only the rest reaches serve() below. The JavaScript
@@ -134,8 +133,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     flags: payload.flags,
     native_thread: hosting === 'thread',
   });
-  // Not in the thread hosting: a native thread cannot wake a take that waits for the gate.
-  const direct = hosting === 'actor' ? context.directVolume() : null;
+  const direct = context.directVolume();
   const direct_control = direct === null ? null : new Int32Array(direct.control);
   if (direct !== null) ublk.serveDirect(direct);
   /** Per tag: what a success commits (the byte count for READ and WRITE, else 0). */
