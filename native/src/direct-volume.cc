@@ -30,7 +30,7 @@ int DirectVolume::Attach(const DirectVolumeConfig& config) {
   fd_ = fd;
   config_ = config;
   counts_ = DirectCounts();
-  drained_while_frozen_ = false;
+  drained_while_frozen_.store(false, std::memory_order_relaxed);
   return 0;
 }
 
@@ -43,16 +43,19 @@ void DirectVolume::Detach() {
 bool DirectVolume::Serve(uint8_t ublk_op, uint32_t ublk_flags, uint64_t offset, uint64_t length, uint8_t* slot,
                          uint64_t slot_bytes, int32_t* result) {
   bool served = false;
+  bool tried = false;
   if (fd_ >= 0 && length > 0 && length <= slot_bytes && offset <= config_.capacity_bytes &&
       length <= config_.capacity_bytes - offset && Load(config_.control + control::kDetached) == 0) {
     if (ublk_op == uapi::kIoOpRead) {
+      tried = true;
       served = Read(offset, length, slot);
     } else if (ublk_op == uapi::kIoOpWrite) {
-      served = Write(offset, length, (ublk_flags & uapi::kIoFlagFua) != 0, slot);
+      served = Write(offset, length, (ublk_flags & uapi::kIoFlagFua) != 0, slot, &tried);
     }
   }
   if (!served) {
     counts_.declined += 1;
+    if (tried) counts_.redone += 1;
     return false;
   }
   *result = static_cast<int32_t>(length);  // length <= slot_bytes < 2^31 (the queue's limit)
@@ -71,9 +74,10 @@ bool DirectVolume::Read(uint64_t offset, uint64_t length, uint8_t* slot) {
   return true;
 }
 
-bool DirectVolume::Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot) {
+bool DirectVolume::Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot, bool* tried) {
   if (config_.write_hold != nullptr && Load(config_.write_hold + layout::write_hold::kArmed) != 0) return false;
   if (!EnterGate()) return false;
+  *tried = true;
   MarkCbt(offset, length);
   bool written = true;
   for (uint64_t done = 0; done < length;) {
@@ -115,7 +119,7 @@ void DirectVolume::LeaveGate() {
   int32_t* words = config_.control;
   if (__atomic_sub_fetch(words + control::kWritesInFlight, 1, __ATOMIC_SEQ_CST) == 0 &&
       Load(words + control::kFrozen) == 1) {
-    drained_while_frozen_ = true;
+    drained_while_frozen_.store(true, std::memory_order_release);
   }
 }
 

@@ -34,11 +34,15 @@
 // The one thing native code cannot do is wake a JavaScript waiter (V8's
 // Atomics.wait is not the kernel futex): when a write here leaves the gate
 // empty while a take has it frozen, TakeDrainedWhileFrozen() says so and
-// the JavaScript host notifies (volume-control.ts notifyGateDrained).
+// the JavaScript host notifies (volume-control.ts notifyGateDrained). The
+// take's wait also looks again every few milliseconds (waitForZero), so a
+// missed notification costs that, never the drain timeout.
 //
-// Single-threaded: the queue's own thread calls everything here.
+// One thread serves (the queue's own: an I/O actor's, or a native queue
+// thread, which QueueThread guards with a mutex against serveDirect).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace ublksnap {
@@ -58,6 +62,7 @@ struct DirectCounts {
   uint64_t bytes_read = 0;
   uint64_t bytes_written = 0;
   uint64_t declined = 0;            // requests of a direct queue that went to JavaScript
+  uint64_t redone = 0;              // of those, requests that failed here first (JavaScript redid them)
 };
 
 class DirectVolume {
@@ -78,25 +83,24 @@ class DirectVolume {
   bool Serve(uint8_t ublk_op, uint32_t ublk_flags, uint64_t offset, uint64_t length, uint8_t* slot,
              uint64_t slot_bytes, int32_t* result);
 
-  // True once after a write here emptied a frozen gate (see above).
-  bool TakeDrainedWhileFrozen() {
-    bool drained = drained_while_frozen_;
-    drained_while_frozen_ = false;
-    return drained;
-  }
+  // True once after a write here emptied a frozen gate (see above). Any
+  // thread: a native queue thread serves, the JavaScript thread takes it.
+  bool TakeDrainedWhileFrozen() { return drained_while_frozen_.exchange(false, std::memory_order_acq_rel); }
+  bool DrainedWhileFrozen() const { return drained_while_frozen_.load(std::memory_order_acquire); }
 
   DirectCounts counts() const { return counts_; }
 
  private:
   bool Read(uint64_t offset, uint64_t length, uint8_t* slot);
-  bool Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot);
+  // *tried: the gate was entered (a failure after that is a redo, not a decline).
+  bool Write(uint64_t offset, uint64_t length, bool fua, const uint8_t* slot, bool* tried);
   bool EnterGate();
   void LeaveGate();
   void MarkCbt(uint64_t offset, uint64_t length);
 
   int fd_ = -1;
   DirectVolumeConfig config_;
-  bool drained_while_frozen_ = false;
+  std::atomic<bool> drained_while_frozen_{false};
   DirectCounts counts_;
 };
 

@@ -134,8 +134,19 @@ void QueueThread::ServeLoop() {
 }
 
 void QueueThread::ForwardRequests() {
-  uint32_t count = core_.Report();
-  if (count == 0) return;
+  uint32_t count = 0;
+  bool drained = false;
+  {
+    std::lock_guard<std::mutex> lock(direct_mutex_);
+    count = core_.Report();  // serves what the direct volume can, commits queued for the next enter
+    drained = direct_ != nullptr && direct_->DrainedWhileFrozen();
+  }
+  // A direct write emptied a frozen gate: the caller's thread must notify
+  // the take (UblkQueue::OnReadable takes the flag), so ring even with no record.
+  if (count == 0) {
+    if (drained) Ring(to_js_fd_);
+    return;
+  }
   uint32_t tail = request_tail_.value.load(std::memory_order_relaxed);
   uint32_t head = request_head_.value.load(std::memory_order_acquire);
   Check(tail - head + count <= capacity_, "request ring full (more requests than tags?)");
@@ -231,6 +242,17 @@ void QueueThread::Close() {
   if (to_native_fd_ >= 0) close(to_native_fd_);
   to_js_fd_ = -1;
   to_native_fd_ = -1;
+}
+
+void QueueThread::ServeDirect(DirectVolume* direct) {
+  std::lock_guard<std::mutex> lock(direct_mutex_);
+  direct_ = direct;
+  core_.ServeDirect(direct);
+}
+
+DirectCounts QueueThread::DirectCountsOf(const DirectVolume& direct) {
+  std::lock_guard<std::mutex> lock(direct_mutex_);
+  return direct.counts();
 }
 
 }  // namespace ublksnap

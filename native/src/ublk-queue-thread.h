@@ -67,6 +67,12 @@ class QueueThread {
   int Submit();
   unsigned Unsubmitted() const { return unsignalled_commits_; }
   QueueStats stats() const;
+  // Caller's thread: the volume the queue thread serves without JavaScript
+  // (direct-volume.h), or none. Once it returns, the queue thread no longer
+  // touches the previous one (they share direct_mutex_).
+  void ServeDirect(DirectVolume* direct);
+  // Caller's thread: the direct volume's counts, read under the same mutex.
+  DirectCounts DirectCountsOf(const DirectVolume& direct);
 
  private:
   struct CommitEntry {
@@ -108,6 +114,10 @@ class QueueThread {
   std::unique_ptr<CommitEntry[]> commits_;
   Index commit_head_;                    // queue thread consumes
   Index commit_tail_;                    // caller produces
+  // Held by the queue thread while it serves directly, by the caller while
+  // it changes the direct volume or reads its counts. Uncontended but for that.
+  std::mutex direct_mutex_;
+  DirectVolume* direct_ = nullptr;       // under direct_mutex_
 
   // Caller's side.
   std::unique_ptr<uint8_t[]> owned_;     // per tag: delivered to JS, not yet committed

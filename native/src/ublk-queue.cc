@@ -352,12 +352,13 @@ Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   result.Set("native_thread", Napi::Boolean::New(env, thread_host_ != nullptr));
   result.Set("direct", Napi::Boolean::New(env, direct_.attached()));
   // The direct volume keeps its own counts (until the next serveDirect of a volume).
-  DirectCounts direct = direct_.counts();
+  DirectCounts direct = thread_host_ ? thread_host_->DirectCountsOf(direct_) : direct_.counts();
   result.Set("direct_reads", Napi::Number::New(env, static_cast<double>(direct.reads)));
   result.Set("direct_writes", Napi::Number::New(env, static_cast<double>(direct.writes)));
   result.Set("direct_bytes_read", Napi::Number::New(env, static_cast<double>(direct.bytes_read)));
   result.Set("direct_bytes_written", Napi::Number::New(env, static_cast<double>(direct.bytes_written)));
   result.Set("direct_declined", Napi::Number::New(env, static_cast<double>(direct.declined)));
+  result.Set("direct_redone", Napi::Number::New(env, static_cast<double>(direct.redone)));
   return result;
 }
 
@@ -371,11 +372,6 @@ Napi::Value UblkQueue::ServeDirect(const Napi::CallbackInfo& info) {
   if (!CheckArgCount(info, 1, 1, s)) return env.Undefined();
   if (info[0].IsNull()) {
     StopDirect();
-    return env.Undefined();
-  }
-  if (thread_host_) {
-    // A native queue thread cannot wake a JavaScript waiter (the take's drain).
-    ThrowTypeError(env, std::string(s) + ": needs the event-loop hosting, not a native queue thread");
     return env.Undefined();
   }
   if (!is_open()) {
@@ -399,7 +395,11 @@ Napi::Value UblkQueue::ServeDirect(const Napi::CallbackInfo& info) {
   direct_cbt_ref_ = Napi::Persistent(volume.Get("cbt").As<Napi::Object>());
   Napi::Value hold = volume.Get("write_hold");
   if (!hold.IsUndefined()) direct_hold_ref_ = Napi::Persistent(hold.As<Napi::Object>());
-  core_.ServeDirect(&direct_);
+  if (thread_host_) {
+    thread_host_->ServeDirect(&direct_);
+  } else {
+    core_.ServeDirect(&direct_);
+  }
   return env.Undefined();
 }
 
@@ -451,6 +451,9 @@ bool UblkQueue::ReadDirectVolume(Napi::Env env, const Napi::Object& volume, Dire
 }
 
 void UblkQueue::StopDirect() {
+  // After this the serving thread no longer touches direct_ (the native
+  // thread takes the same mutex around its serving).
+  if (thread_host_) thread_host_->ServeDirect(nullptr);
   core_.ServeDirect(nullptr);
   direct_.Detach();
   if (!direct_control_ref_.IsEmpty()) direct_control_ref_.Reset();

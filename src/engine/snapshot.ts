@@ -43,7 +43,7 @@ import { Slab } from '../shared/slab';
 import { corruptSnapshot, createSnapshotControl, SnapshotStateCode, SnapshotWord } from '../shared/snapshot-control';
 import { SECTOR_BYTES } from '../shared/units';
 import {
-  ARMED_AREA, FROZEN, IMAGE_AREA, IMAGE_IN_FLIGHT, IMAGE_SERIAL, NO_AREA, WRITES_IN_FLIGHT,
+  ARMED_AREA, FROZEN, IMAGE_AREA, IMAGE_IN_FLIGHT, IMAGE_SERIAL, NO_AREA, waitForZero, WRITES_IN_FLIGHT,
 } from '../shared/volume-control';
 import type { DiffAreaDescriptor, StoreResult } from '../actors/messages';
 import type { ActorPools } from './actor-pools';
@@ -201,7 +201,7 @@ export class Snapshot {
   private async frozen(switchOver: () => void | Promise<void>): Promise<void> {
     for (const volume of this.volumes) Atomics.store(volume.control, FROZEN, 1);
     try {
-      for (const volume of this.volumes) await drain(volume.control, WRITES_IN_FLIGHT, `writes to ${volume.name}`);
+      for (const volume of this.volumes) await waitForZero(volume.control, WRITES_IN_FLIGHT, GATE_DRAIN_TIMEOUT_MS, `writes to ${volume.name}`);
       await switchOver();
     } finally {
       for (const volume of this.volumes) Atomics.store(volume.control, FROZEN, 0);
@@ -216,7 +216,7 @@ export class Snapshot {
     this.destroyed = true;
     Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.DESTROYING);
     for (const volume of this.volumes) Atomics.store(volume.control, IMAGE_SERIAL, 0);
-    for (const volume of this.volumes) await drain(volume.control, IMAGE_IN_FLIGHT, `image I/O of ${volume.name}`);
+    for (const volume of this.volumes) await waitForZero(volume.control, IMAGE_IN_FLIGHT, GATE_DRAIN_TIMEOUT_MS, `image I/O of ${volume.name}`);
     await this.frozen(() => {
       for (const volume of this.volumes) {
         Atomics.store(volume.control, ARMED_AREA, NO_AREA);
@@ -391,15 +391,3 @@ function areaNeedSectors(area: DiffAreaDescriptor): number {
   return (area.chunk_count - 1) * slotSectors(chunk_bytes) + slotSectors(area.last_chunk_sectors * SECTOR_BYTES);
 }
 
-/** Waits (without blocking the event loop) until a counter word reaches 0. */
-async function drain(control: Int32Array, word: number, what: string): Promise<void> {
-  const deadline = Date.now() + GATE_DRAIN_TIMEOUT_MS;
-  for (;;) {
-    const value = Atomics.load(control, word);
-    if (value === 0) return;
-    const left_ms = deadline - Date.now();
-    if (left_ms <= 0) throw new UblksnapError('ETIMEDOUT', `${what} did not drain within ${GATE_DRAIN_TIMEOUT_MS} ms`);
-    const waiting = Atomics.waitAsync(control, word, value, left_ms);
-    if (waiting.async) await waiting.value;
-  }
-}

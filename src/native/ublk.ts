@@ -145,6 +145,8 @@ export interface UblkQueueStats {
   direct_bytes_written: number;
   /** Requests of a directly served queue that went to onRequests (other ops, a take's gate, failures). */
   direct_declined: number;
+  /** Of those, requests that failed or moved short here first (JavaScript redid them). */
+  direct_redone: number;
 }
 
 /**
@@ -170,7 +172,7 @@ interface UblkQueueNative {
   start(onRequests: (count: number, gate_drained: boolean) => void): void;
   /**
    * Serves the volume's plain reads and writes natively from the next
-   * request on (event-loop hosting only), or stops that (null).
+   * request on (on the queue's serving thread, either hosting), or stops that (null).
    */
   serveDirect(volume: DirectVolumeSpec | null): void;
   /** Queues COMMIT_AND_FETCH for a delivered tag (TypeError if not delivered or already committed). */

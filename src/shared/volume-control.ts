@@ -19,12 +19,13 @@
 //
 // Gate protocol (writer side):   add WRITES_IN_FLIGHT; if FROZEN { sub, notify, park }
 //                                … serve … ; sub WRITES_IN_FLIGHT, notify when it hit 0 while FROZEN
-// Gate protocol (control side):  store FROZEN=1; wait until WRITES_IN_FLIGHT == 0;
-//                                switch; store FROZEN=0; wake the parked writers.
+// Gate protocol (control side):  store FROZEN=1; wait until WRITES_IN_FLIGHT == 0
+//                                (waitForZero); switch; store FROZEN=0; wake the parked writers.
 // Sequential consistency of Atomics makes the two add-then-check orders
 // meet: a writer either sees FROZEN or is counted before the control side
 // looks at the count.
 
+import { UblksnapError } from './errors';
 import { handleIsImage, handleSerial } from './request-record';
 
 export const FROZEN = 0;
@@ -101,4 +102,32 @@ export function leaveImageGate(control: Int32Array): void {
 export function targetIsLive(control: Int32Array | undefined, handle: number): boolean {
   if (control === undefined) return false;
   return !handleIsImage(handle) || Atomics.load(control, IMAGE_SERIAL) === handleSerial(handle);
+}
+
+/** The longest one wait of waitForZero lasts before looking at the word again. */
+export const ZERO_POLL_MS = 5;
+
+/**
+ * The control side's wait: until control[word] reads 0, without blocking
+ * the event loop. A writer in native code cannot notify (V8's Atomics.wait
+ * is not the kernel futex; native/src/direct-volume.h): its host notifies
+ * for it, and should that ever be missed, each wait lasts at most
+ * ZERO_POLL_MS, so a missed wake-up costs that much rather than the whole
+ * timeout. Throws ETIMEDOUT after timeout_ms.
+ */
+export async function waitForZero(control: Int32Array, word: number, timeout_ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeout_ms;
+  for (;;) {
+    const value = Atomics.load(control, word);
+    if (value === 0) return;
+    const left_ms = deadline - Date.now();
+    if (left_ms <= 0) throw new UblksnapError('ETIMEDOUT', `${what} did not drain within ${timeout_ms} ms`);
+    const slice_ms = Math.min(left_ms, ZERO_POLL_MS);
+    const waiting = Atomics.waitAsync(control, word, value, slice_ms);
+    if (!waiting.async) continue;
+    // A pending waitAsync does not keep Node's event loop alive; a timer does.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([waiting.value, new Promise((resolve) => { timer = setTimeout(resolve, slice_ms); })]);
+    clearTimeout(timer);
+  }
 }

@@ -259,7 +259,7 @@ async function main(): Promise<void> {
   const stats = await stopDevice(served);
   if (stats.in_flight !== 0 || stats.aborted !== QUEUE_DEPTH) fail(`queue stats after stop: ${JSON.stringify(stats)}`);
   if (stats.misuse_checks !== 3) fail(`double commit / bad tag / bad result not all TypeErrors: ${stats.misuse_checks}`);
-  const direct_misuse_expected = NATIVE_THREAD ? 1 : 3;
+  const direct_misuse_expected = 3;
   if (stats.direct_misuse_checks !== direct_misuse_expected) {
     fail(`serveDirect: ${stats.direct_misuse_checks} of ${direct_misuse_expected} bad volumes refused with a TypeError`);
   }

@@ -3,22 +3,26 @@
 // actor's path keeps: the bytes reach the backing file and read back, the
 // CBT marks them, a taken snapshot still gets copy-before-write (its image
 // keeps the pre-take bytes, because the armed diff area sends writes to the
-// actor), and a take under a stream of direct writes is not held up — a
-// direct write that empties a frozen gate must get JavaScript to wake the
-// take (V8's Atomics.wait is not the kernel futex), or a take right after
-// the last write sleeps out its drain timeout (GATE_DRAIN_TIMEOUT_MS, 10 s).
+// actor), and a take under a stream of direct writes is not held up. A
+// direct write that empties a frozen gate gets JavaScript to wake the take
+// (V8's Atomics.wait is not the kernel futex), and the take's wait looks
+// again every few milliseconds besides (waitForZero, unit-tested in
+// test/shared/volume-control.test.ts with a writer that never notifies).
 // The stream is of 256 KiB writes (the queue's largest): the actor thread
 // is then inside a direct pwrite most of the time, so takes freeze the gate
-// with a direct write in it. What this step cannot see: a missing wake-up
-// under a stream, because the next write, parked by the actor, notifies on
-// its way out of the gate (seen passing with the notification removed).
+// with a direct write in it.
+// A last step uses a device-mapper volume whose second part fails every
+// I/O: a direct transfer that fails must reach JavaScript, which redoes it
+// and answers with its error (never a hang, never a success), and the
+// queue goes on serving.
 // Method: a real daemon with UBLKSNAP_UBLK_STATS=1 (the queue logs how many
 // requests it served directly), dd and fio on /dev/ublkbN, takes timed over
 // the IPC socket (a CLI process costs seconds of Node start-up here).
 // Each check prints one ok/FAIL line.
 // By hand: test/vm/run-in-guest.sh -- node dist/test/guest/ublk-direct.guest.js
+// (ublk-direct-thread.guest.js: the same with the native queue thread hosting)
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { IpcClient } from '../../src/ipc/client';
@@ -39,13 +43,52 @@ const TAKES = 8;
  */
 const TAKE_SLOW_MS = 6_000;
 
+/** The device-mapper volume: a working part over a loop device, then a part that fails every I/O. */
+const DM_NAME = 'ublksnap-direct-dm';
+const DM_WORKING_BYTES = 8 * MIB;
+const DM_FAILING_BYTES = 4 * MIB;
+
 let daemon: TestDaemon | undefined;
 let ipc: IpcClient | undefined;
+let loop_device = '';
 
-const step = stepRunner(() => daemon, async () => {
+async function cleanup(): Promise<void> {
   ipc?.close();
   await disposeDaemon(daemon);
-});
+  removeDmVolume();
+}
+
+const step = stepRunner(() => daemon, cleanup);
+
+/** A linear target over a loop device for DM_WORKING_BYTES, then the error target; its path. */
+function makeDmVolume(): string {
+  sh('modprobe', ['loop']);
+  sh('modprobe', ['dm_mod']);
+  loop_device = sh('losetup', ['--find', '--show', sparseFile(daemon!.file('dm-backing.img'), DM_WORKING_BYTES)]).trim();
+  const working_sectors = DM_WORKING_BYTES / 512;
+  const table = `0 ${working_sectors} linear ${loop_device} 0\n${working_sectors} ${DM_FAILING_BYTES / 512} error\n`;
+  // No udev in the guest: libdevmapper makes /dev/mapper/NAME itself.
+  execFileSync('dmsetup', ['create', DM_NAME], { input: table, env: { ...process.env, DM_DISABLE_UDEV: '1' }, timeout: 30_000 });
+  return `/dev/mapper/${DM_NAME}`;
+}
+
+function removeDmVolume(): void {
+  const quiet = { stdio: 'ignore' as const, env: { ...process.env, DM_DISABLE_UDEV: '1' }, timeout: 30_000 };
+  try { execFileSync('dmsetup', ['remove', DM_NAME], quiet); } catch { /* never made, or still held */ }
+  if (loop_device !== '') try { execFileSync('losetup', ['-d', loop_device], quiet); } catch { /* already gone */ }
+  loop_device = '';
+}
+
+/** dd's status, and its stderr. */
+function ddStatus(args: string[]): { status: number; stderr: string } {
+  try {
+    sh('dd', [...args, 'status=none']);
+    return { status: 0, stderr: '' };
+  } catch (error) {
+    const failed = error as { status?: number; stderr?: string };
+    return { status: failed.status ?? -1, stderr: String(failed.stderr ?? '') };
+  }
+}
 
 async function cli(args: string[]): Promise<string> {
   return daemon!.ok(args, { timeout_ms: CLI_TIMEOUT_MS });
@@ -61,18 +104,22 @@ function readBlock(device: string, offset: number): Buffer {
   return readFileSync(out);
 }
 
-/** The queue's direct counts so far, summed over its stats lines. */
-function directServed(): number {
+/** A count of the queues' stats lines ("direct" or "redone"), summed over all lines so far. */
+function statsTotal(key: 'direct' | 'redone'): number {
   let total = 0;
-  for (const match of daemon!.logs.matchAll(/"direct":(\d+)/g)) total += Number(match[1]);
+  for (const match of daemon!.logs.matchAll(new RegExp(`"${key}":(\\d+)`, 'g'))) total += Number(match[1]);
   return total;
 }
 
-async function waitForStats(before: number): Promise<number> {
+function directServed(): number {
+  return statsTotal('direct');
+}
+
+async function waitForStats(before: number, key: 'direct' | 'redone' = 'direct'): Promise<number> {
   // The stats line comes once a second while requests arrive.
   const deadline = Date.now() + 10_000;
-  while (directServed() === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
-  return directServed();
+  while (statsTotal(key) === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
+  return statsTotal(key);
 }
 
 async function main(): Promise<void> {
@@ -96,6 +143,8 @@ async function main(): Promise<void> {
     expect(file_bytes.equals(readFileSync(data)), 'the block is in the backing file');
     const after = await waitForStats(before);
     expect(after > before, `the queue logged no directly served request (${before} → ${after})`);
+    const hosting = process.env.UBLKSNAP_UBLK_HOSTING || 'actor';
+    expect(daemon!.logs.includes(`"hosting":"${hosting}"`), `the queue did not run in the ${hosting} hosting`);
   });
 
   await step('direct writes are in the CBT: the next take reports them', async () => {
@@ -156,14 +205,33 @@ async function main(): Promise<void> {
     expect(!existsSync(device), `${device} is still there after detach`);
   });
 
-  ipc?.close();
-  await disposeDaemon(daemon);
+  let dm_device = '';
+  await step('a direct transfer that fails goes to the actor, which answers with its error; the queue goes on', async () => {
+    dm_device = keyValues(await cli(['attach', '-d', makeDmVolume(), '--name', 'dm', '--ublk'])).ublk ?? '';
+    expect(/^\/dev\/ublkb\d+$/.test(dm_device), `ublk=${dm_device}`);
+    const before = statsTotal('redone');
+    const failing_block = DM_WORKING_BYTES / BLOCK_BYTES;
+    const read = ddStatus([`if=${dm_device}`, `of=${daemon!.file('dm-read.bin')}`, `bs=${BLOCK_BYTES}`, 'count=1', `skip=${failing_block}`, 'iflag=direct']);
+    expect(read.status !== 0 && /Input\/output error/.test(read.stderr), `a read of the failing part: status ${read.status}, ${read.stderr.trim()}`);
+    const write = ddStatus([`if=${data}`, `of=${dm_device}`, `bs=${BLOCK_BYTES}`, 'count=1', `seek=${failing_block}`, 'oflag=direct,dsync', 'conv=notrunc']);
+    expect(write.status !== 0 && /Input\/output error/.test(write.stderr), `a FUA write to the failing part: status ${write.status}, ${write.stderr.trim()}`);
+    const after = await waitForStats(before, 'redone');
+    expect(after >= before + 2, `the queue redid ${after - before} failed transfers in JavaScript, not 2`);
+    writeBlock(dm_device, 0, data);
+    expect(readBlock(dm_device, 0).equals(readFileSync(data)), 'the working part still writes and reads back');
+  });
+
+  await step('detach the device-mapper volume', async () => {
+    await cli(['detach', '-d', 'dm']);
+    expect(!existsSync(dm_device), `${dm_device} is still there after detach`);
+  });
+
+  await cleanup();
   log('ublk-direct: all ok');
 }
 
 main().catch(async (error: unknown) => {
   log(`FAIL - unexpected: ${(error as Error).stack ?? String(error)}`);
-  ipc?.close();
-  await disposeDaemon(daemon);
+  await cleanup();
   process.exit(1);
 });

@@ -88,17 +88,15 @@ function checkMisuse(queue: ublk.UblkQueue, committed_tag: number, depth: number
 
 /**
  * serveDirect refuses what is not a volume: a missing buffer, a control
- * block too small, a CBT buffer that is not a map; and, on a native queue
- * thread, anything (it could not wake a take). Returns how many TypeErrors.
+ * block too small, a CBT buffer that is not a map (either hosting).
+ * Returns how many TypeErrors.
  */
-function checkDirectMisuse(queue: ublk.UblkQueue, fd: number, native_thread: boolean): number {
+function checkDirectMisuse(queue: ublk.UblkQueue, fd: number): number {
   const control = new SharedArrayBuffer(32);
   const cbt = new SharedArrayBuffer(64 + 2 * 16);
   new Int32Array(cbt, 0, 4).set([0, 0, 16, 16]);  // 64 KiB blocks, 16 of them
-  const attempts: unknown[] = native_thread
-    ? [{ fd, capacity_bytes: 1 << 20, control, cbt }]
-    : [{ fd, capacity_bytes: 1 << 20, cbt }, { fd, capacity_bytes: 1 << 20, control: new SharedArrayBuffer(8), cbt },
-      { fd, capacity_bytes: 1 << 20, control, cbt: new SharedArrayBuffer(64) }];
+  const attempts: unknown[] = [{ fd, capacity_bytes: 1 << 20, cbt }, { fd, capacity_bytes: 1 << 20, control: new SharedArrayBuffer(8), cbt },
+    { fd, capacity_bytes: 1 << 20, control, cbt: new SharedArrayBuffer(64) }];
   let refused = 0;
   for (const volume of attempts) {
     try {
@@ -122,7 +120,7 @@ export function serveQueue(data: ServeData, port: MessagePort): void {
     (_, tag) => new Uint8Array(data.buffer, tag * data.slot_bytes, data.slot_bytes));
   let batches = 0;
   let misuse_checks: number | undefined;
-  const direct_misuse_checks = checkDirectMisuse(queue, fd, data.native_thread);
+  const direct_misuse_checks = checkDirectMisuse(queue, fd);
   queue.start((count) => {
     batches += 1;
     for (let index = 0; index < count; index += 1) {

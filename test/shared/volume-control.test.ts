@@ -8,14 +8,16 @@
 // in Atomics.wait on the count must be woken by a notify, not by its
 // timeout; then two writer workers hammer the gate while the main thread
 // freezes and thaws it 2000 times, and no writer may be past the gate while
-// the main thread holds it frozen at 0.
+// the main thread holds it frozen at 0. waitForZero (the take's drain) must
+// also see a count that reached 0 without any notify, as a native writer
+// leaves it (direct serving), within a few polls and not at its timeout.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { packHandle } from '../../src/shared/request-record';
 import {
   ARMED_AREA, createVolumeControl, enterImageGate, enterWriteGate, FROZEN, IMAGE_AREA, IMAGE_IN_FLIGHT, IMAGE_SERIAL,
-  leaveImageGate, leaveWriteGate, NO_AREA, targetIsLive, WRITES_IN_FLIGHT,
+  leaveImageGate, leaveWriteGate, NO_AREA, targetIsLive, waitForZero, WRITES_IN_FLIGHT, ZERO_POLL_MS,
 } from '../../src/shared/volume-control';
 import { runWorker } from '../lib/workers';
 
@@ -182,6 +184,30 @@ test('writers hammering the gate are never past it while the control side holds 
   assert.ok(entries.every((count) => count > 0), `both writers got through: ${entries.join(', ')}`);
   assert.ok(Atomics.load(inside, 2) > 0, 'some writers parked');
   assert.is(control[WRITES_IN_FLIGHT], 0);
+});
+
+
+test('waitForZero sees a writer leave without notifying (native code cannot) within a few polls', async () => {
+  const control = createVolumeControl();
+  Atomics.store(control, WRITES_IN_FLIGHT, 1);
+  // As native/src/direct-volume.cc leaves the gate: a plain atomic store, no notify.
+  setTimeout(() => Atomics.store(control, WRITES_IN_FLIGHT, 0), 50);
+  const started = Date.now();
+  await waitForZero(control, WRITES_IN_FLIGHT, WAKE_TIMEOUT_MS, 'the test writer');
+  const waited_ms = Date.now() - started;
+  assert.ok(waited_ms < 50 + 100 * ZERO_POLL_MS, `waited ${waited_ms} ms for a count that was 0 after 50 ms`);
+});
+
+test('waitForZero gives up with ETIMEDOUT naming what did not drain', async () => {
+  const control = createVolumeControl();
+  Atomics.store(control, WRITES_IN_FLIGHT, 1);
+  try {
+    await waitForZero(control, WRITES_IN_FLIGHT, 30, 'writes to vol');
+    assert.unreachable('a count that stays 1 drained');
+  } catch (error) {
+    assert.is((error as { code?: string }).code, 'ETIMEDOUT');
+    assert.match((error as Error).message, /writes to vol did not drain within 30 ms/);
+  }
 });
 
 test.run();

@@ -41,11 +41,10 @@
 // thread on a two-vCPU guest. Without a gain, one thread fewer wins.
 // The variant stays behind the switch for machines with more cores, where
 // the copies running beside the JavaScript may pay off (not measured).
-// Since then the actor hosting also serves a volume's plain requests
-// natively (below), which the thread hosting cannot: its thread could not
-// wake a take waiting for the write gate.
+// Since then both hostings serve a volume's plain requests natively
+// (below); bench/README.md "Direct serving" compares them.
 //
-// Direct serving (actor hosting): a volume's plain reads, and its writes
+// Direct serving: a volume's plain reads, and its writes
 // while no snapshot needs copy-before-write, are served by the native queue
 // itself (native/src/direct-volume.h) under the volume's write gate, the
 // CBT mark included; only the rest reaches serve() below. The JavaScript
@@ -134,8 +133,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
     flags: payload.flags,
     native_thread: hosting === 'thread',
   });
-  // Not in the thread hosting: a native thread cannot wake a take that waits for the gate.
-  const direct = hosting === 'actor' ? context.directVolume() : null;
+  const direct = context.directVolume();
   const direct_control = direct === null ? null : new Int32Array(direct.control);
   if (direct !== null) ublk.serveDirect(direct);
   /** Per tag: what a success commits (the byte count for READ and WRITE, else 0). */
@@ -151,10 +149,11 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
 
   // Opt-in wake-up statistics (UBLKSNAP_UBLK_STATS=1; the ublk bench's
   // --ublk-stats): requests per wake-up and commits per io_uring_enter for
-  // the requests JavaScript serves, and how many the queue served directly,
+  // the requests JavaScript serves, how many the queue served directly and
+  // how many of its direct transfers failed and were redone by JavaScript,
   // logged at info once a second while requests arrive.
   const stats = process.env.UBLKSNAP_UBLK_STATS === '1'
-    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0, direct_before: 0 }
+    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0, direct_before: 0, redone_before: 0 }
     : null;
   const reportStats = (): void => {
     if (stats === null) return;
@@ -166,10 +165,10 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
       dev_id: payload.dev_id, hosting, thread_wakeups: queue_stats.wakeups - stats.thread_wakeups_before, seconds: (now - stats.since_ms) / 1000, wakeups: stats.wakeups, requests: stats.requests,
       requests_per_wakeup: Number((stats.requests / Math.max(1, stats.wakeups)).toFixed(2)), single_request_wakeups: stats.single,
       submits: stats.submits, commits_per_submit: Number((stats.commits / Math.max(1, stats.submits)).toFixed(2)),
-      direct: direct_total - stats.direct_before,
+      direct: direct_total - stats.direct_before, redone: queue_stats.direct_redone - stats.redone_before,
     }, 'ublk queue stats');
     Object.assign(stats, {
-      wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups, direct_before: direct_total,
+      wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups, direct_before: direct_total, redone_before: queue_stats.direct_redone,
     });
   };
   // Directly served requests never reach serve(): a timer reports them.
