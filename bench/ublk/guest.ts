@@ -1,7 +1,11 @@
 // The ublk bench inside the guest (run by ./suite.ts through
 // test/vm/run-in-guest.sh; one boot for everything): the same backing file
-// on the guest's /dev/shm served several ways, measured with fio, rounds
-// alternating the systems.
+// contents on the guest's /dev/shm served several ways, measured with fio,
+// rounds alternating the systems. Each daemon serves a copy of its own:
+// loop and ublk-mini open their file for writing, and on a daemon's volume
+// file that open breaks the daemon's write lease (src/engine/writer-watch.ts),
+// which a daemon stopped with SIGSTOP cannot release: the open then waits
+// out the kernel's lease-break time (45 s).
 //
 //   loop           the kernel loop driver, `losetup --direct-io=on FILE`
 //   ublksnap       a real daemon, `attach --ublk`: the volume's /dev/ublkbN, no
@@ -11,8 +15,7 @@
 //                  + take right before each job, destroy right after
 //   ublksnap-thread, ublksnap-thread-snap
 //                  the same two on a second daemon whose queue runs on a
-//                  native queue thread (UBLKSNAP_UBLK_HOSTING=thread), over a
-//                  copy of the backing file (a volume is opened exclusively)
+//                  native queue thread (UBLKSNAP_UBLK_HOSTING=thread)
 //   ublk-mini      a minimal C server (UBLKSNAP_UBLK_MINI_SOURCE), compiled by the host (the floor)
 //
 // Only the system being measured runs: the daemons not in use are stopped
@@ -386,8 +389,8 @@ async function main(): Promise<void> {
     mkdirSync(dir);
     const diff_dir = path.join(dir, 'diff');
     mkdirSync(diff_dir);
-    // The first daemon serves the file loop and ublk-mini use; another gets a copy.
-    const file = served.size === 0 ? backing : path.join(dir, 'backing.img');
+    // Not the file loop and ublk-mini write (see the top).
+    const file = path.join(dir, 'backing.img');
     const daemon = new Daemon(dir, hosting);
     daemon.spawn();
     served.set(hosting, { daemon, backing: file, diff_dir, device: '' });

@@ -20,11 +20,12 @@
 // the IPC socket (a CLI process costs seconds of Node start-up here).
 // Each check prints one ok/FAIL line.
 // By hand: test/vm/run-in-guest.sh -- node dist/test/guest/ublk-direct.guest.js
-// (ublk-direct-thread.guest.js: the same with the native queue thread hosting)
+// (ublk-direct-actor.guest.js: the same with the I/O actor hosting)
 
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { UBLK_HOSTING_DEFAULT } from '../../src/frontends/ublk/session';
 import { IpcClient } from '../../src/ipc/client';
 import { disposeDaemon, keyValues, sparseFile, startDaemon, type TestDaemon } from '../lib/daemon';
 import {
@@ -143,7 +144,7 @@ async function main(): Promise<void> {
     expect(file_bytes.equals(readFileSync(data)), 'the block is in the backing file');
     const after = await waitForStats(before);
     expect(after > before, `the queue logged no directly served request (${before} → ${after})`);
-    const hosting = process.env.UBLKSNAP_UBLK_HOSTING || 'actor';
+    const hosting = process.env.UBLKSNAP_UBLK_HOSTING || UBLK_HOSTING_DEFAULT;
     expect(daemon!.logs.includes(`"hosting":"${hosting}"`), `the queue did not run in the ${hosting} hosting`);
   });
 

@@ -8,12 +8,12 @@
 // Hosting: where the queue's io_uring lives (UBLKSNAP_UBLK_HOSTING, read
 // here in the actor; workers copy the daemon's environment at start):
 //
-//   actor (default)  this thread: the io_uring is created here, so this
+//   actor            this thread: the io_uring is created here, so this
 //                    thread is the queue's daemon task; the kernel delivers
 //                    requests as task work, which runs while the event loop
 //                    sleeps in epoll, and only this thread commits
 //                    (native/src/ublk-queue.cc).
-//   thread           a native queue thread owns the io_uring (FETCH, COMMIT)
+//   thread (default) a native queue thread owns the io_uring (FETCH, COMMIT)
 //                    and passes requests and commits over two SPSC rings,
 //                    each with an eventfd doorbell: one this loop polls, one
 //                    read by a READ in the thread's own io_uring, so its
@@ -21,28 +21,26 @@
 //                    (native/src/ublk-queue-thread.h). This file's code is
 //                    the same for both.
 //
-// Why actor stays the default (issue 11, measured 2026-12-02 with
-// `UBLKSNAP_UBLK_STATS=1 npm run bench -- --only=ublk`, both hostings side
-// by side in one guest boot, 3 rounds, host load 11-17; medians of the
-// per-round ratios thread ÷ actor, no snapshot):
+// Why thread is the default (issue 11). Before direct serving, every
+// request took the JavaScript path and the hosting made no difference that
+// held from one run to the next (two runs, 2026-12-02 02:12 and 02:30,
+// thread ÷ actor 0.45-2.47×): the per-request JavaScript was the cost.
+// With direct serving, a volume's plain requests never reach JavaScript,
+// and what is left is the serving thread's own loop: the native thread
+// sleeps in io_uring_enter like ublk-mini, where the actor wakes from
+// epoll, reads an eventfd and runs a libuv callback per batch. Measured
+// with `UBLKSNAP_UBLK_STATS=1 npm run bench -- --only=ublk`, 2026-12-02
+// 08:57, host load 1.7-3.3, 3 rounds, per-round ratios thread ÷ actor:
 //
-//   run   4 KiB randread   4 KiB randwrite   1 MiB seq write
-//   1     1.31×            0.45×             1.03×
-//   2     0.54×            1.25×             2.47×
+//   no snapshot     4 KiB randread 1.09 1.30 1.40   randwrite 1.19 1.41 1.53   1 MiB write 0.96 0.99 0.97
+//   with snapshot   4 KiB randread 1.05 (median)    randwrite 0.62             1 MiB write 0.96
 //
-// No direction holds from one run to the next: the difference is inside
-// the noise. The per-thread CPU says why it cannot be large: this actor
-// thread spends the same ~3-3.7 CPU-s per 5 s job either way (0.6-1.5 ms
-// per 4 KiB request against ublk-mini's 0.12-0.23 ms in the same runs) —
-// the JavaScript per-request path (record, handler, readSync/writeSync,
-// completion, commit) is the cost, and the native thread removes only the
-// kernel's copies and the io_uring_enter from it while adding its own
-// 0.9-1.5 CPU-s, an eventfd write each way per batch and a third runnable
-// thread on a two-vCPU guest. Without a gain, one thread fewer wins.
-// The variant stays behind the switch for machines with more cores, where
-// the copies running beside the JavaScript may pay off (not measured).
-// Since then both hostings serve a volume's plain requests natively
-// (below); bench/README.md "Direct serving" compares them.
+// CPU per 4 KiB write in round 1: actor thread 140 µs, native thread
+// 107 µs, ublk-mini 104 µs. The no-snapshot case is the common one (a
+// snapshot lives for a backup); the cost is the JavaScript path while a
+// snapshot is taken (first-touch 4 KiB writes 0.62× the actor's), whose
+// requests cross two SPSC rings and two eventfds. bench/README.md "Queue
+// hosting" has the tables.
 //
 // Direct serving: a volume's plain reads, and its writes
 // while no snapshot needs copy-before-write, are served by the native queue
@@ -95,7 +93,7 @@ export interface UblkSessionPayload {
  */
 export type UblkHosting = 'actor' | 'thread';
 export const UBLK_HOSTINGS: readonly UblkHosting[] = ['actor', 'thread'];
-export const UBLK_HOSTING_DEFAULT: UblkHosting = 'actor';
+export const UBLK_HOSTING_DEFAULT: UblkHosting = 'thread';
 /** The switch, read in the actor (workers copy the daemon's environment at start). */
 export const UBLK_HOSTING_ENV = 'UBLKSNAP_UBLK_HOSTING';
 
