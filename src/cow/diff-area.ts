@@ -199,7 +199,7 @@ export class DiffArea {
       }
       let run_count = 0;
       try {
-        run_count = this.lockNewRun(chunk, last, run, this.copy_run_chunks_max);
+        run_count = this.lockNewRun(chunk, last, run, this.copy_run_chunks_max, false);
         if (run_count > 0 && this.healthy) this.copyRun(volume, run_count);
       } finally {
         for (let i = 0; i < run_count; i += 1) this.table.unlock(run[i]!);
@@ -211,9 +211,11 @@ export class DiffArea {
   /**
    * Locks the adjacent NEW chunks from `chunk` on (ascending, as every
    * multi-chunk locker does; see cloneBeforeWrite), at most up to `last`
-   * and `max` of them, into run[]. Returns how many it holds.
+   * and `max` of them, into run[]; with `end_at_unaligned`, a chunk whose
+   * size is not a whole number of storage slots ends the run after itself.
+   * Returns how many it holds.
    */
-  private lockNewRun(chunk: number, last: number, run: Int32Array, max: number): number {
+  private lockNewRun(chunk: number, last: number, run: Int32Array, max: number, end_at_unaligned: boolean): number {
     let count = 0;
     while (chunk + count <= last && count < max) {
       const next = chunk + count;
@@ -225,6 +227,7 @@ export class DiffArea {
       }
       run[count] = next;
       count += 1;
+      if (end_at_unaligned && this.chunkBytes(next) % STORAGE_SLOT_ALIGN_BYTES !== 0) break;
     }
     return count;
   }
@@ -310,20 +313,8 @@ export class DiffArea {
       let run_count = 0;
       let ahead_count = 0;
       try {
-        // Gather: lock while the next chunk is still NEW, whole and within bounds.
-        while (chunk + run_count <= last && run_count < CLONE_RUN_CHUNKS_MAX) {
-          const next = chunk + run_count;
-          if (this.table.state(next) !== ChunkState.NEW) break;
-          this.table.lock(next);
-          if (this.table.state(next) !== ChunkState.NEW) {
-            this.table.unlock(next);
-            break;
-          }
-          run[run_count] = next;
-          run_count += 1;
-          // A short last chunk ends the run (it is copied).
-          if (this.chunkBytes(next) % STORAGE_SLOT_ALIGN_BYTES !== 0) break;
-        }
+        // A short last chunk ends the run (it is copied).
+        run_count = this.lockNewRun(chunk, last, run, CLONE_RUN_CHUNKS_MAX, true);
         if (sequential && run_count > 0 && run[run_count - 1] === last) ahead_count = this.lockAhead(run_count);
         if (run_count > 0 && this.healthy) this.saveRun(volume, run_count, ahead_count);
       } finally {
