@@ -141,7 +141,7 @@ export class DiffArea {
   private readonly snapshot_control: Int32Array;
   private readonly chunk_maximum_in_queue: number;
   private readonly record = new Int32Array(1);
-  /** The chunks of the run cloneBeforeWrite holds locked (allocated once: the write path allocates nothing). */
+  /** The chunks of a clone run and its ahead chunks, held locked by copyBeforeWrite (allocated once: the write path allocates nothing). */
   private readonly clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX + CLONE_AHEAD_CHUNKS_MAX);
   /** The chunks of the run copyBeforeWrite holds locked, and how many fit the run buffer. */
   private readonly copy_run: Int32Array;
@@ -186,11 +186,14 @@ export class DiffArea {
     const first = Math.floor(offset_bytes / this.chunk_bytes);
     const last = Math.floor((offset_bytes + length_bytes - 1) / this.chunk_bytes);
     if (this.table.allPastNew(first, last)) return;
-    if (this.clone_chunks) {
-      this.cloneBeforeWrite(volume, first, last);
-      return;
-    }
-    const run = this.copy_run;
+    // Each run of adjacent NEW chunks is locked (ascending, as every
+    // multi-chunk locker does; every other locker holds one chunk at a
+    // time, so no cycle can form), saved (copyRun, or saveRun when the area
+    // clones, see there), and unlocked before the next.
+    const clone = this.clone_chunks;
+    const run = clone ? this.clone_run : this.copy_run;
+    const run_max = clone ? CLONE_RUN_CHUNKS_MAX : this.copy_run_chunks_max;
+    const sequential = clone && this.continuesStream(first, last);
     let chunk = first;
     while (chunk <= last) {
       if (this.table.state(chunk) !== ChunkState.NEW) {
@@ -198,11 +201,17 @@ export class DiffArea {
         continue;
       }
       let run_count = 0;
+      let ahead_count = 0;
       try {
-        run_count = this.lockNewRun(chunk, last, run, this.copy_run_chunks_max, false);
-        if (run_count > 0 && this.healthy) this.copyRun(volume, run_count);
+        // A clone run ends at a short chunk (it is copied).
+        run_count = this.lockNewRun(chunk, last, run, run_max, clone);
+        if (sequential && run_count > 0 && run[run_count - 1] === last) ahead_count = this.lockAhead(run_count);
+        if (run_count > 0 && this.healthy) {
+          if (clone) this.saveRun(volume, run_count, ahead_count);
+          else this.copyRun(volume, run_count);
+        }
       } finally {
-        for (let i = 0; i < run_count; i += 1) this.table.unlock(run[i]!);
+        for (let i = 0; i < run_count + ahead_count; i += 1) this.table.unlock(run[i]!);
       }
       chunk += Math.max(run_count, 1);
     }
@@ -210,7 +219,7 @@ export class DiffArea {
 
   /**
    * Locks the adjacent NEW chunks from `chunk` on (ascending, as every
-   * multi-chunk locker does; see cloneBeforeWrite), at most up to `last`
+   * multi-chunk locker does; see copyBeforeWrite), at most up to `last`
    * and `max` of them, into run[]; with `end_at_unaligned`, a chunk whose
    * size is not a whole number of storage slots ends the run after itself.
    * Returns how many it holds.
@@ -282,48 +291,6 @@ export class DiffArea {
     this.claimGrowth();
   }
 
-  /**
-   * copyBeforeWrite by clones: each run of adjacent NEW chunks the write
-   * covers is locked (in ascending order, as every multi-chunk locker does;
-   * every other locker holds one chunk at a time, so no cycle can form),
-   * given one contiguous extent of slots and cloned with one ioctl. One
-   * clone of a 1 MiB write's four 256 KiB chunks cost XFS 16 µs; four
-   * clones of one chunk each, 4 × 220 µs. Whatever the run cannot do goes
-   * chunk by chunk through copyChunk, still under the locks.
-   *
-   * Clone ahead: when the write continues a sequential stream of first
-   * touches (it covers the chunk after the last run cloned), the run that
-   * ends with the write's last chunk also takes up to CLONE_AHEAD_CHUNKS_MAX
-   * of the NEW chunks after it, within the storage's spare room
-   * (StorageCounters.spare_sectors: never room a later chunk could need).
-   * Each is cloned under its lock before any write reaches it, so it is a
-   * stored chunk like any other, and the writes that follow take the fast
-   * path. Ahead chunks are only ever tried locks: one another thread holds
-   * ends the run, nobody waits for a chunk no write asked for.
-   */
-  private cloneBeforeWrite(volume: VolumeReader, first: number, last: number): void {
-    const run = this.clone_run;
-    const sequential = this.continuesStream(first, last);
-    let chunk = first;
-    while (chunk <= last) {
-      if (this.table.state(chunk) !== ChunkState.NEW) {
-        chunk += 1;
-        continue;
-      }
-      let run_count = 0;
-      let ahead_count = 0;
-      try {
-        // A short last chunk ends the run (it is copied).
-        run_count = this.lockNewRun(chunk, last, run, CLONE_RUN_CHUNKS_MAX, true);
-        if (sequential && run_count > 0 && run[run_count - 1] === last) ahead_count = this.lockAhead(run_count);
-        if (run_count > 0 && this.healthy) this.saveRun(volume, run_count, ahead_count);
-      } finally {
-        for (let i = 0; i < run_count + ahead_count; i += 1) this.table.unlock(run[i]!);
-      }
-      chunk += Math.max(run_count, 1);
-    }
-  }
-
   /** True when [first, last] covers the chunk a sequential stream of first touches reaches next. */
   private continuesStream(first: number, last: number): boolean {
     const expected = streamNextChunk(this.area_control);
@@ -356,9 +323,21 @@ export class DiffArea {
   }
 
   /**
-   * Under the locks of run[0..count + ahead): clone the run with its ahead
-   * chunks as one extent; failing that, the run alone, or each of its
-   * chunks alone. Ahead chunks that were not cloned stay NEW.
+   * Under the locks of clone_run[0..count + ahead): clones the run with its
+   * ahead chunks as one extent; failing that, the run alone, or each of its
+   * chunks alone through copyChunk. Ahead chunks that were not cloned stay
+   * NEW. One clone of a 1 MiB write's four 256 KiB chunks cost XFS 16 µs;
+   * four clones of one chunk each, 4 × 220 µs.
+   *
+   * Clone ahead: when the write continues a sequential stream of first
+   * touches (it covers the chunk after the last run cloned), the run that
+   * ends with the write's last chunk also takes up to CLONE_AHEAD_CHUNKS_MAX
+   * of the NEW chunks after it, within the storage's spare room
+   * (StorageCounters.spare_sectors: never room a later chunk could need).
+   * Each is cloned under its lock before any write reaches it, so it is a
+   * stored chunk like any other, and the writes that follow take the fast
+   * path. Ahead chunks are only ever tried locks: one another thread holds
+   * ends the run, nobody waits for a chunk no write asked for (lockAhead).
    */
   private saveRun(volume: VolumeReader, count: number, ahead: number): void {
     const run = this.clone_run;
