@@ -97,6 +97,7 @@ class QueueCore {
   // (nullptr). Only a thread that runs JavaScript may host one: see
   // DirectVolume::TakeDrainedWhileFrozen.
   void ServeDirect(DirectVolume* direct) { direct_ = direct; }
+  DirectVolume* direct() const { return direct_; }
   // Queues COMMIT_AND_FETCH_REQ for an owned tag; no system call.
   CommitStatus Commit(uint32_t tag, int32_t result);
   // Submits every queued SQE; returns the count or -errno.

@@ -139,7 +139,7 @@ void QueueThread::ForwardRequests() {
   {
     std::lock_guard<std::mutex> lock(direct_mutex_);
     count = core_.Report();  // serves what the direct volume can, commits queued for the next enter
-    drained = direct_ != nullptr && direct_->DrainedWhileFrozen();
+    drained = core_.direct() != nullptr && core_.direct()->DrainedWhileFrozen();
   }
   // A direct write emptied a frozen gate: the caller's thread must notify
   // the take (UblkQueue::OnReadable takes the flag), so ring even with no record.
@@ -246,7 +246,6 @@ void QueueThread::Close() {
 
 void QueueThread::ServeDirect(DirectVolume* direct) {
   std::lock_guard<std::mutex> lock(direct_mutex_);
-  direct_ = direct;
   core_.ServeDirect(direct);
 }
 

@@ -115,9 +115,9 @@ class QueueThread {
   Index commit_head_;                    // queue thread consumes
   Index commit_tail_;                    // caller produces
   // Held by the queue thread while it serves directly, by the caller while
-  // it changes the direct volume or reads its counts. Uncontended but for that.
+  // it changes the core's direct volume or reads its counts. Uncontended
+  // but for that.
   std::mutex direct_mutex_;
-  DirectVolume* direct_ = nullptr;       // under direct_mutex_
 
   // Caller's side.
   std::unique_ptr<uint8_t[]> owned_;     // per tag: delivered to JS, not yet committed
