@@ -38,11 +38,31 @@
 // take's wait also looks again every few milliseconds (waitForZero), so a
 // missed notification costs that, never the drain timeout.
 //
+// Mapped writes (devices created with UBLK_F_NEED_GET_DATA): the kernel
+// first says a WRITE is there and waits for the address its data should go
+// to. When the write could be served here and every page it covers is
+// already in the page cache (mincore), that address is the volume's own
+// bytes in a shared mapping of the volume: the kernel copies the data
+// straight into the page cache, and nothing is left to do but commit — one
+// copy per byte, as the loop driver, instead of two (into the slot, then
+// pwrite). The gate is entered and the CBT marked *before* the address is
+// handed out (BeginMappedWrite), and the gate is left only when the data
+// is in (FinishMappedWrite) or the kernel gave up on the copy
+// (AbandonMappedWrite), so a take's quiesce waits for these writes too.
+// Pages not in the cache go the slot way: a fault there would read them
+// from the disk first (or, on a failing disk, fail the copy). A copy that
+// failed anyway (a full filesystem, an I/O error, a shrunk file) turns
+// mapped writes off for this volume; the request comes back and takes the
+// slot way, where the error is answered through the actor as any other.
+// While mapped writes are in flight the mapping must stay (the kernel
+// writes into it): Detach is only called once MappedPending() is 0.
+//
 // One thread serves (the queue's own: an I/O actor's, or a native queue
 // thread, which QueueThread guards with a mutex against serveDirect).
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace ublksnap {
@@ -63,6 +83,8 @@ struct DirectCounts {
   uint64_t bytes_written = 0;
   uint64_t declined = 0;            // requests of a direct queue that went to JavaScript
   uint64_t redone = 0;              // of those, requests that failed here first (JavaScript redid them)
+  uint64_t mapped_writes = 0;       // writes the kernel copied straight into the volume's pages
+  uint64_t mapped_failed = 0;       // mapped copies the kernel could not finish (mapped writes then stop)
 };
 
 class DirectVolume {
@@ -83,6 +105,18 @@ class DirectVolume {
   bool Serve(uint8_t ublk_op, uint32_t ublk_flags, uint64_t offset, uint64_t length, uint8_t* slot,
              uint64_t slot_bytes, int32_t* result);
 
+  // Mapped writes (see above). Begin: the address the kernel should copy
+  // this write's data to, with the gate entered and the CBT marked; or
+  // nullptr (the slot way, nothing touched). Finish: the data is in
+  // (`arrived_bytes` of `length`: fewer when the kernel mapped only part);
+  // returns what to commit. Abandon: the kernel will not copy (the request
+  // was requeued, the queue aborted); leaves the gate.
+  uint8_t* BeginMappedWrite(uint64_t offset, uint64_t length);
+  int32_t FinishMappedWrite(uint32_t ublk_flags, uint64_t length, uint64_t arrived_bytes);
+  void AbandonMappedWrite();
+  uint32_t MappedPending() const { return mapped_pending_.load(std::memory_order_acquire); }
+  bool mapped() const { return map_ != nullptr && !map_failed_; }
+
   // True once after a write here emptied a frozen gate (see above). Any
   // thread: a native queue thread serves, the JavaScript thread takes it.
   bool TakeDrainedWhileFrozen() { return drained_while_frozen_.exchange(false, std::memory_order_acq_rel); }
@@ -97,9 +131,18 @@ class DirectVolume {
   bool EnterGate();
   void LeaveGate();
   void MarkCbt(uint64_t offset, uint64_t length);
+  bool InRange(uint64_t offset, uint64_t length) const;
+  bool WritesHeld() const;
+  bool Resident(uint64_t offset, uint64_t length) const;
+  bool Sync();
+  void Map();
 
   int fd_ = -1;
   DirectVolumeConfig config_;
+  uint8_t* map_ = nullptr;          // the volume, MAP_SHARED (nullptr: no mapped writes)
+  size_t map_bytes_ = 0;
+  bool map_failed_ = false;
+  std::atomic<uint32_t> mapped_pending_{0};
   std::atomic<bool> drained_while_frozen_{false};
   DirectCounts counts_;
 };

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -51,8 +52,16 @@ QueueError QueueCore::Open(const QueueConfig& config) {
   config_ = config;
   states_.reset(new TagState[config.queue_depth]);
   ready_.reset(new uint16_t[config.queue_depth]);
-  for (uint32_t tag = 0; tag < config.queue_depth; tag += 1) states_[tag] = kKernel;
+  results_.reset(new int32_t[config.queue_depth]);
+  mapped_volume_.reset(new DirectVolume*[config.queue_depth]);
+  mapped_bytes_.reset(new uint64_t[config.queue_depth]);
+  mapped_offset_.reset(new uint64_t[config.queue_depth]);
+  for (uint32_t tag = 0; tag < config.queue_depth; tag += 1) {
+    states_[tag] = kKernel;
+    mapped_volume_[tag] = nullptr;
+  }
   ready_count_ = 0;
+  mapped_pending_ = 0;
   stats_ = QueueStats();
   QueueError error = OpenCharDevice();
   if (error.error == 0) error = MapDescriptors();
@@ -111,7 +120,7 @@ QueueError QueueCore::SetupRing() {
   return QueueError();
 }
 
-void QueueCore::PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result) {
+void QueueCore::PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result, const uint8_t* buffer) {
   io_uring_sqe* sqe = ring_.NextSqe();  // callers checked there is room
   sqe->opcode = IORING_OP_URING_CMD;
   sqe->flags = IOSQE_FIXED_FILE;
@@ -122,12 +131,12 @@ void QueueCore::PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result) 
   cmd->q_id = config_.queue_id;
   cmd->tag = static_cast<uint16_t>(tag);
   cmd->result = result;
-  // The kernel copies WRITE data into, and READ data out of, this slot.
-  cmd->addr = reinterpret_cast<uintptr_t>(SlotAddress(tag));
+  // The kernel copies WRITE data into, and READ data out of, this buffer.
+  cmd->addr = reinterpret_cast<uintptr_t>(buffer);
 }
 
 QueueError QueueCore::FetchAll() {
-  for (uint32_t tag = 0; tag < config_.queue_depth; tag += 1) PrepareIo(uapi::kIoFetchReq, tag, 0);
+  for (uint32_t tag = 0; tag < config_.queue_depth; tag += 1) PrepareIo(uapi::kIoFetchReq, tag, 0, SlotAddress(tag));
   ring_.Publish();
   int submitted = 0;
   do {
@@ -164,19 +173,28 @@ void QueueCore::Harvest() {
       doorbell_rang_ = true;  // its result (8 or -errno) does not matter: the caller looks at its own state
       continue;
     }
-    if (tag >= config_.queue_depth || states_[tag] != kKernel) continue;  // not ours: ignore
-    if (result == uapi::kIoResOk) {
+    if (tag >= config_.queue_depth || (states_[tag] != kKernel && states_[tag] != kGetData)) continue;  // not ours: ignore
+    // A mapped write's CQE goes to Report whatever it says: only there
+    // (under a native thread's direct mutex) is its volume touched.
+    bool mapped = states_[tag] == kGetData && mapped_volume_[tag] != nullptr;
+    if (result == uapi::kIoResOk || result == uapi::kIoResNeedGetData || mapped) {
       states_[tag] = kReady;
+      results_[tag] = result;
       ready_[ready_count_] = static_cast<uint16_t>(tag);
       ready_count_ += 1;
-    } else if (result == -ENODEV) {
-      states_[tag] = kDone;  // UBLK_IO_RES_ABORT: the device is stopping
-      stats_.aborted += 1;
     } else {
-      states_[tag] = kDone;  // NEED_GET_DATA (never asked for) or an error
-      stats_.failed += 1;
-      stats_.last_error = result < 0 ? -result : EPROTO;
+      EndTag(tag, result);
     }
+  }
+}
+
+void QueueCore::EndTag(uint32_t tag, int32_t result) {
+  states_[tag] = kDone;
+  if (result == -ENODEV) {
+    stats_.aborted += 1;  // UBLK_IO_RES_ABORT: the device is stopping
+  } else {
+    stats_.failed += 1;
+    stats_.last_error = result < 0 ? -result : EPROTO;
   }
 }
 
@@ -186,6 +204,18 @@ uint32_t QueueCore::Report() {
     uint32_t tag = ready_[index];
     // The descriptor was written before its CQE, which Harvest read with acquire.
     const uapi::IoDesc& desc = descriptors_[tag];
+    int32_t result = results_[tag];
+    if (mapped_volume_[tag] != nullptr) {
+      if (SettleMappedWrite(tag, desc)) continue;
+      if (result < 0) {
+        EndTag(tag, result);
+        continue;
+      }
+    }
+    if (result == uapi::kIoResNeedGetData) {
+      GetData(tag, desc);
+      continue;
+    }
     states_[tag] = kOwned;
     stats_.in_flight += 1;
     if (direct_ != nullptr && ServeDirectly(tag, desc)) continue;
@@ -215,13 +245,75 @@ bool QueueCore::ServeDirectly(uint32_t tag, const uapi::IoDesc& desc) {
   return Commit(tag, result) == CommitStatus::kOk;
 }
 
+void QueueCore::GetData(uint32_t tag, const uapi::IoDesc& desc) {
+  uint64_t offset = desc.start_sector << uapi::kSectorShift;
+  uint64_t length = uint64_t{desc.nr_sectors} << uapi::kSectorShift;
+  const uint8_t* buffer = nullptr;
+  if (direct_ != nullptr && (desc.op_flags & uapi::kIoOpMask) == uapi::kIoOpWrite && !MappedWriteStartsAt(offset)) {
+    buffer = direct_->BeginMappedWrite(offset, length);
+  }
+  if (buffer != nullptr) {
+    mapped_volume_[tag] = direct_;
+    mapped_offset_[tag] = offset;
+    mapped_bytes_[tag] = length;
+    mapped_pending_ += 1;
+  } else {
+    buffer = SlotAddress(tag);  // the kernel keeps a request within the slot (max_sectors)
+  }
+  // One SQE per tag is ever queued, and the ring has two per tag.
+  PrepareIo(uapi::kIoNeedGetData, tag, 0, buffer);
+  ring_.Publish();
+  states_[tag] = kGetData;
+}
+
+bool QueueCore::SettleMappedWrite(uint32_t tag, const uapi::IoDesc& desc) {
+  DirectVolume* volume = mapped_volume_[tag];
+  mapped_volume_[tag] = nullptr;
+  mapped_pending_ -= 1;
+  // Only the data of a GET_DATA completes with OK on a WRITE: a new write
+  // on this tag would first come as NEED_GET_DATA. Anything else means the
+  // kernel could not copy and put the request back (to this tag or another).
+  if (results_[tag] != uapi::kIoResOk || (desc.op_flags & uapi::kIoOpMask) != uapi::kIoOpWrite) {
+    volume->AbandonMappedWrite();
+    return false;
+  }
+  // The kernel lowers nr_sectors when it copied only part.
+  uint64_t arrived = std::min(uint64_t{desc.nr_sectors} << uapi::kSectorShift, mapped_bytes_[tag]);
+  int32_t result = volume->FinishMappedWrite(desc.op_flags & ~uapi::kIoOpMask, mapped_bytes_[tag], arrived);
+  states_[tag] = kOwned;
+  stats_.in_flight += 1;
+  return Commit(tag, result) == CommitStatus::kOk;
+}
+
+// A write at the start of a mapped write still waiting for its copy is
+// either a racing write to the same place or that same write, put back by
+// the kernel after its copy failed and sent to another tag (which then
+// keeps the old GET_DATA until the kernel reuses it): either way the slot.
+bool QueueCore::MappedWriteStartsAt(uint64_t offset) const {
+  if (mapped_pending_ == 0) return false;
+  for (uint32_t tag = 0; tag < config_.queue_depth; tag += 1) {
+    if (mapped_volume_[tag] != nullptr && mapped_offset_[tag] == offset) return true;
+  }
+  return false;
+}
+
+void QueueCore::AbandonMappedWrites() {
+  if (mapped_volume_ == nullptr) return;
+  for (uint32_t tag = 0; tag < config_.queue_depth; tag += 1) {
+    if (mapped_volume_[tag] == nullptr) continue;
+    mapped_volume_[tag]->AbandonMappedWrite();
+    mapped_volume_[tag] = nullptr;
+  }
+  mapped_pending_ = 0;
+}
+
 CommitStatus QueueCore::Commit(uint32_t tag, int32_t result) {
   if (!is_open()) return CommitStatus::kClosed;
   if (tag >= config_.queue_depth) return CommitStatus::kBadTag;
   if (states_[tag] != kOwned) return CommitStatus::kNotOwned;
   // At most one SQE per tag is ever queued, and the ring has two per tag.
   if (ring_.sq_entries() - ring_.Unsubmitted() == 0) return CommitStatus::kNoSqe;
-  PrepareIo(uapi::kIoCommitAndFetchReq, tag, result);
+  PrepareIo(uapi::kIoCommitAndFetchReq, tag, result, SlotAddress(tag));
   ring_.Publish();
   states_[tag] = kKernel;
   stats_.in_flight -= 1;
@@ -253,7 +345,7 @@ int QueueCore::Submit() {
 bool QueueCore::KernelHoldsAny() const {
   if (states_ == nullptr) return false;
   for (uint32_t tag = 0; tag < config_.queue_depth; ++tag) {
-    if (states_[tag] == kKernel) return true;
+    if (states_[tag] == kKernel || states_[tag] == kGetData) return true;
   }
   return false;
 }
@@ -294,6 +386,8 @@ void QueueCore::Close() {
   // ring's teardown drops the file after them.
   if (ring_.fd() >= 0 && !KernelHoldsAny()) ring_.Register(IORING_UNREGISTER_FILES, nullptr, 0);
   ring_.Close();
+  // No copy can come any more: the mapped writes still waiting leave their gates.
+  AbandonMappedWrites();
   if (descriptors_ != nullptr) munmap(const_cast<uapi::IoDesc*>(descriptors_), descriptor_map_bytes_);
   descriptors_ = nullptr;
   if (char_fd_ >= 0) close(char_fd_);

@@ -10,6 +10,13 @@
 // Tag life cycle:
 //   kKernel  --CQE res 0-->  kReady  --Report-->  kOwned  --Commit-->  kKernel
 //   kKernel  --CQE -ENODEV or error-->  kDone (never fetched again)
+// With UBLK_F_NEED_GET_DATA a WRITE first arrives without its data:
+//   kKernel  --CQE NEED_GET_DATA-->  kReady  --Report: NEED_GET_DATA-->  kGetData
+//   kGetData --CQE res 0-->  kReady (the data is in: slot, or the volume itself)
+// where Report hands the kernel the address for the data: the direct
+// volume's mapped bytes when it takes the write (direct-volume.h, "Mapped
+// writes"; committed in Report, no record), else the tag's slot (the write
+// then goes on as any request).
 // Nothing here allocates after Open.
 #pragma once
 
@@ -98,6 +105,8 @@ class QueueCore {
   // DirectVolume::TakeDrainedWhileFrozen.
   void ServeDirect(DirectVolume* direct) { direct_ = direct; }
   DirectVolume* direct() const { return direct_; }
+  // Mapped writes whose data the kernel has not copied yet (they hold their volume's gate).
+  uint32_t mapped_pending() const { return mapped_pending_; }
   // Queues COMMIT_AND_FETCH_REQ for an owned tag; no system call.
   CommitStatus Commit(uint32_t tag, int32_t result);
   // Submits every queued SQE; returns the count or -errno.
@@ -121,7 +130,7 @@ class QueueCore {
   QueueStats stats() const { return stats_; }
 
  private:
-  enum TagState : uint8_t { kKernel, kReady, kOwned, kDone };
+  enum TagState : uint8_t { kKernel, kReady, kOwned, kGetData, kDone };
 
   QueueError OpenCharDevice();
   QueueError MapDescriptors();
@@ -129,8 +138,17 @@ class QueueCore {
   QueueError FetchAll();
   // True while any tag's FETCH or COMMIT_AND_FETCH is still with the kernel.
   bool KernelHoldsAny() const;
-  void PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result);
+  void PrepareIo(uint32_t opcode_number, uint32_t tag, int32_t result, const uint8_t* buffer);
   bool ServeDirectly(uint32_t tag, const uapi::IoDesc& desc);
+  void EndTag(uint32_t tag, int32_t result);  // kDone after an abort or error CQE
+  // A WRITE waits for its data's address: the volume's bytes or the slot.
+  void GetData(uint32_t tag, const uapi::IoDesc& desc);
+  // The CQE of a mapped write's GET_DATA: finished and committed (true), or
+  // abandoned (the kernel put the request back), and the CQE is a request
+  // like any other (false).
+  bool SettleMappedWrite(uint32_t tag, const uapi::IoDesc& desc);
+  void AbandonMappedWrites();
+  bool MappedWriteStartsAt(uint64_t offset) const;
   uint8_t* SlotAddress(uint32_t tag) const { return config_.slots + tag * config_.slot_bytes; }
 
   QueueConfig config_;
@@ -141,6 +159,12 @@ class QueueCore {
   size_t descriptor_map_bytes_ = 0;
   std::unique_ptr<TagState[]> states_;
   std::unique_ptr<uint16_t[]> ready_;   // tags harvested, not yet reported
+  std::unique_ptr<int32_t[]> results_;  // their CQE results (kIoResOk, kIoResNeedGetData, or -errno for a mapped write)
+  // Per tag in kGetData: the volume its data goes to (nullptr: the slot), and the bytes asked for.
+  std::unique_ptr<DirectVolume*[]> mapped_volume_;
+  std::unique_ptr<uint64_t[]> mapped_bytes_;
+  std::unique_ptr<uint64_t[]> mapped_offset_;
+  uint32_t mapped_pending_ = 0;
   uint32_t ready_count_ = 0;
   bool doorbell_rang_ = false;
   DirectVolume* direct_ = nullptr;

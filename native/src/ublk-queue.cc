@@ -92,6 +92,8 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   Napi::Value ServeDirect(const Napi::CallbackInfo& info);
   bool ReadDirectVolume(Napi::Env env, const Napi::Object& volume, DirectVolumeConfig* config);
   void StopDirect();
+  // The detach StopDirect left for later (mapped writes were in flight), once they are not.
+  void FinishStopDirect();
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   static void OnPoll(uv_poll_t* handle, int status, int events);
@@ -112,6 +114,7 @@ class UblkQueue : public Napi::ObjectWrap<UblkQueue> {
   Napi::ObjectReference direct_control_ref_;  // keep the direct volume's shared words alive
   Napi::ObjectReference direct_cbt_ref_;
   Napi::ObjectReference direct_hold_ref_;
+  bool direct_detach_pending_ = false;        // StopDirect waits for mapped writes (direct-volume.h)
   std::unique_ptr<QueueThread> thread_host_;  // or the native-thread host
   uint32_t queue_depth_ = 0;
   Napi::ObjectReference buffer_ref_;     // keeps the slots' memory alive
@@ -275,6 +278,7 @@ void UblkQueue::OnReadable() {
   uint32_t count = Receive();
   // A direct write emptied a frozen gate: JavaScript must wake the take waiting for it.
   bool drained = direct_.TakeDrainedWhileFrozen();
+  FinishStopDirect();
   if (count > 0 || drained) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
@@ -359,6 +363,8 @@ Napi::Value UblkQueue::Stats(const Napi::CallbackInfo& info) {
   result.Set("direct_bytes_written", Napi::Number::New(env, static_cast<double>(direct.bytes_written)));
   result.Set("direct_declined", Napi::Number::New(env, static_cast<double>(direct.declined)));
   result.Set("direct_redone", Napi::Number::New(env, static_cast<double>(direct.redone)));
+  result.Set("direct_mapped_writes", Napi::Number::New(env, static_cast<double>(direct.mapped_writes)));
+  result.Set("direct_mapped_failed", Napi::Number::New(env, static_cast<double>(direct.mapped_failed)));
   return result;
 }
 
@@ -386,6 +392,10 @@ Napi::Value UblkQueue::ServeDirect(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   StopDirect();
+  if (direct_detach_pending_) {
+    ThrowErrno(env, EBUSY, "serveDirect: mapped writes of the previous volume still in flight");
+    return env.Undefined();
+  }
   int error = direct_.Attach(config);
   if (error != 0) {
     ThrowErrno(env, error, "dup");
@@ -451,10 +461,19 @@ bool UblkQueue::ReadDirectVolume(Napi::Env env, const Napi::Object& volume, Dire
 }
 
 void UblkQueue::StopDirect() {
-  // After this the serving thread no longer touches direct_ (the native
-  // thread takes the same mutex around its serving).
+  // After this the serving thread starts nothing new on direct_ (the native
+  // thread takes the same mutex around its serving). Mapped writes already
+  // handed to the kernel still hold the gate and need the mapping: they
+  // finish on the serving thread, and the detach waits for them.
   if (thread_host_) thread_host_->ServeDirect(nullptr);
   core_.ServeDirect(nullptr);
+  direct_detach_pending_ = true;
+  FinishStopDirect();
+}
+
+void UblkQueue::FinishStopDirect() {
+  if (!direct_detach_pending_ || direct_.MappedPending() > 0) return;
+  direct_detach_pending_ = false;
   direct_.Detach();
   if (!direct_control_ref_.IsEmpty()) direct_control_ref_.Reset();
   if (!direct_cbt_ref_.IsEmpty()) direct_cbt_ref_.Reset();
@@ -485,7 +504,8 @@ void UblkQueue::Shutdown() {
   // The queue thread is joined here: it ends the ring it made.
   if (thread_host_) thread_host_->Close();
   StopDirect();
-  core_.Close();
+  core_.Close();  // abandons the mapped writes still waiting: the detach can go on
+  FinishStopDirect();
   if (!buffer_ref_.IsEmpty()) buffer_ref_.Reset();
   if (!requests_ref_.IsEmpty()) requests_ref_.Reset();
   // The async context must outlive a MakeCallback that is running now.

@@ -147,6 +147,10 @@ export interface UblkQueueStats {
   direct_declined: number;
   /** Of those, requests that failed or moved short here first (JavaScript redid them). */
   direct_redone: number;
+  /** Of direct_writes, those whose data the kernel copied straight into the volume's pages (mapped writes). */
+  direct_mapped_writes: number;
+  /** Mapped copies the kernel could not finish: mapped writes then stop for this volume. */
+  direct_mapped_failed: number;
 }
 
 /**

@@ -55,6 +55,13 @@ export interface UblkDeviceOptions {
   max_io_bytes: number;
   /** UBLK_F_* flags asked for at ADD_DEV (user recovery where the kernel has it). */
   flags: bigint;
+  /**
+   * Flags a volume's device adds: UBLK_F_NEED_GET_DATA, so that a write
+   * the queue serves directly can have its data copied by the kernel
+   * straight into the volume's pages (native/src/direct-volume.h, "Mapped
+   * writes"). An image's writes always go through copy-on-write: it gains nothing.
+   */
+  volume_flags: bigint;
 }
 
 export class UblkDevice {
@@ -76,7 +83,8 @@ export class UblkDevice {
     records: DeviceRecords): Promise<UblkDevice> {
     const target = engine.resolveExport(export_name);
     const info = await ublkAddDevice({
-      queue_count: options.queue_count, queue_depth: options.queue_depth, max_io_bytes: options.max_io_bytes, flags: options.flags,
+      queue_count: options.queue_count, queue_depth: options.queue_depth, max_io_bytes: options.max_io_bytes,
+      flags: target.kind === 'volume' ? options.flags | options.volume_flags : options.flags,
     }, UBLK_CONTROL_TIMEOUT_MS);
     const sessions: HostedSession[] = [];
     try {

@@ -20,7 +20,7 @@ import path from 'node:path';
 import type { EngineControl } from '../../engine/api';
 import { UblksnapError } from '../../shared/errors';
 import {
-  ublkControlAvailable, ublkGetDeviceInfo, ublkGetFeatures, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
+  ublkControlAvailable, ublkGetDeviceInfo, ublkGetFeatures, UBLK_F_NEED_GET_DATA, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE,
 } from '../../native/ublk';
 import type { Frontend, FrontendContext, FrontendStatus, FrontendStopOptions } from '../frontend';
 import { ublkUnavailableReason } from './driver-diagnosis';
@@ -55,6 +55,7 @@ export class UblkFrontend implements Frontend {
   private readonly records: DeviceRecords;
   private unavailable: string | null = null;
   private flags = 0n;
+  private volume_flags = 0n;
 
   constructor(private readonly context: FrontendContext) {
     this.records = new DeviceRecords(context.state_dir);
@@ -79,7 +80,10 @@ export class UblkFrontend implements Frontend {
     // replays what the old one had not answered) where the kernel has it.
     const recovery = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
     this.flags = (features & recovery) === recovery ? recovery : 0n;
-    this.context.logger.info({ features: `0x${features.toString(16)}`, flags: `0x${this.flags.toString(16)}` }, 'ublk frontend ready');
+    // UBLKSNAP_UBLK_MAPPED_WRITES=0: volumes' writes always through the slot (for comparisons).
+    const mapped_writes = process.env.UBLKSNAP_UBLK_MAPPED_WRITES !== '0' && (features & UBLK_F_NEED_GET_DATA) !== 0n;
+    this.volume_flags = mapped_writes ? UBLK_F_NEED_GET_DATA : 0n;
+    this.context.logger.info({ features: `0x${features.toString(16)}`, flags: `0x${this.flags.toString(16)}`, volume_flags: `0x${this.volume_flags.toString(16)}` }, 'ublk frontend ready');
     await this.takeStock();
   }
 
@@ -228,7 +232,7 @@ export class UblkFrontend implements Frontend {
 
   /** The device an earlier daemon left for this export, else a new one. */
   private async takeBackOrCreate(export_name: string): Promise<UblkDevice> {
-    const options = { queue_count: UBLK_QUEUE_COUNT, queue_depth: UBLK_QUEUE_DEPTH, max_io_bytes: UBLK_MAX_IO_BYTES, flags: this.flags };
+    const options = { queue_count: UBLK_QUEUE_COUNT, queue_depth: UBLK_QUEUE_DEPTH, max_io_bytes: UBLK_MAX_IO_BYTES, flags: this.flags, volume_flags: this.volume_flags };
     const record = this.kept.get(export_name);
     if (record !== undefined) {
       this.kept.delete(export_name);

@@ -151,7 +151,7 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
   // how many of its direct transfers failed and were redone by JavaScript,
   // logged at info once a second while requests arrive.
   const stats = process.env.UBLKSNAP_UBLK_STATS === '1'
-    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0, direct_before: 0, redone_before: 0 }
+    ? { wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: Date.now(), thread_wakeups_before: 0, direct_before: 0, redone_before: 0, mapped_before: 0 }
     : null;
   const reportStats = (): void => {
     if (stats === null) return;
@@ -164,9 +164,11 @@ export function runSession(context: SessionContext, payload: UblkSessionPayload)
       requests_per_wakeup: Number((stats.requests / Math.max(1, stats.wakeups)).toFixed(2)), single_request_wakeups: stats.single,
       submits: stats.submits, commits_per_submit: Number((stats.commits / Math.max(1, stats.submits)).toFixed(2)),
       direct: direct_total - stats.direct_before, redone: queue_stats.direct_redone - stats.redone_before,
+      mapped: queue_stats.direct_mapped_writes - stats.mapped_before, mapped_failed: queue_stats.direct_mapped_failed,
     }, 'ublk queue stats');
     Object.assign(stats, {
       wakeups: 0, requests: 0, single: 0, submits: 0, commits: 0, since_ms: now, thread_wakeups_before: queue_stats.wakeups, direct_before: direct_total, redone_before: queue_stats.direct_redone,
+      mapped_before: queue_stats.direct_mapped_writes,
     });
   };
   // Directly served requests never reach serve(): a timer reports them.
