@@ -16,6 +16,8 @@
 //   ublksnap-thread, ublksnap-thread-snap
 //                  the same two on a second daemon whose queue runs on a
 //                  native queue thread (UBLKSNAP_UBLK_HOSTING=thread)
+//   ublksnap-slot  a third daemon, thread hosting, mapped writes off
+//                  (UBLKSNAP_UBLK_MAPPED_WRITES=0): what mapped writes bring
 //   ublk-mini      a minimal C server (UBLKSNAP_UBLK_MINI_SOURCE), compiled by the host (the floor)
 //
 // Only the system being measured runs: the daemons not in use are stopped
@@ -52,15 +54,27 @@ const ATTACH_RETRY_MS = 15_000;
 /** UBLKSNAP_UBLK_STATS=1 (passed into the guest by the runner): the daemon logs requests per wake-up. */
 const STATS = process.env.UBLKSNAP_UBLK_STATS === '1';
 
-export const SYSTEMS = ['loop', 'ublksnap', 'ublksnap-snap', 'ublk-mini', 'ublksnap-thread', 'ublksnap-thread-snap'] as const;
+export const SYSTEMS = ['loop', 'ublksnap', 'ublksnap-snap', 'ublk-mini', 'ublksnap-thread', 'ublksnap-thread-snap', 'ublksnap-slot'] as const;
 export type SystemId = typeof SYSTEMS[number];
-export type Hosting = 'actor' | 'thread';
-/** The daemon systems: which queue hosting each runs, and whether it fills a snapshot. */
-export const DAEMON_SYSTEMS: Partial<Record<SystemId, { hosting: Hosting; snapshot: boolean }>> = {
-  ublksnap: { hosting: 'actor', snapshot: false },
-  'ublksnap-snap': { hosting: 'actor', snapshot: true },
-  'ublksnap-thread': { hosting: 'thread', snapshot: false },
-  'ublksnap-thread-snap': { hosting: 'thread', snapshot: true },
+/**
+ * A daemon of the bench: its queue hosting, and `thread-slot` the thread
+ * hosting with mapped writes off (UBLKSNAP_UBLK_MAPPED_WRITES=0: every
+ * write's data goes into the tag's slot, then pwrite), to measure what
+ * mapped writes bring.
+ */
+export type Variant = 'actor' | 'thread' | 'thread-slot';
+const VARIANT_ENV: Record<Variant, Record<string, string>> = {
+  actor: { UBLKSNAP_UBLK_HOSTING: 'actor' },
+  thread: { UBLKSNAP_UBLK_HOSTING: 'thread' },
+  'thread-slot': { UBLKSNAP_UBLK_HOSTING: 'thread', UBLKSNAP_UBLK_MAPPED_WRITES: '0' },
+};
+/** The daemon systems: which daemon variant each runs, and whether it fills a snapshot. */
+export const DAEMON_SYSTEMS: Partial<Record<SystemId, { variant: Variant; snapshot: boolean }>> = {
+  ublksnap: { variant: 'actor', snapshot: false },
+  'ublksnap-snap': { variant: 'actor', snapshot: true },
+  'ublksnap-thread': { variant: 'thread', snapshot: false },
+  'ublksnap-thread-snap': { variant: 'thread', snapshot: true },
+  'ublksnap-slot': { variant: 'thread-slot', snapshot: false },
 };
 /** After SIGCONT, the daemon's threads get this long to settle before fio starts. */
 const RESUME_SETTLE_MS = 300;
@@ -179,7 +193,7 @@ class Daemon {
   logs = '';
   readonly socket: string;
 
-  constructor(private readonly dir: string, readonly hosting: Hosting) {
+  constructor(private readonly dir: string, readonly variant: Variant) {
     this.socket = path.join(dir, 'ctl.sock');
   }
 
@@ -190,7 +204,7 @@ class Daemon {
     const node_args = profile === undefined || profile === '' ? [] : ['--cpu-prof', '--cpu-prof-interval=5000', `--cpu-prof-dir=${profile}`];
     const child = spawn(process.execPath, [...node_args, CLI_PATH, 'daemon', '--socket', this.socket, '--state-dir', path.join(this.dir, 'state'),
       '--nbd-socket', path.join(this.dir, 'nbd.sock'), '--log-level', STATS ? 'info' : 'warn'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UBLKSNAP_UBLK_HOSTING: this.hosting } });
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...VARIANT_ENV[this.variant] } });
     this.child = child;
     child.stdout?.on('data', (chunk: Buffer) => {
       const text = chunk.toString();
@@ -343,7 +357,7 @@ async function attachWithRetries(daemon: Daemon, backing: string): Promise<{ ubl
   }
 }
 
-/** A daemon of one hosting with its own copy of the backing file, attached. */
+/** A daemon of one variant with its own copy of the backing file, attached. */
 interface Served {
   daemon: Daemon;
   backing: string;
@@ -359,7 +373,7 @@ async function attachAndWarm(served: Served, options: Options, limit_bytes: numb
   const attached = await attachWithRetries(daemon, served.backing);
   served.device = attached.ublk ?? '';
   if (!/^\/dev\/ublkb\d+$/.test(served.device)) throw new Error(`attach --ublk gave ${JSON.stringify(attached)}`);
-  progress(`daemon (${daemon.hosting}) up, ${served.device} attached in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  progress(`daemon (${daemon.variant}) up, ${served.device} attached in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   // Untimed warm-up: the daemon is JIT-compiled; a daemon in service is warm.
   const warm: Options = { ...options, runtime_s: 2 };
   for (const job of JOBS) fio(served.device, job, warm, false);
@@ -368,7 +382,7 @@ async function attachAndWarm(served: Served, options: Options, limit_bytes: numb
   fio(served.device, JOBS[1]!, warm, false);
   fio(served.device, JOBS[2]!, warm, true);
   await daemon.ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
-  progress(`warm-up (${daemon.hosting}) done`);
+  progress(`warm-up (${daemon.variant}) done`);
   daemon.pause();
 }
 
@@ -380,20 +394,20 @@ async function main(): Promise<void> {
   sh('modprobe', ['ublk_drv']);
   const work = mkdtempSync('/dev/shm/ublk-bench-');
   const backing = path.join(work, 'backing.img');
-  const hostings = [...new Set(options.systems.flatMap((s) => DAEMON_SYSTEMS[s]?.hosting ?? []))];
-  const served = new Map<Hosting, Served>();
+  const variants = [...new Set(options.systems.flatMap((s) => DAEMON_SYSTEMS[s]?.variant ?? []))];
+  const served = new Map<Variant, Served>();
   const started = Date.now();
   // The daemons start slowly under TCG (node, its worker threads): while the files are written.
-  for (const hosting of hostings) {
-    const dir = path.join(work, hosting);
+  for (const variant of variants) {
+    const dir = path.join(work, variant);
     mkdirSync(dir);
     const diff_dir = path.join(dir, 'diff');
     mkdirSync(diff_dir);
     // Not the file loop and ublk-mini write (see the top).
     const file = path.join(dir, 'backing.img');
-    const daemon = new Daemon(dir, hosting);
+    const daemon = new Daemon(dir, variant);
     daemon.spawn();
-    served.set(hosting, { daemon, backing: file, diff_dir, device: '' });
+    served.set(variant, { daemon, backing: file, diff_dir, device: '' });
   }
   // Written fully: every tmpfs page exists before anyone measures.
   for (const file of new Set([backing, ...[...served.values()].map((s) => s.backing)])) {
@@ -401,7 +415,7 @@ async function main(): Promise<void> {
   }
   progress(`backing file(s) written in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   const fio_version = sh('fio', ['--version']).trim();
-  emit('setup', { kernel, fio: fio_version, nproc: Number(sh('nproc', []).trim()), options, hostings, loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
+  emit('setup', { kernel, fio: fio_version, nproc: Number(sh('nproc', []).trim()), options, variants, loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
 
   // Each snapshot is destroyed before the next; its storage may grow to the volume's size.
   const limit_bytes = (options.size_mib + 64) * MIB;
@@ -430,7 +444,7 @@ async function main(): Promise<void> {
           progress(`round ${round} ${system} ${job.id}: ${shown} (fio ${figures.fio_cpu_percent}% CPU${cpu})`);
         };
         const daemon_system = DAEMON_SYSTEMS[system];
-        const one = daemon_system === undefined ? undefined : served.get(daemon_system.hosting)!;
+        const one = daemon_system === undefined ? undefined : served.get(daemon_system.variant)!;
         await activate(one);
         if (system === 'loop') {
           const device = sh('losetup', ['-f', '--show', '--direct-io=on', backing]).trim();
@@ -460,7 +474,7 @@ async function main(): Promise<void> {
           for (const job of JOBS) {
             const before = threadCpu(daemon.pid);
             const figures = fio(device, job, options, false);
-            record(job, figures, { hosting: daemon.hosting, server_cpu: cpuDelta(before, threadCpu(daemon.pid)) });
+            record(job, figures, { variant: daemon.variant, server_cpu: cpuDelta(before, threadCpu(daemon.pid)) });
           }
         } else {
           const { daemon, device, backing: file, diff_dir } = one!;
@@ -475,14 +489,14 @@ async function main(): Promise<void> {
             const figures = fio(device, job, options, job.rw === 'write');
             const server_cpu = cpuDelta(before, threadCpu(daemon.pid));
             await ipc.call('snapshot_destroy', { id }, CALL_TIMEOUT_MS);
-            record(job, figures, { hosting: daemon.hosting, take_ms, server_cpu });
+            record(job, figures, { variant: daemon.variant, take_ms, server_cpu });
           }
         }
       }
     }
     emit('done', { loadavg: readFileSync('/proc/loadavg', 'utf8').trim() });
   } catch (error) {
-    for (const one of served.values()) progress(`daemon (${one.daemon.hosting}) log tail:\n${one.daemon.logs.split('\n').slice(-30).join('\n')}`);
+    for (const one of served.values()) progress(`daemon (${one.daemon.variant}) log tail:\n${one.daemon.logs.split('\n').slice(-30).join('\n')}`);
     throw error;
   } finally {
     for (const one of served.values()) {
@@ -491,7 +505,7 @@ async function main(): Promise<void> {
         await one.daemon.reconnect();
         if (one.device !== '') await one.daemon.ipc.call('detach', { device: one.backing, force: true }, CALL_TIMEOUT_MS);
       } catch (error) {
-        progress(`detach (${one.daemon.hosting}): ${(error as Error).message}`);
+        progress(`detach (${one.daemon.variant}): ${(error as Error).message}`);
       }
       await one.daemon.stop();
     }

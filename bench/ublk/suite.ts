@@ -27,13 +27,13 @@ const GUEST_PROGRAM = path.join(REPO_ROOT, 'dist', 'bench', 'ublk', 'guest.js');
 export const UBLK_MINI_SOURCE = process.env.UBLKSNAP_UBLK_MINI_SOURCE ?? path.resolve(REPO_ROOT, '..', 'shared', 'ublk', 'ublk-mini.c');
 /** Setup is a no-op once the kernel is cached; on an empty cache about 40 s. */
 const SETUP_TIMEOUT_MS = 300_000;
-/** The whole guest run; the part normally takes 7-10 minutes (two daemons). */
-const GUEST_TIMEOUT_S = 1500;
+/** The whole guest run; the part normally takes 9-12 minutes (three daemons). */
+const GUEST_TIMEOUT_S = 1800;
 /**
- * The guest's memory: two copies of the backing file (one per daemon) and
- * a snapshot's diff storage all live on its /dev/shm (half of it).
+ * The guest's memory: four copies of the backing file (loop's and one per
+ * daemon) and a snapshot's diff storage all live on its /dev/shm (half of it).
  */
-const GUEST_MEM_MIB = 4096;
+const GUEST_MEM_MIB = 6144;
 const MIB = 1024 * 1024;
 /** Runner statuses that mean "no guest", not "the bench failed". */
 const INFRASTRUCTURE_STATUS: Record<number, string> = {
@@ -47,6 +47,7 @@ export const SYSTEM_LABELS: Record<SystemId, string> = {
   'ublk-mini': 'ublk-mini (C floor)',
   'ublksnap-thread': 'ublksnap (thread)',
   'ublksnap-thread-snap': 'ublksnap (thread) + snapshot',
+  'ublksnap-slot': 'ublksnap (thread, no mapped writes)',
 };
 
 /** The rows of the hosting the daemon uses by default: the goals are about them. */
@@ -222,6 +223,9 @@ export async function runUblkBench(options: UblkBenchOptions): Promise<UblkBench
     const thread_vs_actor = !has_both ? [] : JOBS.map((job) => `${JOB_LABELS[job.id]} ${ratioOf(samples, 'ublksnap-thread', 'ublksnap', job.id).toFixed(2)}×`
       + (systems.includes('ublksnap-thread-snap') && systems.includes('ublksnap-snap')
         ? ` (snapshot ${ratioOf(samples, 'ublksnap-thread-snap', 'ublksnap-snap', job.id).toFixed(2)}×)` : ''));
+    // Mapped writes (issue 11): the default daemon ÷ the same with every write through the slot.
+    const has_slot = systems.includes('ublksnap-slot') && systems.includes('ublksnap-thread');
+    const mapped_vs_slot = !has_slot ? [] : JOBS.map((job) => `${JOB_LABELS[job.id]} ${ratioOf(samples, 'ublksnap-thread', 'ublksnap-slot', job.id).toFixed(2)}×`);
     const guest = setup_record as { kernel?: string; loadavg?: string } | undefined;
     const text = [
       throughputTable(samples, systems, rounds),
@@ -230,6 +234,7 @@ export async function runUblkBench(options: UblkBenchOptions): Promise<UblkBench
       '',
       `snapshot ÷ no snapshot (${UBLK_HOSTING_DEFAULT} hosting, same round, median): ${snap_vs_plain.join(', ')}`,
       ...(has_both ? [`thread ÷ actor hosting (same round, median): ${thread_vs_actor.join(', ')}; default: ${UBLK_HOSTING_DEFAULT}`] : []),
+      ...(has_slot ? [`mapped writes ÷ slot writes (thread hosting, same round, median): ${mapped_vs_slot.join(', ')}`] : []),
       `guest kernel ${guest?.kernel ?? '?'}, ${runtime_s} s per job, ${size_mib} MiB backing file on the guest's /dev/shm; `
         + `host load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}; the part took ${elapsed_s.toFixed(0)} s. TCG emulation: ratios only.`,
     ].join('\n');
