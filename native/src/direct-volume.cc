@@ -175,13 +175,14 @@ int32_t DirectVolume::FinishMappedWrite(uint32_t ublk_flags, uint64_t length, ui
     counts_.mapped_failed += 1;
   }
   if ((ublk_flags & uapi::kIoFlagFua) != 0 && !Sync()) result = -EIO;
-  LeaveGate();
-  mapped_pending_.fetch_sub(1, std::memory_order_acq_rel);
   if (result > 0) {
     counts_.writes += 1;
     counts_.mapped_writes += 1;
     counts_.bytes_written += static_cast<uint64_t>(result);
   }
+  LeaveGate();
+  // Last: once no mapped write is pending, the owner may detach this volume.
+  mapped_pending_.fetch_sub(1, std::memory_order_acq_rel);
   return result;
 }
 

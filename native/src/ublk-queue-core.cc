@@ -282,7 +282,10 @@ bool QueueCore::SettleMappedWrite(uint32_t tag, const uapi::IoDesc& desc) {
   int32_t result = volume->FinishMappedWrite(desc.op_flags & ~uapi::kIoOpMask, mapped_bytes_[tag], arrived);
   states_[tag] = kOwned;
   stats_.in_flight += 1;
-  return Commit(tag, result) == CommitStatus::kOk;
+  // Settled even if the commit could not be queued (it always can: one SQE
+  // per tag): the request must never be served a second time from the slot.
+  static_cast<void>(Commit(tag, result));
+  return true;
 }
 
 // A write at the start of a mapped write still waiting for its copy is
