@@ -8,6 +8,7 @@
 // slice in between, and the actor goes on from the capacity it left.
 
 import { setThreadNice } from '../native';
+import { assert } from '../shared/assert';
 import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from '../cow/growth-slice';
 import { ERRNO_BY_CODE } from '../shared/errors';
 import { StorageCounters } from '../shared/storage-counters';
@@ -34,6 +35,9 @@ const GROWTH_LOCK_WAIT_MS_MAX = 30_000;
 export default function grow(task: GrowTask): GrowResult {
   setThreadNice(GROW_THREAD_NICE);
   const counters = new StorageCounters(task.storage_counters);
+  // The control plane asks (StorageCounters.request) before it grows: slices never pass REQUESTED.
+  assert(task.target_sectors <= counters.requested_sectors,
+    `grow task for ${task.target_sectors} sectors, but only ${counters.requested_sectors} were requested`);
   let lock_wait_deadline_ms = 0;
   while (counters.capacity_sectors < task.target_sectors) {
     let grown: number;
