@@ -16,8 +16,8 @@
 // reservation take starts does not slow the image reads a backup starts
 // right after it. But once the writers have used the room reserved so far,
 // growth is what they wait for, and a nice-10 thread on two cores the
-// writers (and whatever else runs there) keep busy got about a tenth of a
-// core: a 512 MiB step took 500-700 ms instead of 40-130, the writers that
+// writers (and whatever else runs there) keep busy gets little of them:
+// a 512 MiB step took 500-700 ms instead of 40-130, the writers that
 // found no room copied chunk by chunk through the slab and the store queue
 // (which then waited for the same growth), and the first-touch row of the
 // engine bench fell to half of what it was when growth was done before the
