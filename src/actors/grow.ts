@@ -3,49 +3,68 @@
 // the limit; the control plane computed the target from the counters).
 // fallocate reserves the blocks, so later chunk writes cannot fail with
 // ENOSPC from the filesystem: a full filesystem shows up here, as a failed
-// growth, and the snapshot overflows cleanly instead.
+// growth, and the snapshot overflows cleanly instead. It grows slice by
+// slice (cow/growth-slice.ts); a writer that ran out of room may grow a
+// slice in between, and the actor goes on from the capacity it left.
 
-import { fallocate, setThreadNice } from '../native';
+import { setThreadNice } from '../native';
+import { assert } from '../shared/assert';
+import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from '../cow/growth-slice';
+import { ERRNO_BY_CODE } from '../shared/errors';
 import { StorageCounters } from '../shared/storage-counters';
-import { SECTOR_BYTES } from '../shared/units';
 import type { GrowResult, GrowTask } from './messages';
 
 /**
- * fallocate works in slices of this many sectors (4 MiB), each published
- * as soon as it is reserved: a store task waiting for room resumes after
- * the first slice instead of after the whole step (1 GiB by default).
- * Small, because fallocate holds the file's inode lock for the whole
- * slice and every store write to the same file needs that lock: with 32 MiB
- * slices on tmpfs, at GROW_THREAD_NICE and on two busy cores, a 256 KiB
- * store write waited up to 200 ms behind one slice (4 MiB: under 9 ms),
- * and the writers waited for the buffers it held.
- */
-const GROW_SLICE_SECTORS = 8_192;
-/**
  * Growth is background work: on tmpfs fallocate allocates and accounts
- * every page, about as much CPU as the copies themselves, and at full
- * priority it slowed the image reads a backup starts right after take. At this nice value it takes what
- * the foreground leaves; a store task waiting for room idles its thread, so
- * growth is never starved for long. (The pool's one thread keeps it.)
+ * every page, and at full priority the step take starts slowed the image
+ * reads a backup starts right after take. At this nice value it takes what
+ * the foreground leaves; when the writers have used the room reserved so
+ * far, they grow the next slice themselves at their own priority
+ * (cow/growth-slice.ts), so a starved step never holds them up for long.
+ * (The pool's one thread keeps the value.)
  */
 const GROW_THREAD_NICE = 10;
+/**
+ * The actor waits this long at a time for a writer's slice (the writer
+ * holds the growth lock for one fallocate of GROW_SLICE_SECTORS)…
+ */
+const GROWTH_LOCK_WAIT_SLICE_MS = 20;
+/** …and fails the step (ETIMEDOUT, as a failed fallocate) if the lock stays held this long. */
+const GROWTH_LOCK_WAIT_MS_MAX = 30_000;
 
 export default function grow(task: GrowTask): GrowResult {
   setThreadNice(GROW_THREAD_NICE);
   const counters = new StorageCounters(task.storage_counters);
-  let capacity = counters.capacity_sectors;
-  while (capacity < task.target_sectors) {
-    const slice = Math.min(GROW_SLICE_SECTORS, task.target_sectors - capacity);
+  // The control plane asks (StorageCounters.request) before it grows: slices never pass REQUESTED.
+  assert(task.target_sectors <= counters.requested_sectors,
+    `grow task for ${task.target_sectors} sectors, but only ${counters.requested_sectors} were requested`);
+  let lock_wait_deadline_ms = 0;
+  while (counters.capacity_sectors < task.target_sectors) {
+    let grown: number;
     try {
-      fallocate(task.storage_fd, capacity * SECTOR_BYTES, slice * SECTOR_BYTES, 0);
+      grown = growSlice(counters, task.storage_fd, GROW_SLICE_SECTORS, task.target_sectors);
     } catch (error) {
       const e = error as { code?: string; errno?: number; message?: string };
       counters.growthFailed();
-      return { capacity_sectors: capacity, error: { code: e.code ?? 'EIO', errno: Math.abs(e.errno ?? 5), message: e.message ?? String(error) } };
+      return { capacity_sectors: counters.capacity_sectors, error: { code: e.code ?? 'EIO', errno: Math.abs(e.errno ?? 5), message: e.message ?? String(error) } };
     }
-    capacity += slice;
-    counters.extend(capacity);
+    // Nothing pending below the target: the step was withdrawn (a failure elsewhere).
+    if (grown === 0) break;
+    if (grown !== GROWTH_BUSY) {
+      lock_wait_deadline_ms = 0;
+      continue;
+    }
+    // A writer is growing a slice: wait for it, then go on from where it left the capacity.
+    if (lock_wait_deadline_ms === 0) lock_wait_deadline_ms = Date.now() + GROWTH_LOCK_WAIT_MS_MAX;
+    if (Date.now() > lock_wait_deadline_ms) {
+      counters.growthFailed();
+      return {
+        capacity_sectors: counters.capacity_sectors,
+        error: { code: 'ETIMEDOUT', errno: ERRNO_BY_CODE.ETIMEDOUT, message: `the growth lock stayed held for ${GROWTH_LOCK_WAIT_MS_MAX} ms` },
+      };
+    }
+    counters.waitForGrowthLock(GROWTH_LOCK_WAIT_SLICE_MS);
   }
   counters.growthDone();
-  return { capacity_sectors: capacity };
+  return { capacity_sectors: counters.capacity_sectors };
 }

@@ -15,9 +15,10 @@
 //
 // Copying a run: straight to the storage (one extent of slots, one read
 // into this thread's run buffer, one write; the chunks go NEW → STORED)
-// when the storage has room now; otherwise chunk by chunk into slab
-// buffers (NEW → IN_MEMORY), queued for the store actor, which waits for
-// growth and writes them in batches (store-batch.ts).
+// when the storage has room now, or once this writer grew one slice of the
+// pending growth step itself (growth-slice.ts says why); otherwise chunk by
+// chunk into slab buffers (NEW → IN_MEMORY), queued for the store actor,
+// which waits for growth and writes them in batches (store-batch.ts).
 //
 // Image I/O holds each chunk's lock while it reads or modifies the chunk,
 // so a volume write (which locks a NEW chunk to copy it) and an image read
@@ -65,6 +66,7 @@ import {
 } from '../shared/area-control';
 import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
 import type { DiffAreaDescriptor } from '../shared/descriptors';
+import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from './growth-slice';
 import { readFully, writeFully, type VolumeReader } from './volume-io';
 
 /** A writer waits for a free chunk buffer in slices of this… */
@@ -115,6 +117,19 @@ function copyRunBuffer(): Uint8Array {
   return copy_run_buffer;
 }
 
+/**
+ * A copy run that found no room grows (or waits for) this many slices at
+ * most before it takes the queue route: other writers may take the room
+ * a slice made before this one allocates from it.
+ */
+const GROW_HELP_ATTEMPTS_MAX = 4;
+/**
+ * A writer waits this long at a time for the slice another thread is
+ * growing (one fallocate of GROW_SLICE_SECTORS: about 1 ms on tmpfs; more
+ * when the nice grow actor holding the lock is preempted).
+ */
+const GROW_HELP_WAIT_MS = 5;
+
 const EIO = ERRNO_BY_CODE.EIO;
 const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
 
@@ -146,6 +161,8 @@ export class DiffArea {
   /** The chunks of the run copyBeforeWrite holds locked, and how many fit the run buffer. */
   private readonly copy_run: Int32Array;
   private readonly copy_run_chunks_max: number;
+  /** A fallocate this thread tried for a copy run failed: it no longer grows the storage (growForRun). */
+  private grow_failed = false;
 
   constructor(readonly descriptor: DiffAreaDescriptor, private readonly notifier: AreaNotifier) {
     this.area_id = descriptor.area_id;
@@ -250,9 +267,10 @@ export class DiffArea {
    * the store thread. The price: the volume write now waits for the
    * (buffered) storage write too, not only for the read of the volume. A
    * read or write error fails the whole run and breaks the snapshot. Where
-   * the storage has no room yet (growth must not sit on the write path) or
-   * a chunk exceeds the run buffer, each chunk goes the buffer-and-queue
-   * route instead (copyChunk).
+   * the storage has no room yet, the writer grows a slice of the pending
+   * step itself (growForRun); where that cannot be done or a chunk exceeds
+   * the run buffer, each chunk goes the buffer-and-queue route instead
+   * (copyChunk).
    */
   private copyRun(volume: VolumeReader, count: number): void {
     const run = this.copy_run;
@@ -263,9 +281,9 @@ export class DiffArea {
       bytes += this.chunkBytes(run[i]!);
       sectors += slotSectors(this.chunkBytes(run[i]!));
     }
-    const offset = bytes <= COPY_RUN_BYTES_MAX ? this.counters.allocate(sectors) : NO_ROOM;
+    let offset = bytes <= COPY_RUN_BYTES_MAX ? this.counters.allocate(sectors) : NO_ROOM;
+    if (offset === NO_ROOM && bytes <= COPY_RUN_BYTES_MAX) offset = this.growForRun(sectors);
     if (offset === NO_ROOM) {
-      if (bytes <= COPY_RUN_BYTES_MAX) this.claimGrowth();
       for (let i = 0; i < count; i += 1) this.copyChunk(volume, run[i]!);
       return;
     }
@@ -289,6 +307,37 @@ export class DiffArea {
     }
     for (let i = 0; i < count; i += 1) this.table.setState(run[i]!, ChunkState.STORED, NO_SLOT);
     this.claimGrowth();
+  }
+
+  /**
+   * A copy run found no room: grows the pending step by one slice at this
+   * writer's priority and allocates the run from it (cow/growth-slice.ts
+   * says why), or waits for the slice another thread is growing. NO_ROOM
+   * when no step is pending (the control plane is asked for one; the run
+   * takes the queue route meanwhile), when fallocate failed (the grow actor
+   * meets the same error and reports it), or after GROW_HELP_ATTEMPTS_MAX
+   * tries. Bounded: at most that many slices or lock waits of
+   * GROW_HELP_WAIT_MS.
+   */
+  private growForRun(sectors: number): number {
+    this.claimGrowth();
+    if (!this.counters.growable || this.grow_failed) return NO_ROOM;
+    for (let attempt = 0; attempt < GROW_HELP_ATTEMPTS_MAX; attempt += 1) {
+      if (this.counters.pending_sectors === 0) return NO_ROOM;
+      let grown: number;
+      try {
+        grown = growSlice(this.counters, this.storage_fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER);
+      } catch {
+        // ENOSPC or EIO from fallocate: not this write's to report; the
+        // grow actor's next slice fails the same way and reports it.
+        this.grow_failed = true;
+        return NO_ROOM;
+      }
+      if (grown === GROWTH_BUSY) this.counters.waitForGrowthLock(GROW_HELP_WAIT_MS);
+      const offset = this.counters.allocate(sectors);
+      if (offset !== NO_ROOM) return offset;
+    }
+    return NO_ROOM;
   }
 
   /** True when [first, last] covers the chunk a sequential stream of first touches reaches next. */

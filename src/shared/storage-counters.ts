@@ -16,12 +16,21 @@
 //            [13] OVERFLOW   1 once an allocation found no room    allocators
 //            [14] GROWABLE   1 for a regular file, 0 for a device  creator, once
 //            [15] GENERATION bumped (and notified) after every growth or overflow
+//            [16] GROW_LOCK  1 while one thread fallocates the next      the grow actor, or a writer
+//                            slice after CAPACITY and publishes it      that found no room (CAS 0 → 1;
+//                                                                       unlock notifies)
 //
 // All in sectors (512 bytes) as in blksnap. FILLED only grows: chunk copies
 // are never freed while the snapshot lives. Allocation is a CAS on FILLED
 // that fails when it would pass CAPACITY; the caller then waits on
 // GENERATION for the grow actor, or breaks the snapshot when growth is
 // impossible. BigInt Atomics allocate a little, but only per stored chunk.
+//
+// GROW_LOCK makes "fallocate the sectors after CAPACITY, then publish the
+// new CAPACITY" one step for whichever thread does it (cow/growth-slice.ts):
+// the grow actor slice after slice, or a writer helping a pending step
+// along. Growth never goes past REQUESTED, so who grows a slice changes
+// nothing in the limits, the events or the overflow.
 //
 // NEED bounds growth from above the way LIMIT does, but reaching it is no
 // shortage: a chunk takes its place once and keeps it (an image write
@@ -40,7 +49,8 @@ const LOW_SPACE = 12;
 const OVERFLOW = 13;
 const GROWABLE = 14;
 const GENERATION = 15;
-const INT32_WORDS = 16;
+const GROW_LOCK = 16;
+const INT32_WORDS = 17;
 /** NEED before take names one: no bound but the limit. */
 const NEED_UNKNOWN = BigInt(Number.MAX_SAFE_INTEGER);
 const BYTES = INT32_WORDS * Int32Array.BYTES_PER_ELEMENT;
@@ -199,6 +209,26 @@ export class StorageCounters {
       `capacity ${capacity_sectors} must grow and stay within the limit ${this.limit_sectors}`);
     Atomics.store(this.big, CAPACITY, BigInt(capacity_sectors));
     this.growthDone();
+  }
+
+  /** Sectors asked of growth and not yet fallocated: what a slice may take. */
+  get pending_sectors(): number {
+    return Math.max(0, this.requested_sectors - this.capacity_sectors);
+  }
+
+  /** Takes the growth lock (see the header): true for exactly one thread until unlockGrowth(). */
+  tryLockGrowth(): boolean {
+    return Atomics.compareExchange(this.flags, GROW_LOCK, 0, 1) === 0;
+  }
+
+  unlockGrowth(): void {
+    assert(Atomics.exchange(this.flags, GROW_LOCK, 0) === 1, 'storage counters: growth lock released but not held');
+    Atomics.notify(this.flags, GROW_LOCK);
+  }
+
+  /** Sleeps while another thread holds the growth lock, at most timeout_ms. */
+  waitForGrowthLock(timeout_ms: number): void {
+    Atomics.wait(this.flags, GROW_LOCK, 1, timeout_ms);
   }
 
   /** A growth step failed: forget what was asked, so a later step asks again. */

@@ -5,8 +5,9 @@
 // the store. The image reads the bytes of take for every chunk — after
 // aligned runs, runs longer than the run buffer, an unaligned write that
 // mixes saved and NEW chunks, and a short last chunk — and the volume
-// holds every write. Where the storage has no room yet, the chunks go
-// through chunk buffers and the store queue as before, and end the same.
+// holds every write. Where the storage has no room yet, the writer grows
+// a slice of the pending step itself or (when it cannot) the chunks go
+// through chunk buffers and the store queue, and end the same.
 // Method: the in-process engine (64 KiB chunks) on /dev/shm, a volume of
 // seeded random bytes whose size is not a whole number of chunks; the
 // storage an existing file already as large as the volume (room from the
@@ -106,7 +107,7 @@ test('adjacent NEW chunks of a write are STORED when it completes: nothing in me
   await fixture.engine.snapshotDestroy(c.id);
 });
 
-test('no room at take: the writes that find none go through the store queue, and the image is exact', async () => {
+test('no room at take: the writes grow their own room or go through the store queue, and the image is exact', async () => {
   const c = await takeCase('queued', false);
   for (let offset = 0; offset < 4 * MiB; offset += MiB) await write(c, offset, MiB, 0x55 + offset / MiB);
   // The store (growth first) and the idle flush finish whatever went through the queue.

@@ -203,7 +203,8 @@ test('room for part of a batch: the rest waits in the queue and is stored after 
     assert.equal(states(a, chunks), ['STORED', 'STORED', 'STORED', 'IN_MEMORY', 'IN_MEMORY']);
     assert.is(a.area.store_queue.count, 2, 'the two without room are queued again');
     assertImageExact(a, 'while two chunks wait for room');
-    // The grow actor's step, as the control plane would start it.
+    // The grow actor's step, as the control plane starts it: asked for first, then grown.
+    assert.is(a.counters.request(13 * CHUNK_SECTORS), 16 * CHUNK_SECTORS);
     const grown = grow({ storage_fd: a.descriptor.storage_fd, storage_counters: a.counters.buffer, target_sectors: 16 * CHUNK_SECTORS });
     assert.is(grown.error, undefined);
     result = runStore(a);

@@ -7,6 +7,7 @@ import { Ring } from '../../src/shared/ring';
 import { Slab } from '../../src/shared/slab';
 import { corruptSnapshot } from '../../src/shared/snapshot-control';
 import { NO_ROOM, StorageCounters } from '../../src/shared/storage-counters';
+import { GROWTH_BUSY, growSlice } from '../../src/cow/growth-slice';
 import { enterWriteGate, FROZEN, leaveWriteGate } from '../../src/shared/volume-control';
 import { seededRandom } from '../lib/random';
 
@@ -19,7 +20,8 @@ type Job =
   | { role: 'wait-generation'; counters: SharedArrayBuffer; ready: SharedArrayBuffer; timeout_ms: number }
   | { role: 'writer'; control: SharedArrayBuffer; inside: SharedArrayBuffer; stop: SharedArrayBuffer }
   | { role: 'corrupt'; controls: SharedArrayBuffer[]; arrived: SharedArrayBuffer; racers: number; winners: SharedArrayBuffer; me: number }
-  | { role: 'allocate'; counters: SharedArrayBuffer; sectors: number; arrived: SharedArrayBuffer; racers: number };
+  | { role: 'allocate'; counters: SharedArrayBuffer; sectors: number; arrived: SharedArrayBuffer; racers: number }
+  | { role: 'grow-slices'; counters: SharedArrayBuffer; storage_fd: number; slice_sectors: number; arrived: SharedArrayBuffer; racers: number };
 
 /** READY protocol of the waiting roles: the worker stores 1 just before it blocks. */
 function announceReady(ready: SharedArrayBuffer): void {
@@ -27,6 +29,9 @@ function announceReady(ready: SharedArrayBuffer): void {
   Atomics.store(word, 0, 1);
   Atomics.notify(word, 0);
 }
+
+/** grow-slices: a racer holding the growth lock fallocates one slice, far less than this. */
+const GROWTH_LOCK_WAIT_MS = 1_000;
 
 /** A barrier spins this often before it naps. */
 const BARRIER_SPINS_MAX = 10_000;
@@ -180,6 +185,20 @@ switch (job.role) {
       starts.push(start);
     }
     parentPort!.postMessage(starts);
+    break;
+  }
+  case 'grow-slices': {
+    // Grows slices until nothing is pending; reports the sectors this thread grew.
+    const counters = new StorageCounters(job.counters);
+    meetAtBarrier(new Int32Array(job.arrived), 0, job.racers);
+    let grown_sectors = 0;
+    for (;;) {
+      const grown = growSlice(counters, job.storage_fd, job.slice_sectors, Number.MAX_SAFE_INTEGER);
+      if (grown === 0) break;
+      if (grown === GROWTH_BUSY) counters.waitForGrowthLock(GROWTH_LOCK_WAIT_MS);
+      else grown_sectors += grown;
+    }
+    parentPort!.postMessage(grown_sectors);
     break;
   }
 }
