@@ -19,18 +19,13 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import grow from '../../src/actors/grow';
-import { alignedOffset } from '../../src/native';
 import { DiffArea, type AreaNotifier } from '../../src/cow/diff-area';
 import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from '../../src/cow/growth-slice';
 import { VolumeReader } from '../../src/cow/volume-io';
-import { createAreaControl } from '../../src/shared/area-control';
-import { ChunkState, ChunkTable } from '../../src/shared/chunk-table';
-import type { DiffAreaDescriptor } from '../../src/shared/descriptors';
-import { Ring } from '../../src/shared/ring';
-import { Slab } from '../../src/shared/slab';
-import { createSnapshotControl, SnapshotStateCode, SnapshotWord } from '../../src/shared/snapshot-control';
+import { ChunkState } from '../../src/shared/chunk-table';
 import { StorageCounters } from '../../src/shared/storage-counters';
 import { SECTOR_BYTES } from '../../src/shared/units';
+import { takenAreaDescriptor, type TestArea } from '../lib/diff-area-fixture';
 import { seededRandom } from '../lib/random';
 import { gate, mountTmpfs } from '../lib/system';
 import { runWorker } from '../lib/workers';
@@ -60,16 +55,9 @@ test.after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Area {
-  area: DiffArea;
-  descriptor: DiffAreaDescriptor;
-  counters: StorageCounters;
-  volume: VolumeReader;
-  /** The volume's bytes: what the image must read. */
-  model: Buffer;
+interface Area extends TestArea {
   /** How often the area claimed a growth step (AreaNotifier.lowSpace). */
   low_space_claims: number;
-  close(): void;
 }
 
 /** A volume of random bytes and an area over it; the storage at storage_path, empty, growable up to every chunk. */
@@ -82,24 +70,9 @@ function makeArea(storage_path: string, seed: number): Area {
   const storage_fd = openSync(storage_path, 'w+');
   const counters = StorageCounters.create(0, VOLUME_SECTORS, true);
   counters.setNeed(VOLUME_SECTORS);
-  const descriptor: DiffAreaDescriptor = {
-    area_id: seed,
-    volume_index: 0,
-    snapshot_serial: 1,
-    chunk_shift: CHUNK_SHIFT,
-    chunk_count: CHUNK_COUNT,
-    last_chunk_sectors: CHUNK_SECTORS,
-    table: ChunkTable.create(CHUNK_COUNT).buffers,
-    store_queue: Ring.create(CHUNK_COUNT, 1).buffer,
-    area_control: createAreaControl(),
-    slab: Slab.create(CHUNK_BYTES, CHUNK_COUNT, alignedOffset).buffers,
-    storage_fd,
-    storage_counters: counters.buffer,
-    snapshot_control: createSnapshotControl().buffer as SharedArrayBuffer,
-    chunk_maximum_in_queue: CHUNK_COUNT,
-    clone_chunks: false,
-  };
-  Atomics.store(new Int32Array(descriptor.snapshot_control), SnapshotWord.STATE, SnapshotStateCode.TAKEN);
+  const descriptor = takenAreaDescriptor({
+    area_id: seed, chunk_shift: CHUNK_SHIFT, chunk_count: CHUNK_COUNT, buffer_count: CHUNK_COUNT, storage_fd, counters,
+  });
   const result: Area = {
     area: undefined as unknown as DiffArea,
     descriptor, counters, model, low_space_claims: 0,

@@ -22,19 +22,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import grow from '../../src/actors/grow';
 import store from '../../src/actors/store';
-import { alignedOffset } from '../../src/native';
 import { DiffArea, type AreaNotifier } from '../../src/cow/diff-area';
 import { VolumeReader } from '../../src/cow/volume-io';
-import { createAreaControl } from '../../src/shared/area-control';
-import { ChunkTable } from '../../src/shared/chunk-table';
-import type { DiffAreaDescriptor } from '../../src/shared/descriptors';
 import { ERRNO_BY_CODE } from '../../src/shared/errors';
-import { Ring } from '../../src/shared/ring';
-import { Slab } from '../../src/shared/slab';
-import { createSnapshotControl, SnapshotStateCode, SnapshotWord } from '../../src/shared/snapshot-control';
 import { StorageCounters } from '../../src/shared/storage-counters';
 import { SECTOR_BYTES } from '../../src/shared/units';
 import { gate, mountTmpfs } from '../lib/system';
+import { takenAreaDescriptor, type TestArea } from '../lib/diff-area-fixture';
 import { seededRandom } from '../lib/random';
 
 const KiB = 1024;
@@ -49,15 +43,7 @@ const BUFFER_COUNT = CHUNK_COUNT;
 /** The notices an area raises; the store task answers none of them (the control plane does). */
 const quiet: AreaNotifier = { flush: () => undefined, corrupted: () => undefined, lowSpace: () => undefined };
 
-interface Area {
-  area: DiffArea;
-  descriptor: DiffAreaDescriptor;
-  counters: StorageCounters;
-  volume: VolumeReader;
-  /** The image as it must read: the volume at take with the image writes applied. */
-  model: Buffer;
-  close(): void;
-}
+type Area = TestArea;
 
 /** A volume of random bytes and an area over it, the storage at storage_path with capacity_chunks of room now. */
 function makeArea(dir: string, storage_path: string, capacity_chunks: number, limit_chunks: number, seed: number): Area {
@@ -69,26 +55,9 @@ function makeArea(dir: string, storage_path: string, capacity_chunks: number, li
   writeSync(volume_fd, model, 0, VOLUME_BYTES, 0);
   const storage_fd = openSync(storage_path, 'w+');
   const counters = StorageCounters.create(capacity_chunks * CHUNK_SECTORS, limit_chunks * CHUNK_SECTORS, limit_chunks > capacity_chunks);
-  let queue_capacity = 1;
-  while (queue_capacity < BUFFER_COUNT) queue_capacity *= 2;
-  const descriptor: DiffAreaDescriptor = {
-    area_id: seed,
-    volume_index: 0,
-    snapshot_serial: 1,
-    chunk_shift: CHUNK_SHIFT,
-    chunk_count: CHUNK_COUNT,
-    last_chunk_sectors: CHUNK_SECTORS,
-    table: ChunkTable.create(CHUNK_COUNT).buffers,
-    store_queue: Ring.create(queue_capacity, 1).buffer,
-    area_control: createAreaControl(),
-    slab: Slab.create(CHUNK_BYTES, BUFFER_COUNT, alignedOffset).buffers,
-    storage_fd,
-    storage_counters: counters.buffer,
-    snapshot_control: createSnapshotControl().buffer as SharedArrayBuffer,
-    chunk_maximum_in_queue: BUFFER_COUNT,
-    clone_chunks: false,
-  };
-  Atomics.store(new Int32Array(descriptor.snapshot_control), SnapshotWord.STATE, SnapshotStateCode.TAKEN);
+  const descriptor = takenAreaDescriptor({
+    area_id: seed, chunk_shift: CHUNK_SHIFT, chunk_count: CHUNK_COUNT, buffer_count: BUFFER_COUNT, storage_fd, counters,
+  });
   return {
     area: new DiffArea(descriptor, quiet),
     descriptor,
