@@ -84,8 +84,9 @@ void DirectVolume::Detach() {
   config_ = DirectVolumeConfig();
 }
 
-bool DirectVolume::InRange(uint64_t offset, uint64_t length) const {
-  return offset <= config_.capacity_bytes && length <= config_.capacity_bytes - offset;
+bool DirectVolume::Serves(uint64_t offset, uint64_t length) const {
+  return fd_ >= 0 && length > 0 && offset <= config_.capacity_bytes && length <= config_.capacity_bytes - offset &&
+         Load(config_.control + control::kDetached) == 0;
 }
 
 bool DirectVolume::WritesHeld() const {
@@ -96,8 +97,7 @@ bool DirectVolume::Serve(uint8_t ublk_op, uint32_t ublk_flags, uint64_t offset, 
                          uint64_t slot_bytes, int32_t* result) {
   bool served = false;
   bool tried = false;
-  if (fd_ >= 0 && length > 0 && length <= slot_bytes && InRange(offset, length) &&
-      Load(config_.control + control::kDetached) == 0) {
+  if (length <= slot_bytes && Serves(offset, length)) {
     if (ublk_op == uapi::kIoOpRead) {
       tried = true;
       served = Read(offset, length, slot);
@@ -157,8 +157,7 @@ bool DirectVolume::Sync() {
 }
 
 uint8_t* DirectVolume::BeginMappedWrite(uint64_t offset, uint64_t length) {
-  if (!mapped() || fd_ < 0 || length == 0 || !InRange(offset, length) || Load(config_.control + control::kDetached) != 0 ||
-      WritesHeld() || !Resident(offset, length) || !EnterGate()) {
+  if (!mapped() || !Serves(offset, length) || WritesHeld() || !Resident(offset, length) || !EnterGate()) {
     return nullptr;
   }
   MarkCbt(offset, length);

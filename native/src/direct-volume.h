@@ -131,7 +131,8 @@ class DirectVolume {
   bool EnterGate();
   void LeaveGate();
   void MarkCbt(uint64_t offset, uint64_t length);
-  bool InRange(uint64_t offset, uint64_t length) const;
+  // Attached, a non-empty range inside the volume, and the volume not marked detached.
+  bool Serves(uint64_t offset, uint64_t length) const;
   bool WritesHeld() const;
   bool Resident(uint64_t offset, uint64_t length) const;
   bool Sync();

@@ -61,7 +61,6 @@ QueueError QueueCore::Open(const QueueConfig& config) {
     mapped_volume_[tag] = nullptr;
   }
   ready_count_ = 0;
-  mapped_pending_ = 0;
   stats_ = QueueStats();
   QueueError error = OpenCharDevice();
   if (error.error == 0) error = MapDescriptors();
@@ -256,7 +255,6 @@ void QueueCore::GetData(uint32_t tag, const uapi::IoDesc& desc) {
     mapped_volume_[tag] = direct_;
     mapped_offset_[tag] = offset;
     mapped_bytes_[tag] = length;
-    mapped_pending_ += 1;
   } else {
     buffer = SlotAddress(tag);  // the kernel keeps a request within the slot (max_sectors)
   }
@@ -269,7 +267,6 @@ void QueueCore::GetData(uint32_t tag, const uapi::IoDesc& desc) {
 bool QueueCore::SettleMappedWrite(uint32_t tag, const uapi::IoDesc& desc) {
   DirectVolume* volume = mapped_volume_[tag];
   mapped_volume_[tag] = nullptr;
-  mapped_pending_ -= 1;
   // Only the data of a GET_DATA completes with OK on a WRITE: a new write
   // on this tag would first come as NEED_GET_DATA. Anything else means the
   // kernel could not copy and put the request back (to this tag or another).
@@ -292,8 +289,10 @@ bool QueueCore::SettleMappedWrite(uint32_t tag, const uapi::IoDesc& desc) {
 // either a racing write to the same place or that same write, put back by
 // the kernel after its copy failed and sent to another tag (which then
 // keeps the old GET_DATA until the kernel reuses it): either way the slot.
+// Only called with a direct volume: the only one mapped writes can be pending on
+// (serveDirect refuses another while they are).
 bool QueueCore::MappedWriteStartsAt(uint64_t offset) const {
-  if (mapped_pending_ == 0) return false;
+  if (direct_->MappedPending() == 0) return false;
   for (uint32_t tag = 0; tag < config_.queue_depth; tag += 1) {
     if (mapped_volume_[tag] != nullptr && mapped_offset_[tag] == offset) return true;
   }
@@ -307,7 +306,6 @@ void QueueCore::AbandonMappedWrites() {
     mapped_volume_[tag]->AbandonMappedWrite();
     mapped_volume_[tag] = nullptr;
   }
-  mapped_pending_ = 0;
 }
 
 CommitStatus QueueCore::Commit(uint32_t tag, int32_t result) {

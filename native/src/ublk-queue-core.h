@@ -105,8 +105,6 @@ class QueueCore {
   // DirectVolume::TakeDrainedWhileFrozen.
   void ServeDirect(DirectVolume* direct) { direct_ = direct; }
   DirectVolume* direct() const { return direct_; }
-  // Mapped writes whose data the kernel has not copied yet (they hold their volume's gate).
-  uint32_t mapped_pending() const { return mapped_pending_; }
   // Queues COMMIT_AND_FETCH_REQ for an owned tag; no system call.
   CommitStatus Commit(uint32_t tag, int32_t result);
   // Submits every queued SQE; returns the count or -errno.
@@ -164,7 +162,6 @@ class QueueCore {
   std::unique_ptr<DirectVolume*[]> mapped_volume_;
   std::unique_ptr<uint64_t[]> mapped_bytes_;
   std::unique_ptr<uint64_t[]> mapped_offset_;
-  uint32_t mapped_pending_ = 0;
   uint32_t ready_count_ = 0;
   bool doorbell_rang_ = false;
   DirectVolume* direct_ = nullptr;
