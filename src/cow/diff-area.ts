@@ -207,21 +207,31 @@ export class DiffArea {
     // multi-chunk locker does; every other locker holds one chunk at a
     // time, so no cycle can form), saved (copyRun, or saveRun when the area
     // clones, see there), and unlocked before the next.
-    const clone = this.clone_chunks;
-    const run = clone ? this.clone_run : this.copy_run;
-    const run_max = clone ? CLONE_RUN_CHUNKS_MAX : this.copy_run_chunks_max;
-    const sequential = clone && this.continuesStream(first, last);
+    const sequential = this.clone_chunks && this.continuesStream(first, last);
+    const end_bytes = offset_bytes + length_bytes;
     let chunk = first;
     while (chunk <= last) {
       if (this.table.state(chunk) !== ChunkState.NEW) {
         chunk += 1;
         continue;
       }
+      // Where the area clones, a chunk this write covers only in part is
+      // copied all the same, unless a sequential stream is about to cover
+      // it whole: the write would land in a shared extent, the filesystem
+      // would give its blocks a new home and split the volume's extent
+      // around them, and every later clone of that chunk pays per piece
+      // (bench/README.md, "Partial writes are copied").
+      const clone = this.clone_chunks && (sequential || this.coversWhole(chunk, offset_bytes, end_bytes));
+      const run = clone ? this.clone_run : this.copy_run;
+      const run_max = clone ? CLONE_RUN_CHUNKS_MAX : this.copy_run_chunks_max;
+      let run_last = last;
+      // Outside a stream, a clone run stops before a partly covered chunk, and a copy run is that one chunk.
+      if (this.clone_chunks && !sequential) run_last = clone ? this.lastWhole(chunk, last, end_bytes) : chunk;
       let run_count = 0;
       let ahead_count = 0;
       try {
         // A clone run ends at a short chunk (it is copied).
-        run_count = this.lockNewRun(chunk, last, run, run_max, clone);
+        run_count = this.lockNewRun(chunk, run_last, run, run_max, clone);
         if (sequential && run_count > 0 && run[run_count - 1] === last) ahead_count = this.lockAhead(run_count);
         if (run_count > 0 && this.healthy) {
           if (clone) this.saveRun(volume, run_count, ahead_count);
@@ -232,6 +242,21 @@ export class DiffArea {
       }
       chunk += Math.max(run_count, 1);
     }
+    // The stream expects the chunk after this write's last, however its
+    // chunks were saved: a writer that goes on from a copied partial chunk
+    // clones what comes next, and ahead.
+    if (this.clone_chunks && !sequential) setStreamNextChunk(this.area_control, last + 1);
+  }
+
+  /** True when [offset, end) covers the whole of chunk. */
+  private coversWhole(chunk: number, offset_bytes: number, end_bytes: number): boolean {
+    const start = chunk * this.chunk_bytes;
+    return start >= offset_bytes && start + this.chunkBytes(chunk) <= end_bytes;
+  }
+
+  /** The last chunk from `chunk` (covered whole) up to `last` that [.., end) covers whole. */
+  private lastWhole(chunk: number, last: number, end_bytes: number): number {
+    return last > chunk && last * this.chunk_bytes + this.chunkBytes(last) > end_bytes ? last - 1 : last;
   }
 
   /**

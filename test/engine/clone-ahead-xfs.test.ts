@@ -4,17 +4,19 @@
 // chunks cloned ahead and written afterwards (whole, partly, through the
 // image), every chunk takes exactly one slot (filled = saved chunks × slot,
 // however growth and fallbacks interleave), random first touches clone
-// nothing ahead, and a snapshot whose limit is below what its chunks need
+// nothing ahead and copy the chunks they cover only in part (so the
+// volume's extents stay whole: fiemap before and after), and a snapshot whose limit is below what its chunks need
 // clones nothing ahead, so it overflows exactly where copying puts it.
 // Method: an in-process engine beside a loop-mounted XFS (reflink=1), 64 KiB
 // chunks; counts from snapshotInfo (cloned, cloned_ahead, filled); data
 // compared byte for byte.
 
 import path from 'node:path';
-import { closeSync, openSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, truncateSync, writeFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CLONE_AHEAD_CHUNKS_MAX } from '../../src/cow/diff-area';
+import { fileExtents } from '../../src/native/index';
 import { gate } from '../lib/system';
 import { startXfsEngine, type XfsEngine } from '../lib/xfs-engine';
 
@@ -61,6 +63,17 @@ function fullSizeStorage(name: string): string {
   const target = file(`${name}.diff`, CHUNK_COUNT * CHUNK_BYTES);
   closeSync(openSync(target, 'r'));
   return target;
+}
+
+/** The volume file's extents once its data is on the filesystem (XFS places delayed writes at write-back). */
+function volumeExtents(name: string): number {
+  const fd = openSync(path.join(fixture!.mount.path, `${name}.img`), 'r+');
+  try {
+    fsyncSync(fd);
+    return fileExtents(fd).length;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function areaOf(id: string) {
@@ -124,20 +137,31 @@ suite.test('a sequential first touch clones ahead; chunks cloned ahead and then 
   await e.detach(name);
 });
 
-suite.test('random first touches clone nothing ahead', async () => {
+suite.test('first touches that cover part of a chunk copy it, clone nothing ahead, and leave the volume\'s extents whole', async () => {
   const e = fixture!.engine;
   const c = fixture!.client;
   const before = pattern(9, VOLUME_BYTES);
   const { name, handle } = await volumeWith(before);
+  const extents_before = volumeExtents(name);
   const id = await e.snapshotCreate({ volumes: [name], storage: fullSizeStorage(name), limit_bytes: 64 * MiB });
   await e.snapshotTake(id);
-  // None of these covers the chunk after the previous one's.
+  // None of these covers the chunk after the previous one's, nor a chunk whole.
   const chunks = [5, 3, 9, 20, 7, 90, 2];
   for (const chunk of chunks) await c.write(handle, chunk * CHUNK_BYTES + 512, pattern(chunk, SMALL_WRITE_BYTES));
-  const area = areaOf(id);
-  assert.equal([area.cloned, area.cloned_ahead, area.copied], [chunks.length, 0, 0], JSON.stringify(area));
+  let area = areaOf(id);
+  assert.equal([area.cloned, area.cloned_ahead, area.copied], [0, 0, chunks.length], JSON.stringify(area));
+  // One write over chunks 40-43 covering 41 and 42 whole: those are cloned, its two partial ends copied.
+  await c.write(handle, 40 * CHUNK_BYTES + 512, pattern(40, 3 * CHUNK_BYTES));
+  area = areaOf(id);
+  assert.equal([area.cloned, area.cloned_ahead, area.copied], [2, 0, chunks.length + 2], JSON.stringify(area));
   const image = e.resolveExport(`${name}@${id}`).handle;
   assert.ok((await c.read(image, 0, VOLUME_BYTES)).equals(before), 'the image is the pre-take data');
+  // A write into a cloned chunk's shared extent moves its blocks and splits the volume's extent
+  // around them (two more pieces each); the copied chunks were written in place. Only the
+  // whole cloned pair may have moved.
+  const extents_after = volumeExtents(name);
+  assert.ok(extents_after - extents_before <= 2,
+    `the volume went from ${extents_before} to ${extents_after} extents: partial first touches split it`);
   await e.snapshotDestroy(id);
   await e.detach(name);
 });
