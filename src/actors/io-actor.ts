@@ -121,14 +121,14 @@ export class IoActor implements QueueHost {
   // ── QueueHost: the queues of hosted sessions ───────────────────────────
 
   attach(descriptor: QueueDescriptor, wake: () => void): void {
-    this.register(descriptor, wake);
+    this.register(descriptor, wake, true);
   }
 
   /** Maps the queue's ring and slab once; `wake` gets the mapped completion ring. */
-  private register(descriptor: QueueDescriptor, wake: (completions: Ring) => void): void {
+  private register(descriptor: QueueDescriptor, wake: (completions: Ring) => void, defer_large_writes: boolean): void {
     const completions = new Ring(descriptor.completions);
     this.registry.queues[descriptor.queue_id] = {
-      completions, buffers: new Slab(descriptor.slab), wake_pending: false, wake: () => wake(completions),
+      completions, buffers: new Slab(descriptor.slab), wake_pending: false, wake: () => wake(completions), defer_large_writes,
     };
   }
 
@@ -249,7 +249,7 @@ export class IoActor implements QueueHost {
       addArea: (area) => { registry.areas.set(area.area_id, new DiffArea(area, registry)); },
       forgetArea: (area_id) => { registry.areas.delete(area_id); },
       // The queue's consumer is another thread: its doorbell is the ring's (Atomics).
-      attachQueue: (queue) => this.register(queue, (completions) => completions.wakeConsumers()),
+      attachQueue: (queue) => this.register(queue, (completions) => completions.wakeConsumers(), false),
       detachQueue: (queue_id) => this.detach(queue_id),
       hostSession: (session) => this.sessions.host(session),
       drainSession: (session_id) => this.sessions.drain(session_id),

@@ -27,6 +27,13 @@ export interface RegisteredQueue {
   wake_pending: boolean;
   /** Tells the queue's consumer that completions wait (its doorbell: ring.ts). */
   wake: () => void;
+  /**
+   * Large writes of this queue go to libuv's thread pool (volume-requests.ts):
+   * true for the queues of sessions the actor hosts, which have a socket to
+   * read meanwhile; false for request rings, whose other requests the
+   * pool's other actors take anyway.
+   */
+  defer_large_writes: boolean;
 }
 
 /**

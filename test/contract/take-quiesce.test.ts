@@ -13,7 +13,9 @@
 // the image must hold (the prefill, W0 acknowledged before the take, A) and
 // one of the volume (those plus B and C), checked exactly. A is 320 KiB at
 // an unaligned offset, so once released it goes down the deferred path
-// (libuv's pool) still holding the gate.
+// (libuv's pool) still holding the gate, where its frontend's queue defers
+// large writes (a session the actor hosts: NBD; the in-process frontend's
+// request ring writes in place, cow/volume-requests.ts).
 // A gate that ignored FROZEN fails this test: B is acknowledged while the
 // take is frozen and lands on the volume before the switch, so it leaks
 // into the image (both are checked).
