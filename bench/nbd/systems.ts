@@ -23,6 +23,7 @@
 //
 // Every measured step samples the server's CPU seconds before and after.
 
+import { spawnSync } from 'node:child_process';
 import { rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { QSD_IMAGE_EXPORT, QSD_VOLUME_EXPORT, nbdkitArgs, qsdFleecingArgs, qsdPlainArgs, unixUri } from './commands';
@@ -118,11 +119,21 @@ export interface XfsSite {
   image_path: string;
 }
 
-/** The context of an -xfs system: the same round, with image and scratch space on the XFS. */
+/**
+ * The context of an -xfs system: the same round, with image and scratch
+ * space on the XFS, settled first. The systems share that XFS, and the one
+ * before may leave work behind that the next would pay for: dirty pages to
+ * write back (with XFS's copy-on-write remapping), and the extents of
+ * destroyed storages, which XFS frees in the background. syncfs does both
+ * (XFS flushes its background inode work in it), so every system starts on
+ * a quiet filesystem.
+ */
 export function onXfs(context: RoundContext): RoundContext {
   const xfs = context.xfs;
   if (xfs === undefined) throw new Error('no XFS for the -xfs systems: the suite made none');
   if (typeof xfs === 'string') throw new Error(`no XFS for the -xfs systems: ${xfs}`);
+  const settled = spawnSync('sync', ['--file-system', xfs.dir], { encoding: 'utf8' });
+  if (settled.status !== 0) throw new Error(`sync --file-system ${xfs.dir} failed: ${settled.stderr || settled.error?.message}`);
   return { ...context, image_path: xfs.image_path, work_dir: xfs.dir };
 }
 

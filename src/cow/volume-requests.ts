@@ -27,8 +27,8 @@ const ENOTSUP = ERRNO_BY_CODE.ENOTSUP;
  * Smaller ones are written in place: the hand-off would cost more than it
  * saves. So are all writes from a request ring: the other actors of the
  * pool serve its next requests meanwhile, and the hand-off only added
- * threads writing one file (in-process 1 MiB writes after take, fast path:
- * 0.63-0.69× the plain loop deferred, 0.81-0.88× in place; bench/README.md).
+ * threads writing one file (engine bench, 1 MiB writes on the fast path:
+ * 0.69-0.76× the plain loop deferred, 0.90-0.95× in place; bench/README.md).
  */
 const DEFERRED_WRITE_BYTES_MIN = 256 * 1024;
 
