@@ -5,8 +5,9 @@
 // image), every chunk takes exactly one slot (filled = saved chunks × slot,
 // however growth and fallbacks interleave), random first touches clone
 // nothing ahead and copy the chunks they cover only in part (so the
-// volume's extents stay whole: fiemap before and after), and a snapshot whose limit is below what its chunks need
-// clones nothing ahead, so it overflows exactly where copying puts it.
+// volume's extents stay whole: fiemap before and after), and a snapshot
+// whose limit is below what its chunks need clones nothing ahead, so it
+// overflows exactly where copying puts it.
 // Method: an in-process engine beside a loop-mounted XFS (reflink=1), 64 KiB
 // chunks; counts from snapshotInfo (cloned, cloned_ahead, filled); data
 // compared byte for byte.
