@@ -225,8 +225,12 @@ export class DiffArea {
       const run = clone ? this.clone_run : this.copy_run;
       const run_max = clone ? CLONE_RUN_CHUNKS_MAX : this.copy_run_chunks_max;
       let run_last = last;
-      // Outside a stream, a clone run stops before a partly covered chunk, and a copy run is that one chunk.
-      if (this.clone_chunks && !sequential) run_last = clone ? this.lastWhole(chunk, last, end_bytes) : chunk;
+      // Outside a stream, a copy run is that one chunk, and a clone run (its
+      // first chunk covered whole) stops before a partly covered last one.
+      if (this.clone_chunks && !sequential) {
+        if (!clone) run_last = chunk;
+        else if (!this.coversWhole(last, offset_bytes, end_bytes)) run_last = last - 1;
+      }
       let run_count = 0;
       let ahead_count = 0;
       try {
@@ -252,11 +256,6 @@ export class DiffArea {
   private coversWhole(chunk: number, offset_bytes: number, end_bytes: number): boolean {
     const start = chunk * this.chunk_bytes;
     return start >= offset_bytes && start + this.chunkBytes(chunk) <= end_bytes;
-  }
-
-  /** The last chunk from `chunk` (covered whole) up to `last` that [.., end) covers whole. */
-  private lastWhole(chunk: number, last: number, end_bytes: number): number {
-    return last > chunk && last * this.chunk_bytes + this.chunkBytes(last) > end_bytes ? last - 1 : last;
   }
 
   /**
