@@ -50,6 +50,15 @@ export function mountXfsReflink(prefix: string, image_bytes: number): XfsMount |
   }
 }
 
+/**
+ * syncfs on the XFS mounted at dir: its dirty pages written back and, on
+ * XFS, its background inode work (the freeing of unlinked files' extents)
+ * flushed. Throws when sync fails.
+ */
+export function syncFilesystem(dir: string): void {
+  run('sync', ['--file-system', dir]);
+}
+
 function run(tool: string, args: string[]): string {
   const result = spawnSync(tool, args, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${result.error?.message ?? result.stderr.trim()}`);

@@ -23,7 +23,6 @@
 //
 // Every measured step samples the server's CPU seconds before and after.
 
-import { spawnSync } from 'node:child_process';
 import { rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { QSD_IMAGE_EXPORT, QSD_VOLUME_EXPORT, nbdkitArgs, qsdFleecingArgs, qsdPlainArgs, unixUri } from './commands';
@@ -32,6 +31,7 @@ import type { Sample } from './goals';
 import { fileChecksum } from './image';
 import { exportChecksum, readExport } from './nbdcopy';
 import { ServerProcess, UblksnapServer, type ServerUsage, type UblksnapServerOptions } from './servers';
+import { syncFilesystem } from '../xfs-mount';
 import type { SnapshotInfo } from '../../src/engine/api';
 
 const KiB = 1024;
@@ -132,8 +132,7 @@ export function onXfs(context: RoundContext): RoundContext {
   const xfs = context.xfs;
   if (xfs === undefined) throw new Error('no XFS for the -xfs systems: the suite made none');
   if (typeof xfs === 'string') throw new Error(`no XFS for the -xfs systems: ${xfs}`);
-  const settled = spawnSync('sync', ['--file-system', xfs.dir], { encoding: 'utf8' });
-  if (settled.status !== 0) throw new Error(`sync --file-system ${xfs.dir} failed: ${settled.stderr || settled.error?.message}`);
+  syncFilesystem(xfs.dir);
   return { ...context, image_path: xfs.image_path, work_dir: xfs.dir };
 }
 
