@@ -62,7 +62,7 @@ import { Slab } from '../shared/slab';
 import { corruptSnapshot, snapshotIsHealthy } from '../shared/snapshot-control';
 import { PAGE_BYTES, SECTOR_BYTES, pow2 } from '../shared/units';
 import {
-  clearFlushRequest, countClonedAhead, countSavedChunk, requestFlush, setStreamNextChunk, streamNextChunk,
+  NO_STREAM, clearFlushRequest, countClonedAhead, countSavedChunk, requestFlush, setStreamNextChunk, streamNextChunk,
 } from '../shared/area-control';
 import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
 import type { DiffAreaDescriptor } from '../shared/descriptors';
@@ -200,15 +200,19 @@ export class DiffArea {
    */
   copyBeforeWrite(volume: VolumeReader, offset_bytes: number, length_bytes: number): void {
     if (length_bytes === 0 || !this.healthy) return;
+    const end_bytes = offset_bytes + length_bytes;
     const first = Math.floor(offset_bytes / this.chunk_bytes);
-    const last = Math.floor((offset_bytes + length_bytes - 1) / this.chunk_bytes);
-    if (this.table.allPastNew(first, last)) return;
+    const last = Math.floor((end_bytes - 1) / this.chunk_bytes);
+    if (this.table.allPastNew(first, last)) {
+      this.markStreamEnd(end_bytes);
+      return;
+    }
     // Each run of adjacent NEW chunks is locked (ascending, as every
     // multi-chunk locker does; every other locker holds one chunk at a
     // time, so no cycle can form), saved (copyRun, or saveRun when the area
     // clones, see there), and unlocked before the next.
-    const sequential = this.clone_chunks && this.continuesStream(first, last);
-    const end_bytes = offset_bytes + length_bytes;
+    const sequential = this.clone_chunks && this.continuesStream(offset_bytes, last);
+    let cloned_ahead = false;
     let chunk = first;
     while (chunk <= last) {
       if (this.table.state(chunk) !== ChunkState.NEW) {
@@ -238,7 +242,7 @@ export class DiffArea {
         run_count = this.lockNewRun(chunk, run_last, run, run_max, clone);
         if (sequential && run_count > 0 && run[run_count - 1] === last) ahead_count = this.lockAhead(run_count);
         if (run_count > 0 && this.healthy) {
-          if (clone) this.saveRun(volume, run_count, ahead_count);
+          if (clone) cloned_ahead = this.saveRun(volume, run_count, ahead_count) || cloned_ahead;
           else this.copyRun(volume, run_count);
         }
       } finally {
@@ -246,10 +250,24 @@ export class DiffArea {
       }
       chunk += Math.max(run_count, 1);
     }
-    // The stream expects the chunk after this write's last, however its
-    // chunks were saved: a writer that goes on from a copied partial chunk
-    // clones what comes next, and ahead.
-    if (this.clone_chunks && !sequential) setStreamNextChunk(this.area_control, last + 1);
+    // Past chunks cloned ahead the stream expects the first chunk after
+    // them (saveRun); otherwise the write's end, however its chunks were
+    // saved: a writer that goes on from a copied chunk clones what comes
+    // next, and ahead.
+    if (!cloned_ahead) this.markStreamEnd(end_bytes);
+  }
+
+  /**
+   * Where the area clones and a write ended at a chunk's end, a write that
+   * starts there continues its stream. A write that ends inside a chunk
+   * leaves the mark alone: writes with gaps between them (one 4 KiB write
+   * per chunk, say) never make a stream, so nothing is cloned ahead of them
+   * for their partial writes to split (bench/README.md, "Partial writes
+   * are copied"). Writes on the fast path mark too, so a stream of writes
+   * smaller than a chunk is seen at the next chunk's start.
+   */
+  private markStreamEnd(end_bytes: number): void {
+    if (this.clone_chunks && end_bytes % this.chunk_bytes === 0) setStreamNextChunk(this.area_control, end_bytes / this.chunk_bytes);
   }
 
   /** True when [offset, end) covers the whole of chunk. */
@@ -364,10 +382,10 @@ export class DiffArea {
     return NO_ROOM;
   }
 
-  /** True when [first, last] covers the chunk a sequential stream of first touches reaches next. */
-  private continuesStream(first: number, last: number): boolean {
+  /** True when a write from offset_bytes to within chunk `last` covers the start of the chunk a sequential stream reaches next. */
+  private continuesStream(offset_bytes: number, last: number): boolean {
     const expected = streamNextChunk(this.area_control);
-    return first <= expected && expected <= last;
+    return expected !== NO_STREAM && offset_bytes <= expected * this.chunk_bytes && expected <= last;
   }
 
   /**
@@ -402,17 +420,18 @@ export class DiffArea {
    * NEW. One clone of a 1 MiB write's four 256 KiB chunks cost XFS 16 µs;
    * four clones of one chunk each, 4 × 220 µs.
    *
-   * Clone ahead: when the write continues a sequential stream of first
-   * touches (it covers the chunk after the last run cloned), the run that
-   * ends with the write's last chunk also takes up to CLONE_AHEAD_CHUNKS_MAX
+   * Clone ahead: when the write continues a sequential stream (it covers
+   * the start of the chunk where an earlier write ended, markStreamEnd),
+   * the run that ends with the write's last chunk also takes up to CLONE_AHEAD_CHUNKS_MAX
    * of the NEW chunks after it, within the storage's spare room
    * (StorageCounters.spare_sectors: never room a later chunk could need).
    * Each is cloned under its lock before any write reaches it, so it is a
    * stored chunk like any other, and the writes that follow take the fast
    * path. Ahead chunks are only ever tried locks: one another thread holds
    * ends the run, nobody waits for a chunk no write asked for (lockAhead).
+   * True when it cloned ahead.
    */
-  private saveRun(volume: VolumeReader, count: number, ahead: number): void {
+  private saveRun(volume: VolumeReader, count: number, ahead: number): boolean {
     const run = this.clone_run;
     const first = run[0]!;
     const last = run[count - 1]!;
@@ -421,16 +440,16 @@ export class DiffArea {
       for (let i = 0; i < count + ahead; i += 1) countSavedChunk(this.area_control, true);
       countClonedAhead(this.area_control, ahead);
       setStreamNextChunk(this.area_control, last + ahead + 1);
-      return;
+      return true;
     }
-    setStreamNextChunk(this.area_control, last + 1);
     if (count > 1 && whole && this.cloneRun(volume, first, count)) {
       for (let i = 0; i < count; i += 1) countSavedChunk(this.area_control, true);
-      return;
+      return false;
     }
     for (let i = 0; i < count; i += 1) {
       if (this.table.state(run[i]!) === ChunkState.NEW && this.healthy) this.copyChunk(volume, run[i]!);
     }
+    return false;
   }
 
   /**

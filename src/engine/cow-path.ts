@@ -10,11 +10,15 @@
 // filesystem's block. Everything else (block devices, tmpfs, ext4, two
 // filesystems) copies, as before.
 //
-// The probe clones the volume's first block into a fresh O_TMPFILE beside
-// the storage rather than into the storage itself: the storage's slots
-// belong to the counters, and the probe must leave no trace.
+// The probe clones one block between two fresh O_TMPFILEs beside the
+// storage, never from the volume nor into the storage: the storage's slots
+// belong to the counters, and a block of the volume shared with a probe
+// file (until the filesystem frees the closed file, in the background)
+// would move at the volume's next write there, and XFS's copy-on-write
+// reservation around it would move the writes after it too, splitting the
+// volume's extent at every take.
 
-import { closeSync } from 'node:fs';
+import { closeSync, ftruncateSync } from 'node:fs';
 import path from 'node:path';
 import { cloneRange, openTmpfile, type FileInfo } from '../native';
 import { STORAGE_SLOT_ALIGN_BYTES } from '../cow/diff-area';
@@ -25,7 +29,6 @@ export type CowPath =
   | { kind: 'copy'; reason: string };
 
 export interface ProbedVolume {
-  fd: number;
   info: FileInfo;
 }
 
@@ -39,23 +42,25 @@ export function chooseCowPath(volume: ProbedVolume, storage: DiffStorage, chunk_
   if (!(block_bytes > 0) || STORAGE_SLOT_ALIGN_BYTES % block_bytes !== 0 || chunk_bytes % block_bytes !== 0) {
     return copy(`the filesystem block (${block_bytes} bytes) does not divide the chunk and the storage slots`);
   }
+  if (volume.info.size_bytes === 0) return copy('the volume file is empty');
   const probe_dir = storage.kind === 'tmpfile' ? storage.path : path.dirname(storage.path);
-  let probe_fd: number;
+  const probes: number[] = [];
   try {
-    probe_fd = openTmpfile(probe_dir);
+    for (let i = 0; i < 2; i += 1) probes.push(openTmpfile(probe_dir));
   } catch (error) {
+    probes.forEach((fd) => closeSync(fd));
     return copy(`no probe file beside the storage (${codeOf(error)})`);
   }
+  const [source, target] = probes as [number, number];
   try {
-    // A volume shorter than a block is cloned to its end, which the kernel allows unaligned.
-    const length_bytes = Math.min(block_bytes, volume.info.size_bytes);
-    if (length_bytes === 0) return copy('the volume file is empty');
-    cloneRange(probe_fd, 0, volume.fd, 0, length_bytes);
+    // A hole clones as well as data: the filesystem's support is what is asked.
+    ftruncateSync(source, block_bytes);
+    cloneRange(target, 0, source, 0, block_bytes);
     return { kind: 'reflink' };
   } catch (error) {
     return copy(`the filesystem does not clone ranges (${codeOf(error)})`);
   } finally {
-    closeSync(probe_fd);
+    probes.forEach((fd) => closeSync(fd));
   }
 }
 

@@ -11,9 +11,11 @@
 //   [3]                  reserved
 //   [4] CLONED_AHEAD     of CLONED_CHUNKS, those cloned ahead of a          I/O actors: add
 //                        sequential writer, before any write touched them
-//   [5] STREAM_NEXT      the chunk after the last run a first touch         I/O actors: store
-//                        cloned: a write that covers it continues a
-//                        sequential stream (diff-area.ts, clone ahead)
+//   [5] STREAM_NEXT      the chunk whose start a sequential writer          I/O actors: store
+//                        reaches next: where the last write ended at a
+//                        chunk's end, or past the chunks last cloned
+//                        ahead; NO_STREAM at take (diff-area.ts, clone
+//                        ahead)
 //   [6..7]               reserved
 //
 // STREAM_NEXT is a hint, not a truth: two writers may store it in either
@@ -30,8 +32,13 @@ export const CLONED_AHEAD_CHUNKS = 4;
 export const STREAM_NEXT_CHUNK = 5;
 export const AREA_CONTROL_WORDS = 8;
 
+/** STREAM_NEXT before any write ended at a chunk's end: no write continues a stream. */
+export const NO_STREAM = -1;
+
 export function createAreaControl(): SharedArrayBuffer {
-  return new SharedArrayBuffer(AREA_CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT);
+  const buffer = new SharedArrayBuffer(AREA_CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT);
+  new Int32Array(buffer)[STREAM_NEXT_CHUNK] = NO_STREAM;
+  return buffer;
 }
 
 /** True for the one caller that raised the request (it must notify the control plane). */
@@ -54,7 +61,7 @@ export function countClonedAhead(control: Int32Array, count: number): void {
   Atomics.add(control, CLONED_AHEAD_CHUNKS, count);
 }
 
-/** The chunk a sequential writer is expected to touch next (0 at take). */
+/** The chunk whose start a sequential writer is expected to write next (NO_STREAM at take). */
 export function streamNextChunk(control: Int32Array): number {
   return Atomics.load(control, STREAM_NEXT_CHUNK);
 }

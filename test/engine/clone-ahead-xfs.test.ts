@@ -3,9 +3,10 @@
 // keeps every promise of the clone path: the image is the pre-take data for
 // chunks cloned ahead and written afterwards (whole, partly, through the
 // image), every chunk takes exactly one slot (filled = saved chunks × slot,
-// however growth and fallbacks interleave), random first touches clone
-// nothing ahead and copy the chunks they cover only in part (so the
-// volume's extents stay whole: fiemap before and after), and a snapshot
+// however growth and fallbacks interleave), random first touches and a
+// stride of small writes (one per chunk: sequential chunks, not contiguous
+// bytes) clone nothing ahead and copy the chunks they cover only in part
+// (so the volume's extents stay whole: fiemap before and after), and a snapshot
 // whose limit is below what its chunks need clones nothing ahead, so it
 // overflows exactly where copying puts it.
 // Method: an in-process engine beside a loop-mounted XFS (reflink=1), 64 KiB
@@ -103,22 +104,28 @@ suite.test('a sequential first touch clones ahead; chunks cloned ahead and then 
     data.copy(after, offset);
   };
 
-  await write(0, SMALL_WRITE_BYTES, 2);
+  // Chunk 0 whole: no stream yet (nothing ended at a chunk's end), so it is cloned alone.
+  await write(0, CHUNK_BYTES, 2);
   let area = areaOf(id);
-  assert.equal([area.cbw, area.cloned, area.cloned_ahead, area.copied], ['reflink', 1 + CLONE_AHEAD_CHUNKS_MAX, CLONE_AHEAD_CHUNKS_MAX, 0],
-    `a write at the start clones its chunk and ${CLONE_AHEAD_CHUNKS_MAX} ahead: ${JSON.stringify(area)}`);
+  assert.equal([area.cbw, area.cloned, area.cloned_ahead, area.copied], ['reflink', 1, 0, 0],
+    `the first write clones its chunk, nothing ahead: ${JSON.stringify(area)}`);
+  // A small write where that one ended continues the stream: its chunk and the next ones are cloned.
+  await write(CHUNK_BYTES, SMALL_WRITE_BYTES, 3);
+  area = areaOf(id);
+  assert.equal([area.cloned, area.cloned_ahead, area.copied], [2 + CLONE_AHEAD_CHUNKS_MAX, CLONE_AHEAD_CHUNKS_MAX, 0],
+    `the stream's write clones its chunk and ${CLONE_AHEAD_CHUNKS_MAX} ahead: ${JSON.stringify(area)}`);
   // Inside the ahead run: partial writes, a write across two ahead chunks, the run's last chunk.
-  await write(CHUNK_BYTES + 512, 3 * 512, 3);
-  await write(7 * CHUNK_BYTES - SMALL_WRITE_BYTES, 2 * SMALL_WRITE_BYTES, 4);
-  await write(CLONE_AHEAD_CHUNKS_MAX * CHUNK_BYTES, CHUNK_BYTES, 5);
+  await write(2 * CHUNK_BYTES + 512, 3 * 512, 4);
+  await write(7 * CHUNK_BYTES - SMALL_WRITE_BYTES, 2 * SMALL_WRITE_BYTES, 5);
+  await write((CLONE_AHEAD_CHUNKS_MAX + 1) * CHUNK_BYTES, CHUNK_BYTES, 6);
   area = areaOf(id);
-  assert.is(area.cloned, 1 + CLONE_AHEAD_CHUNKS_MAX, 'writes into chunks cloned ahead save nothing more');
+  assert.is(area.cloned, 2 + CLONE_AHEAD_CHUNKS_MAX, 'writes into chunks cloned ahead save nothing more');
   // The write that reaches the chunk after the run continues the stream: the rest is cloned ahead.
-  await write((CLONE_AHEAD_CHUNKS_MAX + 1) * CHUNK_BYTES, SMALL_WRITE_BYTES, 6);
+  await write((CLONE_AHEAD_CHUNKS_MAX + 2) * CHUNK_BYTES, SMALL_WRITE_BYTES, 7);
   area = areaOf(id);
-  assert.equal([area.cloned, area.cloned_ahead, area.copied], [CHUNK_COUNT, CHUNK_COUNT - 2, 0],
+  assert.equal([area.cloned, area.cloned_ahead, area.copied], [CHUNK_COUNT, CHUNK_COUNT - 3, 0],
     `the second run reaches the end of the volume: ${JSON.stringify(area)}`);
-  await write(0, VOLUME_BYTES, 7);
+  await write(0, VOLUME_BYTES, 8);
 
   const info = e.snapshotInfo(id);
   assert.is(info.storage.filled_sectors, CHUNK_COUNT * SLOT_SECTORS, 'each chunk took exactly one slot');
@@ -163,6 +170,27 @@ suite.test('first touches that cover part of a chunk copy it, clone nothing ahea
   const extents_after = volumeExtents(name);
   assert.ok(extents_after - extents_before <= 2,
     `the volume went from ${extents_before} to ${extents_after} extents: partial first touches split it`);
+  await e.snapshotDestroy(id);
+  await e.detach(name);
+});
+
+suite.test('one small write at the start of each chunk, ascending, is no stream: every chunk is copied, the extents stay whole', async () => {
+  const e = fixture!.engine;
+  const c = fixture!.client;
+  const before = pattern(13, VOLUME_BYTES);
+  const { name, handle } = await volumeWith(before);
+  const extents_before = volumeExtents(name);
+  const id = await e.snapshotCreate({ volumes: [name], storage: fullSizeStorage(name), limit_bytes: 64 * MiB });
+  await e.snapshotTake(id);
+  // Each write starts in the chunk after the previous one's, but not where it ended.
+  for (let chunk = 0; chunk < CHUNK_COUNT; chunk += 1) await c.write(handle, chunk * CHUNK_BYTES, pattern(chunk, SMALL_WRITE_BYTES));
+  const area = areaOf(id);
+  assert.equal([area.cloned, area.cloned_ahead, area.copied], [0, 0, CHUNK_COUNT], JSON.stringify(area));
+  const image = e.resolveExport(`${name}@${id}`).handle;
+  assert.ok((await c.read(image, 0, VOLUME_BYTES)).equals(before), 'the image is the pre-take data');
+  const extents_after = volumeExtents(name);
+  assert.ok(extents_after - extents_before <= 1,
+    `the volume went from ${extents_before} to ${extents_after} extents: writes landed in cloned chunks`);
   await e.snapshotDestroy(id);
   await e.detach(name);
 });
