@@ -262,8 +262,8 @@ export class DiffArea {
    * starts there continues its stream. A write that ends inside a chunk
    * leaves the mark alone: writes with gaps between them (one 4 KiB write
    * per chunk, say) never make a stream, so nothing is cloned ahead of them
-   * for their partial writes to split (bench/README.md, "Partial writes
-   * are copied"). Writes on the fast path mark too, so a stream of writes
+   * for their partial writes to split (bench/README.md, "Strides are no
+   * stream"). Writes on the fast path mark too, so a stream of writes
    * smaller than a chunk is seen at the next chunk's start.
    */
   private markStreamEnd(end_bytes: number): void {
