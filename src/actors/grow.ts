@@ -16,8 +16,10 @@ import type { GrowResult, GrowTask } from './messages';
 
 /**
  * Growth is background work: on tmpfs fallocate allocates and accounts
- * every page, and at full priority the step take starts slowed the image
- * reads a backup starts right after take. At this nice value it takes what
+ * every page, and at full priority a step slowed the image reads a backup
+ * ran beside it (measured when take's first step still ran after take; take
+ * now reserves it before the freeze, engine/snapshot.ts, and waits for it
+ * at this priority too). At this nice value it takes what
  * the foreground leaves; when the writers have used the room reserved so
  * far, they grow the next slice themselves at their own priority
  * (cow/growth-slice.ts), so a starved step never holds them up for long.

@@ -12,11 +12,11 @@
 //
 // Design notes
 //
-// Why a writer grows (issue 15): the grow actor runs at nice 10 so that the
-// reservation take starts does not slow the image reads a backup starts
-// right after it. But once the writers have used the room reserved so far,
-// growth is what they wait for, and a nice-10 thread on two cores the
-// writers (and whatever else runs there) keep busy gets little of them:
+// Why a writer grows (issue 15): the grow actor runs at nice 10 so that
+// growth does not slow the image reads a backup runs beside it. But once
+// the writers have used the room reserved so far, growth is what they
+// wait for, and a nice-10 thread on two cores the writers (and whatever
+// else runs there) keep busy gets little of them:
 // a 512 MiB step took 500-700 ms instead of 40-130, the writers that
 // found no room copied chunk by chunk through the slab and the store queue
 // (which then waited for the same growth), and the first-touch row of the

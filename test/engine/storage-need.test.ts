@@ -4,7 +4,9 @@
 // 256 MiB volume with 9 MiB of changes does not reserve the 1 GiB default
 // step (issue 13). Filling every chunk of the volumes — by volume writes
 // and image writes — fits exactly, without overflow, no_space or a growth
-// step past the need.
+// step past the need. The first step (the need, when it is below the
+// minimum) is reserved when take returns, before any write can race it
+// (snapshot.ts, FIRST_STEP_WAIT_MS_MAX).
 // Method: an engine with blksnap's default diff_storage_minimum (1 GiB) on
 // /dev/shm; the storage's capacity and its file's size read after the
 // writes; events drained as a waiting client drains them.
@@ -82,6 +84,22 @@ test('every chunk of two volumes (short tails included) fits exactly: no overflo
   assert.not.ok(events.some((e) => e.code === 'no_space' || e.code === 'corrupted'), JSON.stringify(events));
   await engine.snapshotDestroy(id);
   for (const name of names) await engine.detach(name);
+});
+
+test('take returns with the first growth step reserved: room for every chunk before the first write', async () => {
+  const { engine, dir } = fixture;
+  const volume_bytes = 64 * MiB;
+  await engine.attach(fixture.file('first.img', volume_bytes), { name: 'first' });
+  const storage = `${dir}/first.diff`;
+  const id = await engine.snapshotCreate({ volumes: ['first'], storage, limit_bytes: 4 * GiB });
+  await engine.snapshotTake(id);
+  // Read at once: no write has come, and nothing else starts a step.
+  const info = engine.snapshotInfo(id).storage;
+  assert.is(info.requested_sectors, volume_bytes / 512, 'the step asked for is the need (below the 1 GiB minimum)');
+  assert.is(info.capacity_sectors, info.requested_sectors, 'and it is reserved');
+  assert.ok(statSync(storage).size >= volume_bytes, `the file holds it: ${statSync(storage).size} bytes`);
+  await engine.snapshotDestroy(id);
+  await engine.detach('first');
 });
 
 test.run();
