@@ -94,13 +94,23 @@ export function slotSectors(bytes: number): number {
 const CLONE_RUN_CHUNKS_MAX = 64;
 
 /**
- * Chunks cloned ahead of a sequential writer with one run, at most: 16 MiB
- * of 256 KiB chunks. One ioctl then saves what 16 writes of 1 MiB would
- * otherwise clone one by one (each ioctl costs XFS ~200 µs however small);
- * the bound keeps the locks one writer holds at CLONE_RUN_CHUNKS_MAX plus
- * this, and the ahead room small next to a growth step.
+ * Bytes cloned ahead of a sequential writer with one run: 16 MiB, what a
+ * client with 16 writes of 1 MiB in flight covers. One ioctl then saves
+ * what those writes would otherwise clone one by one (each ioctl costs XFS
+ * ~200 µs however small), and the ahead room stays small next to a growth
+ * step. In chunks, not bytes, the window left 64 KiB chunks 4 MiB: writes
+ * in flight past it each cloned their own run, and the NBD bench's
+ * sequential first touch on XFS stayed at 0.81× our no-snapshot write
+ * against 1.02× for 256 KiB chunks (bench/README.md, "Clone ahead in bytes").
  */
-export const CLONE_AHEAD_CHUNKS_MAX = 64;
+const CLONE_AHEAD_BYTES = 16 << 20;
+/** …and this many chunks at most: it bounds the locks one writer holds (with CLONE_RUN_CHUNKS_MAX). */
+const CLONE_AHEAD_CHUNKS_MAX = 256;
+
+/** How many chunks of `chunk_bytes` a sequential writer clones ahead at most. */
+export function cloneAheadChunks(chunk_bytes: number): number {
+  return Math.max(1, Math.min(CLONE_AHEAD_CHUNKS_MAX, Math.floor(CLONE_AHEAD_BYTES / chunk_bytes)));
+}
 
 /**
  * copyBeforeWrite saves a run of adjacent NEW chunks with one read and one
@@ -157,7 +167,8 @@ export class DiffArea {
   private readonly chunk_maximum_in_queue: number;
   private readonly record = new Int32Array(1);
   /** The chunks of a clone run and its ahead chunks, held locked by copyBeforeWrite (allocated once: the write path allocates nothing). */
-  private readonly clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX + CLONE_AHEAD_CHUNKS_MAX);
+  private readonly clone_run: Int32Array;
+  private readonly clone_ahead_chunks: number;
   /** The chunks of the run copyBeforeWrite holds locked, and how many fit the run buffer. */
   private readonly copy_run: Int32Array;
   private readonly copy_run_chunks_max: number;
@@ -181,6 +192,8 @@ export class DiffArea {
     assert(this.slab.slot_bytes >= this.chunk_bytes, 'chunk buffers smaller than a chunk');
     this.copy_run_chunks_max = Math.max(1, Math.floor(COPY_RUN_BYTES_MAX / this.chunk_bytes));
     this.copy_run = new Int32Array(this.copy_run_chunks_max);
+    this.clone_ahead_chunks = cloneAheadChunks(this.chunk_bytes);
+    this.clone_run = new Int32Array(CLONE_RUN_CHUNKS_MAX + this.clone_ahead_chunks);
   }
 
   get healthy(): boolean {
@@ -390,14 +403,14 @@ export class DiffArea {
 
   /**
    * After run[0..run_count): try-locks the NEW whole chunks that follow, as
-   * many as the spare room and CLONE_AHEAD_CHUNKS_MAX allow, into
+   * many as the spare room and clone_ahead_chunks allow, into
    * run[run_count..). Returns how many it locked.
    */
   private lockAhead(run_count: number): number {
     const run = this.clone_run;
     const slot_sectors = slotSectors(this.chunk_bytes);
     const room_chunks = Math.floor(this.counters.spare_sectors() / slot_sectors) - run_count;
-    const ahead_max = Math.min(CLONE_AHEAD_CHUNKS_MAX, room_chunks);
+    const ahead_max = Math.min(this.clone_ahead_chunks, room_chunks);
     let ahead = 0;
     while (ahead < ahead_max) {
       const next = run[run_count - 1]! + ahead + 1;
@@ -422,9 +435,10 @@ export class DiffArea {
    *
    * Clone ahead: when the write continues a sequential stream (it covers
    * the start of the chunk where an earlier write ended, markStreamEnd),
-   * the run that ends with the write's last chunk also takes up to CLONE_AHEAD_CHUNKS_MAX
-   * of the NEW chunks after it, within the storage's spare room
-   * (StorageCounters.spare_sectors: never room a later chunk could need).
+   * the run that ends with the write's last chunk also takes up to
+   * clone_ahead_chunks of the NEW chunks after it, within the storage's
+   * spare room (StorageCounters.spare_sectors: never room a later chunk
+   * could need).
    * Each is cloned under its lock before any write reaches it, so it is a
    * stored chunk like any other, and the writes that follow take the fast
    * path. Ahead chunks are only ever tried locks: one another thread holds

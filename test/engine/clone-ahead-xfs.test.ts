@@ -17,7 +17,7 @@ import path from 'node:path';
 import { closeSync, fsyncSync, openSync, truncateSync, writeFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CLONE_AHEAD_CHUNKS_MAX } from '../../src/cow/diff-area';
+import { cloneAheadChunks } from '../../src/cow/diff-area';
 import { fileExtents } from '../../src/native/index';
 import { gate } from '../lib/system';
 import { startXfsEngine, type XfsEngine } from '../lib/xfs-engine';
@@ -27,9 +27,11 @@ const MiB = 1024 * KiB;
 const SECTOR_BYTES = 512;
 const XFS_IMAGE_BYTES = 512 * MiB;
 const CHUNK_BYTES = 64 * KiB;
+/** 16 MiB of 64 KiB chunks. */
+const CLONE_AHEAD_CHUNKS = cloneAheadChunks(CHUNK_BYTES);
 const SLOT_SECTORS = CHUNK_BYTES / SECTOR_BYTES;
 /** Two ahead runs' worth of chunks. */
-const CHUNK_COUNT = 2 * CLONE_AHEAD_CHUNKS_MAX;
+const CHUNK_COUNT = 2 * CLONE_AHEAD_CHUNKS;
 const VOLUME_BYTES = CHUNK_COUNT * CHUNK_BYTES;
 const SMALL_WRITE_BYTES = 4 * KiB;
 const ENOSPC = 28;
@@ -112,16 +114,16 @@ suite.test('a sequential first touch clones ahead; chunks cloned ahead and then 
   // A small write where that one ended continues the stream: its chunk and the next ones are cloned.
   await write(CHUNK_BYTES, SMALL_WRITE_BYTES, 3);
   area = areaOf(id);
-  assert.equal([area.cloned, area.cloned_ahead, area.copied], [2 + CLONE_AHEAD_CHUNKS_MAX, CLONE_AHEAD_CHUNKS_MAX, 0],
-    `the stream's write clones its chunk and ${CLONE_AHEAD_CHUNKS_MAX} ahead: ${JSON.stringify(area)}`);
+  assert.equal([area.cloned, area.cloned_ahead, area.copied], [2 + CLONE_AHEAD_CHUNKS, CLONE_AHEAD_CHUNKS, 0],
+    `the stream's write clones its chunk and ${CLONE_AHEAD_CHUNKS} ahead: ${JSON.stringify(area)}`);
   // Inside the ahead run: partial writes, a write across two ahead chunks, the run's last chunk.
   await write(2 * CHUNK_BYTES + 512, 3 * 512, 4);
   await write(7 * CHUNK_BYTES - SMALL_WRITE_BYTES, 2 * SMALL_WRITE_BYTES, 5);
-  await write((CLONE_AHEAD_CHUNKS_MAX + 1) * CHUNK_BYTES, CHUNK_BYTES, 6);
+  await write((CLONE_AHEAD_CHUNKS + 1) * CHUNK_BYTES, CHUNK_BYTES, 6);
   area = areaOf(id);
-  assert.is(area.cloned, 2 + CLONE_AHEAD_CHUNKS_MAX, 'writes into chunks cloned ahead save nothing more');
+  assert.is(area.cloned, 2 + CLONE_AHEAD_CHUNKS, 'writes into chunks cloned ahead save nothing more');
   // The write that reaches the chunk after the run continues the stream: the rest is cloned ahead.
-  await write((CLONE_AHEAD_CHUNKS_MAX + 2) * CHUNK_BYTES, SMALL_WRITE_BYTES, 7);
+  await write((CLONE_AHEAD_CHUNKS + 2) * CHUNK_BYTES, SMALL_WRITE_BYTES, 7);
   area = areaOf(id);
   assert.equal([area.cloned, area.cloned_ahead, area.copied], [CHUNK_COUNT, CHUNK_COUNT - 3, 0],
     `the second run reaches the end of the volume: ${JSON.stringify(area)}`);
