@@ -99,9 +99,10 @@ const CLONE_RUN_CHUNKS_MAX = 64;
  * what those writes would otherwise clone one by one (each ioctl costs XFS
  * ~200 µs however small), and the ahead room stays small next to a growth
  * step. In chunks, not bytes, the window left 64 KiB chunks 4 MiB: writes
- * in flight past it each cloned their own run, and the NBD bench's
+ * in flight past it each cloned their own run, and the bench's network
  * sequential first touch on XFS stayed at 0.81× our no-snapshot write
- * against 1.02× for 256 KiB chunks (bench/README.md, "Clone ahead in bytes").
+ * against 1.02× for 256 KiB chunks (bench/README.md, "Clone ahead in
+ * bytes").
  */
 const CLONE_AHEAD_BYTES = 16 << 20;
 /** …and this many chunks at most: it bounds the locks one writer holds (with CLONE_RUN_CHUNKS_MAX). */
