@@ -272,14 +272,21 @@ export function createHandlers(context: HandlerContext): HandlerTable<typeof MET
     snapshot_take: async (params) => {
       const id = snapshotId(params.id);
       const volumes = engine.snapshotInfo(id).volumes;
-      // Frontends make their devices consistent first (filesystems frozen) and undo it right after.
-      const undo: (() => Promise<void>)[] = [];
-      try {
-        for (const frontend of frontends) undo.push(await frontend.quiesceForTake(volumes));
-        await engine.snapshotTake(id);
-      } finally {
-        for (const thaw of undo.reverse()) await thaw();
-      }
+      // Frontends make their devices consistent (filesystems frozen) when
+      // the engine is ready to freeze the volumes, and undo it right after.
+      await engine.snapshotTake(id, async () => {
+        const undo: (() => Promise<void>)[] = [];
+        const thawAll = async (): Promise<void> => {
+          for (const thaw of undo.reverse()) await thaw();
+        };
+        try {
+          for (const frontend of frontends) undo.push(await frontend.quiesceForTake(volumes));
+        } catch (error) {
+          await thawAll();
+          throw error;
+        }
+        return thawAll;
+      });
       if (ublk_images.has(id)) {
         // The images exist from now on; a device that fails to start is
         // logged and the image stays reachable over NBD.

@@ -66,6 +66,9 @@ export interface VolumeInfo {
 
 export type SnapshotState = 'created' | 'taken' | 'corrupted' | 'destroyed';
 
+/** Quiesces the devices of a snapshot's volumes for take; resolves to the function that undoes it (EngineControl.snapshotTake). */
+export type TakeQuiesce = () => Promise<() => Promise<void>>;
+
 export interface SnapshotInfo {
   id: string;
   state: SnapshotState;
@@ -206,7 +209,16 @@ export interface EngineControl {
 
   snapshotCreate(options: SnapshotCreateOptions): Promise<string>;
   snapshotAdd(id: string, volume: string): Promise<void>;
-  snapshotTake(id: string): Promise<void>;
+  /**
+   * Takes the snapshot: every volume at once (see docs/design.md, "Take").
+   * `quiesce`, when given, runs once the snapshot is ready to be taken (its
+   * diff areas built, the storage's first growth step reserved), right
+   * before the volumes are written back and frozen: the daemon freezes the
+   * filesystems mounted on the frontends' devices there. The function it
+   * returns runs right after the volumes thaw, whether the take succeeded
+   * or not.
+   */
+  snapshotTake(id: string, quiesce?: TakeQuiesce): Promise<void>;
   snapshotDestroy(id: string): Promise<void>;
   snapshotCollect(): string[];
   snapshotInfo(id: string): SnapshotInfo;

@@ -26,7 +26,7 @@ import { OPEN_TAGS_MAX, QUEUE_DEPTH_MAX, QUEUE_IO_BYTES_MAX } from '../shared/li
 import { ActorPools } from './actor-pools';
 import type {
   AttachOptions, CbtRange, EngineControl, EngineOptions, EngineStatus, ExportTarget, HostedSession, IoQueue, SnapshotCreateOptions,
-  SavedCbt, SnapshotEvent, SnapshotInfo, VolumeInfo, VolumeSnapshotInfo,
+  SavedCbt, SnapshotEvent, SnapshotInfo, TakeQuiesce, VolumeInfo, VolumeSnapshotInfo,
 } from './api';
 import { DiffStorage } from './diff-storage';
 import { armFault, disarmFault } from '../shared/fault-words';
@@ -258,9 +258,9 @@ export class Engine implements EngineControl {
     this.findSnapshot(id).add(this.findVolume(volume_ref));
   }
 
-  async snapshotTake(id: string): Promise<void> {
+  async snapshotTake(id: string, quiesce?: TakeQuiesce): Promise<void> {
     this.assertRunning();
-    await this.findSnapshot(id).take();
+    await this.findSnapshot(id).take(quiesce);
   }
 
   async snapshotDestroy(id: string): Promise<void> {

@@ -48,7 +48,7 @@ import {
 } from '../shared/volume-control';
 import type { DiffAreaDescriptor, StoreResult } from '../actors/messages';
 import type { ActorPools } from './actor-pools';
-import type { SnapshotEvent, SnapshotInfo, SnapshotState } from './api';
+import type { SnapshotEvent, SnapshotInfo, SnapshotState, TakeQuiesce } from './api';
 import { DiffArea } from '../cow/diff-area';
 import { createAreaControl, savedChunks } from '../shared/area-control';
 import { NEED_MET } from '../shared/storage-counters';
@@ -142,7 +142,7 @@ export class Snapshot {
 
   // ── take ────────────────────────────────────────────────────────────────
 
-  async take(): Promise<void> {
+  async take(quiesce?: TakeQuiesce): Promise<void> {
     if (this.state !== 'created') throw new UblksnapError('EALREADY', `snapshot ${this.id} is already taken`);
     if (this.volumes.length === 0) throw new UblksnapError('EINVAL', `snapshot ${this.id} has no volumes`);
     const started = process.hrtime.bigint();
@@ -152,22 +152,32 @@ export class Snapshot {
     const first_step = this.growIfLow();
     try {
       await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
-      // A clone first writes back the volume's dirty pages in its range:
-      // done here, outside the freeze and off the write path, it leaves the
-      // first touches only the clone itself (libuv's pool does it, the
-      // event loop goes on).
-      await Promise.all(areas.filter((area) => area.cow_path.kind === 'reflink').map((area) => fdatasyncAsync(area.volume.fd)));
       if (first_step !== null) await settledWithin(first_step, FIRST_STEP_WAIT_MS_MAX);
-      await this.frozen(async () => {
-        for (const area of areas) {
-          area.volume.tracker.map.switchForTake();
-          Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
-          Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
-          Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
-        }
-        Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
-      });
+      // The frontends quiesce their devices (freeze the filesystems on
+      // them) only now, so that what they hold still covers the write-back
+      // and the switch, not the areas or the growth step.
+      const thaw = quiesce === undefined ? null : await quiesce();
+      try {
+        // A clone first writes back the volume's dirty pages in its range:
+        // done here, outside the freeze and off the write path, it leaves
+        // the first touches only the clone itself (libuv's pool does it,
+        // the event loop goes on).
+        await Promise.all(areas.filter((area) => area.cow_path.kind === 'reflink').map((area) => fdatasyncAsync(area.volume.fd)));
+        await this.frozen(async () => {
+          for (const area of areas) {
+            area.volume.tracker.map.switchForTake();
+            Atomics.store(area.volume.control, ARMED_AREA, area.descriptor.area_id);
+            Atomics.store(area.volume.control, IMAGE_AREA, area.descriptor.area_id);
+            Atomics.store(area.volume.control, IMAGE_SERIAL, this.serial);
+          }
+          Atomics.store(this.control, SnapshotWord.STATE, SnapshotStateCode.TAKEN);
+        });
+      } finally {
+        if (thaw !== null) await thaw();
+      }
     } catch (error) {
+      // Taken, and only the thaw failed: the snapshot stands, the caller hears of the thaw.
+      if (this.state !== 'created') throw error;
       // Nothing was armed (the switch runs last): forget the areas, stay 'created'.
       this.areas.clear();
       await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.forgetArea(area.descriptor.area_id))));
