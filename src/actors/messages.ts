@@ -74,6 +74,8 @@ export interface GrowTask {
   storage_fd: number;
   storage_counters: SharedArrayBuffer;
   target_sectors: number;
+  /** A caller waits for this step (take's first): it runs at normal priority, not in the background (actors/grow.ts). */
+  waited_for?: boolean;
 }
 
 export interface GrowResult {

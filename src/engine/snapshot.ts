@@ -72,9 +72,9 @@ export const GATE_DRAIN_TIMEOUT_MS = 10_000;
  * 36-53 ms; 4 alternated pairs of 10 rounds): first touch ÷ plain write
  * loop, medians 0.42-0.53 with the step racing the writes, 0.52-0.58 with
  * it reserved first.
- * The freeze itself still costs milliseconds; a step slower than this
- * (a nice-10 grow actor on busy cores) goes on in the background, as
- * every later step does.
+ * The freeze itself still costs milliseconds; the step runs at normal
+ * priority (actors/grow.ts, WAITED_FOR_NICE), and one slower than this
+ * goes on in the background, as every later step does.
  */
 export const FIRST_STEP_WAIT_MS_MAX = 5_000;
 /** Store tasks per flush at most (each handles up to 4096 chunks). */
@@ -148,8 +148,9 @@ export class Snapshot {
     const started = process.hrtime.bigint();
     const areas = this.volumes.map((volume) => this.createArea(volume));
     this.storage.counters.setNeed(areas.reduce((sum, area) => sum + areaNeedSectors(area.descriptor), 0));
-    // An empty (or nearly full) storage starts growing now, not at the first store.
-    const first_step = this.growIfLow();
+    // An empty (or nearly full) storage starts growing now, not at the first
+    // store, at normal priority: take waits for it.
+    const first_step = this.growIfLow(true);
     try {
       await this.pools.broadcast((actor) => Promise.all(areas.map((area) => actor.addArea(area.descriptor))));
       if (first_step !== null) await settledWithin(first_step, FIRST_STEP_WAIT_MS_MAX);
@@ -277,9 +278,9 @@ export class Snapshot {
   }
 
   /** Starts a growth step when free space is at or below the low-water mark; null when none started. */
-  private growIfLow(): Promise<boolean> | null {
+  private growIfLow(waited_for = false): Promise<boolean> | null {
     const counters = this.storage.counters;
-    return counters.growable && counters.claimLowSpace() ? this.grow() : null;
+    return counters.growable && counters.claimLowSpace() ? this.grow(waited_for) : null;
   }
 
   /** An actor's clone claimed the next growth step. */
@@ -309,7 +310,7 @@ export class Snapshot {
   }
 
   /** One growth step (shared by every caller while it runs). Resolves true if the storage grew. */
-  private grow(): Promise<boolean> {
+  private grow(waited_for = false): Promise<boolean> {
     if (this.growing) return this.growing;
     const counters = this.storage.counters;
     this.growth_plan.sampleFill(Date.now(), counters.filled_sectors);
@@ -327,7 +328,7 @@ export class Snapshot {
     const start_capacity_sectors = counters.capacity_sectors;
     const started_ms = Date.now();
     this.events.push({ code: 'low_space', time: Date.now(), requested_sectors: target, capacity_sectors: start_capacity_sectors });
-    this.growing = this.track(this.pools.grow({ storage_fd: this.storage.fd, storage_counters: counters.buffer, target_sectors: target })
+    this.growing = this.track(this.pools.grow({ storage_fd: this.storage.fd, storage_counters: counters.buffer, target_sectors: target, waited_for })
       .then((result) => {
         if (result.error) {
           this.logger.warn({ snapshot: this.id, error: result.error }, 'difference storage could not grow');
