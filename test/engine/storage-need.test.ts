@@ -15,17 +15,16 @@ import { statSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { SnapshotEvent } from '../../src/engine/api';
+import { DEFAULT_PARAMS } from '../../src/shared/params';
 import { startFixture, type Fixture } from '../lib/engine-fixture';
 
 const MiB = 1 << 20;
 const GiB = 1024 * MiB;
-/** blksnap's default growth step, 1 GiB in sectors. */
-const DIFF_STORAGE_MINIMUM_DEFAULT = 2_097_152;
 const STORE_SETTLE_MS = 800;
 let fixture: Fixture;
 
 test.before(async () => {
-  fixture = await startFixture({ params: { diff_storage_minimum: DIFF_STORAGE_MINIMUM_DEFAULT } });
+  fixture = await startFixture({ params: { diff_storage_minimum: DEFAULT_PARAMS.diff_storage_minimum } });
 });
 
 test.after(async () => {

@@ -11,19 +11,18 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { DEFAULT_PARAMS } from '../../src/shared/params';
 import { startFixture, type Fixture } from '../lib/engine-fixture';
 
 const MiB = 1 << 20;
 const VOLUME_BYTES = 8 * MiB;
 /** The first test's volume: its first growth step (the need, 256 MiB) takes the grow actor milliseconds. */
 const LARGE_VOLUME_BYTES = 256 * MiB;
-/** blksnap's default growth step, 1 GiB in sectors: the first step is then the whole need. */
-const DIFF_STORAGE_MINIMUM_DEFAULT = 2_097_152;
 let fixture: Fixture;
 let serial = 0;
 
 test.before(async () => {
-  fixture = await startFixture({ params: { diff_storage_minimum: DIFF_STORAGE_MINIMUM_DEFAULT } });
+  fixture = await startFixture({ params: { diff_storage_minimum: DEFAULT_PARAMS.diff_storage_minimum } });
 });
 
 test.after(async () => {
