@@ -110,6 +110,8 @@ export interface RoundContext {
   usage: (system: string, usage: ServerUsage) => void;
   /** The XFS (reflink=1) the `-xfs` systems run on, with their own image; or why there is none. */
   xfs?: XfsSite | string;
+  /** Settles the filesystem a system deleted files on (onXfs): syncfs, which also finishes XFS's freeing of their extents. */
+  settle?: () => void;
 }
 
 export interface XfsSite {
@@ -126,14 +128,19 @@ export interface XfsSite {
  * write back (with XFS's copy-on-write remapping), and the extents of
  * destroyed storages, which XFS frees in the background. syncfs does both
  * (XFS flushes its background inode work in it), so every system starts on
- * a quiet filesystem.
+ * a quiet filesystem. Within a system the same holds for every snapshot it
+ * deletes (the warm-up's, each workload's): `settle` after the delete, or
+ * the next workload's first touches share the two cores with XFS freeing
+ * the old storage's extents (1 MiB seq writes unsettled: 0.93× settled;
+ * bench/README.md, "Deleted storages settle").
  */
 export function onXfs(context: RoundContext): RoundContext {
   const xfs = context.xfs;
   if (xfs === undefined) throw new Error('no XFS for the -xfs systems: the suite made none');
   if (typeof xfs === 'string') throw new Error(`no XFS for the -xfs systems: ${xfs}`);
-  syncFilesystem(xfs.dir);
-  return { ...context, image_path: xfs.image_path, work_dir: xfs.dir };
+  const settle = (): void => syncFilesystem(xfs.dir);
+  settle();
+  return { ...context, image_path: xfs.image_path, work_dir: xfs.dir, settle };
 }
 
 export interface SystemSpec {
@@ -291,6 +298,7 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
       throw withServerLog(error, session.server);
     }
     await session.end();
+    context.settle?.();
   }
 }
 
@@ -340,6 +348,7 @@ export function ublksnapSnapshot(id: string, label: string, copy_unit_bytes: num
         await warmUp(context, id, unixUri(server.socket_path, UBLKSNAP_VOLUME_NAME), unixUri(server.socket_path, warm.images[UBLKSNAP_VOLUME_NAME]!));
         await server.destroy(warm.id);
         rmSync(warm.storage, { force: true });
+        context.settle?.();
         await snapshotRound(context, id, copy_unit_bytes, async () => {
           const taken = await server.take();
           if (taken.chunk_bytes !== copy_unit_bytes) throw new Error(`${id}: chunk is ${taken.chunk_bytes} bytes, expected ${copy_unit_bytes}`);
