@@ -228,7 +228,7 @@ async function runRounds(run: Plan, collected: Collected, work_dir: string, imag
     for (const system of rotate(run.systems, round)) {
       log(`round ${round + 1}/${run.rounds_max}: ${system.label} (${elapsedS(started).toFixed(0)} s)`);
       const context: RoundContext = {
-        round, image_path, image_bytes: run.image_bytes, work_dir, memory_dir: work_dir, copy_units_bytes: run.copy_units_bytes, xfs,
+        round, image_path, image_bytes: run.image_bytes, work_dir, copy_units_bytes: run.copy_units_bytes, xfs,
         profile_dir: run.profile_dir, log, rand_write_bytes: run.rand_ios * RANDOM_BLOCK_BYTES,
         record: (sample) => collected.samples.push(sample),
         verified: (verification) => collected.verifications.push(verification),

@@ -31,7 +31,6 @@ import type { Sample } from './goals';
 import { fileChecksum } from './image';
 import { exportChecksum, readExport } from './nbdcopy';
 import { ServerProcess, UblksnapServer, type ServerUsage, type UblksnapServerOptions } from './servers';
-import { recycleMemory } from '../recycle-memory';
 import { syncFilesystem } from '../xfs-mount';
 import type { SnapshotInfo } from '../../src/engine/api';
 
@@ -101,8 +100,6 @@ export interface RoundContext {
   image_bytes: number;
   /** Scratch space on /dev/shm: sockets, diff storage, QEMU targets. */
   work_dir: string;
-  /** The suite's /dev/shm directory, also for the -xfs systems: where recycleMemory writes. */
-  memory_dir: string;
   rand_write_bytes: number;
   /** The copy units of the snapshot systems; plain systems run a stride workload at each. */
   copy_units_bytes: number[];
@@ -292,8 +289,6 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
   for (const step of steps) {
     // The volume is idle here: its file is what the image must show after take.
     const before = fileChecksum(context.image_path);
-    // What the snapshot stores lands in pages the guest just used, for every system alike.
-    recycleMemory(context.memory_dir, context.image_bytes);
     const session = await open();
     try {
       await step.body(session);
