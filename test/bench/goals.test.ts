@@ -8,7 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { median } from '../../bench/lib';
 import { evaluate, roundRatios, verdictLine, verdicts, type Comparison, type Sample } from '../../bench/nbd/goals';
-import { GOALS, defaultChunkBytes, goalComparisons, rotate } from '../../bench/nbd/suite';
+import { GOALS, defaultChunkBytes, goalComparisons, rotate, xfsCrossServerLine } from '../../bench/nbd/suite';
 
 function sample(system: string, workload: string, round: number, value: number): Sample {
   return { system, workload, round, value, server_cpu_seconds: 0 };
@@ -85,19 +85,27 @@ plan('the comparisons cover the four docs/design.md §10 goals with their target
   assert.is(comparisons.filter((c) => c.goal === GOALS.image_reads).length, 4);
 });
 
-plan('the -xfs snapshot systems are judged against their neighbours on the same XFS, and only by the XFS goals', () => {
+plan('the -xfs snapshot systems are judged against their own write before take and QEMU on the same XFS, and only by the XFS goals', () => {
   const comparisons = goalComparisons([
     { id: 'ublksnap-snap', copy_unit_bytes: 262144 },
     { id: 'ublksnap-snap-64k-xfs', copy_unit_bytes: 65536, on_xfs: true },
   ]);
   const xfs = comparisons.filter((c) => c.numerator.system === 'ublksnap-snap-64k-xfs');
   assert.equal(xfs.map((c) => [c.goal, c.target, c.denominator.system, c.numerator.workload, c.denominator.workload]), [
-    [GOALS.xfs_versus_self, 0.9, 'ublksnap-xfs', 'seq-write', 'seq-write'],
+    [GOALS.xfs_versus_self, 0.9, 'ublksnap-snap-64k-xfs', 'seq-write', 'seq-write-before-take'],
     [GOALS.xfs_versus_qemu, 3, 'qsd-fleece-xfs', 'seq-write', 'seq-write'],
   ]);
   assert.not.ok(comparisons.some((c) => c.goal.startsWith('XFS') && !c.numerator.system.endsWith('-xfs')), 'tmpfs systems stay out of the XFS goals');
   assert.not.ok(comparisons.some((c) => c.denominator.system.endsWith('-xfs') !== c.numerator.system.endsWith('-xfs')
     && c.goal !== GOALS.plain), 'no comparison crosses filesystems');
+});
+
+plan('the cross-server XFS line quotes first touch ÷ the no-snapshot system per round, and is empty without it', () => {
+  const systems = [{ id: 'ublksnap-snap-xfs', copy_unit_bytes: 262144, on_xfs: true }];
+  const sample = (system: string, round: number, value: number): Sample => ({ system, workload: 'seq-write', round, value, server_cpu_seconds: 0 });
+  const samples = [sample('ublksnap-snap-xfs', 0, 80), sample('ublksnap-xfs', 0, 100), sample('ublksnap-snap-xfs', 1, 90), sample('ublksnap-xfs', 1, 100)];
+  assert.match(xfsCrossServerLine(samples, systems), '256 KiB chunk 0.80 0.90 (median 0.85×)');
+  assert.is(xfsCrossServerLine(samples.filter((s) => s.system !== 'ublksnap-xfs'), systems), '');
 });
 
 math.run();
