@@ -240,8 +240,8 @@ async function warmUp(context: RoundContext, system: string, uri: string, image_
  * filesystem after the last delete), so first touches dirty clean pages.
  * Unsettled, the no-snapshot writes would overwrite pages the warm-up or
  * the previous workload left dirty, which costs less (1 MiB writes onto
- * clean pages: 0.94× as fast; bench/README.md, "The no-snapshot row
- * settles too"), and the ratio would charge that to the snapshot.
+ * clean pages: 0.94× as fast; bench/README.md, "First touch against the
+ * same server"), and the ratio would charge that to the snapshot.
  */
 async function plainRound(context: RoundContext, system: string, start: () => Promise<Started>): Promise<void> {
   const { server, uri } = await start();
@@ -311,7 +311,12 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
   for (const step of steps) {
     if (unsnapped !== undefined && step.workload === WORKLOADS.seq_write.id) {
       // Settled before and after, as the first touches are: they write clean pages.
-      await fioStep(context, system, WORKLOADS.seq_write_before_take, unsnapped.server, unsnapped.uri, seqWriteJob(context.image_bytes));
+      try {
+        await fioStep(context, system, WORKLOADS.seq_write_before_take, unsnapped.server, unsnapped.uri, seqWriteJob(context.image_bytes));
+      } catch (error) {
+        await unsnapped.server.kill();
+        throw withServerLog(error, unsnapped.server);
+      }
       context.settle?.();
     }
     // The volume is idle here: its file is what the image must show after take.
