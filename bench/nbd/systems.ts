@@ -218,6 +218,16 @@ function withServerLog(error: unknown, server: ServerProcess): Error {
   return new Error(log === '' ? message : `${message}; ${server.label} stderr: ${log.slice(-SERVER_LOG_TAIL_CHARS)}`);
 }
 
+/** Runs body; when it fails, the server is killed and the error carries its last words. */
+async function killOnFailure<T>(server: ServerProcess, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (error) {
+    await server.kill();
+    throw withServerLog(error, server);
+  }
+}
+
 interface Started { server: ServerProcess; uri: string; }
 
 /**
@@ -249,7 +259,7 @@ async function plainRound(context: RoundContext, system: string, start: () => Pr
     context.settle?.();
     return step();
   };
-  try {
+  await killOnFailure(server, async () => {
     await warmUp(context, system, uri);
     await settled(() => readStep(context, system, WORKLOADS.seq_read, server, uri));
     await settled(() => fioStep(context, system, WORKLOADS.seq_write, server, uri, seqWriteJob(context.image_bytes)));
@@ -257,10 +267,7 @@ async function plainRound(context: RoundContext, system: string, start: () => Pr
     for (const unit of context.copy_units_bytes) {
       await settled(() => fioStep(context, system, strideWorkload(unit), server, uri, strideJob(context.image_bytes, unit)));
     }
-  } catch (error) {
-    await server.kill();
-    throw withServerLog(error, server);
-  }
+  });
   context.usage(system, await server.stop());
 }
 
@@ -311,24 +318,17 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
   for (const step of steps) {
     if (unsnapped !== undefined && step.workload === WORKLOADS.seq_write.id) {
       // Settled before and after, as the first touches are: they write clean pages.
-      try {
-        await fioStep(context, system, WORKLOADS.seq_write_before_take, unsnapped.server, unsnapped.uri, seqWriteJob(context.image_bytes));
-      } catch (error) {
-        await unsnapped.server.kill();
-        throw withServerLog(error, unsnapped.server);
-      }
+      await killOnFailure(unsnapped.server, () =>
+        fioStep(context, system, WORKLOADS.seq_write_before_take, unsnapped.server, unsnapped.uri, seqWriteJob(context.image_bytes)));
       context.settle?.();
     }
     // The volume is idle here: its file is what the image must show after take.
     const before = fileChecksum(context.image_path);
     const session = await open();
-    try {
+    await killOnFailure(session.server, async () => {
       await step.body(session);
       await verifyImage(context, system, step.workload, session, before);
-    } catch (error) {
-      await session.server.kill();
-      throw withServerLog(error, session.server);
-    }
+    });
     await session.end();
     context.settle?.();
   }
