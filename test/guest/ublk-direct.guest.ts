@@ -116,10 +116,14 @@ function directServed(): number {
   return statsTotal('direct');
 }
 
-async function waitForStats(before: number, key: 'direct' | 'redone' | 'mapped' = 'direct'): Promise<number> {
-  // The stats line comes once a second while requests arrive.
+/** Polls while `waiting` holds, for 10 s at most: the stats line comes once a second while requests arrive. */
+async function waitWhile(waiting: () => boolean): Promise<void> {
   const deadline = Date.now() + 10_000;
-  while (statsTotal(key) === before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
+  while (waiting() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
+}
+
+async function waitForStats(before: number, key: 'direct' | 'redone' | 'mapped' = 'direct'): Promise<number> {
+  await waitWhile(() => statsTotal(key) === before);
   return statsTotal(key);
 }
 
@@ -128,14 +132,14 @@ function statsLines(): number {
 }
 
 /**
- * The total once the stats of a finished run are all in: a run longer than
- * a stats interval is logged in pieces, and the line for its last piece
- * comes up to a second after it ended. Waits for one more line than
- * `lines_at_end` (none comes when the last piece was already logged).
+ * The total once the stats of a run that just ended are all in: a run
+ * longer than a stats interval is logged in pieces, and the line for its
+ * last piece comes up to a second after it ended. Waits for one more line
+ * (none comes when the last piece was already logged).
  */
-async function statsAfterRun(lines_at_end: number, key: 'direct' | 'redone' | 'mapped'): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  while (statsLines() === lines_at_end && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 250));
+async function statsAfterRun(key: 'direct' | 'redone' | 'mapped'): Promise<number> {
+  const lines_at_end = statsLines();
+  await waitWhile(() => statsLines() === lines_at_end);
   return statsTotal(key);
 }
 
@@ -185,7 +189,7 @@ async function main(): Promise<void> {
     sh('fio', ['--name=mapped-verify', `--filename=${device}`, '--rw=randwrite', '--bsrange=4k-512k', '--ioengine=io_uring', '--direct=1',
       '--iodepth=32', `--offset=${8 * MIB}`, `--size=${32 * MIB}`, '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0']);
     // Not waitForStats: its first new line may hold only fio's first part.
-    const after = await statsAfterRun(statsLines(), 'mapped');
+    const after = await statsAfterRun('mapped');
     expect(after - before >= 16, `only ${after - before} mapped writes during fio`);
     expect(!/"mapped_failed":[1-9]/.test(daemon!.logs), 'a mapped copy failed');
     expect(readBlock(device, 2 * MIB).equals(readFileSync(data)), 'a block outside fio\'s range kept its bytes');
