@@ -46,8 +46,10 @@ export interface GoalVerdict {
   comparisons: ComparisonResult[];
 }
 
+/** A workload measured several times in a round (systems.ts, SEQ_FIRST_TOUCHES_PER_ROUND) counts with its median. */
 function valueOf(samples: Sample[], system: string, workload: string, round: number): number | undefined {
-  return samples.find((s) => s.system === system && s.workload === workload && s.round === round)?.value;
+  const values = samples.filter((s) => s.system === system && s.workload === workload && s.round === round).map((s) => s.value);
+  return values.length > 0 ? median(values) : undefined;
 }
 
 export function roundRatios(samples: Sample[], comparison: Comparison): number[] {

@@ -40,6 +40,14 @@ math('per-round ratios pair the same round; a round missing a side is left out',
   assert.is(result.pass, false);
 });
 
+math('a workload measured several times in a round counts with its median: one stalled write does not decide the round', () => {
+  const samples = [
+    sample('ours', 'w', 0, 100), sample('ours', 'w', 0, 10), sample('ours', 'w', 0, 90), sample('theirs', 'w', 0, 100),
+    sample('ours', 'w', 1, 80), sample('theirs', 'w', 1, 100), sample('theirs', 'w', 1, 20), sample('theirs', 'w', 1, 100),
+  ];
+  assert.equal(roundRatios(samples, ours_vs_theirs('w', 1)), [0.9, 0.8]);
+});
+
 math('a goal passes only if every comparison passes, and quotes the worst median', () => {
   const samples = [
     sample('ours', 'a', 0, 3), sample('theirs', 'a', 0, 1),
