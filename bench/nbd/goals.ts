@@ -18,6 +18,12 @@ export interface Sample {
   value: number;
   /** CPU seconds the server process spent during the workload. */
   server_cpu_seconds: number;
+  /**
+   * Which of its round's pairs the sample belongs to, where two workloads
+   * are measured in pairs, one right after the other (the write before
+   * take and the first touch after it, systems.ts).
+   */
+  pair?: number;
 }
 
 export interface Comparison {
@@ -46,19 +52,41 @@ export interface GoalVerdict {
   comparisons: ComparisonResult[];
 }
 
-/** A workload measured several times in a round (systems.ts, SEQ_FIRST_TOUCHES_PER_ROUND) counts with its median. */
-function valueOf(samples: Sample[], system: string, workload: string, round: number): number | undefined {
-  const values = samples.filter((s) => s.system === system && s.workload === workload && s.round === round).map((s) => s.value);
-  return values.length > 0 ? median(values) : undefined;
+function samplesOf(samples: Sample[], side: { system: string; workload: string }, round: number): Sample[] {
+  return samples.filter((s) => s.system === side.system && s.workload === side.workload && s.round === round);
+}
+
+/** The two sides' samples as pairs, when both were measured in the same pairs (Sample.pair); else undefined. */
+function pairsOf(top: Sample[], bottom: Sample[]): [Sample, Sample][] | undefined {
+  if (top.length !== bottom.length || top.some((s) => s.pair === undefined)) return undefined;
+  const pairs = top.map((t) => [t, bottom.find((b) => b.pair === t.pair)] as const);
+  return pairs.every(([, b]) => b !== undefined) ? pairs.map(([t, b]) => [t, b!]) : undefined;
+}
+
+/**
+ * One round's ratio. A workload measured several times in a round
+ * (systems.ts, SEQ_FIRST_TOUCHES_PER_ROUND) counts with its median; where
+ * both sides were measured in pairs, the round's ratio is the median of
+ * the pairs' ratios: a pair shares its minute of the machine, and a stall
+ * that slowed one pair's two writes alike cancels in its ratio.
+ */
+function roundRatio(top: Sample[], bottom: Sample[]): number | undefined {
+  if (top.length === 0 || bottom.length === 0) return undefined;
+  const pairs = pairsOf(top, bottom);
+  if (pairs !== undefined) {
+    const ratios = pairs.filter(([, b]) => b.value > 0).map(([t, b]) => t.value / b.value);
+    return ratios.length > 0 ? median(ratios) : undefined;
+  }
+  const below = median(bottom.map((s) => s.value));
+  return below > 0 ? median(top.map((s) => s.value)) / below : undefined;
 }
 
 export function roundRatios(samples: Sample[], comparison: Comparison): number[] {
   const rounds = [...new Set(samples.map((s) => s.round))].sort((a, b) => a - b);
   const ratios: number[] = [];
   for (const round of rounds) {
-    const top = valueOf(samples, comparison.numerator.system, comparison.numerator.workload, round);
-    const bottom = valueOf(samples, comparison.denominator.system, comparison.denominator.workload, round);
-    if (top !== undefined && bottom !== undefined && bottom > 0) ratios.push(top / bottom);
+    const ratio = roundRatio(samplesOf(samples, comparison.numerator, round), samplesOf(samples, comparison.denominator, round));
+    if (ratio !== undefined) ratios.push(ratio);
   }
   return ratios;
 }

@@ -130,6 +130,8 @@ export interface RoundContext {
   settle?: () => void;
   /** Memory handed back to the hypervisor, for each sample (page-reporting.ts). */
   reporting?: ReportingMeter;
+  /** Set for the paired writes (before take, first touch): which pair of the round (Sample.pair). */
+  pair?: number;
 }
 
 export interface XfsSite {
@@ -187,6 +189,7 @@ export async function measure(context: RoundContext, system: string, workload: W
   const reported_during = context.reporting?.sinceLast();
   const sample: SampleRecord = { system, workload: workload.id, round: context.round, unit: workload.unit, server_cpu_seconds, ...measured };
   if (gc) sample.server_gc_count = (await gc.gcCount()) - gc_before;
+  if (context.pair !== undefined) sample.pair = context.pair;
   if (reported_before !== undefined && reported_during !== undefined) {
     sample.host_reported_mib_before = reported_before;
     sample.host_reported_mib_during = reported_during;
@@ -319,12 +322,14 @@ async function verifyImage(context: RoundContext, system: string, workload: stri
  */
 async function snapshotRound(context: RoundContext, system: string, copy_unit_bytes: number, open: () => Promise<Session>,
   unsnapped?: Started): Promise<void> {
+  // The write before take and the first touch after it are one pair (goals.ts takes the median of the pairs' ratios).
+  const paired = (pair: number): RoundContext => (unsnapped === undefined ? context : { ...context, pair });
   const steps: { workload: string; body: (session: Session) => Promise<void> }[] = [
     {
       workload: WORKLOADS.seq_write.id,
       body: async (session) => {
         await readStep(context, system, WORKLOADS.image_read_before, session.server, session.image_uri);
-        await fioStep(context, system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes), session.copiedBytes);
+        await fioStep(paired(0), system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes), session.copiedBytes);
         await readStep(context, system, WORKLOADS.image_read_after, session.server, session.image_uri);
       },
     },
@@ -339,11 +344,11 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
         strideJob(context.image_bytes, copy_unit_bytes), session.copiedBytes),
     },
   ];
-  const writeBeforeTake = async (): Promise<void> => {
+  const writeBeforeTake = async (pair: number): Promise<void> => {
     if (unsnapped === undefined) return;
     // Settled before and after, as the first touches are: they write clean pages.
     await killOnFailure(unsnapped.server, () =>
-      fioStep(context, system, WORKLOADS.seq_write_before_take, unsnapped.server, unsnapped.uri, seqWriteJob(context.image_bytes)));
+      fioStep(paired(pair), system, WORKLOADS.seq_write_before_take, unsnapped.server, unsnapped.uri, seqWriteJob(context.image_bytes)));
     context.settle?.();
   };
   const inSession = async (body: (session: Session) => Promise<void>): Promise<void> => {
@@ -354,7 +359,7 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
   };
   for (const step of steps) {
     const sequential = unsnapped !== undefined && step.workload === WORKLOADS.seq_write.id;
-    if (sequential) await writeBeforeTake();
+    if (sequential) await writeBeforeTake(0);
     // The volume is idle here: its file is what the image must show after take.
     const before = fileChecksum(context.image_path);
     await inSession(async (session) => {
@@ -363,9 +368,9 @@ async function snapshotRound(context: RoundContext, system: string, copy_unit_by
     });
     // The further pairs measure the two writes only: the first pair's image was verified.
     for (let pair = 1; sequential && pair < SEQ_FIRST_TOUCHES_PER_ROUND; pair += 1) {
-      await writeBeforeTake();
+      await writeBeforeTake(pair);
       await inSession((session) =>
-        fioStep(context, system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes), session.copiedBytes));
+        fioStep(paired(pair), system, WORKLOADS.seq_write, session.server, session.volume_uri, seqWriteJob(context.image_bytes), session.copiedBytes));
     }
   }
 }

@@ -49,6 +49,17 @@ math('a workload measured several times in a round counts with its median: one s
   assert.equal(roundRatios(samples, ours_vs_theirs('w', 1)), [0.9, 0.8]);
 });
 
+math('two workloads measured in pairs: the round\'s ratio is the median of the pairs\' ratios, not the ratio of the medians', () => {
+  const paired = (system: string, pair: number, value: number): Sample => ({ ...sample(system, 'w', 0, value), pair });
+  const samples = [
+    paired('ours', 0, 2535), paired('ours', 1, 2909), paired('ours', 2, 2000),
+    paired('theirs', 0, 2535), paired('theirs', 1, 3103), paired('theirs', 2, 3094),
+  ];
+  assert.equal(roundRatios(samples, ours_vs_theirs('w', 1)), [2909 / 3103]);
+  const unpaired = samples.map(({ pair: _, ...rest }) => rest);
+  assert.equal(roundRatios(unpaired, ours_vs_theirs('w', 1)), [2535 / 3094]);
+});
+
 math('a goal passes only if every comparison passes, and quotes the worst median', () => {
   const samples = [
     sample('ours', 'a', 0, 3), sample('theirs', 'a', 0, 1),
