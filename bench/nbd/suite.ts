@@ -29,7 +29,6 @@ import {
   XFS_LABEL, ublksnapSnapshot, ublksnapSnapshot64k, type RoundContext, type SampleRecord, type SystemSpec, type Verification,
   type WorkloadSpec, type XfsSite,
 } from './systems';
-import { ReportingMeter, reportingSettings } from './page-reporting';
 import { probeQemuCopyMethod, type QemuCopyMethod } from './qemu-copy-method';
 import { measureTakeLatency, type TakeLatencyResult } from './take-latency';
 import { WRITE_4K_TLS, nbdkitTls, ublksnapTcp, ublksnapTls } from './tls-systems';
@@ -165,20 +164,6 @@ export function xfsCrossServerLine(samples: Sample[], snapshot_systems: { id: st
   return parts.length === 0 ? '' : `Not a goal: XFS first-touch seq writes ÷ the no-snapshot system's (another server, another time in the round): ${parts.join('; ')}.`;
 }
 
-/**
- * How much memory the guest handed back to the hypervisor in each round
- * (bench/README.md, "Free page reporting"). Empty where the kernel has no
- * counter (settings undefined).
- */
-export function pageReportingLine(samples: SampleRecord[], rounds: number, settings: string | undefined): string {
-  if (settings === undefined) return '';
-  const per_round = Array.from({ length: rounds }, (_, round) => samples.filter((s) => s.round === round)
-    .reduce((sum, s) => sum + (s.host_reported_mib_before ?? 0) + (s.host_reported_mib_during ?? 0), 0));
-  const gib = (mib: number): string => (mib / 1024).toFixed(1);
-  return `Free page reporting to the hypervisor (${settings}): ${per_round.map(gib).join(' ')} GiB in rounds 1-${rounds}; `
-    + 'each sample\'s share (before and during it) is in the JSON.';
-}
-
 /** Round r runs the systems starting at index r mod n. */
 export function rotate<T>(items: T[], round: number): T[] {
   const shift = items.length === 0 ? 0 : round % items.length;
@@ -256,7 +241,6 @@ function elapsedS(started: number): number {
 /** Rounds until rounds_max, or until another round would end past the budget. */
 async function runRounds(run: Plan, collected: Collected, work_dir: string, image_path: string, xfs: XfsSite | string | undefined,
   started: number, log: (line: string) => void): Promise<void> {
-  const reporting = new ReportingMeter();
   for (let round = 0; round < run.rounds_max; round += 1) {
     const elapsed_s = elapsedS(started);
     if (run.budget_s !== undefined && round >= ROUNDS_MIN && elapsed_s + elapsed_s / round > run.budget_s) {
@@ -268,7 +252,7 @@ async function runRounds(run: Plan, collected: Collected, work_dir: string, imag
       log(`round ${round + 1}/${run.rounds_max}: ${system.label} (${elapsedS(started).toFixed(0)} s)`);
       const context: RoundContext = {
         round, image_path, image_bytes: run.image_bytes, work_dir, copy_units_bytes: run.copy_units_bytes, xfs,
-        profile_dir: run.profile_dir, log, rand_write_bytes: run.rand_ios * RANDOM_BLOCK_BYTES, reporting,
+        profile_dir: run.profile_dir, log, rand_write_bytes: run.rand_ios * RANDOM_BLOCK_BYTES,
         record: (sample) => collected.samples.push(sample),
         verified: (verification) => collected.verifications.push(verification),
         usage: (id, measured) => collected.usage.push({ system: id, round, usage: measured }),
@@ -367,7 +351,6 @@ function summarize(run: Plan, collected: Collected, context: {
   const { machine } = context;
   const equal = verifications.filter((v) => v.equal).length;
   const cross_server = xfsCrossServerLine(samples, run.snapshot_systems);
-  const reporting = pageReportingLine(samples, rounds_done, reportingSettings());
   const loads = (values: number[]): string => values.map((l) => l.toFixed(2)).join(' ');
   const load = `load average ${loads(machine.loadavg_start)} at start, ${loads(machine.loadavg_end)} at end, ${machine.cpus} CPUs`;
   const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets (the TCP and TLS rows: loopback TCP), ${rounds_done} rounds (order rotated), ${load}`;
@@ -380,7 +363,6 @@ function summarize(run: Plan, collected: Collected, context: {
     'Server processes: CPU seconds during each workload (median), peak RSS', '', resourceTable(input), '',
     'Goals: per-round ratios and their median', '', comparisonTable(verdicts), '',
     ...(cross_server === '' ? [] : [cross_server, '']),
-    ...(reporting === '' ? [] : [reporting, '']),
     ...(take !== undefined ? [takeTable(take), ''] : []),
     `${subtitle}; ${Math.round(context.duration_s)} s.`,
     `Image checksums (sha256, nbdcopy of the image vs the volume file before take): ${equal}/${verifications.length} equal.`,

@@ -33,7 +33,6 @@ import { runFio, type FioJob } from './fio';
 import type { Sample } from './goals';
 import { fileChecksum } from './image';
 import { exportChecksum, readExport } from './nbdcopy';
-import type { ReportingMeter } from './page-reporting';
 import { ServerProcess, UblksnapServer, type ServerUsage, type UblksnapServerOptions } from './servers';
 import { syncFilesystem } from '../xfs-mount';
 import type { SnapshotInfo } from '../../src/engine/api';
@@ -96,9 +95,6 @@ export interface SampleRecord extends Sample {
   server_gc_count?: number;
   /** Snapshot systems' write steps: bytes copy-before-write copied (not cloned) for this workload. */
   copied_bytes?: number;
-  /** MiB the guest reported free to the hypervisor since the previous workload ended, and during this one (page-reporting.ts). */
-  host_reported_mib_before?: number;
-  host_reported_mib_during?: number;
 }
 
 export interface Verification {
@@ -128,8 +124,6 @@ export interface RoundContext {
   xfs?: XfsSite | string;
   /** Settles the filesystem of an -xfs system (onXfs): syncfs writes its dirty pages back and finishes XFS's freeing of deleted files' extents. */
   settle?: () => void;
-  /** Memory handed back to the hypervisor, for each sample (page-reporting.ts). */
-  reporting?: ReportingMeter;
   /** Set for the paired writes (before take, first touch): which pair of the round (Sample.pair). */
   pair?: number;
 }
@@ -182,23 +176,15 @@ export async function measure(context: RoundContext, system: string, workload: W
   body: () => Promise<Measured>): Promise<void> {
   const gc = server instanceof UblksnapServer ? server : undefined;
   const gc_before = gc ? await gc.gcCount() : 0;
-  const reported_before = context.reporting?.sinceLast();
   const cpu_before = server.cpuSeconds();
   const measured = await body();
   const server_cpu_seconds = server.cpuSeconds() - cpu_before;
-  const reported_during = context.reporting?.sinceLast();
   const sample: SampleRecord = { system, workload: workload.id, round: context.round, unit: workload.unit, server_cpu_seconds, ...measured };
   if (gc) sample.server_gc_count = (await gc.gcCount()) - gc_before;
   if (context.pair !== undefined) sample.pair = context.pair;
-  if (reported_before !== undefined && reported_during !== undefined) {
-    sample.host_reported_mib_before = reported_before;
-    sample.host_reported_mib_during = reported_during;
-  }
   context.record(sample);
   const shown = workload.unit === 'MiB/s' ? `${(sample.value / MiB).toFixed(0)} MiB/s` : `${sample.value.toFixed(0)} IOPS`;
-  const reported = sample.host_reported_mib_before === undefined ? ''
-    : `, host took back ${sample.host_reported_mib_before.toFixed(0)} MiB before, ${sample.host_reported_mib_during!.toFixed(0)} during`;
-  context.log(`  ${system} ${workload.id}: ${shown}, server CPU ${server_cpu_seconds.toFixed(2)} s${reported}`);
+  context.log(`  ${system} ${workload.id}: ${shown}, server CPU ${server_cpu_seconds.toFixed(2)} s`);
 }
 
 /** copied: for a first-touch step, the bytes the snapshot copied so far (each step has a fresh snapshot). */

@@ -8,8 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { median } from '../../bench/lib';
 import { evaluate, roundRatios, verdictLine, verdicts, type Comparison, type Sample } from '../../bench/nbd/goals';
-import { GOALS, defaultChunkBytes, goalComparisons, pageReportingLine, rotate, xfsCrossServerLine } from '../../bench/nbd/suite';
-import type { SampleRecord } from '../../bench/nbd/systems';
+import { GOALS, defaultChunkBytes, goalComparisons, rotate, xfsCrossServerLine } from '../../bench/nbd/suite';
 
 function sample(system: string, workload: string, round: number, value: number): Sample {
   return { system, workload, round, value, server_cpu_seconds: 0 };
@@ -126,16 +125,6 @@ plan('the cross-server XFS line quotes first touch ÷ the no-snapshot system per
   const samples = [sample('ublksnap-snap-xfs', 0, 80), sample('ublksnap-xfs', 0, 100), sample('ublksnap-snap-xfs', 1, 90), sample('ublksnap-xfs', 1, 100)];
   assert.match(xfsCrossServerLine(samples, systems), '256 KiB chunk 0.80 0.90 (median 0.85×)');
   assert.is(xfsCrossServerLine(samples.filter((s) => s.system !== 'ublksnap-xfs'), systems), '');
-});
-
-plan('the page-reporting line sums each round\'s samples, before and during, and is empty where the kernel has no counter', () => {
-  const sample = (round: number, before: number, during: number): SampleRecord => ({
-    system: 's', workload: 'w', round, value: 1, server_cpu_seconds: 0, unit: 'MiB/s', bytes: 0, ios: 0, seconds: 1,
-    host_reported_mib_before: before, host_reported_mib_during: during,
-  });
-  const samples = [sample(0, 512, 256), sample(0, 256, 0), sample(1, 0, 512)];
-  assert.match(pageReportingLine(samples, 2, 'min_free_ms 0'), '(min_free_ms 0): 1.0 0.5 GiB in rounds 1-2');
-  assert.is(pageReportingLine(samples, 2, undefined), '');
 });
 
 math.run();
