@@ -48,9 +48,9 @@ export const ROUNDS_MIN = 2;
  * The rounds' share of `npm run bench`'s promise (bench/README.md: full
  * under 22 minutes plus the ublk part, quick under 3): another round
  * starts only if, at the pace of the rounds so far, it ends within this.
- * A round takes about 4.8 min at 1 GiB (the XFS and TLS rows and three
+ * A round takes 3.5-4.8 min at 1 GiB (the XFS and TLS rows and three
  * sequential first touches per snapshot system included) and ~30 s at
- * 256 MiB on two loaded cores. The full budget fits three such rounds:
+ * 256 MiB on two loaded cores. The full budget fits three rounds or four:
  * with two, the median is their mean, and one round where tmpfs met fresh
  * host pages decided a goal (bench/README.md, "Three rounds").
  * An explicit --rounds has no budget.

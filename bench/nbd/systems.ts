@@ -57,10 +57,11 @@ const SERVER_LOG_TAIL_CHARS = 800;
 const WARM_UP_RANDOM_IOS = 131_072;
 /**
  * Sequential first touches per round on ublksnap's snapshot systems, each
- * after its own write before take and on its own snapshot: the goals take
- * the median of each side within a round, so one write that met a stall
- * (fresh host pages on tmpfs, a wait on XFS) no longer decides that
- * round's ratio (bench/README.md, "Three first touches a round").
+ * after its own write before take and on its own snapshot: a round's ratio
+ * is the median of its three pairs' ratios (or of each side, against
+ * another system), so one stalled write (a burst of server CPU on tmpfs, a
+ * stalled client) no longer decides that round (bench/README.md, "Three
+ * first touches a round, judged in pairs").
  */
 export const SEQ_FIRST_TOUCHES_PER_ROUND = 3;
 
