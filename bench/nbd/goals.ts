@@ -58,9 +58,14 @@ function samplesOf(samples: Sample[], side: { system: string; workload: string }
 
 /** The two sides' samples as pairs, when both were measured in the same pairs (Sample.pair); else undefined. */
 function pairsOf(top: Sample[], bottom: Sample[]): [Sample, Sample][] | undefined {
-  if (top.length !== bottom.length || top.some((s) => s.pair === undefined)) return undefined;
-  const pairs = top.map((t) => [t, bottom.find((b) => b.pair === t.pair)] as const);
-  return pairs.every(([, b]) => b !== undefined) ? pairs.map(([t, b]) => [t, b!]) : undefined;
+  if (top.length !== bottom.length) return undefined;
+  const pairs: [Sample, Sample][] = [];
+  for (const t of top) {
+    const b = bottom.find((s) => s.pair === t.pair);
+    if (t.pair === undefined || b === undefined) return undefined;
+    pairs.push([t, b]);
+  }
+  return pairs;
 }
 
 /**

@@ -51,8 +51,8 @@ export const ROUNDS_MIN = 2;
  * A round takes 3.5-4.8 min at 1 GiB (the XFS and TLS rows and three
  * sequential first touches per snapshot system included) and ~30 s at
  * 256 MiB on two loaded cores. The full budget fits three rounds or four:
- * with two, the median is their mean, and one round where tmpfs met fresh
- * host pages decided a goal (bench/README.md, "Three rounds").
+ * with two, the median is their mean, and one round whose tmpfs first
+ * touch burst in server CPU decided a goal (bench/README.md, "Three rounds").
  * An explicit --rounds has no budget.
  */
 export const ROUNDS_BUDGET_S_FULL = 960;
