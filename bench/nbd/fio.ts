@@ -37,8 +37,10 @@ export interface FioResult {
   iops: number;
   clat_p50_us: number;
   clat_p99_us: number;
-  /** fio's own CPU use, percent of one core. */
+  /** fio's own CPU use, percent of one core over the job's run time… */
   client_cpu_percent: number;
+  /** …and the part of it in the kernel. */
+  client_system_percent: number;
 }
 
 /** A stuck server must not hang the harness: a whole-device job takes seconds, never this long. */
@@ -90,6 +92,7 @@ export function parseFioJson(text: string, side: 'read' | 'write' = 'write'): Fi
     clat_p50_us: (percentile['50.000000'] ?? 0) / NS_PER_US,
     clat_p99_us: (percentile['99.000000'] ?? 0) / NS_PER_US,
     client_cpu_percent: Number(job.usr_cpu ?? 0) + Number(job.sys_cpu ?? 0),
+    client_system_percent: Number(job.sys_cpu ?? 0),
   };
 }
 

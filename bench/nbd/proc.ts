@@ -33,8 +33,11 @@ export function clockTicksPerSecond(): number {
   return clock_ticks_per_second;
 }
 
-/** utime + stime in clock ticks from the text of /proc/PID/stat (comm may hold spaces and parentheses). */
-export function parseStatTicks(text: string): { comm: string; ticks: number } {
+/**
+ * utime + stime (ticks) and stime alone (system_ticks) in clock ticks from
+ * the text of /proc/PID/stat (comm may hold spaces and parentheses).
+ */
+export function parseStatTicks(text: string): { comm: string; ticks: number; system_ticks: number } {
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   if (open < 0 || close < open) throw new Error(`not a /proc stat line: ${text.slice(0, 80)}`);
@@ -44,12 +47,19 @@ export function parseStatTicks(text: string): { comm: string; ticks: number } {
     if (!Number.isFinite(value)) throw new Error(`/proc stat field ${number} is not a number in ${text.slice(0, 80)}`);
     return value;
   };
-  return { comm: text.slice(open + 1, close), ticks: field(STAT_FIELD_UTIME) + field(STAT_FIELD_STIME) };
+  const system_ticks = field(STAT_FIELD_STIME);
+  return { comm: text.slice(open + 1, close), ticks: field(STAT_FIELD_UTIME) + system_ticks, system_ticks };
 }
 
 /** CPU seconds the process has used so far, all threads. */
 export function cpuSeconds(pid: number): number {
-  return parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')).ticks / clockTicksPerSecond();
+  return processCpu(pid).seconds;
+}
+
+/** CPU seconds the process has used so far, all threads (exited ones too), and the system part of them. */
+export function processCpu(pid: number): NamedCpu {
+  const { ticks, system_ticks } = parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  return { seconds: ticks / clockTicksPerSecond(), system_seconds: system_ticks / clockTicksPerSecond() };
 }
 
 /** A `Name:   value kB` field of /proc/PID/status, in bytes. */
@@ -67,7 +77,10 @@ export function peakRssBytes(pid: number): number {
 export interface ThreadCpu {
   tid: number;
   comm: string;
+  /** User and system time. */
   seconds: number;
+  /** System time alone: in the kernel on the thread's behalf. */
+  system_seconds: number;
 }
 
 /** CPU seconds per thread; threads that exit between the listing and the read are left out. */
@@ -75,12 +88,37 @@ export function threadCpu(pid: number): ThreadCpu[] {
   const threads: ThreadCpu[] = [];
   for (const entry of readdirSync(`/proc/${pid}/task`)) {
     try {
-      const { comm, ticks } = parseStatTicks(readFileSync(`/proc/${pid}/task/${entry}/stat`, 'utf8'));
-      threads.push({ tid: Number(entry), comm, seconds: ticks / clockTicksPerSecond() });
+      const { comm, ticks, system_ticks } = parseStatTicks(readFileSync(`/proc/${pid}/task/${entry}/stat`, 'utf8'));
+      threads.push({ tid: Number(entry), comm, seconds: ticks / clockTicksPerSecond(), system_seconds: system_ticks / clockTicksPerSecond() });
     } catch (error) {
       // ENOENT: the thread ended after readdir; it no longer costs anything.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
   }
   return threads;
+}
+
+export interface NamedCpu {
+  seconds: number;
+  system_seconds: number;
+}
+
+/**
+ * The CPU threads spent between two readings of threadCpu, summed per
+ * thread name: the main thread (tid = pid) as "main", the others by comm
+ * (ublksnap names its actors, cow/store/grow/image; Node's own helpers stay
+ * "node"). A thread first seen in `after` counts from zero; one gone by
+ * then is left out (its last slice is lost, a tick or two at most).
+ */
+export function cpuByThreadName(pid: number, before: ThreadCpu[], after: ThreadCpu[]): Record<string, NamedCpu> {
+  const earlier = new Map(before.map((thread) => [thread.tid, thread]));
+  const named: Record<string, NamedCpu> = {};
+  for (const thread of after) {
+    const name = thread.tid === pid ? 'main' : thread.comm;
+    const was = earlier.get(thread.tid);
+    const entry = named[name] ?? (named[name] = { seconds: 0, system_seconds: 0 });
+    entry.seconds += thread.seconds - (was?.seconds ?? 0);
+    entry.system_seconds += thread.system_seconds - (was?.system_seconds ?? 0);
+  }
+  return named;
 }

@@ -16,7 +16,7 @@ import { rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { cpuSeconds, peakRssBytes, threadCpu, type ThreadCpu } from './proc';
+import { cpuSeconds, peakRssBytes, processCpu, threadCpu, type NamedCpu, type ThreadCpu } from './proc';
 
 /** A server that is not listening after this is broken (QEMU and nbdkit take ~50 ms, ours ~1 s with its workers). */
 export const SERVER_READY_TIMEOUT_MS = 30_000;
@@ -87,6 +87,14 @@ export class ServerProcess {
 
   cpuSeconds(): number {
     return cpuSeconds(this.pid);
+  }
+
+  cpu(): NamedCpu {
+    return processCpu(this.pid);
+  }
+
+  threads(): ThreadCpu[] {
+    return threadCpu(this.pid);
   }
 
   usage(): ServerUsage {

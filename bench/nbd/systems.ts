@@ -33,12 +33,15 @@ import { runFio, type FioJob } from './fio';
 import type { Sample } from './goals';
 import { fileChecksum } from './image';
 import { exportChecksum, readExport } from './nbdcopy';
+import { cpuByThreadName, type NamedCpu } from './proc';
 import { ServerProcess, UblksnapServer, type ServerUsage, type UblksnapServerOptions } from './servers';
 import { syncFilesystem } from '../xfs-mount';
 import type { SnapshotInfo } from '../../src/engine/api';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+/** fio reports its CPU use in percent of one core. */
+const PERCENT = 100;
 export const SEQ_BLOCK_BYTES = MiB;
 export const SEQ_IODEPTH = 16;
 export const RANDOM_BLOCK_BYTES = 4 * KiB;
@@ -94,6 +97,19 @@ export interface SampleRecord extends Sample {
   clat_p99_us?: number;
   /** GCs on the ublksnap server's main thread during the workload. */
   server_gc_count?: number;
+  /** Of server_cpu_seconds, the time in the kernel (stime). */
+  server_system_seconds?: number;
+  /**
+   * server_cpu_seconds by thread name (proc.ts cpuByThreadName): which of
+   * ublksnap's actors, or which of another server's threads, burnt it.
+   */
+  server_cpu_by_thread?: Record<string, NamedCpu>;
+  /** fio's CPU seconds (user and system) and the system part: a stalled client shows here. */
+  client_cpu_seconds?: number;
+  client_system_seconds?: number;
+  /** CLOCK_MONOTONIC seconds at the workload's start and end, to find it in a perf or trace recording. */
+  monotonic_start_s?: number;
+  monotonic_end_s?: number;
   /** Snapshot systems' write steps: bytes copy-before-write copied (not cloned) for this workload. */
   copied_bytes?: number;
 }
@@ -171,21 +187,51 @@ export interface SystemSpec {
 
 // ── measuring ───────────────────────────────────────────────────────────
 
-export type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'>;
+export type Measured = Omit<SampleRecord, 'system' | 'workload' | 'round' | 'server_cpu_seconds' | 'unit' | 'server_gc_count'
+  | 'server_system_seconds' | 'server_cpu_by_thread' | 'monotonic_start_s' | 'monotonic_end_s'>;
 
 export async function measure(context: RoundContext, system: string, workload: WorkloadSpec, server: ServerProcess,
   body: () => Promise<Measured>): Promise<void> {
   const gc = server instanceof UblksnapServer ? server : undefined;
   const gc_before = gc ? await gc.gcCount() : 0;
-  const cpu_before = server.cpuSeconds();
+  const cpu_before = server.cpu();
+  const threads_before = server.threads();
+  const monotonic_start_s = monotonicSeconds();
   const measured = await body();
-  const server_cpu_seconds = server.cpuSeconds() - cpu_before;
-  const sample: SampleRecord = { system, workload: workload.id, round: context.round, unit: workload.unit, server_cpu_seconds, ...measured };
+  const monotonic_end_s = monotonicSeconds();
+  const cpu_after = server.cpu();
+  const by_thread = cpuByThreadName(server.pid, threads_before, server.threads());
+  const server_cpu_seconds = cpu_after.seconds - cpu_before.seconds;
+  const server_system_seconds = cpu_after.system_seconds - cpu_before.system_seconds;
+  const sample: SampleRecord = {
+    system, workload: workload.id, round: context.round, unit: workload.unit, server_cpu_seconds, server_system_seconds,
+    server_cpu_by_thread: by_thread, monotonic_start_s, monotonic_end_s, ...measured,
+  };
   if (gc) sample.server_gc_count = (await gc.gcCount()) - gc_before;
   if (context.pair !== undefined) sample.pair = context.pair;
   context.record(sample);
   const shown = workload.unit === 'MiB/s' ? `${(sample.value / MiB).toFixed(0)} MiB/s` : `${sample.value.toFixed(0)} IOPS`;
-  context.log(`  ${system} ${workload.id}: ${shown}, server CPU ${server_cpu_seconds.toFixed(2)} s`);
+  const client = sample.client_cpu_seconds === undefined ? ''
+    : `, client CPU ${sample.client_cpu_seconds.toFixed(2)} s (system ${(sample.client_system_seconds ?? 0).toFixed(2)})`;
+  context.log(`  ${system} ${workload.id}: ${shown} in ${sample.seconds.toFixed(2)} s, server CPU ${server_cpu_seconds.toFixed(2)} s `
+    + `(system ${server_system_seconds.toFixed(2)}; ${busiestThreads(by_thread)})${client}`);
+}
+
+/** How many thread names a sample's log line shows, busiest first. */
+const THREAD_NAMES_SHOWN = 3;
+
+/** "ublksnap-cow 0.62 (system 0.40), ublksnap-store 0.31 (…), main 0.10 (…)": the busiest thread names. */
+function busiestThreads(by_thread: Record<string, NamedCpu>): string {
+  return Object.entries(by_thread)
+    .sort(([, a], [, b]) => b.seconds - a.seconds)
+    .slice(0, THREAD_NAMES_SHOWN)
+    .map(([name, cpu]) => `${name} ${cpu.seconds.toFixed(2)} (system ${cpu.system_seconds.toFixed(2)})`)
+    .join(', ');
+}
+
+/** CLOCK_MONOTONIC in seconds (libuv's hrtime reads it), the clock `perf record -k CLOCK_MONOTONIC` stamps with. */
+function monotonicSeconds(): number {
+  return Number(process.hrtime.bigint()) / 1e9;
 }
 
 /** copied: for a first-touch step, the bytes the snapshot copied so far (each step has a fresh snapshot). */
@@ -197,6 +243,8 @@ function fioStep(context: RoundContext, system: string, workload: WorkloadSpec, 
       value: workload.unit === 'MiB/s' ? result.bytes_per_second : result.iops,
       bytes: result.io_bytes, ios: result.ios, seconds: result.runtime_ms / 1000,
       clat_p50_us: result.clat_p50_us, clat_p99_us: result.clat_p99_us,
+      client_cpu_seconds: (result.client_cpu_percent / PERCENT) * (result.runtime_ms / 1000),
+      client_system_seconds: (result.client_system_percent / PERCENT) * (result.runtime_ms / 1000),
       ...(copied === undefined ? {} : { copied_bytes: await copied() }),
     };
   });

@@ -5,6 +5,8 @@
 
 import { workerData } from 'node:worker_threads';
 import { handleVolumeRequest } from '../cow/volume-requests';
+import { setThreadName } from '../native';
 import { IoActor } from './io-actor';
 
+setThreadName('ublksnap-cow');
 IoActor.run((workerData as { ring: SharedArrayBuffer }).ring, handleVolumeRequest);

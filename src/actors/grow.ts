@@ -7,7 +7,7 @@
 // slice (cow/growth-slice.ts); a writer that ran out of room may grow a
 // slice in between, and the actor goes on from the capacity it left.
 
-import { setThreadNice } from '../native';
+import { setThreadName, setThreadNice } from '../native';
 import { assert } from '../shared/assert';
 import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from '../cow/growth-slice';
 import { ERRNO_BY_CODE } from '../shared/errors';
@@ -40,6 +40,9 @@ const WAITED_FOR_NICE = 0;
 const GROWTH_LOCK_WAIT_SLICE_MS = 20;
 /** …and fails the step (ETIMEDOUT, as a failed fallocate) if the lock stays held this long. */
 const GROWTH_LOCK_WAIT_MS_MAX = 30_000;
+
+// Piscina loads this file once, on the pool's one thread: the name is the thread's.
+setThreadName('ublksnap-grow');
 
 export default function grow(task: GrowTask): GrowResult {
   setPriority(task.waited_for === true ? WAITED_FOR_NICE : GROW_THREAD_NICE);

@@ -4,6 +4,8 @@
 
 import { workerData } from 'node:worker_threads';
 import { handleImageRequest } from '../cow/image-requests';
+import { setThreadName } from '../native';
 import { IoActor } from './io-actor';
 
+setThreadName('ublksnap-image');
 IoActor.run((workerData as { ring: SharedArrayBuffer }).ring, handleImageRequest);

@@ -20,7 +20,11 @@
 import { NO_ROOM, StorageCounters } from '../shared/storage-counters';
 import { DiffArea, type AreaNotifier } from '../cow/diff-area';
 import { createStoreBatchOutcome, STORE_BATCH_CHUNKS_MAX, storeBatch } from '../cow/store-batch';
+import { setThreadName } from '../native';
 import type { StoreResult, StoreTask } from './messages';
+
+// Piscina loads this file once per pool thread: the name is the thread's.
+setThreadName('ublksnap-store');
 
 /** Chunks one task handles at most before it returns (bounds a task's run time). */
 const CHUNKS_PER_TASK_MAX = 4096;

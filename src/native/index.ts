@@ -119,6 +119,7 @@ interface Binding {
   cloneRange(dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number, length_bytes: number): void;
   duplicateFd(fd: number): number;
   socketPair(): [number, number];
+  setThreadName(name: string): void;
   setThreadNice(nice: number): void;
   openExclusive(path: string, options: OpenExclusiveOptions): number;
   openTmpfile(dir_path: string, options?: OpenTmpfileOptions): number;
@@ -200,6 +201,12 @@ export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
  */
 export const cloneRange: (dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number,
   length_bytes: number) => void = binding.cloneRange;
+
+/**
+ * Names the calling thread (its comm: at most 15 bytes), as top -H, ps -L,
+ * perf and /proc/PID/task/TID/comm show it.
+ */
+export const setThreadName: (name: string) => void = binding.setThreadName;
 
 /**
  * setpriority(2) for the calling thread only: a nice value in [0, 19]

@@ -80,7 +80,7 @@ parse('the write side: bytes, I/Os, runtime, bandwidth, IOPS, latency percentile
   const result = parseFioJson(report());
   assert.equal(result, {
     io_bytes: 268435456, ios: 256, runtime_ms: 303, bytes_per_second: 886046720, iops: 844.9,
-    clat_p50_us: 16318.464, clat_p99_us: 44826.624, client_cpu_percent: 22.75,
+    clat_p50_us: 16318.464, clat_p99_us: 44826.624, client_cpu_percent: 22.75, client_system_percent: 17.25,
   });
 });
 

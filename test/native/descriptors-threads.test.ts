@@ -5,7 +5,8 @@
 // errors with their errno name.
 // Method: a file written through the duplicate after the original is
 // closed; F_GETFD read back through /proc/self/fdinfo; a worker that
-// raises its own nice value while the main thread's stays.
+// raises its own nice value, and one that names itself, while the main
+// thread's nice value and name stay.
 
 import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { getPriority } from 'node:os';
@@ -13,7 +14,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { duplicateFd, setThreadNice } from '../../src/native/index';
+import { duplicateFd, setThreadName, setThreadNice } from '../../src/native/index';
 import { SCRATCH_ROOT } from '../lib/engine-fixture';
 
 const NATIVE_MODULE = path.join(__dirname, '../../src/native/index.js');
@@ -67,6 +68,27 @@ test('setThreadNice: only the calling thread; range and types checked', async ()
   assert.is(getPriority(), main_before, 'the main thread is untouched');
   for (const bad of [20, -1, 0.5, 'x', undefined]) {
     assert.throws(() => (setThreadNice as (x: unknown) => void)(bad), (error: Error) => error instanceof TypeError && /setThreadNice/.test(error.message));
+  }
+});
+
+test('setThreadName: only the calling thread; length and types checked', async () => {
+  const main_before = readFileSync('/proc/thread-self/comm', 'utf8');
+  const script = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { readFileSync } = require('node:fs');
+    const native = require(workerData.module);
+    native.setThreadName('ublksnap-test');
+    parentPort.postMessage(readFileSync('/proc/thread-self/comm', 'utf8'));`;
+  const worker = new Worker(script, { eval: true, workerData: { module: NATIVE_MODULE } });
+  const seen = await new Promise<string>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  await worker.terminate();
+  assert.is(seen, 'ublksnap-test\n', 'the worker carries its name');
+  assert.is(readFileSync('/proc/thread-self/comm', 'utf8'), main_before, 'the main thread keeps its name');
+  for (const bad of ['', 'sixteen-bytes-xx', 'a\0b', 7, undefined]) {
+    assert.throws(() => (setThreadName as (x: unknown) => void)(bad), (error: Error) => error instanceof TypeError && /setThreadName/.test(error.message));
   }
 });
 
