@@ -10,6 +10,7 @@
         "src/args.cc",
         "src/blockdev.cc",
         "src/clone.cc",
+        "src/copy-range.cc",
         "src/direct-volume.cc",
         "src/errors.cc",
         "src/fiemap.cc",

@@ -16,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitErrors(env, exports);
   ublksnap::InitFiles(env, exports);
   ublksnap::InitClone(env, exports);
+  ublksnap::InitCopyRange(env, exports);
   ublksnap::InitFiemap(env, exports);
   ublksnap::InitOpen(env, exports);
   ublksnap::InitBlockDevice(env, exports);

@@ -20,6 +20,9 @@ void InitFiles(Napi::Env env, Napi::Object exports);
 // clone.cc: cloneRange (FICLONERANGE).
 void InitClone(Napi::Env env, Napi::Object exports);
 
+// copy-range.cc: copyRange (copy_file_range).
+void InitCopyRange(Napi::Env env, Napi::Object exports);
+
 // open.cc: openExclusive, openTmpfile.
 void InitOpen(Napi::Env env, Napi::Object exports);
 

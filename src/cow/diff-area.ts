@@ -114,11 +114,12 @@ export function cloneAheadChunks(chunk_bytes: number): number {
 }
 
 /**
- * copyBeforeWrite saves a run of adjacent NEW chunks with one read and one
- * write through a buffer of this size per thread (allocated at its first
- * use, never freed): the size of a CPU's L2 cache here, so the bytes read
- * are still there when they are written. A 1 MiB write is one run of four
- * 256 KiB chunks.
+ * copyBeforeWrite saves a run of adjacent NEW chunks, of this many bytes at
+ * most, with one copy_file_range (copyInKernel). Where the kernel cannot
+ * copy between the two files, it reads and writes through a buffer of this
+ * size per thread (allocated at its first use, never freed): the size of a
+ * CPU's L2 cache here, so the bytes read are still there when they are
+ * written. A 1 MiB write is one run of four 256 KiB chunks.
  */
 export const COPY_RUN_BYTES_MAX = 1 << 20;
 let copy_run_buffer: Uint8Array | null = null;
@@ -140,6 +141,12 @@ const GROW_HELP_ATTEMPTS_MAX = 4;
  * when the nice grow actor holding the lock is preempted).
  */
 const GROW_HELP_WAIT_MS = 5;
+
+/**
+ * copy_file_range's answers that say "not between these two files":
+ * a block device (EINVAL), two filesystems (EXDEV), no such call.
+ */
+const KERNEL_COPY_UNSUPPORTED: ReadonlySet<string> = new Set(['EINVAL', 'EXDEV', 'ENOSYS', 'EOPNOTSUPP', 'ENOTSUP']);
 
 const EIO = ERRNO_BY_CODE.EIO;
 const ETIMEDOUT = ERRNO_BY_CODE.ETIMEDOUT;
@@ -175,6 +182,14 @@ export class DiffArea {
   private readonly copy_run_chunks_max: number;
   /** A fallocate this thread tried for a copy run failed: it no longer grows the storage (growForRun). */
   private grow_failed = false;
+  /**
+   * Copy runs go through copy_file_range (copyInKernel): not where the area
+   * clones, whose copy runs must move bytes (on a filesystem with shared
+   * extents the call clones, and a partial write into a shared chunk splits
+   * the volume's extents: "Partial writes are copied" in bench/README.md),
+   * nor once the call refused this area's volume and storage.
+   */
+  private kernel_copy: boolean;
 
   constructor(readonly descriptor: DiffAreaDescriptor, private readonly notifier: AreaNotifier) {
     this.area_id = descriptor.area_id;
@@ -186,6 +201,7 @@ export class DiffArea {
     this.last_chunk_bytes = descriptor.last_chunk_sectors * SECTOR_BYTES;
     this.storage_fd = descriptor.storage_fd;
     this.clone_chunks = descriptor.clone_chunks;
+    this.kernel_copy = !descriptor.clone_chunks;
     this.counters = new StorageCounters(descriptor.storage_counters);
     this.area_control = new Int32Array(descriptor.area_control);
     this.snapshot_control = new Int32Array(descriptor.snapshot_control);
@@ -347,12 +363,15 @@ export class DiffArea {
       this.table.setOffset(run[i]!, offset + i * slotSectors(this.chunk_bytes));
       countSavedChunk(this.area_control, false);
     }
-    const buffer = copyRunBuffer();
-    let stage = 'read';
+    let stage = 'copy';
     try {
-      volume.read(buffer, 0, bytes, first * this.chunk_bytes);
-      stage = 'write';
-      writeFully(this.storage_fd, buffer, 0, bytes, offset * SECTOR_BYTES);
+      if (!this.copyInKernel(volume, bytes, first * this.chunk_bytes, offset * SECTOR_BYTES)) {
+        const buffer = copyRunBuffer();
+        stage = 'read';
+        volume.read(buffer, 0, bytes, first * this.chunk_bytes);
+        stage = 'write';
+        writeFully(this.storage_fd, buffer, 0, bytes, offset * SECTOR_BYTES);
+      }
     } catch (error) {
       // The run's slots stay allocated (counted as filled): the snapshot breaks anyway.
       for (let i = 0; i < count; i += 1) this.table.setState(run[i]!, ChunkState.FAILED, NO_SLOT);
@@ -363,6 +382,31 @@ export class DiffArea {
     }
     for (let i = 0; i < count; i += 1) this.table.setState(run[i]!, ChunkState.STORED, NO_SLOT);
     this.claimGrowth();
+  }
+
+  /**
+   * Copies a run's old bytes from the volume to the storage inside the
+   * kernel (copy_file_range: once through memory, where a read and a write
+   * through the run buffer move them twice). False where this area clones,
+   * where it cannot (the volume is a block device, the storage is on
+   * another filesystem, the kernel lacks the call: this thread then stops
+   * trying for the area) or a read would meet an injected fault: the
+   * caller reads and writes.
+   * Any other failure throws, as a failed read or write would.
+   */
+  private copyInKernel(volume: VolumeReader, bytes: number, volume_offset: number, storage_offset: number): boolean {
+    if (!this.kernel_copy) return false;
+    let copied: number;
+    try {
+      copied = volume.copyTo(this.storage_fd, storage_offset, bytes, volume_offset);
+    } catch (error) {
+      if (!KERNEL_COPY_UNSUPPORTED.has((error as { code?: string }).code ?? '')) throw error;
+      this.kernel_copy = false;
+      return false;
+    }
+    if (copied < 0) return false;
+    if (copied !== bytes) throw new Error(`the volume ended after ${copied} of ${bytes} bytes at ${volume_offset}`);
+    return true;
   }
 
   /**

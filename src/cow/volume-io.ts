@@ -3,7 +3,7 @@
 // system error otherwise. Volume reads pass the test-only fault layer.
 
 import { readSync, write, writeSync, writevSync } from 'node:fs';
-import { cloneRange } from '../native';
+import { cloneRange, copyRange } from '../native';
 import { readFails } from '../shared/fault-words';
 
 /** Zeros for ranges that must read back as zeros where no fallocate mode can make them. */
@@ -96,5 +96,17 @@ export class VolumeReader {
     if (this.faults !== undefined && readFails(this.faults, position, length)) return false;
     cloneRange(dest_fd, dest_offset, this.fd, position, length);
     return true;
+  }
+
+  /**
+   * Copies [position, +length) of the volume to dest_fd at dest_offset
+   * inside the kernel (copy_file_range). Returns the bytes copied (fewer
+   * where the volume ended), or -1 (nothing done) where a read would meet
+   * an injected fault: the caller then reads, and that read fails as a
+   * real one would.
+   */
+  copyTo(dest_fd: number, dest_offset: number, length: number, position: number): number {
+    if (this.faults !== undefined && readFails(this.faults, position, length)) return -1;
+    return copyRange(dest_fd, dest_offset, this.fd, position, length);
   }
 }

@@ -117,6 +117,7 @@ interface Binding {
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
   cloneRange(dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number, length_bytes: number): void;
+  copyRange(dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number, length_bytes: number): number;
   duplicateFd(fd: number): number;
   socketPair(): [number, number];
   setThreadName(name: string): void;
@@ -201,6 +202,17 @@ export const fileInfo: (fd: number) => FileInfo = binding.fileInfo;
  */
 export const cloneRange: (dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number,
   length_bytes: number) => void = binding.cloneRange;
+
+/**
+ * copy_file_range(2) of [src_offset, +length) of src_fd to dest_offset of
+ * dest_fd, inside the kernel, looping over short copies. Returns the bytes
+ * copied: fewer than length only where the source ended. Throws a
+ * NativeError with syscall 'copy_file_range': EINVAL (a block device, or
+ * overlapping ranges of one file), EXDEV (two filesystems that cannot copy
+ * between them), ENOSYS or EOPNOTSUPP (no such call), EBADF, ENOSPC, EIO.
+ */
+export const copyRange: (dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number,
+  length_bytes: number) => number = binding.copyRange;
 
 /**
  * Names the calling thread (its comm: at most 15 bytes), as top -H, ps -L,

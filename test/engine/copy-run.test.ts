@@ -1,6 +1,8 @@
 // Goal: on the copying path, a write's adjacent NEW chunks are saved
 // straight to the difference storage while the write waits (one extent,
-// one read, one write per run of up to COPY_RUN_BYTES_MAX): when the write
+// one copy_file_range per run of up to COPY_RUN_BYTES_MAX; one read and
+// one write where the kernel cannot copy between the two files, as from
+// tmpfs to ext4): when the write
 // completes they are STORED, with nothing in memory and nothing queued for
 // the store. The image reads the bytes of take for every chunk — after
 // aligned runs, runs longer than the run buffer, an unaligned write that
@@ -11,11 +13,14 @@
 // Method: the in-process engine (64 KiB chunks) on /dev/shm, a volume of
 // seeded random bytes whose size is not a whole number of chunks; the
 // storage an existing file already as large as the volume (room from the
-// start, so the direct path is deterministic), or a new file (no room at
-// take: the first writes race the first growth step). Image and volume
+// start, so the direct path is deterministic), on /dev/shm or in the OS
+// temporary directory (ext4 here), or a new file (no room at take: the
+// first writes race the first growth step). Image and volume
 // read back through the engine and compared byte for byte with models.
 
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { COPY_RUN_BYTES_MAX } from '../../src/cow/diff-area';
@@ -47,12 +52,12 @@ interface Case {
   now: Buffer;
 }
 
-async function takeCase(name: string, storage_ready: boolean): Promise<Case> {
-  const { engine, client, dir } = fixture;
+async function takeCase(name: string, storage_ready: boolean, storage_dir = fixture.dir): Promise<Case> {
+  const { engine, client } = fixture;
   const at_take = randomBytes(seededRandom(SEED), VOLUME_BYTES);
   await engine.attach(fixture.file(`${name}.img`, VOLUME_BYTES), { name });
   await client.write(engine.resolveExport(name).handle, 0, at_take);
-  const storage = `${dir}/${name}.diff`;
+  const storage = path.join(storage_dir, `${name}.diff`);
   // An existing file is used at its size: room for every chunk from the start.
   if (storage_ready) writeFileSync(storage, Buffer.alloc(VOLUME_BYTES + MiB));
   const id = await engine.snapshotCreate({ volumes: [name], storage, limit_bytes: 2 * VOLUME_BYTES });
@@ -82,8 +87,7 @@ function chunks(c: Case) {
   return fixture.engine.snapshotInfo(c.id).chunks[0]!;
 }
 
-test('adjacent NEW chunks of a write are STORED when it completes: nothing in memory, nothing queued', async () => {
-  const c = await takeCase('direct', true);
+async function savedStraightToStorage(c: Case): Promise<void> {
   await write(c, 0, MiB, 0x11);
   let info = chunks(c);
   assert.equal({ stored: info.stored, in_memory: info.in_memory, queued: info.queued, copied: info.copied },
@@ -105,6 +109,23 @@ test('adjacent NEW chunks of a write are STORED when it completes: nothing in me
   assert.is(storage.filled_sectors, (info.stored - 1) * (CHUNK_BYTES / 512) + (12 * KiB) / 512,
     'one slot per chunk (the short last chunk takes 12 KiB)');
   await fixture.engine.snapshotDestroy(c.id);
+}
+
+test('adjacent NEW chunks of a write are STORED when it completes: nothing in memory, nothing queued', async () => {
+  await savedStraightToStorage(await takeCase('direct', true));
+});
+
+/** tmpfs's magic number (statfs f_type): the OS temporary directory must be on another filesystem than /dev/shm. */
+const TMPFS_MAGIC = 0x01021994;
+
+test('storage on another filesystem (copy_file_range refuses): the runs are read and written, the same', async () => {
+  const storage_dir = mkdtempSync(path.join(tmpdir(), 'ublksnap-copy-run-'));
+  try {
+    assert.is.not(statfsSync(storage_dir).type, TMPFS_MAGIC, `${storage_dir} is on tmpfs, as /dev/shm is`);
+    await savedStraightToStorage(await takeCase('other-fs', true, storage_dir));
+  } finally {
+    rmSync(storage_dir, { recursive: true, force: true });
+  }
 });
 
 test('no room at take: the writes grow their own room or go through the store queue, and the image is exact', async () => {
