@@ -107,8 +107,10 @@ export interface NamedCpu {
  * The CPU threads spent between two readings of threadCpu, summed per
  * thread name: the main thread (tid = pid) as "main", the others by comm
  * (ublksnap names its actors, cow/store/grow/image; Node's own helpers stay
- * "node"). A thread first seen in `after` counts from zero; one gone by
- * then is left out (its last slice is lost, a tick or two at most).
+ * "node"). A thread first seen in `after` counts from zero; one that
+ * ended before `after` was read is left out (nbdkit's threads of a
+ * connection, for one): the process's own figures (processCpu) still
+ * count it.
  */
 export function cpuByThreadName(pid: number, before: ThreadCpu[], after: ThreadCpu[]): Record<string, NamedCpu> {
   const earlier = new Map(before.map((thread) => [thread.tid, thread]));

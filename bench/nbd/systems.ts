@@ -203,6 +203,7 @@ export async function measure(context: RoundContext, system: string, workload: W
   const by_thread = cpuByThreadName(server.pid, threads_before, server.threads());
   const server_cpu_seconds = cpu_after.seconds - cpu_before.seconds;
   const server_system_seconds = cpu_after.system_seconds - cpu_before.system_seconds;
+  addEndedThreads(by_thread, server_cpu_seconds, server_system_seconds);
   const sample: SampleRecord = {
     system, workload: workload.id, round: context.round, unit: workload.unit, server_cpu_seconds, server_system_seconds,
     server_cpu_by_thread: by_thread, monotonic_start_s, monotonic_end_s, ...measured,
@@ -215,6 +216,22 @@ export async function measure(context: RoundContext, system: string, workload: W
     : `, client CPU ${sample.client_cpu_seconds.toFixed(2)} s (system ${(sample.client_system_seconds ?? 0).toFixed(2)})`;
   context.log(`  ${system} ${workload.id}: ${shown} in ${sample.seconds.toFixed(2)} s, server CPU ${server_cpu_seconds.toFixed(2)} s `
     + `(system ${server_system_seconds.toFixed(2)}; ${busiestThreads(by_thread)})${client}`);
+}
+
+/** Below this many CPU seconds, what the live threads do not explain is /proc's rounding, not a thread. */
+const ENDED_THREADS_SECONDS_MIN = 0.05;
+
+/**
+ * The CPU of threads that ended during the workload (nbdkit's threads of a
+ * connection end with it), under "ended": what the whole process spent
+ * beyond what its live threads account for.
+ */
+function addEndedThreads(by_thread: Record<string, NamedCpu>, seconds: number, system_seconds: number): void {
+  const named = Object.values(by_thread);
+  const unexplained = seconds - named.reduce((sum, cpu) => sum + cpu.seconds, 0);
+  if (unexplained < ENDED_THREADS_SECONDS_MIN) return;
+  const unexplained_system = system_seconds - named.reduce((sum, cpu) => sum + cpu.system_seconds, 0);
+  by_thread.ended = { seconds: unexplained, system_seconds: Math.max(0, unexplained_system) };
 }
 
 /** How many thread names a sample's log line shows, busiest first. */

@@ -1,8 +1,9 @@
-// Calls on an open file descriptor: fallocate, fdatasync, fileInfo,
-// duplicateFd.
+// Calls on an open file descriptor: fallocate, fdatasync, seekData,
+// fileInfo, duplicateFd.
 //
 // fallocate grows and punches the diff storage; fdatasync makes a FLUSH
-// durable; fileInfo lets the engine refuse a diff storage that lives on a
+// durable; seekData finds written data (lseek SEEK_DATA: on tmpfs, pages
+// fallocated but never written read as a hole); fileInfo lets the engine refuse a diff storage that lives on a
 // volume of the same snapshot (st_dev of the storage file against st_rdev of
 // a block-device volume, or dev+ino against a file volume). duplicateFd
 // moves an NBD connection's socket from the thread that negotiated it to the
@@ -72,6 +73,26 @@ Napi::Value Fdatasync(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (fdatasync(fd) != 0) ThrowErrno(env, errno, "fdatasync");
+  return env.Undefined();
+}
+
+constexpr const char* kSeekDataSignature = "seekData(fd, offset_bytes)";
+
+// The offset of the first data at or after offset_bytes, or -1 when only
+// a hole follows (ENXIO).
+Napi::Value SeekData(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = -1;
+  uint64_t offset_bytes = 0;
+  if (!CheckArgCount(info, 2, 2, kSeekDataSignature) ||
+      !ReadFd(info, 0, kSeekDataSignature, &fd) ||
+      !ReadSafeUint(info, 1, kSeekDataSignature, "offset_bytes", &offset_bytes)) {
+    return env.Undefined();
+  }
+  off_t found = lseek(fd, static_cast<off_t>(offset_bytes), SEEK_DATA);
+  if (found >= 0) return Napi::Number::New(env, static_cast<double>(found));
+  if (errno == ENXIO) return Napi::Number::New(env, -1);
+  ThrowErrno(env, errno, "lseek");
   return env.Undefined();
 }
 
@@ -152,6 +173,7 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
 void InitFiles(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
   exports.Set("fdatasync", Napi::Function::New(env, Fdatasync, "fdatasync"));
+  exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
   exports.Set("fileInfo", Napi::Function::New(env, FileInfo, "fileInfo"));
   exports.Set("duplicateFd", Napi::Function::New(env, DuplicateFd, "duplicateFd"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));

@@ -15,7 +15,7 @@
 // volume, lives on a filesystem whose device is a volume, or lives on a
 // loop device backed by a volume file.
 
-import { close as closeCallback, closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { close as closeCallback, closeSync, mkdirSync, openSync, readFileSync, statfsSync, statSync, unlinkSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import path from 'node:path';
@@ -29,6 +29,8 @@ const closeAsync = promisify(closeCallback);
 /** Major number of loop devices (Documentation/admin-guide/devices.txt). */
 const LOOP_MAJOR = 7;
 const NEW_FILE_MODE = 0o600;
+/** statfs f_type of tmpfs: a storage there is memory, which growth makes real (cow/growth-slice.ts). */
+const TMPFS_MAGIC = 0x01021994;
 /** A directory made for the storage holds only our unnamed temporary files: no one else needs in. */
 const NEW_DIRECTORY_MODE = 0o700;
 
@@ -86,7 +88,7 @@ export class DiffStorage {
       if (stats.isFile()) {
         const fd = openExclusive(resolved, { write: true, direct: false });
         const size_sectors = Math.floor(stats.size / SECTOR_BYTES);
-        const counters = StorageCounters.create(size_sectors, Math.max(limit_sectors, size_sectors), true);
+        const counters = StorageCounters.create(size_sectors, Math.max(limit_sectors, size_sectors), true, onTmpfs(resolved));
         return new DiffStorage('file', resolved, fd, fileInfo(fd), counters, false);
       }
     } catch (error) {
@@ -97,7 +99,8 @@ export class DiffStorage {
 
   private static openTmpfile(resolved: string, limit_sectors: number, created_here: boolean): DiffStorage {
     const fd = openTmpfile(resolved);
-    return new DiffStorage('tmpfile', resolved, fd, fileInfo(fd), StorageCounters.create(0, limit_sectors, true), created_here);
+    const counters = StorageCounters.create(0, limit_sectors, true, onTmpfs(resolved));
+    return new DiffStorage('tmpfile', resolved, fd, fileInfo(fd), counters, created_here);
   }
 
   /** `-f DIR/` for a DIR that does not exist yet: made with its parent required, as a file's is. */
@@ -118,7 +121,7 @@ export class DiffStorage {
     closeSync(openSync(resolved, 'wx', NEW_FILE_MODE));
     try {
       const fd = openExclusive(resolved, { write: true, direct: false });
-      return new DiffStorage('file', resolved, fd, fileInfo(fd), StorageCounters.create(0, limit_sectors, true), true);
+      return new DiffStorage('file', resolved, fd, fileInfo(fd), StorageCounters.create(0, limit_sectors, true, onTmpfs(resolved)), true);
     } catch (error) {
       unlinkSync(resolved);
       throw error;
@@ -184,4 +187,9 @@ function readLoopBackingFile(minor: number): string | null {
     // Not a bound loop device (or no sysfs): it cannot be backed by a volume.
     return null;
   }
+}
+
+/** True when the file or directory at `resolved` lies on tmpfs. */
+function onTmpfs(resolved: string): boolean {
+  return statfsSync(resolved).type === TMPFS_MAGIC;
 }

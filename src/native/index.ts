@@ -114,6 +114,7 @@ interface Binding {
   FALLOC_FL_ZERO_RANGE: number;
   fallocate(fd: number, offset_bytes: number, length_bytes: number, mode: number): void;
   fdatasync(fd: number): void;
+  seekData(fd: number, offset_bytes: number): number;
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
   cloneRange(dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number, length_bytes: number): void;
@@ -168,6 +169,13 @@ export const errnoName: (errno: number) => string = binding.errnoName;
 
 /** fdatasync(2): makes the fd's written data durable. */
 export const fdatasync: (fd: number) => void = binding.fdatasync;
+
+/**
+ * lseek(2) SEEK_DATA: the offset of the first written data at or after
+ * offset_bytes, or -1 when only a hole follows. On tmpfs a page that was
+ * fallocated but never written is a hole.
+ */
+export const seekData: (fd: number, offset_bytes: number) => number = binding.seekData;
 
 /**
  * The geometry of the block device open on fd. Throws a NativeError with

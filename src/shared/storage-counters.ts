@@ -19,6 +19,9 @@
 //            [16] GROW_LOCK  1 while one thread fallocates the next      the grow actor, or a writer
 //                            slice after CAPACITY and publishes it      that found no room (CAS 0 → 1;
 //                                                                       unlock notifies)
+//            [17] IN_MEMORY  1 for a file on tmpfs: growth writes each   creator, once
+//                            slice once, so its memory is real before
+//                            chunks need it (cow/growth-slice.ts)
 //
 // All in sectors (512 bytes) as in blksnap. FILLED only grows: chunk copies
 // are never freed while the snapshot lives. Allocation is a CAS on FILLED
@@ -50,7 +53,8 @@ const OVERFLOW = 13;
 const GROWABLE = 14;
 const GENERATION = 15;
 const GROW_LOCK = 16;
-const INT32_WORDS = 17;
+const IN_MEMORY = 17;
+const INT32_WORDS = 18;
 /** NEED before take names one: no bound but the limit. */
 const NEED_UNKNOWN = BigInt(Number.MAX_SAFE_INTEGER);
 const BYTES = INT32_WORDS * Int32Array.BYTES_PER_ELEMENT;
@@ -75,13 +79,15 @@ export interface StorageSnapshot {
   low_space: boolean;
   overflow: boolean;
   growable: boolean;
+  /** On tmpfs: growth writes each slice, so its memory is real before chunks need it. */
+  in_memory: boolean;
 }
 
 export class StorageCounters {
   private readonly big: BigInt64Array;
   private readonly flags: Int32Array;
 
-  static create(capacity_sectors: number, limit_sectors: number, growable: boolean): StorageCounters {
+  static create(capacity_sectors: number, limit_sectors: number, growable: boolean, in_memory = false): StorageCounters {
     assert(Number.isSafeInteger(capacity_sectors) && capacity_sectors >= 0, `bad capacity ${capacity_sectors}`);
     assert(Number.isSafeInteger(limit_sectors) && limit_sectors >= capacity_sectors,
       `limit ${limit_sectors} below capacity ${capacity_sectors}`);
@@ -91,6 +97,7 @@ export class StorageCounters {
     counters.big[LIMIT] = BigInt(limit_sectors);
     counters.big[NEED] = NEED_UNKNOWN;
     counters.flags[GROWABLE] = growable ? 1 : 0;
+    counters.flags[IN_MEMORY] = in_memory ? 1 : 0;
     return counters;
   }
 
@@ -110,6 +117,7 @@ export class StorageCounters {
   }
   get low_water_sectors(): number { return Number(Atomics.load(this.big, LOW_WATER)); }
   get growable(): boolean { return this.flags[GROWABLE] === 1; }
+  get in_memory(): boolean { return this.flags[IN_MEMORY] === 1; }
   get overflow(): boolean { return Atomics.load(this.flags, OVERFLOW) === 1; }
   get generation(): number { return Atomics.load(this.flags, GENERATION); }
 
@@ -266,6 +274,7 @@ export class StorageCounters {
       low_space: Atomics.load(this.flags, LOW_SPACE) === 1,
       overflow: this.overflow,
       growable: this.growable,
+      in_memory: this.in_memory,
     };
   }
 

@@ -1,6 +1,7 @@
 // Goal: growth of a difference storage by slices (cow/growth-slice.ts) —
 // one slice at most, never past the step asked for (REQUESTED) nor the
-// caller's target, one thread at a time under the growth lock, a failing
+// caller's target, one thread at a time under the growth lock, on tmpfs
+// each slice written before it is published (lseek SEEK_DATA), a failing
 // fallocate leaving the lock free and the capacity as it was — and its use
 // by a writer: a copy run that finds no room while a step is pending grows
 // one slice itself and goes straight to the storage (STORED, nothing
@@ -22,6 +23,7 @@ import grow from '../../src/actors/grow';
 import { DiffArea, type AreaNotifier } from '../../src/cow/diff-area';
 import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from '../../src/cow/growth-slice';
 import { VolumeReader } from '../../src/cow/volume-io';
+import { seekData } from '../../src/native/index';
 import { ChunkState } from '../../src/shared/chunk-table';
 import { StorageCounters } from '../../src/shared/storage-counters';
 import { SECTOR_BYTES } from '../../src/shared/units';
@@ -120,6 +122,29 @@ test('growSlice: one slice at most, never past REQUESTED or the target; 0 when n
     assert.is(counters.capacity_sectors, step);
     assert.is(growSlice(counters, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), 0, 'never past REQUESTED');
     assert.is(fstatSync(fd).size, step * SECTOR_BYTES);
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('growSlice on tmpfs (in memory): every published slice is written; elsewhere fallocate alone reserves it', () => {
+  const fd = openSync(path.join(dir, 'in-memory.diff'), 'w+');
+  try {
+    const written = StorageCounters.create(0, 10 * GROW_SLICE_SECTORS, true, true);
+    assert.is(written.in_memory, true);
+    // 104 sectors: whole pages, so the next slice starts on a page of its own.
+    written.request(GROW_SLICE_SECTORS + 104);
+    assert.is(growSlice(written, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), GROW_SLICE_SECTORS);
+    assert.is(growSlice(written, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), 104);
+    for (const offset of [0, GROW_SLICE_SECTORS * SECTOR_BYTES, (GROW_SLICE_SECTORS + 103) * SECTOR_BYTES]) {
+      assert.is(seekData(fd, offset), offset, `data at ${offset}: the slice's pages were written`);
+    }
+    // The same growth without the flag: tmpfs reserved the pages, nothing wrote them.
+    const reserved = StorageCounters.create(written.capacity_sectors, 20 * GROW_SLICE_SECTORS, true);
+    reserved.request(GROW_SLICE_SECTORS);
+    assert.is(growSlice(reserved, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), GROW_SLICE_SECTORS);
+    assert.is(seekData(fd, (GROW_SLICE_SECTORS + 104) * SECTOR_BYTES), -1, 'a hole: fallocated, never written');
+    assert.is(fstatSync(fd).size, (2 * GROW_SLICE_SECTORS + 104) * SECTOR_BYTES);
   } finally {
     closeSync(fd);
   }

@@ -61,6 +61,7 @@ suite.test('a file that starts at 4 KiB grows by at least diff_storage_minimum, 
   await new Promise((resolve) => setTimeout(resolve, 600));
   const info = engine.snapshotInfo(id);
   assert.ok(info.storage.capacity_sectors >= 16384, `grew past 8 MiB: ${info.storage.capacity_sectors} sectors`);
+  assert.is(info.storage.in_memory, true, 'a storage on /dev/shm is in memory: growth writes its slices');
   // Steps of 1 MiB (2048 sectors) or more, sized by the fill rate (growth-plan.ts), never past the 16 MiB volume's chunks.
   assert.ok(info.storage.capacity_sectors <= 32768, `never past what the volume can need: ${info.storage.capacity_sectors}`);
   assert.ok(statSync(storage).size >= 8 * MiB);
@@ -126,7 +127,7 @@ suite.test('a block device as storage: fixed size, overflow without growth', asy
     const id = await engine.snapshotCreate({ volumes: ['blk'], storage: loop.device, limit_bytes: 2 * MiB });
     await engine.snapshotTake(id);
     const info = engine.snapshotInfo(id).storage;
-    assert.equal([info.kind, info.capacity_sectors, info.growable], ['block', 4096, false]);
+    assert.equal([info.kind, info.capacity_sectors, info.growable, info.in_memory], ['block', 4096, false, false]);
     await client.write(volume, 0, pattern(0x42, MiB)); // 1 MiB of chunks fits in 2 MiB
     const image = engine.resolveExport(`blk@${id}`).handle;
     await new Promise((resolve) => setTimeout(resolve, 500));

@@ -26,7 +26,7 @@ test('create: capacity, limit and growable as given; nothing filled or flagged',
   const counters = StorageCounters.create(1000, 5000, true);
   assert.equal(counters.snapshot(), {
     capacity_sectors: 1000, requested_sectors: 1000, filled_sectors: 0, limit_sectors: 5000,
-    need_sectors: null, low_water_sectors: 0, low_space: false, overflow: false, growable: true,
+    need_sectors: null, low_water_sectors: 0, low_space: false, overflow: false, growable: true, in_memory: false,
   });
   assert.is(counters.free_sectors(), 1000);
   assert.is(counters.growth_pending, false);
