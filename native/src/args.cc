@@ -220,4 +220,13 @@ bool ReadObject(const Napi::CallbackInfo& info, size_t index, const char* signat
   return true;
 }
 
+bool ReadFileRangeArgs(const Napi::CallbackInfo& info, const char* signature, FileRangeArgs* args) {
+  return CheckArgCount(info, 5, 5, signature) &&
+         ReadFd(info, 0, signature, &args->dest_fd) &&
+         ReadSafeUint(info, 1, signature, "dest_offset_bytes", &args->dest_offset_bytes) &&
+         ReadFd(info, 2, signature, &args->src_fd) &&
+         ReadSafeUint(info, 3, signature, "src_offset_bytes", &args->src_offset_bytes) &&
+         ReadSafeUint(info, 4, signature, "length_bytes", &args->length_bytes);
+}
+
 }  // namespace ublksnap

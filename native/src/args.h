@@ -67,4 +67,16 @@ bool ReadUint64BigIntProperty(Napi::Env env, const Napi::Object& object, const c
 bool ReadObject(const Napi::CallbackInfo& info, size_t index, const char* signature,
                 const char* name, Napi::Object* object);
 
+// The five arguments of a call that moves a range between two files
+// (cloneRange, copyRange): (dest_fd, dest_offset_bytes, src_fd,
+// src_offset_bytes, length_bytes), each checked as ReadFd / ReadSafeUint do.
+struct FileRangeArgs {
+  int dest_fd = -1;
+  uint64_t dest_offset_bytes = 0;
+  int src_fd = -1;
+  uint64_t src_offset_bytes = 0;
+  uint64_t length_bytes = 0;
+};
+bool ReadFileRangeArgs(const Napi::CallbackInfo& info, const char* signature, FileRangeArgs* args);
+
 }  // namespace ublksnap

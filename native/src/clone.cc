@@ -28,31 +28,20 @@ constexpr const char* kCloneRangeSignature =
 
 Napi::Value CloneRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int dest_fd = -1;
-  int src_fd = -1;
-  uint64_t dest_offset_bytes = 0;
-  uint64_t src_offset_bytes = 0;
-  uint64_t length_bytes = 0;
-  if (!CheckArgCount(info, 5, 5, kCloneRangeSignature) ||
-      !ReadFd(info, 0, kCloneRangeSignature, &dest_fd) ||
-      !ReadSafeUint(info, 1, kCloneRangeSignature, "dest_offset_bytes", &dest_offset_bytes) ||
-      !ReadFd(info, 2, kCloneRangeSignature, &src_fd) ||
-      !ReadSafeUint(info, 3, kCloneRangeSignature, "src_offset_bytes", &src_offset_bytes) ||
-      !ReadSafeUint(info, 4, kCloneRangeSignature, "length_bytes", &length_bytes)) {
-    return env.Undefined();
-  }
+  FileRangeArgs args;
+  if (!ReadFileRangeArgs(info, kCloneRangeSignature, &args)) return env.Undefined();
   // A zero length means "to the end of the source" to the kernel: never
   // what a caller of a range clone meant.
-  if (length_bytes == 0) {
+  if (args.length_bytes == 0) {
     ThrowTypeError(env, std::string(kCloneRangeSignature) + ": length_bytes must be > 0");
     return env.Undefined();
   }
   struct file_clone_range range {};
-  range.src_fd = src_fd;
-  range.src_offset = src_offset_bytes;
-  range.src_length = length_bytes;
-  range.dest_offset = dest_offset_bytes;
-  if (ioctl(dest_fd, FICLONERANGE, &range) != 0) ThrowErrno(env, errno, "ioctl");
+  range.src_fd = args.src_fd;
+  range.src_offset = args.src_offset_bytes;
+  range.src_length = args.length_bytes;
+  range.dest_offset = args.dest_offset_bytes;
+  if (ioctl(args.dest_fd, FICLONERANGE, &range) != 0) ThrowErrno(env, errno, "ioctl");
   return env.Undefined();
 }
 

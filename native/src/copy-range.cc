@@ -28,24 +28,13 @@ constexpr const char* kCopyRangeSignature =
 
 Napi::Value CopyRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int dest_fd = -1;
-  int src_fd = -1;
-  uint64_t dest_offset_bytes = 0;
-  uint64_t src_offset_bytes = 0;
-  uint64_t length_bytes = 0;
-  if (!CheckArgCount(info, 5, 5, kCopyRangeSignature) ||
-      !ReadFd(info, 0, kCopyRangeSignature, &dest_fd) ||
-      !ReadSafeUint(info, 1, kCopyRangeSignature, "dest_offset_bytes", &dest_offset_bytes) ||
-      !ReadFd(info, 2, kCopyRangeSignature, &src_fd) ||
-      !ReadSafeUint(info, 3, kCopyRangeSignature, "src_offset_bytes", &src_offset_bytes) ||
-      !ReadSafeUint(info, 4, kCopyRangeSignature, "length_bytes", &length_bytes)) {
-    return env.Undefined();
-  }
-  auto src_offset = static_cast<off_t>(src_offset_bytes);
-  auto dest_offset = static_cast<off_t>(dest_offset_bytes);
+  FileRangeArgs args;
+  if (!ReadFileRangeArgs(info, kCopyRangeSignature, &args)) return env.Undefined();
+  auto src_offset = static_cast<off_t>(args.src_offset_bytes);
+  auto dest_offset = static_cast<off_t>(args.dest_offset_bytes);
   uint64_t copied = 0;
-  while (copied < length_bytes) {
-    ssize_t n = copy_file_range(src_fd, &src_offset, dest_fd, &dest_offset, length_bytes - copied, 0);
+  while (copied < args.length_bytes) {
+    ssize_t n = copy_file_range(args.src_fd, &src_offset, args.dest_fd, &dest_offset, args.length_bytes - copied, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       ThrowErrno(env, errno, "copy_file_range");
