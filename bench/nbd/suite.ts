@@ -20,6 +20,7 @@ import path from 'node:path';
 import { chunkGeometry } from '../../src/shared/geometry';
 import { mountXfsReflink, type XfsMount } from '../xfs-mount';
 import { DEFAULT_PARAMS } from '../../src/shared/params';
+import { clientStallLine } from './client-stalls';
 import { evaluate, verdictLine, verdicts as judge, type Comparison, type GoalVerdict, type Sample } from './goals';
 import { fillRandom } from './image';
 import { amplificationTable, chartSvg, comparisonTable, resourceTable, takeTable, throughputTable, type ReportInput } from './report';
@@ -351,6 +352,7 @@ function summarize(run: Plan, collected: Collected, context: {
   const { machine } = context;
   const equal = verifications.filter((v) => v.equal).length;
   const cross_server = xfsCrossServerLine(samples, run.snapshot_systems);
+  const client_stalls = clientStallLine(samples, new Map(run.systems.map((s) => [s.id, s.kind])));
   const loads = (values: number[]): string => values.map((l) => l.toFixed(2)).join(' ');
   const load = `load average ${loads(machine.loadavg_start)} at start, ${loads(machine.loadavg_end)} at end, ${machine.cpus} CPUs`;
   const subtitle = `${run.image_bytes / MiB} MiB image on ${SHM_DIR}, NBD over Unix sockets (the TCP and TLS rows: loopback TCP), ${rounds_done} rounds (order rotated), ${load}`;
@@ -363,6 +365,7 @@ function summarize(run: Plan, collected: Collected, context: {
     'Server processes: CPU seconds during each workload (median), peak RSS', '', resourceTable(input), '',
     'Goals: per-round ratios and their median', '', comparisonTable(verdicts), '',
     ...(cross_server === '' ? [] : [cross_server, '']),
+    ...(client_stalls === '' ? [] : [client_stalls, '']),
     ...(take !== undefined ? [takeTable(take), ''] : []),
     `${subtitle}; ${Math.round(context.duration_s)} s.`,
     `Image checksums (sha256, nbdcopy of the image vs the volume file before take): ${equal}/${verifications.length} equal.`,

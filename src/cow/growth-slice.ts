@@ -28,12 +28,13 @@
 // pages but leaves them unwritten, and the first write to each is what
 // makes it real memory. On a VM whose host takes back the memory the guest
 // frees (free page reporting, as on the machines the bench runs on) that
-// first write waits for the host: a 1 GiB first touch of a fresh storage
-// took 3.4 s of the writer's CPU in the kernel where 0.6 s is usual, and a
-// plain `head -c 16G /dev/zero > /dev/shm/file` ran at 320 MiB/s. Writing
-// zeros over each slice before it is published moves that cost off the
-// write path into growth, which runs ahead of the writers (take waits for
-// the first step; later steps start at the low-water mark). Elsewhere
+// first write waits for the host: the first touches of 1 GiB whose copies
+// met such pages took 1.2-3.8 s of the writer's time in the kernel where
+// 0.4-0.5 s is usual (bench/README.md, "Whose CPU a first touch spends"),
+// and a plain `head -c 16G /dev/zero > /dev/shm/file` ran at 320 MiB/s.
+// Writing zeros over each slice before it is published moves that cost off
+// the write path into growth, which runs ahead of the writers (take waits
+// for the first step; later steps start at the low-water mark). Elsewhere
 // fallocate reserves disk blocks, and writing them would be disk I/O:
 // only a storage on tmpfs does it (StorageCounters.in_memory).
 //
