@@ -85,10 +85,6 @@ export class ServerProcess {
     return this.stderr_tail;
   }
 
-  cpuSeconds(): number {
-    return cpuSeconds(this.pid);
-  }
-
   cpu(): NamedCpu {
     return processCpu(this.pid);
   }

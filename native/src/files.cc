@@ -3,8 +3,8 @@
 //
 // fallocate grows and punches the diff storage; fdatasync makes a FLUSH
 // durable; seekData finds written data (lseek SEEK_DATA: on tmpfs, pages
-// fallocated but never written read as a hole); fileInfo lets the engine refuse a diff storage that lives on a
-// volume of the same snapshot (st_dev of the storage file against st_rdev of
+// fallocated but never written read as a hole); fileInfo lets the engine
+// refuse a diff storage that lives on a volume of the same snapshot (st_dev of the storage file against st_rdev of
 // a block-device volume, or dev+ino against a file volume). duplicateFd
 // moves an NBD connection's socket from the thread that negotiated it to the
 // I/O actor that serves its transmission: the copy outlives the original,

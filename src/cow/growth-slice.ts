@@ -49,7 +49,7 @@ import { assert } from '../shared/assert';
 import { fallocate } from '../native';
 import type { StorageCounters } from '../shared/storage-counters';
 import { SECTOR_BYTES } from '../shared/units';
-import { writeFully, ZERO_BUFFER, ZERO_BUFFER_BYTES } from './volume-io';
+import { writeZeros } from './volume-io';
 
 /**
  * A slice is this many sectors (4 MiB), published as soon as it is
@@ -82,17 +82,11 @@ export function growSlice(counters: StorageCounters, storage_fd: number, slice_m
     if (capacity >= ceiling) return 0;
     const slice = Math.min(slice_max_sectors, ceiling - capacity);
     fallocate(storage_fd, capacity * SECTOR_BYTES, slice * SECTOR_BYTES, 0);
+    // Written before it is published: the pages of a fresh tmpfs slice become real memory.
     if (counters.in_memory) writeZeros(storage_fd, capacity * SECTOR_BYTES, slice * SECTOR_BYTES);
     counters.extend(capacity + slice);
     return slice;
   } finally {
     counters.unlockGrowth();
-  }
-}
-
-/** Writes zeros over [offset, +length): the pages of a fresh tmpfs slice become real before it is published. */
-function writeZeros(fd: number, offset_bytes: number, length_bytes: number): void {
-  for (let done = 0; done < length_bytes; done += ZERO_BUFFER_BYTES) {
-    writeFully(fd, ZERO_BUFFER, 0, Math.min(ZERO_BUFFER_BYTES, length_bytes - done), offset_bytes + done);
   }
 }

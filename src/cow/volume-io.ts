@@ -40,6 +40,13 @@ export function writeFully(fd: number, source: Uint8Array, offset: number, lengt
   }
 }
 
+/** Writes zeros over [position, +length) through ZERO_BUFFER, a piece of at most ZERO_BUFFER_BYTES at a time. */
+export function writeZeros(fd: number, position: number, length: number): void {
+  for (let done = 0; done < length; done += ZERO_BUFFER_BYTES) {
+    writeFully(fd, ZERO_BUFFER, 0, Math.min(ZERO_BUFFER_BYTES, length - done), position + done);
+  }
+}
+
 /**
  * Writes `views` back to back from `position` with pwritev: one system
  * call (one take of the file's lock) for a whole store run. A short write

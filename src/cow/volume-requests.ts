@@ -15,7 +15,7 @@ import { IoFlags, IoOp, readOffset, RequestWord } from '../shared/request-record
 import { SECTOR_BYTES } from '../shared/units';
 import { ARMED_AREA, enterWriteGate, leaveWriteGate, NO_AREA } from '../shared/volume-control';
 import { claimWriteHold, holdUntilReleased } from '../shared/write-hold';
-import { readFully, writeFully, writeFullyLater, ZERO_BUFFER, ZERO_BUFFER_BYTES } from './volume-io';
+import { readFully, writeFully, writeFullyLater, writeZeros } from './volume-io';
 import { DEFERRED, PARKED, type IoRegistry, type RegisteredVolume } from './registry';
 
 const EINVAL = ERRNO_BY_CODE.EINVAL;
@@ -143,7 +143,5 @@ function zeroRange(fd: number, op: IoOp, offset: number, length: number, flags: 
     // Not supported: the storage cannot zero ranges; write the zeros below.
     if (errnoOf(error) !== ENOTSUP) throw error;
   }
-  for (let done = 0; done < length; done += ZERO_BUFFER_BYTES) {
-    writeFully(fd, ZERO_BUFFER, 0, Math.min(ZERO_BUFFER_BYTES, length - done), offset + done);
-  }
+  writeZeros(fd, offset, length);
 }
