@@ -20,6 +20,7 @@
         "src/lease.cc",
         "src/memory.cc",
         "src/open.cc",
+        "src/populate.cc",
         "src/thread.cc",
         "src/ublk-control.cc",
         "src/ublk-control-cmd.cc",

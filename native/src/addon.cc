@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ublksnap::InitFiles(env, exports);
   ublksnap::InitClone(env, exports);
   ublksnap::InitCopyRange(env, exports);
+  ublksnap::InitPopulate(env, exports);
   ublksnap::InitFiemap(env, exports);
   ublksnap::InitOpen(env, exports);
   ublksnap::InitBlockDevice(env, exports);

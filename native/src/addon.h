@@ -23,6 +23,9 @@ void InitClone(Napi::Env env, Napi::Object exports);
 // copy-range.cc: copyRange (copy_file_range).
 void InitCopyRange(Napi::Env env, Napi::Object exports);
 
+// populate.cc: populateFileRange (MADV_POPULATE_WRITE on a shared mapping).
+void InitPopulate(Napi::Env env, Napi::Object exports);
+
 // open.cc: openExclusive, openTmpfile.
 void InitOpen(Napi::Env env, Napi::Object exports);
 

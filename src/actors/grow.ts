@@ -7,32 +7,20 @@
 // slice (cow/growth-slice.ts); a writer that ran out of room may grow a
 // slice in between, and the actor goes on from the capacity it left.
 
-import { setThreadName, setThreadNice } from '../native';
+import { setThreadName } from '../native';
 import { assert } from '../shared/assert';
 import { GROW_SLICE_SECTORS, GROWTH_BUSY, growSlice } from '../cow/growth-slice';
 import { ERRNO_BY_CODE } from '../shared/errors';
 import { StorageCounters } from '../shared/storage-counters';
 import type { GrowResult, GrowTask } from './messages';
+import { BACKGROUND_NICE, FOREGROUND_NICE, setPriority } from './thread-priority';
 
 /**
- * Growth is background work: on tmpfs fallocate allocates and accounts
- * every page, and at full priority a step slowed the image reads a backup
- * ran beside it (measured when take's first step still ran after take;
- * take now waits for that step before the freeze, at WAITED_FOR_NICE). At
- * this nice value it takes what
- * the foreground leaves; when the writers have used the room reserved so
- * far, they grow the next slice themselves at their own priority
- * (cow/growth-slice.ts), so a starved step never holds them up for long.
- * (The pool's one thread keeps the value.)
+ * A step a caller waits for (take's first, engine/snapshot.ts) runs at
+ * FOREGROUND_NICE: at BACKGROUND_NICE on two cores busy with 4 KiB random
+ * writes, a 1 GiB step kept take waiting 278-298 ms median, 1.3-1.6 s at
+ * most.
  */
-const GROW_THREAD_NICE = 10;
-/**
- * A step a caller waits for (take's first, engine/snapshot.ts) is not
- * background work: at nice 10 on two cores busy with 4 KiB random writes,
- * a 1 GiB step kept take waiting 278-298 ms median, 1.3-1.6 s at most.
- * Lowering the value needs CAP_SYS_NICE; without it the step stays niced.
- */
-const WAITED_FOR_NICE = 0;
 /**
  * The actor waits this long at a time for a writer's slice (the writer
  * holds the growth lock for one fallocate of GROW_SLICE_SECTORS)…
@@ -45,7 +33,7 @@ const GROWTH_LOCK_WAIT_MS_MAX = 30_000;
 setThreadName('ublksnap-grow');
 
 export default function grow(task: GrowTask): GrowResult {
-  setPriority(task.waited_for === true ? WAITED_FOR_NICE : GROW_THREAD_NICE);
+  setPriority(task.waited_for === true ? FOREGROUND_NICE : BACKGROUND_NICE);
   const counters = new StorageCounters(task.storage_counters);
   // The control plane asks (StorageCounters.request) before it grows: slices never pass REQUESTED.
   assert(task.target_sectors <= counters.requested_sectors,
@@ -79,12 +67,4 @@ export default function grow(task: GrowTask): GrowResult {
   }
   counters.growthDone();
   return { capacity_sectors: counters.capacity_sectors };
-}
-
-function setPriority(nice: number): void {
-  try {
-    setThreadNice(nice);
-  } catch {
-    // EPERM: an unprivileged daemon cannot lower the value; the step runs niced.
-  }
 }

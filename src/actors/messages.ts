@@ -82,3 +82,22 @@ export interface GrowResult {
   capacity_sectors: number;
   error?: { code: string; errno: number; message: string };
 }
+
+/** Warm task: make [from_sectors, to_sectors) of a storage on tmpfs real memory (actors/warm.ts). */
+export interface WarmTask {
+  storage_fd: number;
+  storage_counters: SharedArrayBuffer;
+  /** The snapshot's control words: warming stops once it is destroyed or broken. */
+  snapshot_control: SharedArrayBuffer;
+  from_sectors: number;
+  to_sectors: number;
+  /** Follows a step nobody waits for: runs at the grow actor's nice value. */
+  background: boolean;
+}
+
+export interface WarmResult {
+  /** Warming reached here (to_sectors, or where it stopped). */
+  warmed_sectors: number;
+  /** The kernel cannot warm (no MADV_POPULATE_WRITE) or a call failed: warm no more. */
+  error?: { code: string; message: string };
+}

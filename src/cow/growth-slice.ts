@@ -24,19 +24,8 @@
 // writes. A writer that grows one slice itself pays about 1 ms of fallocate
 // for 4 MiB of room on tmpfs, less than the queue route costs for one run.
 //
-// Why growth writes a slice on tmpfs (issue 15): fallocate there reserves
-// pages but leaves them unwritten, and the first write to each is what
-// makes it real memory. On a VM whose host takes back the memory the guest
-// frees (free page reporting, as on the machines the bench runs on) that
-// first write waits for the host: the first touches of 1 GiB whose copies
-// met such pages took 1.2-3.8 s of the writer's time in the kernel where
-// 0.4-0.5 s is usual (bench/README.md, "Whose CPU a first touch spends"),
-// and a plain `head -c 16G /dev/zero > /dev/shm/file` ran at 320 MiB/s.
-// Writing zeros over each slice before it is published moves that cost off
-// the write path into growth, which runs ahead of the writers (take waits
-// for the first step; later steps start at the low-water mark). Elsewhere
-// fallocate reserves disk blocks, and writing them would be disk I/O:
-// only a storage on tmpfs does it (StorageCounters.in_memory).
+// On tmpfs a slice's pages are reserved here and made real memory later,
+// ahead of the writers and outside the growth lock (actors/warm.ts).
 //
 // Nothing else changes: a slice never goes past REQUESTED (the step the
 // control plane asked for, itself within the limit and the need), growth
@@ -49,7 +38,6 @@ import { assert } from '../shared/assert';
 import { fallocate } from '../native';
 import type { StorageCounters } from '../shared/storage-counters';
 import { SECTOR_BYTES } from '../shared/units';
-import { writeZeros } from './volume-io';
 
 /**
  * A slice is this many sectors (4 MiB), published as soon as it is
@@ -82,8 +70,6 @@ export function growSlice(counters: StorageCounters, storage_fd: number, slice_m
     if (capacity >= ceiling) return 0;
     const slice = Math.min(slice_max_sectors, ceiling - capacity);
     fallocate(storage_fd, capacity * SECTOR_BYTES, slice * SECTOR_BYTES, 0);
-    // Written before it is published: the pages of a fresh tmpfs slice become real memory.
-    if (counters.in_memory) writeZeros(storage_fd, capacity * SECTOR_BYTES, slice * SECTOR_BYTES);
     counters.extend(capacity + slice);
     return slice;
   } finally {

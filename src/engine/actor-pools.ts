@@ -21,7 +21,7 @@ import { REQUEST_WORDS } from '../shared/request-record';
 import type { SessionCounters, SessionDescriptor } from '../actors/session-contract';
 import { Ring } from '../shared/ring';
 import type {
-  ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask,
+  ActorNotice, ActorStats, GrowResult, GrowTask, IoActorControl, StoreResult, StoreTask, WarmResult, WarmTask,
 } from '../actors/messages';
 
 /** A worker that does not answer a control call within this is broken. */
@@ -56,6 +56,7 @@ export class ActorPools {
   private readonly io_actors: IoActor[] = [];
   private readonly store_pool: Piscina;
   private readonly grow_pool: Piscina;
+  private readonly warm_pool: Piscina;
   private stopping = false;
 
   constructor(counts: { cow: number; image: number; store: number },
@@ -64,6 +65,7 @@ export class ActorPools {
     for (let i = 0; i < counts.image; i += 1) this.io_actors.push(this.startIoActor('image', 'image-io.js', this.image_ring));
     this.store_pool = new Piscina({ filename: actorFile('store.js'), minThreads: counts.store, maxThreads: counts.store });
     this.grow_pool = new Piscina({ filename: actorFile('grow.js'), minThreads: 1, maxThreads: 1 });
+    this.warm_pool = new Piscina({ filename: actorFile('warm.js'), minThreads: 1, maxThreads: 1 });
   }
 
   get counts(): { cow: number; image: number; store: number } {
@@ -121,12 +123,16 @@ export class ActorPools {
     return this.grow_pool.run(task) as Promise<GrowResult>;
   }
 
+  warm(task: WarmTask): Promise<WarmResult> {
+    return this.warm_pool.run(task) as Promise<WarmResult>;
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     await Promise.allSettled(this.io_actors.map((actor) => withTimeout(actor.control.stop(), 'actor stop')));
     for (const actor of this.io_actors) actor.control[Comlink.releaseProxy]();
     await Promise.all(this.io_actors.map((actor) => actor.worker.terminate()));
-    await Promise.all([this.store_pool.destroy(), this.grow_pool.destroy()]);
+    await Promise.all([this.store_pool.destroy(), this.grow_pool.destroy(), this.warm_pool.destroy()]);
   }
 
   private startIoActor(kind: 'cow' | 'image', file: string, ring: Ring): IoActor {

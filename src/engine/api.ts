@@ -76,7 +76,11 @@ export interface SnapshotInfo {
   error_code: number;
   volumes: string[];
   /** created: the path did not exist and snapshot_create made it (a file, or a directory for a path ending in '/'). */
-  storage: StorageSnapshot & { kind: 'file' | 'tmpfile' | 'block'; path: string; created: boolean };
+  storage: StorageSnapshot & {
+    kind: 'file' | 'tmpfile' | 'block'; path: string; created: boolean;
+    /** On tmpfs: the sectors below this were made real memory ahead of the writers (0 elsewhere). */
+    warmed_sectors: number;
+  };
   chunks: {
     volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number;
     /** How copy-before-write saves this volume's chunks: cloning extents, or reading and writing bytes (why, then). */

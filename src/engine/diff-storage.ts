@@ -29,7 +29,7 @@ const closeAsync = promisify(closeCallback);
 /** Major number of loop devices (Documentation/admin-guide/devices.txt). */
 const LOOP_MAJOR = 7;
 const NEW_FILE_MODE = 0o600;
-/** statfs f_type of tmpfs: a storage there is memory, which growth makes real (cow/growth-slice.ts). */
+/** statfs f_type of tmpfs: a storage there is memory, which is warmed after growth (actors/warm.ts). */
 const TMPFS_MAGIC = 0x01021994;
 /** A directory made for the storage holds only our unnamed temporary files: no one else needs in. */
 const NEW_DIRECTORY_MODE = 0o700;

@@ -55,6 +55,7 @@ import { NEED_MET } from '../shared/storage-counters';
 import { slotSectors } from '../cow/diff-area';
 import { chooseCowPath, type CowPath } from './cow-path';
 import { GrowthPlan } from './growth-plan';
+import { StorageWarmer } from './storage-warmer';
 import type { DiffStorage } from './diff-storage';
 import { EventQueue } from './events';
 import type { VolumeRecord } from './volume';
@@ -73,7 +74,7 @@ export const GATE_DRAIN_TIMEOUT_MS = 10_000;
  * loop, medians 0.42-0.53 with the step racing the writes, 0.52-0.58 with
  * it reserved first.
  * The freeze itself still costs milliseconds; the step runs at normal
- * priority (actors/grow.ts, WAITED_FOR_NICE), and one slower than this
+ * priority (actors/thread-priority.ts, FOREGROUND_NICE), and one slower than this
  * goes on in the background, as every later step does.
  */
 export const FIRST_STEP_WAIT_MS_MAX = 5_000;
@@ -106,10 +107,12 @@ export class Snapshot {
   private no_space_reported = false;
   private readonly tasks = new Set<Promise<unknown>>();
   private readonly growth_plan: GrowthPlan;
+  private readonly warmer: StorageWarmer;
 
   constructor(readonly storage: DiffStorage, private readonly pools: ActorPools,
     private readonly params: Params, private readonly logger: Logger) {
     this.growth_plan = new GrowthPlan(params.diff_storage_minimum);
+    this.warmer = new StorageWarmer(storage.counters, storage.fd, this.control, (task) => pools.warm(task), logger.child({ snapshot: this.id }));
     storage.counters.setLowWater(this.growth_plan.low_water_sectors());
   }
 
@@ -338,6 +341,8 @@ export class Snapshot {
         this.growth_plan.sampleGrowth(result.capacity_sectors - start_capacity_sectors, Date.now() - started_ms);
         counters.setLowWater(this.growth_plan.low_water_sectors());
         this.events.push({ code: 'grown', time: Date.now(), capacity_sectors: result.capacity_sectors });
+        const warming = this.warmer.warm(!waited_for);
+        if (warming !== null) void this.track(warming);
         this.logger.info({ snapshot: this.id, capacity_sectors: result.capacity_sectors }, 'difference storage grew');
         return true;
       }, (error: unknown) => {
@@ -385,7 +390,10 @@ export class Snapshot {
       state: this.state,
       error_code: this.error_code,
       volumes: this.volumes.map((v) => v.name),
-      storage: { ...this.storage.counters.snapshot(), kind: this.storage.kind, path: this.storage.path, created: this.storage.created_here },
+      storage: {
+        ...this.storage.counters.snapshot(), warmed_sectors: this.warmer.warmed_sectors,
+        kind: this.storage.kind, path: this.storage.path, created: this.storage.created_here,
+      },
       chunks: [...this.areas.values()].map((area) => {
         const census = area.view.table.census();
         const saved = savedChunks(new Int32Array(area.descriptor.area_control));

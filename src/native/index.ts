@@ -115,6 +115,7 @@ interface Binding {
   fallocate(fd: number, offset_bytes: number, length_bytes: number, mode: number): void;
   fdatasync(fd: number): void;
   seekData(fd: number, offset_bytes: number): number;
+  populateFileRange(fd: number, offset_bytes: number, length_bytes: number): void;
   blockDeviceInfo(fd: number): BlockDeviceInfo;
   fileInfo(fd: number): FileInfo;
   cloneRange(dest_fd: number, dest_offset_bytes: number, src_fd: number, src_offset_bytes: number, length_bytes: number): void;
@@ -176,6 +177,15 @@ export const fdatasync: (fd: number) => void = binding.fdatasync;
  * fallocated but never written is a hole.
  */
 export const seekData: (fd: number, offset_bytes: number) => number = binding.seekData;
+
+/**
+ * Makes [offset, offset + length) of a shared-memory file real memory
+ * without changing its bytes (mmap, MADV_POPULATE_WRITE, munmap): a page
+ * never written is cleared, one already written is left as it is. The
+ * offset must be a multiple of the page size. Throws a NativeError: EINVAL
+ * on a kernel before 5.14, EFAULT for a range past the end of the file.
+ */
+export const populateFileRange: (fd: number, offset_bytes: number, length_bytes: number) => void = binding.populateFileRange;
 
 /**
  * The geometry of the block device open on fd. Throws a NativeError with

@@ -19,9 +19,9 @@
 //            [16] GROW_LOCK  1 while one thread fallocates the next      the grow actor, or a writer
 //                            slice after CAPACITY and publishes it      that found no room (CAS 0 → 1;
 //                                                                       unlock notifies)
-//            [17] IN_MEMORY  1 for a file on tmpfs: growth writes each   creator, once
-//                            slice once, so its memory is real before
-//                            chunks need it (cow/growth-slice.ts)
+//            [17] IN_MEMORY  1 for a file on tmpfs: what growth        creator, once
+//                            reserves is warmed ahead of the writers
+//                            (actors/warm.ts)
 //
 // All in sectors (512 bytes) as in blksnap. FILLED only grows: chunk copies
 // are never freed while the snapshot lives. Allocation is a CAS on FILLED
@@ -79,7 +79,7 @@ export interface StorageSnapshot {
   low_space: boolean;
   overflow: boolean;
   growable: boolean;
-  /** On tmpfs: growth writes each slice, so its memory is real before chunks need it. */
+  /** On tmpfs: what growth reserves is warmed (made real memory) ahead of the writers (actors/warm.ts). */
   in_memory: boolean;
 }
 

@@ -1,5 +1,5 @@
 // Goal: each actor thread carries its kind's name (ublksnap-cow, -image,
-// -store, -grow), so top -H, perf and the bench's per-thread CPU can say
+// -store, -grow, -warm), so top -H, perf and the bench's per-thread CPU can say
 // which actor burns the CPU; the main thread keeps the process's name.
 // Method: an engine whose every pool has run a task (a snapshot taken
 // under a write, its image read, destroyed), then /proc/self/task/*/comm.
@@ -40,6 +40,7 @@ test('actor threads are named by kind; the main thread is not renamed', async ()
     assert.is(count('ublksnap-image'), 1, `threads: ${names.join(', ')}`);
     assert.is(count('ublksnap-store'), 1, `threads: ${names.join(', ')}`);
     assert.is(count('ublksnap-grow'), 1, `threads: ${names.join(', ')}`);
+    assert.is(count('ublksnap-warm'), 1, `threads: ${names.join(', ')}`);
     assert.is(readFileSync('/proc/thread-self/comm', 'utf8').trim(), main_name);
   } finally {
     await fixture.close();

@@ -1,7 +1,8 @@
 // Goal: growth of a difference storage by slices (cow/growth-slice.ts) —
 // one slice at most, never past the step asked for (REQUESTED) nor the
 // caller's target, one thread at a time under the growth lock, on tmpfs
-// each slice written before it is published (lseek SEEK_DATA), a failing
+// each slice reserved but left unwritten (lseek SEEK_DATA: a hole; the warm
+// actor makes it memory later, test/engine/warm.test.ts), a failing
 // fallocate leaving the lock free and the capacity as it was — and its use
 // by a writer: a copy run that finds no room while a step is pending grows
 // one slice itself and goes straight to the storage (STORED, nothing
@@ -127,24 +128,17 @@ test('growSlice: one slice at most, never past REQUESTED or the target; 0 when n
   }
 });
 
-test('growSlice on tmpfs (in memory): every published slice is written; elsewhere fallocate alone reserves it', () => {
+test('growSlice on tmpfs reserves a slice and writes nothing there: the pages stay a hole until warmed', () => {
   const fd = openSync(path.join(dir, 'in-memory.diff'), 'w+');
   try {
-    const written = StorageCounters.create(0, 10 * GROW_SLICE_SECTORS, true, true);
-    assert.is(written.in_memory, true);
-    // 104 sectors: whole pages, so the next slice starts on a page of its own.
-    written.request(GROW_SLICE_SECTORS + 104);
-    assert.is(growSlice(written, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), GROW_SLICE_SECTORS);
-    assert.is(growSlice(written, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), 104);
-    for (const offset of [0, GROW_SLICE_SECTORS * SECTOR_BYTES, (GROW_SLICE_SECTORS + 103) * SECTOR_BYTES]) {
-      assert.is(seekData(fd, offset), offset, `data at ${offset}: the slice's pages were written`);
-    }
-    // The same growth without the flag: tmpfs reserved the pages, nothing wrote them.
-    const reserved = StorageCounters.create(written.capacity_sectors, 20 * GROW_SLICE_SECTORS, true);
-    reserved.request(GROW_SLICE_SECTORS);
-    assert.is(growSlice(reserved, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), GROW_SLICE_SECTORS);
-    assert.is(seekData(fd, (GROW_SLICE_SECTORS + 104) * SECTOR_BYTES), -1, 'a hole: fallocated, never written');
-    assert.is(fstatSync(fd).size, (2 * GROW_SLICE_SECTORS + 104) * SECTOR_BYTES);
+    const counters = StorageCounters.create(0, 10 * GROW_SLICE_SECTORS, true, true);
+    assert.is(counters.in_memory, true);
+    counters.request(GROW_SLICE_SECTORS + 104);
+    assert.is(growSlice(counters, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), GROW_SLICE_SECTORS);
+    assert.is(growSlice(counters, fd, GROW_SLICE_SECTORS, Number.MAX_SAFE_INTEGER), 104);
+    // Under the growth lock, a write of the slice would hold every writer that needs room.
+    assert.is(seekData(fd, 0), -1, 'a hole: fallocated, never written');
+    assert.is(fstatSync(fd).size, (GROW_SLICE_SECTORS + 104) * SECTOR_BYTES);
   } finally {
     closeSync(fd);
   }

@@ -1,0 +1,75 @@
+// The warm actor: a piscina task that makes the pages growth reserved in a
+// difference storage on tmpfs real memory, ahead of the writers that will
+// store chunks there.
+//
+// Why (issue 15): fallocate on tmpfs reserves pages but leaves them
+// unwritten, and the first write to each is what makes it real memory. On
+// a VM whose host takes back the memory the guest frees (free page
+// reporting, as on the machines the bench runs on) that first write waits
+// for the host: the first touches of 1 GiB whose copies met such pages
+// took 1.2-3.8 s of the writer's time in the kernel where 0.4-0.5 s is
+// usual (bench/README.md, "Whose CPU a first touch spends"), and a plain
+// `head -c 16G /dev/zero > /dev/shm/file` ran at 320 MiB/s.
+//
+// Why here and not in growth: growth that wrote zeros over each slice
+// before publishing it took that cost off the writers, but take waits for
+// its first step, and a take of 4 volumes then waited up to 4-5 s for 1 GiB
+// of cold memory (session 13, bench/README.md). Warming runs after the
+// step is published, outside the growth lock: take waits for fallocate
+// only, and a writer that catches up with the warming pays for its pages
+// as it did before. Warming changes no byte (MADV_POPULATE_WRITE,
+// native/src/populate.cc), so it is safe beside writers storing chunks in
+// the same range, and it starts at the fill cursor, since the pages behind
+// it were made real by the writes that filled them.
+//
+// Elsewhere fallocate reserves disk blocks, and there is nothing to warm:
+// the control plane sends tasks only for a storage on tmpfs
+// (StorageCounters.in_memory).
+
+import { populateFileRange, setThreadName } from '../native';
+import { SnapshotStateCode, SnapshotWord } from '../shared/snapshot-control';
+import { StorageCounters } from '../shared/storage-counters';
+import { SECTOR_BYTES } from '../shared/units';
+import type { WarmResult, WarmTask } from './messages';
+import { BACKGROUND_NICE, FOREGROUND_NICE, setPriority } from './thread-priority';
+
+/** Warmed a piece at a time (4 MiB, a growth slice), so a destroy or a writer passing by is seen soon. */
+const WARM_PIECE_SECTORS = 8_192;
+/** mmap wants whole pages: pieces start and end on one. */
+const PAGE_SECTORS = 4_096 / SECTOR_BYTES;
+
+// Piscina loads this file once, on the pool's one thread: the name is the thread's.
+setThreadName('ublksnap-warm');
+
+export default function warm(task: WarmTask): WarmResult {
+  // The step a take waited for is about to be filled: warm it at normal priority.
+  setPriority(task.background ? BACKGROUND_NICE : FOREGROUND_NICE);
+  const counters = new StorageCounters(task.storage_counters);
+  const control = new Int32Array(task.snapshot_control);
+  const end = alignDown(task.to_sectors);
+  let position = alignDown(task.from_sectors);
+  while (position < end && stillUseful(control)) {
+    // The writers filled up to here: their writes made those pages real.
+    position = Math.max(position, alignDown(counters.filled_sectors));
+    const piece = Math.min(WARM_PIECE_SECTORS, end - position);
+    if (piece <= 0) break;
+    try {
+      populateFileRange(task.storage_fd, position * SECTOR_BYTES, piece * SECTOR_BYTES);
+    } catch (error) {
+      const e = error as { code?: string; message?: string };
+      return { warmed_sectors: position, error: { code: e.code ?? 'EIO', message: e.message ?? String(error) } };
+    }
+    position += piece;
+  }
+  return { warmed_sectors: position >= end ? task.to_sectors : position };
+}
+
+function alignDown(sectors: number): number {
+  return sectors - (sectors % PAGE_SECTORS);
+}
+
+/** A broken snapshot stores no more chunks, a destroyed one is closing its storage. */
+function stillUseful(control: Int32Array): boolean {
+  const state = Atomics.load(control, SnapshotWord.STATE);
+  return state === SnapshotStateCode.CREATED || state === SnapshotStateCode.TAKEN;
+}

@@ -1,0 +1,165 @@
+// Goal: the warm actor (actors/warm.ts) makes the pages growth reserved in
+// a storage on tmpfs real memory without changing a byte: every page of
+// the range is data afterwards (lseek SEEK_DATA; a page fallocated and
+// never written is a hole), a chunk already stored in the range keeps its
+// bytes, warming starts at the writers' fill cursor, stops at once for a
+// destroyed or broken snapshot, and a descriptor it cannot map is an error
+// in the result, never an exception. Then through the engine: a snapshot
+// whose storage is on tmpfs has its first step warmed after take
+// (warmed_sectors in the status reaches the capacity), one on another
+// filesystem never.
+// Method: real files on /dev/shm, the warm task on this thread; the engine
+// fixture on /dev/shm and a storage in the OS temp dir (not tmpfs here).
+
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import warm from '../../src/actors/warm';
+import type { WarmTask } from '../../src/actors/messages';
+import { fallocate, seekData } from '../../src/native/index';
+import { createSnapshotControl, SnapshotStateCode, SnapshotWord } from '../../src/shared/snapshot-control';
+import { StorageCounters } from '../../src/shared/storage-counters';
+import { SECTOR_BYTES } from '../../src/shared/units';
+import { startFixture } from '../lib/engine-fixture';
+
+const MiB = 1 << 20;
+const PAGE = 4096;
+/** Three pieces of 4 MiB and a page. */
+const STORAGE_BYTES = 12 * MiB + PAGE;
+const STORAGE_SECTORS = STORAGE_BYTES / SECTOR_BYTES;
+const TMPFS_MAGIC = 0x01021994;
+
+let dir: string;
+
+test.before(() => {
+  dir = mkdtempSync('/dev/shm/ublksnap-warm-');
+});
+
+test.after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A storage file fallocated whole (as growth leaves it) and counters that say so. */
+function reservedStorage(name: string): { fd: number; counters: StorageCounters } {
+  const fd = openSync(path.join(dir, name), 'w+');
+  fallocate(fd, 0, STORAGE_BYTES, 0);
+  const counters = StorageCounters.create(STORAGE_SECTORS, STORAGE_SECTORS, true, true);
+  return { fd, counters };
+}
+
+function task(fd: number, counters: StorageCounters, control = createSnapshotControl()): WarmTask {
+  return {
+    storage_fd: fd, storage_counters: counters.buffer, snapshot_control: control.buffer as SharedArrayBuffer,
+    from_sectors: 0, to_sectors: counters.capacity_sectors, background: true,
+  };
+}
+
+/** The pages of [from, to) that read as a hole (never written). */
+function holePages(fd: number, from: number, to: number): number {
+  let holes = 0;
+  for (let offset = from; offset < to; offset += PAGE) {
+    if (seekData(fd, offset) !== offset) holes += 1;
+  }
+  return holes;
+}
+
+test('every page of the range becomes data; a chunk already in it keeps its bytes', () => {
+  const { fd, counters } = reservedStorage('whole.diff');
+  try {
+    const stamp = Buffer.alloc(64 * 1024, 0x5a);
+    writeSync(fd, stamp, 0, stamp.length, 5 * MiB);
+    assert.is(holePages(fd, 0, STORAGE_BYTES), STORAGE_BYTES / PAGE - stamp.length / PAGE, 'before: only the stamped chunk is data');
+    const result = warm(task(fd, counters));
+    assert.equal(result, { warmed_sectors: STORAGE_SECTORS });
+    assert.is(holePages(fd, 0, STORAGE_BYTES), 0, 'after: no hole left');
+    const back = Buffer.alloc(stamp.length + 2 * PAGE);
+    readSync(fd, back, 0, back.length, 5 * MiB - PAGE);
+    assert.ok(back.subarray(0, PAGE).every((b) => b === 0), 'the page before the chunk reads zeros');
+    assert.ok(back.subarray(PAGE, PAGE + stamp.length).equals(stamp), 'the chunk is unchanged');
+    assert.ok(back.subarray(PAGE + stamp.length).every((b) => b === 0), 'the page after the chunk reads zeros');
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('warming starts at the fill cursor: the writers made the pages behind it real', () => {
+  const { fd, counters } = reservedStorage('filled.diff');
+  try {
+    const filled_sectors = (8 * MiB) / SECTOR_BYTES;
+    assert.is(counters.allocate(filled_sectors), 0);
+    assert.equal(warm(task(fd, counters)), { warmed_sectors: STORAGE_SECTORS });
+    assert.is(holePages(fd, 0, 8 * MiB), 8 * MiB / PAGE, 'behind the cursor: untouched');
+    assert.is(holePages(fd, 8 * MiB, STORAGE_BYTES), 0, 'ahead of it: warmed');
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('a destroyed or broken snapshot is not warmed', () => {
+  for (const state of [SnapshotStateCode.DESTROYING, SnapshotStateCode.CORRUPTED]) {
+    const { fd, counters } = reservedStorage(`state-${state}.diff`);
+    try {
+      const control = createSnapshotControl();
+      Atomics.store(control, SnapshotWord.STATE, state);
+      assert.equal(warm(task(fd, counters, control)), { warmed_sectors: 0 });
+      assert.is(holePages(fd, 0, STORAGE_BYTES), STORAGE_BYTES / PAGE, `state ${state}: nothing warmed`);
+    } finally {
+      closeSync(fd);
+    }
+  }
+});
+
+test('a descriptor that cannot be mapped writable is an error in the result', () => {
+  const file = path.join(dir, 'read-only.diff');
+  closeSync(openSync(file, 'w'));
+  const writable = openSync(file, 'r+');
+  ftruncateSync(writable, STORAGE_BYTES);
+  closeSync(writable);
+  const fd = openSync(file, 'r');
+  try {
+    const counters = StorageCounters.create(STORAGE_SECTORS, STORAGE_SECTORS, true, true);
+    const result = warm(task(fd, counters));
+    assert.is(result.warmed_sectors, 0);
+    assert.is(result.error?.code, 'EACCES', JSON.stringify(result));
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('through the engine: a tmpfs storage is warmed after take, a storage elsewhere never', async () => {
+  const elsewhere = mkdtempSync(path.join(os.tmpdir(), 'ublksnap-warm-'));
+  assert.is.not(statfsSync(elsewhere).type, TMPFS_MAGIC, `${os.tmpdir()} is not tmpfs on the machines the tests run on`);
+  const fixture = await startFixture();
+  try {
+    const { engine } = fixture;
+    await engine.attach(fixture.file('a.img', 64 * MiB), { name: 'a' });
+    await engine.attach(fixture.file('b.img', 64 * MiB), { name: 'b' });
+    const in_memory = await engine.snapshotCreate({ volumes: ['a'], storage: `${fixture.dir}/a.diff`, limit_bytes: 256 * MiB });
+    await engine.snapshotTake(in_memory);
+    const deadline = Date.now() + 10_000;
+    let storage = engine.snapshotInfo(in_memory).storage;
+    while (storage.warmed_sectors < storage.capacity_sectors && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      storage = engine.snapshotInfo(in_memory).storage;
+    }
+    assert.is(storage.in_memory, true);
+    assert.ok(storage.capacity_sectors > 0, 'the first step was reserved');
+    assert.is(storage.warmed_sectors, storage.capacity_sectors, 'the first step was warmed');
+
+    const on_disk = await engine.snapshotCreate({ volumes: ['b'], storage: `${elsewhere}/b.diff`, limit_bytes: 256 * MiB });
+    await engine.snapshotTake(on_disk);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const other = engine.snapshotInfo(on_disk).storage;
+    assert.is(other.in_memory, false);
+    assert.is(other.warmed_sectors, 0, 'nothing to warm off tmpfs');
+    await engine.snapshotDestroy(in_memory);
+    await engine.snapshotDestroy(on_disk);
+  } finally {
+    await fixture.close();
+    rmSync(elsewhere, { recursive: true, force: true });
+  }
+});
+
+test.run();
