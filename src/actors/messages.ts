@@ -93,11 +93,19 @@ export interface WarmTask {
   to_sectors: number;
   /** Follows a step nobody waits for: runs at the grow actor's nice value. */
   background: boolean;
+  /**
+   * A piece warmed faster than this (ns per MiB) was memory the host
+   * already backs: the next pieces are sampled, not warmed (actors/warm.ts).
+   * 0 warms every piece; Infinity takes every piece for backed.
+   */
+  backed_ns_per_mib: number;
 }
 
 export interface WarmResult {
   /** Warming reached here (to_sectors, or where it stopped). */
   warmed_sectors: number;
+  /** Of those, stepped over because the memory around them was backed already. */
+  skipped_sectors: number;
   /** The kernel cannot warm (no MADV_POPULATE_WRITE) or a call failed: warm no more. */
   error?: { code: string; message: string };
 }

@@ -80,6 +80,8 @@ export interface SnapshotInfo {
     kind: 'file' | 'tmpfile' | 'block'; path: string; created: boolean;
     /** On tmpfs: the sectors below this were made real memory ahead of the writers (0 elsewhere). */
     warmed_sectors: number;
+    /** Of those, stepped over: the memory around them was backed already, and warming it pays nothing. */
+    warm_skipped_sectors: number;
   };
   chunks: {
     volume: string; chunk_bytes: number; chunk_count: number; in_memory: number; stored: number; failed: number; queued: number;

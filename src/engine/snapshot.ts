@@ -391,7 +391,7 @@ export class Snapshot {
       error_code: this.error_code,
       volumes: this.volumes.map((v) => v.name),
       storage: {
-        ...this.storage.counters.snapshot(), warmed_sectors: this.warmer.warmed_sectors,
+        ...this.storage.counters.snapshot(), warmed_sectors: this.warmer.warmed_sectors, warm_skipped_sectors: this.warmer.skipped_sectors,
         kind: this.storage.kind, path: this.storage.path, created: this.storage.created_here,
       },
       chunks: [...this.areas.values()].map((area) => {

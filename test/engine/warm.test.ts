@@ -7,7 +7,9 @@
 // in the result, never an exception. Then through the engine: a snapshot
 // whose storage is on tmpfs has its first step warmed after take
 // (warmed_sectors in the status reaches the capacity), one on another
-// filesystem never.
+// filesystem never. Where the memory is backed already, warming samples
+// pieces instead of warming each (nextStride), deterministic here with
+// every piece taken for backed.
 // Method: real files on /dev/shm, the warm task on this thread; the engine
 // fixture on /dev/shm and a storage in the OS temp dir (not tmpfs here).
 
@@ -16,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import warm from '../../src/actors/warm';
+import warm, { nextStride } from '../../src/actors/warm';
 import type { WarmTask } from '../../src/actors/messages';
 import { fallocate, seekData } from '../../src/native/index';
 import { createSnapshotControl, SnapshotStateCode, SnapshotWord } from '../../src/shared/snapshot-control';
@@ -26,6 +28,8 @@ import { startFixture } from '../lib/engine-fixture';
 
 const MiB = 1 << 20;
 const PAGE = 4096;
+/** The warm actor's piece: 4 MiB. */
+const PIECE_BYTES = 4 * MiB;
 /** Three pieces of 4 MiB and a page. */
 const STORAGE_BYTES = 12 * MiB + PAGE;
 const STORAGE_SECTORS = STORAGE_BYTES / SECTOR_BYTES;
@@ -49,10 +53,11 @@ function reservedStorage(name: string): { fd: number; counters: StorageCounters 
   return { fd, counters };
 }
 
-function task(fd: number, counters: StorageCounters, control = createSnapshotControl()): WarmTask {
+/** A task over the whole storage; backed_ns_per_mib 0: no piece counts as backed, every one is warmed. */
+function task(fd: number, counters: StorageCounters, control = createSnapshotControl(), backed_ns_per_mib = 0): WarmTask {
   return {
     storage_fd: fd, storage_counters: counters.buffer, snapshot_control: control.buffer as SharedArrayBuffer,
-    from_sectors: 0, to_sectors: counters.capacity_sectors, background: true,
+    from_sectors: 0, to_sectors: counters.capacity_sectors, background: true, backed_ns_per_mib,
   };
 }
 
@@ -72,7 +77,7 @@ test('every page of the range becomes data; a chunk already in it keeps its byte
     writeSync(fd, stamp, 0, stamp.length, 5 * MiB);
     assert.is(holePages(fd, 0, STORAGE_BYTES), STORAGE_BYTES / PAGE - stamp.length / PAGE, 'before: only the stamped chunk is data');
     const result = warm(task(fd, counters));
-    assert.equal(result, { warmed_sectors: STORAGE_SECTORS });
+    assert.equal(result, { warmed_sectors: STORAGE_SECTORS, skipped_sectors: 0 });
     assert.is(holePages(fd, 0, STORAGE_BYTES), 0, 'after: no hole left');
     const back = Buffer.alloc(stamp.length + 2 * PAGE);
     readSync(fd, back, 0, back.length, 5 * MiB - PAGE);
@@ -89,9 +94,38 @@ test('warming starts at the fill cursor: the writers made the pages behind it re
   try {
     const filled_sectors = (8 * MiB) / SECTOR_BYTES;
     assert.is(counters.allocate(filled_sectors), 0);
-    assert.equal(warm(task(fd, counters)), { warmed_sectors: STORAGE_SECTORS });
+    assert.equal(warm(task(fd, counters)), { warmed_sectors: STORAGE_SECTORS, skipped_sectors: 0 });
     assert.is(holePages(fd, 0, 8 * MiB), 8 * MiB / PAGE, 'behind the cursor: untouched');
     assert.is(holePages(fd, 8 * MiB, STORAGE_BYTES), 0, 'ahead of it: warmed');
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('after backed pieces warming samples: 1, 2, 4 … 16 pieces stepped over, every piece again after one that was not', () => {
+  const strides: number[] = [];
+  let stride = 0;
+  for (const backed of [true, true, true, true, true, true, false, true]) {
+    stride = nextStride(stride, backed);
+    strides.push(stride);
+  }
+  assert.equal(strides, [1, 2, 4, 8, 16, 16, 0, 1]);
+});
+
+test('memory that is all backed is sampled, not warmed piece by piece', () => {
+  const fd = openSync(path.join(dir, 'backed.diff'), 'w+');
+  const pieces = 16;
+  try {
+    fallocate(fd, 0, pieces * PIECE_BYTES, 0);
+    const counters = StorageCounters.create(pieces * PIECE_BYTES / SECTOR_BYTES, pieces * PIECE_BYTES / SECTOR_BYTES, true, true);
+    // Every piece "backed": warm 0, over 1, warm 2, over 3-4, warm 5, over 6-9, warm 10, over the 5 left.
+    const result = warm(task(fd, counters, createSnapshotControl(), Number.POSITIVE_INFINITY));
+    assert.equal(result, { warmed_sectors: counters.capacity_sectors, skipped_sectors: 12 * PIECE_BYTES / SECTOR_BYTES });
+    const warmed: number[] = [];
+    for (let piece = 0; piece < pieces; piece += 1) {
+      if (holePages(fd, piece * PIECE_BYTES, (piece + 1) * PIECE_BYTES) === 0) warmed.push(piece);
+    }
+    assert.equal(warmed, [0, 2, 5, 10]);
   } finally {
     closeSync(fd);
   }
@@ -103,7 +137,7 @@ test('a destroyed or broken snapshot is not warmed', () => {
     try {
       const control = createSnapshotControl();
       Atomics.store(control, SnapshotWord.STATE, state);
-      assert.equal(warm(task(fd, counters, control)), { warmed_sectors: 0 });
+      assert.equal(warm(task(fd, counters, control)), { warmed_sectors: 0, skipped_sectors: 0 });
       assert.is(holePages(fd, 0, STORAGE_BYTES), STORAGE_BYTES / PAGE, `state ${state}: nothing warmed`);
     } finally {
       closeSync(fd);
@@ -147,6 +181,7 @@ test('through the engine: a tmpfs storage is warmed after take, a storage elsewh
     assert.is(storage.in_memory, true);
     assert.ok(storage.capacity_sectors > 0, 'the first step was reserved');
     assert.is(storage.warmed_sectors, storage.capacity_sectors, 'the first step was warmed');
+    assert.ok(storage.warm_skipped_sectors <= storage.warmed_sectors);
 
     const on_disk = await engine.snapshotCreate({ volumes: ['b'], storage: `${elsewhere}/b.diff`, limit_bytes: 256 * MiB });
     await engine.snapshotTake(on_disk);
