@@ -93,6 +93,7 @@ export default function warm(task: WarmTask): WarmResult {
 export function nextStride(stride: number, backed: boolean): number {
   return backed ? Math.min(STRIDE_PIECES_MAX, Math.max(1, stride * 2)) : 0;
 }
+
 function alignDown(sectors: number): number {
   return sectors - (sectors % PAGE_SECTORS);
 }
