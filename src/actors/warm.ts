@@ -34,6 +34,7 @@
 // the control plane sends tasks only for a storage on tmpfs
 // (StorageCounters.in_memory).
 
+import { GROW_SLICE_SECTORS } from '../cow/growth-slice';
 import { populateFileRange, setThreadName } from '../native';
 import { SnapshotStateCode, SnapshotWord } from '../shared/snapshot-control';
 import { StorageCounters } from '../shared/storage-counters';
@@ -41,8 +42,8 @@ import { MiB, PAGE_BYTES, SECTOR_BYTES } from '../shared/units';
 import type { WarmResult, WarmTask } from './messages';
 import { BACKGROUND_NICE, FOREGROUND_NICE, setPriority } from './thread-priority';
 
-/** Warmed a piece at a time (4 MiB, a growth slice), so a destroy or a writer passing by is seen soon. */
-const WARM_PIECE_SECTORS = 8_192;
+/** Warmed a piece at a time (a growth slice, 4 MiB), so a destroy or a writer passing by is seen soon. */
+const WARM_PIECE_SECTORS = GROW_SLICE_SECTORS;
 /** mmap wants whole pages: pieces start and end on one. */
 const PAGE_SECTORS = PAGE_BYTES / SECTOR_BYTES;
 /** After backed pieces, warming steps over this many pieces at most before it looks again. */
